@@ -1,0 +1,69 @@
+"""What the sync and async hooks have in common apart from I/O: identity, settings, secret masking."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow.sdk import BaseHook
+from airflow.sdk.log import mask_secret
+
+from airflow_dcache.hooks._settings import ConnectionSettings, settings_from_connection
+
+
+class DCacheHookBase(BaseHook):
+    """Holds only the connection id, so hooks are cheap to create and nothing secret is serialisable."""
+
+    conn_name_attr = "dcache_conn_id"
+    default_conn_name = "dcache_default"
+    conn_type = "dcache"
+    hook_name = "dCache"
+
+    def __init__(
+        self,
+        dcache_conn_id: str = default_conn_name,
+        *,
+        settings: ConnectionSettings | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.dcache_conn_id = dcache_conn_id
+        self._settings = settings
+        if settings is not None:
+            self._mask(settings)
+
+    @staticmethod
+    def _mask(settings: ConnectionSettings) -> None:
+        """Register secrets before any request can put them in a log line or an error."""
+        for secret in settings.secrets:
+            mask_secret(secret)
+
+    @property
+    def settings(self) -> ConnectionSettings:
+        """Settings of the connection, loaded and validated on first use."""
+        if self._settings is None:
+            conn = self.get_connection(self.dcache_conn_id)
+            settings = settings_from_connection(conn)
+            self._mask(settings)
+            self._settings = settings
+        return self._settings
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(dcache_conn_id={self.dcache_conn_id!r})"
+
+
+def door_check_message(error: Exception) -> str:
+    return f"WebDAV door check failed: {error}"
+
+
+def frontend_check_message(error: Exception) -> str:
+    return f"frontend check (GET /api/v1/user) failed: {error}"
+
+
+def identity_message(status: str, username: str | None, door: str, api: str) -> tuple[bool, str]:
+    """Turn the ``/user`` status into the UI's (ok, message); ANONYMOUS means the credential was ignored."""
+    if status != "AUTHENTICATED":
+        return False, (
+            f"frontend {api} answered status {status or 'missing'}: the credentials were not accepted "
+            "(dCache ignores Basic auth and bearer tokens over plain HTTP unless configured otherwise)"
+        )
+    return True, f"connected to door {door} and frontend {api} as {username or 'unknown user'}"

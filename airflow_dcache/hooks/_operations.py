@@ -1,0 +1,531 @@
+"""Every non-streaming hook operation, written once as a sans-I/O generator.
+
+An operation yields :class:`Call` objects and receives :class:`ResponseInfo` for each (or has the typed
+error thrown into it); its return value is the result. The sync hook drives these generators with
+``requests`` and the async hook with ``httpx``, so multi-step logic (``mkdir`` with parents, paging,
+recursive delete, checksum fallbacks) exists exactly once.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Generator, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+from urllib.parse import unquote, urlsplit
+
+from airflow_dcache.exceptions import AlreadyExists, Conflict, NotFound, UnexpectedResponse
+from airflow_dcache.hooks import _caveats, _checksums
+from airflow_dcache.hooks._models import (
+    ArchiveInfo,
+    BulkRequestInfo,
+    BulkSubmission,
+    BulkTarget,
+    MacaroonResponse,
+    NamespaceEntry,
+    StageRequestInfo,
+    UserInfo,
+    bulk_targets,
+)
+from airflow_dcache.hooks._protocol import (
+    MACAROON_REQUEST_TYPE,
+    ResponseInfo,
+    api_url,
+    door_url,
+    mask_url,
+    namespace_url,
+    normalize_path,
+    parse_json,
+)
+from airflow_dcache.hooks._settings import ConnectionSettings
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Call:
+    """One HTTP request, described without reference to any client library."""
+
+    method: str
+    url: str
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes | None = field(default=None, repr=False)
+    # Statuses that mean "already exists" for this call (MKCOL 405, MOVE 412); mapped to AlreadyExists.
+    exists_statuses: tuple[int, ...] = ()
+    follow_redirects: bool = False
+
+    @classmethod
+    def json(cls, method: str, url: str, payload: Any) -> Call:
+        """JSON body with exactly ``application/json``; the frontend reads POST/PATCH bodies only then."""
+        return cls(method, url, {"Content-Type": "application/json"}, json.dumps(payload).encode())
+
+
+Operation = Generator[Call, ResponseInfo, T]
+
+NAMESPACE_FLAGS = ("children", "locality", "locations", "qos", "checksum", "xattr", "labels", "optional")
+QOS_TARGETS = frozenset({"disk", "tape", "disk+tape", "tape+disk", "volatile"})
+LIFETIME_UNITS = frozenset({"SECONDS", "MINUTES", "HOURS", "DAYS"})
+BULK_ACTIVITIES = frozenset({"PIN", "UNPIN", "STAGE", "RELEASE", "DELETE", "UPDATE_QOS", "LOG_TARGET"})
+EXPAND = frozenset({"NONE", "TARGETS", "ALL"})
+
+
+def _json(info: ResponseInfo, call: Call) -> Any:
+    return parse_json(info, call.method, call.url)
+
+
+# ------------------------------------------------------------------------------------ namespace
+
+_PROPFIND_BODY = (
+    b'<?xml version="1.0" encoding="utf-8"?><propfind xmlns="DAV:"><prop><resourcetype/></prop></propfind>'
+)
+
+
+def door_probe(s: ConnectionSettings, path: str = "/") -> Operation[int]:
+    """PROPFIND depth 0: authenticated, side-effect free, and answered by the door itself (HEAD on a
+    directory is not, and GET may redirect to a pool)."""
+    headers = {"Depth": "0", "Content-Type": "application/xml"}
+    info = yield Call("PROPFIND", door_url(s, path), headers, _PROPFIND_BODY)
+    return info.status
+
+
+def whoami(s: ConnectionSettings) -> Operation[UserInfo]:
+    call = Call("GET", api_url(s, "user"), {"Accept": "application/json"})
+    data = _json((yield call), call)
+    if not isinstance(data, dict):
+        raise UnexpectedResponse("GET /user did not return an object", method="GET", url=call.url)
+    return UserInfo.from_json(data)
+
+
+def stat(s: ConnectionSettings, path: str, **flags: Any) -> Operation[NamespaceEntry]:
+    path = normalize_path(path)
+    unknown = set(flags) - set(NAMESPACE_FLAGS) - {"offset", "limit"}
+    if unknown:
+        raise TypeError(f"unknown stat flags: {sorted(unknown)}; allowed: {NAMESPACE_FLAGS}")
+    query = {k: (v if k in ("offset", "limit") else bool(v)) for k, v in flags.items() if v}
+    call = Call("GET", namespace_url(s, path, query), {"Accept": "application/json"})
+    data = _json((yield call), call)
+    if not isinstance(data, dict):
+        raise UnexpectedResponse("namespace GET did not return an object", method="GET", url=call.url)
+    return NamespaceEntry.from_json(path, data)
+
+
+def list_dir(
+    s: ConnectionSettings, path: str, page_size: int | None = None, **flags: Any
+) -> Operation[list[NamespaceEntry]]:
+    """All children, paging with ``offset``/``limit`` when ``page_size`` is set (huge directories)."""
+    entries: list[NamespaceEntry] = []
+    offset = 0
+    while True:
+        paging = {"offset": offset, "limit": page_size} if page_size else {}
+        entry = yield from stat(s, path, children=True, **paging, **flags)
+        if not entry.is_dir:
+            raise Conflict(f"{entry.path} is not a directory", method="GET", url=namespace_url(s, path))
+        page = entry.children or []
+        entries.extend(page)
+        if not page_size or len(page) < page_size:
+            return entries
+        offset += len(page)
+
+
+def exists(s: ConnectionSettings, path: str) -> Operation[bool]:
+    try:
+        yield from stat(s, path)
+    except NotFound:
+        return False
+    return True
+
+
+def mkdir(s: ConnectionSettings, path: str, parents: bool = True, exist_ok: bool = True) -> Operation[bool]:
+    """MKCOL; on a missing parent (409, or 404 from some servers) create the parents first.
+
+    Returns whether the directory was created. 405 means "exists": accepted with ``exist_ok`` once a stat
+    confirms it is a directory, since MKCOL also answers 405 when a *file* has that name.
+    """
+    path = normalize_path(path)
+    call = Call("MKCOL", door_url(s, path), exists_statuses=(405,))
+    try:
+        yield call
+        return True
+    except AlreadyExists:
+        if not exist_ok:
+            raise
+        entry = yield from stat(s, path)
+        if not entry.is_dir:
+            raise AlreadyExists(
+                f"{path} exists and is not a directory", status=405, method="MKCOL", url=call.url
+            ) from None
+        return False
+    except (Conflict, NotFound):
+        parent = path.rsplit("/", 1)[0] or "/"
+        if not parents or parent == path or parent == "/":
+            raise
+    yield from mkdir(s, parent, parents=True, exist_ok=True)
+    return (yield from mkdir(s, path, parents=False, exist_ok=exist_ok))
+
+
+def move(s: ConnectionSettings, source: str, destination: str, overwrite: bool = False) -> Operation[None]:
+    headers = {"Destination": door_url(s, destination), "Overwrite": "T" if overwrite else "F"}
+    yield Call("MOVE", door_url(s, source), headers, exists_statuses=(412,))
+
+
+def delete(
+    s: ConnectionSettings, path: str, recursive: bool = False, missing_ok: bool = False
+) -> Operation[bool]:
+    """Files go through the door (so billing records the removal); directories through the frontend,
+    whose ``DELETE`` has documented semantics for empty directories (the door's is unconfirmed)."""
+    path = normalize_path(path)
+    if path == "/":
+        raise ValueError("refusing to delete the root directory")
+    try:
+        entry = yield from stat(s, path)
+        if not entry.is_dir:
+            yield Call("DELETE", door_url(s, path))
+            return True
+        if recursive:
+            for child in (yield from list_dir(s, path)):
+                yield from delete(s, child.path, recursive=True, missing_ok=True)
+        yield Call("DELETE", namespace_url(s, path), {"Accept": "application/json"})
+        return True
+    except NotFound:
+        if missing_ok:
+            return False
+        raise
+
+
+def _action(s: ConnectionSettings, path: str, payload: dict[str, Any]) -> Operation[None]:
+    """Namespace POST actions answer 201 (current code) or 200 (User Guide); any 2xx is success."""
+    yield Call.json("POST", namespace_url(s, path), payload)
+
+
+def set_xattr(
+    s: ConnectionSettings, path: str, attributes: Mapping[str, Any], mode: str = "EITHER"
+) -> Operation[None]:
+    mode = mode.upper()
+    if mode not in ("CREATE", "MODIFY", "EITHER"):
+        raise ValueError("mode must be CREATE, MODIFY or EITHER")
+    if not attributes:
+        raise ValueError("no attributes given")
+    payload = {"action": "set-xattr", "attributes": {str(k): str(v) for k, v in attributes.items()}}
+    yield from _action(s, path, {**payload, "mode": mode})
+
+
+def remove_xattr(s: ConnectionSettings, path: str, names: Iterable[str]) -> Operation[None]:
+    yield from _action(s, path, {"action": "rm-xattr", "names": list(names)})
+
+
+def set_labels(
+    s: ConnectionSettings, path: str, labels: Iterable[str], replace: bool = False
+) -> Operation[list[str]]:
+    """Add labels; with ``replace`` also remove the ones not listed. Returns the labels now set."""
+    wanted = list(dict.fromkeys(str(label) for label in labels))
+    current: list[str] = []
+    if replace:
+        current = (yield from stat(s, path, labels=True)).labels or []
+        for label in current:
+            if label not in wanted:
+                yield from _action(s, path, {"action": "rm-label", "label": label})
+    for label in wanted:
+        if label not in current:
+            yield from _action(s, path, {"action": "set-label", "label": label})
+    return wanted
+
+
+def checksum(
+    s: ConnectionSettings, path: str, algorithms: Iterable[str] = ("adler32", "md5")
+) -> Operation[dict[str, str]]:
+    """HEAD + ``Want-Digest``; if the door answers without ``Digest``, ask the frontend for stored ones."""
+    wanted = [_checksums.canonical_algorithm(a) for a in algorithms]
+    call = Call("HEAD", door_url(s, path), {"Want-Digest": ",".join(wanted)})
+    info = yield call
+    digests = _checksums.digests_from_headers(info.headers)
+    if not digests:
+        digests = (yield from stat(s, path, checksum=True)).checksums or {}
+    return {k: v for k, v in digests.items() if k in wanted} or digests
+
+
+# ------------------------------------------------------------------------------------ QoS and pins
+
+
+def set_qos(
+    s: ConnectionSettings,
+    path: str,
+    target: str | None = None,
+    policy: str | None = None,
+    state: int | None = None,
+) -> Operation[None]:
+    """Fire-and-forget: dCache queues the transition; poll ``stat(qos=True)`` for ``target_qos``."""
+    if (target is None) == (policy is None):
+        raise ValueError("give exactly one of target or policy")
+    payload: dict[str, Any] = {"action": "qos"}
+    if target is not None:
+        if target.lower() not in QOS_TARGETS:
+            raise ValueError(f"QoS target must be one of {sorted(QOS_TARGETS)}")
+        payload["target"] = target.lower()
+    else:
+        payload["policy"] = policy
+        payload["state"] = int(state or 0)
+    yield from _action(s, path, payload)
+
+
+def pin(s: ConnectionSettings, path: str, lifetime: float, unit: str = "SECONDS") -> Operation[None]:
+    unit = unit.upper()
+    if unit not in LIFETIME_UNITS:
+        raise ValueError(f"unit must be one of {sorted(LIFETIME_UNITS)}")
+    yield from _action(s, path, {"action": "pin", "lifetime": lifetime, "lifetime-unit": unit})
+
+
+def unpin(s: ConnectionSettings, path: str) -> Operation[None]:
+    yield from _action(s, path, {"action": "unpin"})
+
+
+# ----------------------------------------------------------------------------------------- bulk
+
+
+def request_id(value: str) -> str:
+    """Accept an id or the URL the server returned; never send credentials to a URL we did not build."""
+    text = value.strip().rstrip("/")
+    if "://" in text or "/" in text:
+        text = unquote(urlsplit(text).path.rstrip("/").rsplit("/", 1)[-1])
+    if not text or "/" in text:
+        raise ValueError(f"not a request id or URL: {value!r}")
+    return text
+
+
+def _header(info: ResponseInfo, name: str) -> str | None:
+    for key, value in info.headers.items():
+        if key.lower() == name:
+            return value
+    return None
+
+
+def _stringify_arguments(arguments: Mapping[str, Any] | None) -> dict[str, str] | None:
+    """The bulk service wants string values; nested objects (``diskLifetime``) are JSON strings."""
+    if not arguments:
+        return None
+    result: dict[str, str] = {}
+    for key, value in arguments.items():
+        if isinstance(value, (dict, list)):
+            result[key] = json.dumps(value)
+        elif isinstance(value, bool):
+            result[key] = "true" if value else "false"
+        else:
+            result[key] = str(value)
+    return result
+
+
+def submit_bulk_request(
+    s: ConnectionSettings,
+    activity: str,
+    targets: Iterable[str],
+    *,
+    arguments: Mapping[str, Any] | None = None,
+    target_prefix: str | None = None,
+    expand_directories: str = "NONE",
+    cancel_on_failure: bool = False,
+    clear_on_success: bool = False,
+    clear_on_failure: bool = False,
+) -> Operation[BulkSubmission]:
+    activity = activity.upper()
+    if activity not in BULK_ACTIVITIES:
+        raise ValueError(f"activity must be one of {sorted(BULK_ACTIVITIES)}")
+    expand = expand_directories.upper()
+    if expand not in EXPAND:
+        raise ValueError(f"expand_directories must be one of {sorted(EXPAND)}")
+    target_list = [str(t) for t in targets]
+    if not target_list:
+        raise ValueError("a bulk request needs at least one target")
+    payload: dict[str, Any] = {
+        "activity": activity,
+        "target": target_list,
+        "expand_directories": expand,
+        "cancel_on_failure": cancel_on_failure,
+        "clear_on_success": clear_on_success,
+        "clear_on_failure": clear_on_failure,
+    }
+    if target_prefix:
+        payload["target_prefix"] = target_prefix
+    args = _stringify_arguments(arguments)
+    if args:
+        payload["arguments"] = args
+    call = Call.json("POST", api_url(s, "bulk-requests"), payload)
+    info = yield call
+    # The id is in the ``request-url`` header; the javadoc's ``Location`` is accepted as a fallback.
+    url = _header(info, "request-url") or _header(info, "location")
+    if not url:
+        raise UnexpectedResponse(
+            "bulk request created but no request-url header", status=info.status, method="POST", url=call.url
+        )
+    rid = request_id(url)
+    return BulkSubmission(id=rid, url=api_url(s, f"bulk-requests/{rid}"))
+
+
+def bulk_request_status(s: ConnectionSettings, request: str) -> Operation[BulkRequestInfo]:
+    """Fetch every page of targets (``nextId`` is -1 on the last page)."""
+    rid = request_id(request)
+    targets: list[BulkTarget] = []
+    offset: int | None = None
+    seen: set[int] = set()
+    while True:
+        call = Call(
+            "GET", api_url(s, f"bulk-requests/{rid}", {"offset": offset}), {"Accept": "application/json"}
+        )
+        data = _json((yield call), call)
+        if not isinstance(data, dict):
+            raise UnexpectedResponse("bulk status is not an object", method="GET", url=call.url)
+        targets.extend(bulk_targets(data))
+        next_id = data.get("nextId")
+        if not isinstance(next_id, int) or next_id < 0 or next_id in seen:
+            return BulkRequestInfo.from_json(rid, data, targets)
+        seen.add(next_id)
+        offset = next_id
+
+
+def cancel_bulk_request(
+    s: ConnectionSettings, request: str, paths: Iterable[str] | None = None
+) -> Operation[None]:
+    payload: dict[str, Any] = {"action": "cancel"}
+    if paths is not None:
+        payload["paths"] = list(paths)
+    yield Call.json("PATCH", api_url(s, f"bulk-requests/{request_id(request)}"), payload)
+
+
+def clear_bulk_request(
+    s: ConnectionSettings, request: str, cancel_if_running: bool = False
+) -> Operation[None]:
+    url = api_url(s, f"bulk-requests/{request_id(request)}", {"cancelIfRunning": cancel_if_running})
+    yield Call("DELETE", url)
+
+
+def list_bulk_requests(
+    s: ConnectionSettings,
+    status: Iterable[str] | None = None,
+    owner: str | None = None,
+    path: str | None = None,
+) -> Operation[list[dict[str, Any]]]:
+    query = {
+        "status": ",".join(x.lower() for x in status) if status else None,
+        "owner": owner,
+        "path": path,
+    }
+    call = Call("GET", api_url(s, "bulk-requests", query), {"Accept": "application/json"})
+    data = _json((yield call), call)
+    if isinstance(data, dict):  # tolerate a wrapped list
+        data = data.get("requests") or data.get("items") or []
+    return [d for d in data or [] if isinstance(d, dict)]
+
+
+# ----------------------------------------------------------------------------------------- tape
+
+
+def _iso(lifetime: timedelta | int | float | str | None) -> str | None:
+    return None if lifetime is None else _caveats.iso_duration(lifetime)
+
+
+def stage(
+    s: ConnectionSettings,
+    files: Iterable[str] | Mapping[str, timedelta | int | float | str | None],
+    disk_lifetime: timedelta | int | float | str | None = None,
+) -> Operation[BulkSubmission]:
+    """WLCG ``POST /tape/stage``; a mapping gives each path its own disk lifetime."""
+    items = files.items() if isinstance(files, Mapping) else ((f, disk_lifetime) for f in files)
+    payload_files = []
+    for path, lifetime in items:
+        entry: dict[str, Any] = {"path": normalize_path(path)}
+        iso = _iso(lifetime if lifetime is not None else disk_lifetime)
+        if iso:
+            entry["diskLifetime"] = iso
+        payload_files.append(entry)
+    if not payload_files:
+        raise ValueError("stage needs at least one file")
+    call = Call.json("POST", api_url(s, "tape/stage"), {"files": payload_files})
+    info = yield call
+    data = _json(info, call)
+    rid = data.get("requestId") if isinstance(data, dict) else None
+    if not rid:
+        location = _header(info, "location")
+        if not location:
+            raise UnexpectedResponse(
+                "stage reply has no requestId", status=info.status, method="POST", url=call.url
+            )
+        rid = request_id(location)
+    return BulkSubmission(id=str(rid), url=api_url(s, f"tape/stage/{rid}"))
+
+
+def stage_status(s: ConnectionSettings, request: str) -> Operation[StageRequestInfo]:
+    rid = request_id(request)
+    call = Call("GET", api_url(s, f"tape/stage/{rid}"), {"Accept": "application/json"})
+    data = _json((yield call), call)
+    if not isinstance(data, dict):
+        raise UnexpectedResponse("stage status is not an object", method="GET", url=call.url)
+    return StageRequestInfo.from_json(rid, data)
+
+
+def cancel_stage(s: ConnectionSettings, request: str, paths: Iterable[str]) -> Operation[None]:
+    body = {"paths": [normalize_path(p) for p in paths]}
+    yield Call.json("POST", api_url(s, f"tape/stage/{request_id(request)}/cancel"), body)
+
+
+def delete_stage(s: ConnectionSettings, request: str) -> Operation[None]:
+    yield Call("DELETE", api_url(s, f"tape/stage/{request_id(request)}"))
+
+
+def release(s: ConnectionSettings, request: str, paths: Iterable[str]) -> Operation[None]:
+    body = {"paths": [normalize_path(p) for p in paths]}
+    yield Call.json("POST", api_url(s, f"tape/release/{request_id(request)}"), body)
+
+
+def archive_info(s: ConnectionSettings, paths: Iterable[str]) -> Operation[list[ArchiveInfo]]:
+    call = Call.json("POST", api_url(s, "tape/archiveinfo"), {"paths": [normalize_path(p) for p in paths]})
+    data = _json((yield call), call)
+    return [
+        ArchiveInfo(path=str(d.get("path", "")), locality=d.get("locality"), error=d.get("error"))
+        for d in data or []
+        if isinstance(d, dict)
+    ]
+
+
+# ------------------------------------------------------------------------------------- macaroons
+
+
+def mint_macaroon(
+    s: ConnectionSettings,
+    path: str = "/",
+    caveats: Any = None,
+    *,
+    activities: Iterable[str] | str | None = None,
+    validity: timedelta | int | float | str | None = None,
+    ip: Iterable[str] | str | None = None,
+    before: datetime | None = None,
+    max_upload: int | None = None,
+) -> Operation[MacaroonResponse]:
+    """POST to the path itself, so dCache adds the ``path:`` caveat (a macaroon for that subtree only).
+
+    The body is sent as bytes with the exact Content-Type: dCache compares it as a string, and a
+    ``charset`` parameter would make the door treat the POST as ordinary WebDAV.
+    """
+    body: dict[str, Any] = {}
+    strings = _caveats.request_caveats(
+        caveats, activities=activities, ip=ip, before=before, max_upload=max_upload
+    )
+    if strings:
+        body["caveats"] = strings
+    iso = _caveats.iso_duration(validity) if validity is not None else _caveats.builder_validity(caveats)
+    if iso:
+        body["validity"] = iso
+    headers = {"Content-Type": MACAROON_REQUEST_TYPE, "Accept": "application/json"}
+    call = Call("POST", door_url(s, path), headers, json.dumps(body).encode())
+    info = yield call
+    data = _json(info, call)
+    if not isinstance(data, dict) or not data.get("macaroon"):
+        # A door that did not recognise the request answers like WebDAV, typically with no JSON at all.
+        raise UnexpectedResponse(
+            "the door did not return a macaroon", status=info.status, method="POST", url=mask_url(call.url)
+        )
+    return MacaroonResponse.from_json(data)
+
+
+def ensure_not_exists(s: ConnectionSettings, path: str) -> Operation[None]:
+    """Pre-check for uploads with ``overwrite=False``; dCache has no conditional PUT we can rely on."""
+    if (yield from exists(s, path)):
+        raise AlreadyExists(f"{normalize_path(path)} already exists", method="PUT", url=door_url(s, path))

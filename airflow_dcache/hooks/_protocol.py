@@ -1,0 +1,327 @@
+"""Transport-independent pieces of the dCache wire protocol: URLs, credentials, redirects, errors.
+
+Both hooks execute the same requests through different HTTP clients; everything that decides *what* is
+sent and *how a reply is read* lives here as pure functions, so the two clients differ only in I/O.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import ssl
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, quote, urlencode, urljoin, urlsplit, urlunsplit
+
+from airflow_dcache.exceptions import (
+    AlreadyExists,
+    DCacheError,
+    UnexpectedResponse,
+    error_class_for_status,
+)
+from airflow_dcache.hooks._settings import AuthType, ConnectionSettings
+
+MACAROON_REQUEST_TYPE = "application/macaroon-request"
+# Safe to repeat after a dropped connection or a 5xx; bodies of PUT/POST/COPY are streams we cannot replay.
+RETRY_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PROPFIND"})
+RETRY_STATUSES = frozenset({500, 502, 503, 504})
+BACKOFF_FACTOR = 0.5
+BACKOFF_MAX = 30.0
+MAX_REDIRECTS = 5
+_MASK = "***"
+_AUTHZ_RE = re.compile(r"(?i)([?&]authz=)[^&#\s\"'<>]*")
+
+
+# --------------------------------------------------------------------------------------------- URLs
+
+
+def quote_path(path: str) -> str:
+    """Percent-encode a dCache path; keep ``/`` so the hierarchy survives, encode everything else."""
+    if not path.startswith("/"):
+        path = "/" + path
+    return quote(path, safe="/-._~!$&'()*+,;=:@")
+
+
+def normalize_path(path: str) -> str:
+    """Absolute, no trailing slash (except root), no ``//``: dCache treats these as the same path."""
+    if not isinstance(path, str) or not path.strip():
+        raise ValueError("a dCache path must be a non-empty string")
+    parts = [p for p in path.strip().split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise ValueError(f"'..' is not allowed in dCache paths: {path!r}")
+    return "/" + "/".join(parts)
+
+
+def door_url(settings: ConnectionSettings, path: str, query: Mapping[str, Any] | None = None) -> str:
+    """URL of ``path`` on the WebDAV door (prefix of the door URL included)."""
+    url = settings.door_url + quote_path(normalize_path(path))
+    return _with_query(url, query)
+
+
+def api_url(settings: ConnectionSettings, endpoint: str, query: Mapping[str, Any] | None = None) -> str:
+    """URL of a REST endpoint such as ``namespace/data/x`` or ``bulk-requests``."""
+    return _with_query(settings.api_url + "/" + endpoint.lstrip("/"), query)
+
+
+def namespace_url(settings: ConnectionSettings, path: str, query: Mapping[str, Any] | None = None) -> str:
+    path = normalize_path(path)
+    endpoint = "namespace" + ("" if path == "/" else quote_path(path))
+    return api_url(settings, endpoint, query)
+
+
+def _with_query(url: str, query: Mapping[str, Any] | None) -> str:
+    if not query:
+        return url
+    items = [(k, _query_value(v)) for k, v in query.items() if v is not None]
+    return url + ("&" if "?" in url else "?") + urlencode(items) if items else url
+
+
+def _query_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def same_origin(a: str, b: str) -> bool:
+    """Credentials follow a redirect only to the same scheme, host and port."""
+    pa, pb = urlsplit(a), urlsplit(b)
+    return (pa.scheme, pa.hostname, pa.port or _default_port(pa.scheme)) == (
+        pb.scheme,
+        pb.hostname,
+        pb.port or _default_port(pb.scheme),
+    )
+
+
+def _default_port(scheme: str) -> int | None:
+    return {"http": 80, "https": 443}.get(scheme)
+
+
+def mask_url(url: str) -> str:
+    """Hide ``authz=`` values: a pre-authorised URL in a log line is a leaked credential."""
+    return _AUTHZ_RE.sub(lambda m: m.group(1) + _MASK, url)
+
+
+def strip_authz(url: str) -> str:
+    """Drop ``authz`` so a request never carries a URL token *and* a header token (dCache refuses two)."""
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k.lower() != "authz"]
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def has_authz(url: str) -> bool:
+    return any(k.lower() == "authz" for k, _ in parse_qsl(urlsplit(url).query))
+
+
+# ------------------------------------------------------------------------------------ credentials
+
+
+class TokenFileReader:
+    """Re-read a token file only when it changes: OIDC agents rotate it while long tasks run."""
+
+    def __init__(self, path: str) -> None:
+        self.path = os.path.expanduser(path)
+        self._lock = threading.Lock()
+        self._stamp: tuple[float, int] | None = None
+        self._token: str | None = None
+
+    def read(self) -> tuple[str, bool]:
+        """Return the token and whether it is new since the previous call (so it can be masked once)."""
+        try:
+            st = os.stat(self.path)
+        except OSError as exc:
+            raise DCacheError(f"cannot read token file {self.path}: {exc.strerror}") from None
+        stamp = (st.st_mtime, st.st_size)
+        with self._lock:
+            if stamp != self._stamp or self._token is None:
+                with open(self.path, encoding="utf-8") as fh:
+                    token = fh.read().strip()
+                if not token:
+                    raise DCacheError(f"token file {self.path} is empty")
+                changed = token != self._token
+                self._stamp, self._token = stamp, token
+                return token, changed
+            return self._token, False
+
+
+def auth_headers(settings: ConnectionSettings, token: str | None = None) -> dict[str, str]:
+    """The ``Authorization`` header for the configured scheme; ``token`` overrides for token files."""
+    kind = settings.auth_type
+    if kind is AuthType.BASIC:
+        raw = f"{settings.login or ''}:{settings.password or ''}".encode()
+        return {"Authorization": "Basic " + base64.b64encode(raw).decode("ascii")}
+    if kind in (AuthType.BEARER, AuthType.MACAROON, AuthType.TOKEN_FILE):
+        value = token if token is not None else settings.token
+        if not value:
+            raise DCacheError(f"auth_type {kind.value} has no token")
+        return {"Authorization": f"Bearer {value}"}
+    return {}  # x509 authenticates in the TLS handshake; none is anonymous
+
+
+def client_cert(settings: ConnectionSettings) -> str | tuple[str, str] | None:
+    """The requests-style ``cert`` argument; a proxy certificate carries its key in the same file."""
+    if settings.auth_type is not AuthType.X509 and not settings.client_cert:
+        return None
+    if not settings.client_cert:
+        return None
+    if settings.client_key:
+        return (os.path.expanduser(settings.client_cert), os.path.expanduser(settings.client_key))
+    return os.path.expanduser(settings.client_cert)
+
+
+def requests_verify(settings: ConnectionSettings) -> bool | str:
+    if not settings.verify:
+        return False
+    return os.path.expanduser(settings.ca_bundle) if settings.ca_bundle else True
+
+
+def ssl_context(settings: ConnectionSettings) -> ssl.SSLContext:
+    """One SSL context for httpx (which deprecates path arguments) with the same meaning as requests'."""
+    if settings.verify:
+        ctx = ssl.create_default_context(
+            cafile=os.path.expanduser(settings.ca_bundle) if settings.ca_bundle else None
+        )
+    else:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    cert = client_cert(settings)
+    if isinstance(cert, tuple):
+        ctx.load_cert_chain(cert[0], cert[1])
+    elif cert:
+        ctx.load_cert_chain(cert)
+    return ctx
+
+
+# -------------------------------------------------------------------------------------- redirects
+
+
+@dataclass(frozen=True)
+class Hop:
+    """Where to go after a 3xx, and whether the original credentials may come along."""
+
+    method: str
+    url: str
+    keep_credentials: bool
+    keep_body: bool
+
+
+def next_hop(method: str, url: str, status: int, location: str | None) -> Hop:
+    """Follow dCache's redirects: GET → pool (302 or 307), PUT → pool (307), directory → trailing ``/``.
+
+    307/308 keep the method and body; 301-303 turn a non-GET into GET as browsers and RFC 9110 do.
+    """
+    if not location:
+        raise UnexpectedResponse(f"redirect {status} without Location", status=status, method=method, url=url)
+    target = urljoin(url, location.strip())
+    if urlsplit(target).scheme not in ("http", "https"):
+        raise UnexpectedResponse(f"redirect to unsupported URL scheme: {mask_url(target)}", status=status)
+    keep_method = status in (307, 308) or method in ("GET", "HEAD")
+    return Hop(
+        method=method if keep_method else "GET",
+        url=target,
+        keep_credentials=same_origin(url, target),
+        keep_body=keep_method and status in (307, 308),
+    )
+
+
+def backoff_delay(attempt: int) -> float:
+    """Exponential backoff (0.5 s, 1 s, 2 s …) capped, for the retry loop of the async client."""
+    return float(min(BACKOFF_MAX, BACKOFF_FACTOR * (2**attempt)))
+
+
+# ----------------------------------------------------------------------------------------- errors
+
+
+@dataclass(frozen=True)
+class ResponseInfo:
+    """What error mapping needs from any client's response object."""
+
+    status: int
+    reason: str
+    headers: Mapping[str, str]
+    body: bytes = field(default=b"", repr=False)
+
+
+def error_message(info: ResponseInfo) -> str:
+    """The server's own explanation, wherever this dCache component put it.
+
+    Frontend: ``{"status","title","detail"}`` or legacy ``{"errors":[{"message","status"}]}``; tape
+    cancel uses ``title``/``detail`` *headers*; WebDAV puts its text in the reason phrase.
+    """
+    parsed = _json_or_none(info.body)
+    if isinstance(parsed, dict):
+        detail = parsed.get("detail")
+        title = parsed.get("title")
+        if detail or title:
+            return _join(str(title) if title else None, str(detail) if detail else None)
+        errors = parsed.get("errors")
+        if isinstance(errors, list):
+            messages = [str(e.get("message")) for e in errors if isinstance(e, dict) and e.get("message")]
+            if messages:
+                return "; ".join(messages)
+        for key in ("message", "error", "msg"):
+            if parsed.get(key):
+                return str(parsed[key])
+    header_title = _header(info.headers, "title")
+    header_detail = _header(info.headers, "detail")
+    if header_title or header_detail:
+        return _join(header_title, header_detail)
+    if info.reason:
+        return info.reason
+    text = _plain_text(info.body)
+    return text or f"HTTP {info.status}"
+
+
+def _join(title: str | None, detail: str | None) -> str:
+    if title and detail and detail.lower() != title.lower() and not detail.startswith(title):
+        return f"{title}: {detail}"
+    return detail or title or ""
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    for key, value in headers.items():
+        if key.lower() == name:
+            return value
+    return None
+
+
+def _json_or_none(body: bytes) -> Any:
+    if not body or body.lstrip()[:1] not in (b"{", b"["):
+        return None
+    try:
+        return json.loads(body)
+    except ValueError:
+        return None
+
+
+def _plain_text(body: bytes) -> str:
+    """A short message from an HTML or text body, for servers that leave the reason phrase empty."""
+    text = body[:2000].decode("utf-8", "replace")
+    title = re.search(r"(?is)<title>(.*?)</title>", text)
+    if title:
+        text = title.group(1)
+    text = re.sub(r"<[^>]+>", " ", text)
+    return " ".join(text.split())[:300]
+
+
+def error_for(info: ResponseInfo, method: str, url: str, *, mkcol: bool = False) -> DCacheError:
+    """Build the typed exception for an unsuccessful reply; the URL is masked before it is stored."""
+    message = error_message(info)
+    cls = AlreadyExists if mkcol and info.status == 405 else error_class_for_status(info.status)
+    return cls(message, status=info.status, method=method, url=mask_url(url))
+
+
+def parse_json(info: ResponseInfo, method: str, url: str) -> Any:
+    """Decode a JSON success body, turning garbage into a typed error instead of a traceback."""
+    try:
+        return json.loads(info.body) if info.body else None
+    except ValueError:
+        raise UnexpectedResponse(
+            "response is not JSON", status=info.status, method=method, url=mask_url(url)
+        ) from None

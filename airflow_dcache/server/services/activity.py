@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 
-class Activity(str, Enum):
+class Activity(StrEnum):
     """The activities of dCache's ``Activity`` enum, as named in ``activity:`` caveats."""
 
     READ_METADATA = "READ_METADATA"

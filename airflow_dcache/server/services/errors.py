@@ -39,6 +39,10 @@ class Conflict(ServiceError):
     """The operation conflicts with the namespace state (missing parent, non-empty directory)."""
 
 
+class NotEmpty(Conflict):
+    """A directory still has entries (the frontend reports this as 400, the door as 409)."""
+
+
 class NotAllowed(ServiceError):
     """The method is not allowed on this kind of object (MKCOL on an existing path)."""
 

@@ -1,0 +1,139 @@
+"""Wiring: storage → services → HTTP apps for the door and the frontend, and their lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from airflow_dcache.server.config import ServerConfig
+from airflow_dcache.server.http.auth import Authenticator
+from airflow_dcache.server.http.errors import error_middleware
+from airflow_dcache.server.http.frontend import Frontend
+from airflow_dcache.server.http.webdav import WebDavDoor
+from airflow_dcache.server.services import errors as e
+from airflow_dcache.server.services.events import EventBus
+from airflow_dcache.server.services.login import join_under
+from airflow_dcache.server.services.macaroons import MacaroonService
+from airflow_dcache.server.services.namespace import NamespaceService
+from airflow_dcache.server.services.transfers import TransferService
+from airflow_dcache.server.storage.macaroon_secrets import MacaroonSecretStore
+from airflow_dcache.server.storage.namespace_db import NamespaceDB
+from airflow_dcache.server.storage.pool import Pool
+from airflow_dcache.server.storage.users import User
+
+# aiohttp's header limits (8190 bytes a line/field) already answer oversized headers with 400.
+_HANDLER_ARGS = {"max_line_size": 8190, "max_field_size": 8190}
+
+
+@dataclass
+class Services:
+    """Everything below the HTTP layer, built once per server."""
+
+    db: NamespaceDB
+    pool: Pool
+    events: EventBus
+    namespace: NamespaceService
+    transfers: TransferService
+    macaroons: MacaroonService
+    extra: dict[str, object] = field(default_factory=dict)
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def build_services(config: ServerConfig) -> Services:
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    db = NamespaceDB(config.data_dir / "namespace.db")
+    pool = Pool(config.pool_name, config.data_dir / "pools" / config.pool_name)
+    events = EventBus()
+    namespace = NamespaceService(db, pool, events)
+    transfers = TransferService(namespace, allow_overwrite=config.allow_overwrite, max_upload=config.max_upload)
+    macaroons = MacaroonService(MacaroonSecretStore(config.data_dir / "macaroon-secrets.json"))
+    return Services(db, pool, events, namespace, transfers, macaroons)
+
+
+def _frontend_status(err: e.ServiceError) -> int | None:
+    """dCache's frontend reports a non-empty directory as a plain 400."""
+    return 400 if isinstance(err, e.NotEmpty) else None
+
+
+def build_apps(
+    config: ServerConfig, services: Services, users: dict[str, User]
+) -> tuple[web.Application, web.Application]:
+    auth = Authenticator(users, services.macaroons, looks_like_macaroon=MacaroonService.looks_like_macaroon,
+                         tls=config.tls, allow_insecure_macaroons=config.allow_insecure_macaroons)
+    door_app = web.Application(middlewares=[error_middleware(door=True)], handler_args=_HANDLER_ARGS)
+    WebDavDoor(auth, services.namespace, services.transfers, services.macaroons, tls=config.tls,
+               allow_insecure_macaroons=config.allow_insecure_macaroons).install(door_app)
+    frontend_app = web.Application(middlewares=[error_middleware(door=False, status_override=_frontend_status)],
+                                   handler_args=_HANDLER_ARGS)
+    Frontend(auth, services.namespace).install(frontend_app)
+    frontend_app["services"] = services
+    return door_app, frontend_app
+
+
+def ssl_context(config: ServerConfig) -> ssl.SSLContext | None:
+    if config.tls_cert is None:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(config.tls_cert, config.tls_key)
+    return ctx
+
+
+@dataclass
+class RunningServer:
+    runners: list[web.AppRunner]
+    urls: dict[str, str]
+
+    async def stop(self) -> None:
+        for runner in self.runners:
+            await runner.cleanup()
+
+
+async def _serve(app: web.Application, host: str, port: int, ctx: ssl.SSLContext | None) -> tuple[web.AppRunner, int]:
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, ssl_context=ctx, backlog=1024, reuse_address=True)
+    await site.start()
+    bound = runner.addresses[0][1]
+    return runner, bound
+
+
+def _url(scheme: str, host: str, port: int) -> str:
+    shown = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{shown}:{port}"
+
+
+async def start(config: ServerConfig, services: Services, users: dict[str, User]) -> RunningServer:
+    door_app, frontend_app = build_apps(config, services, users)
+    ctx = ssl_context(config)
+    scheme = "https" if ctx else "http"
+    door_runner, door_port = await _serve(door_app, config.host, config.webdav_port, ctx)
+    front_runner, front_port = await _serve(frontend_app, config.host, config.frontend_port, ctx)
+    frontend = _url(scheme, config.host, front_port)
+    urls = {"webdav": _url(scheme, config.host, door_port), "frontend": frontend, "api": f"{frontend}/api/v1"}
+    return RunningServer([door_runner, front_runner], urls)
+
+
+def provision_homes(services: Services, users: dict[str, User]) -> None:
+    for user in users.values():
+        home = join_under(user.root, user.home) if user.home != "/" else user.root
+        if home != "/":
+            services.namespace.provision_home(home, user.uid, user.gids[0])
+
+
+async def run_until_stopped(config: ServerConfig, users: dict[str, User], stop: asyncio.Event,
+                            on_ready: Callable[[dict[str, str]], None]) -> None:
+    services = build_services(config)
+    provision_homes(services, users)
+    server = await start(config, services, users)
+    try:
+        on_ready(server.urls)
+        await stop.wait()
+    finally:
+        await server.stop()
+        services.close()

@@ -1,0 +1,29 @@
+"""Server settings gathered from the command line; plain data, no behaviour."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    data_dir: Path
+    host: str = "127.0.0.1"
+    webdav_port: int = 2880
+    frontend_port: int = 3880
+    users_file: Path | None = None
+    site: str = "main"
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    allow_insecure_macaroons: bool = False
+    allow_overwrite: bool = True
+    max_upload: int | None = None
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
+
+    @property
+    def pool_name(self) -> str:
+        return f"{self.site}-pool1"

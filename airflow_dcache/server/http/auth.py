@@ -1,0 +1,94 @@
+"""Authentication shared by the door and the frontend, in dCache's order of login strategies.
+
+Macaroons are tried first for any bearer credential; a bearer token that is not a macaroon is
+refused (this service has no OIDC). Basic checks the users file. No credential yields the
+anonymous login, which every operation refuses with 401 unless anonymous access is enabled.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+from collections import OrderedDict
+from typing import Protocol
+
+from aiohttp import web
+
+from airflow_dcache.server.services.errors import BadRequest, NotAuthenticated
+from airflow_dcache.server.services.login import ANONYMOUS, Login
+from airflow_dcache.server.storage.users import User, verify_password
+
+_CACHE_SIZE = 256
+
+
+class MacaroonLogin(Protocol):
+    def login(self, token: str, client_ip: str) -> Login: ...
+
+
+def login_for_user(user: User) -> Login:
+    return Login(uid=user.uid, gids=user.gids, username=user.username, home=user.home, root=user.root,
+                 admin=user.admin)
+
+
+class Authenticator:
+    def __init__(self, users: dict[str, User], macaroons: MacaroonLogin, *, looks_like_macaroon,
+                 tls: bool, allow_insecure_macaroons: bool) -> None:
+        self.users = users
+        self.macaroons = macaroons
+        self.looks_like_macaroon = looks_like_macaroon
+        self.tls = tls
+        self.allow_insecure_macaroons = allow_insecure_macaroons
+        # PBKDF2 is deliberately slow; remember recent successes so each request doesn't pay it.
+        self._verified: OrderedDict[bytes, User] = OrderedDict()
+
+    def authenticate(self, request: web.Request) -> Login:
+        header = request.headers.getall("Authorization", [])
+        authz = request.query.getall("authz", [])
+        if len(header) > 1 or len(authz) > 1:
+            raise BadRequest("More than one credential supplied")
+        if header and authz:
+            raise BadRequest("Both an Authorization header and an authz query parameter were supplied")
+        if authz:
+            if not (self.tls or self.allow_insecure_macaroons):
+                raise NotAuthenticated("not allowed to send pre-authorized URL unencrypted")
+            return self._bearer(authz[0], request)
+        if not header:
+            return ANONYMOUS
+        scheme, _, value = header[0].strip().partition(" ")
+        scheme = scheme.lower()
+        if scheme == "basic":
+            return self._basic(value.strip())
+        if scheme == "bearer":
+            if not (self.tls or self.allow_insecure_macaroons):
+                raise NotAuthenticated("not allowed to send bearer token unencrypted")
+            return self._bearer(value.strip(), request)
+        raise NotAuthenticated(f"Unsupported authorization scheme: {scheme[:32]}")
+
+    def _bearer(self, token: str, request: web.Request) -> Login:
+        if not token:
+            raise NotAuthenticated("Empty bearer token")
+        if not self.looks_like_macaroon(token):
+            raise NotAuthenticated("Bearer token is not a macaroon; no other token types are accepted")
+        return self.macaroons.login(token, request.remote or "")
+
+    def _basic(self, value: str) -> Login:
+        try:
+            decoded = base64.b64decode(value, validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            raise NotAuthenticated("Malformed Basic credentials") from None
+        username, sep, password = decoded.partition(":")
+        if not sep:
+            raise NotAuthenticated("Malformed Basic credentials: missing ':'")
+        username = username.split("#", 1)[0]  # dCache's user#role1,role2 form
+        key = hashlib.sha256(decoded.encode()).digest()
+        user = self._verified.get(key)
+        if user is None:
+            candidate = self.users.get(username)
+            if candidate is None or not verify_password(password, candidate.password_hash):
+                raise NotAuthenticated("Invalid username or password")
+            user = candidate
+            self._verified[key] = user
+            if len(self._verified) > _CACHE_SIZE:
+                self._verified.popitem(last=False)
+        return login_for_user(user)

@@ -1,0 +1,84 @@
+"""Mapping service errors to HTTP: dCache's status codes, a reason phrase and a JSON body.
+
+The frontend answers ``{"status": "404", "title": ..., "detail": ...}`` like dCache's
+ErrorResponseProvider; the door puts the message in the reason phrase, as dCache does, and adds
+the same JSON body so scripts get a precise message either way. Unexpected exceptions become a
+generic 500 without internals; the traceback goes to the server log only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from http import HTTPStatus
+
+from aiohttp import web
+
+from airflow_dcache.server.http.paths import PathTooLong
+from airflow_dcache.server.services import errors as e
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+_STATUS: list[tuple[type[e.ServiceError], int]] = [
+    (PathTooLong, 414),
+    (e.NotAuthenticated, 401),
+    (e.PermissionDenied, 403),
+    (e.NotFound, 404),
+    (e.NotAllowed, 405),
+    (e.AlreadyExists, 409),
+    (e.Conflict, 409),
+    (e.PayloadTooLarge, 413),
+    (e.TooManyRequests, 429),
+    (e.BadRequest, 400),
+]
+
+
+def status_for(error: e.ServiceError) -> int:
+    for cls, status in _STATUS:
+        if isinstance(error, cls):
+            return status
+    return 400
+
+
+def _reason(message: str) -> str:
+    """A reason phrase must be one latin-1 line; keep it short and printable."""
+    text = " ".join(message.split())[:200]
+    return text.encode("latin-1", "replace").decode("latin-1")
+
+
+def error_response(status: int, message: str, *, reason: bool = False,
+                   headers: dict[str, str] | None = None) -> web.Response:
+    title = HTTPStatus(status).phrase
+    body = json.dumps({"status": str(status), "title": title, "detail": message})
+    response = web.Response(status=status, text=body, content_type="application/json",
+                            reason=_reason(message) if reason else None, headers=headers)
+    if status == 401:
+        response.headers["WWW-Authenticate"] = 'Basic realm="dCache", Bearer realm="dCache"'
+    return response
+
+
+def error_middleware(*, door: bool, status_override: Callable[[e.ServiceError], int | None] | None = None):
+    """Build the middleware; ``door`` puts messages into the reason phrase as the WebDAV door does."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except e.ServiceError as err:
+            status = (status_override(err) if status_override else None) or status_for(err)
+            return error_response(status, err.message, reason=door)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            return error_response(exc.status, exc.reason or HTTPStatus(exc.status).phrase, reason=door,
+                                  headers={k: v for k, v in exc.headers.items() if k.lower() == "allow"})
+        except (ConnectionResetError, BrokenPipeError):
+            raise
+        except Exception:
+            log.exception("unexpected error handling %s %s", request.method, request.path)
+            return error_response(500, "Internal server error", reason=door)
+
+    return middleware

@@ -1,0 +1,236 @@
+"""The frontend REST API (``/api/v1``): identity and namespace, in dCache's JSON shapes."""
+
+from __future__ import annotations
+
+import json
+import mimetypes
+from typing import Any
+
+from aiohttp import web
+
+from airflow_dcache.server.http.auth import Authenticator
+from airflow_dcache.server.http.paths import parse_raw_path
+from airflow_dcache.server.services.errors import BadRequest, NotAuthenticated
+from airflow_dcache.server.services.login import Login
+from airflow_dcache.server.services.namespace import Entry, NamespaceService
+
+API = "/api/v1"
+MAX_JSON_BODY = 1 << 20
+_FLAGS = ("children", "locality", "locations", "qos", "checksum", "xattr", "labels", "optional")
+_CHECKSUM_TYPES = {"adler32": "ADLER32", "md5": "MD5_TYPE"}
+SUCCESS = {"status": "success"}
+
+
+def json_response(doc: Any, status: int = 200) -> web.Response:
+    return web.Response(status=status, text=json.dumps(doc), content_type="application/json")
+
+
+def parse_bool(request: web.Request, name: str) -> bool:
+    value = request.query.get(name)
+    if value is None:
+        return False
+    lowered = value.lower()
+    if lowered in ("true", "1", ""):
+        return True
+    if lowered in ("false", "0"):
+        return False
+    raise BadRequest(f"Query parameter {name} must be true or false, got {value[:20]!r}")
+
+
+def parse_nonnegative(request: web.Request, name: str) -> int | None:
+    value = request.query.get(name)
+    if value is None:
+        return None
+    if not value.isdigit():
+        raise BadRequest(f"Query parameter {name} must be an integer >= 0, got {value[:20]!r}")
+    return int(value)
+
+
+async def read_json_object(request: web.Request) -> dict[str, Any]:
+    """A JSON object body with ``Content-Type: application/json``, bounded in size."""
+    if request.content_type != "application/json":
+        raise web.HTTPUnsupportedMediaType(
+            reason=f"Content-Type must be application/json, got {request.content_type or 'none'}")
+    if request.content_length is not None and request.content_length > MAX_JSON_BODY:
+        raise BadRequest(f"Request body larger than {MAX_JSON_BODY} bytes")
+    raw = await request.content.read(MAX_JSON_BODY + 1)
+    if len(raw) > MAX_JSON_BODY:
+        raise BadRequest(f"Request body larger than {MAX_JSON_BODY} bytes")
+    try:
+        doc = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise BadRequest(f"Request body is not valid JSON: {err}") from None
+    if not isinstance(doc, dict):
+        raise BadRequest("Request body must be a JSON object")
+    return doc
+
+
+def field(doc: dict[str, Any], name: str, kind: type | tuple[type, ...], *, required: bool = True,
+          default: Any = None) -> Any:
+    """A typed field of a JSON body; errors name the field and the expected type."""
+    if name not in doc or doc[name] is None:
+        if required:
+            raise BadRequest(f"Missing required field '{name}'")
+        return default
+    value = doc[name]
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
+        raise BadRequest(f"Field '{name}' must be of type {names}")
+    return value
+
+
+class Frontend:
+    def __init__(self, auth: Authenticator, namespace: NamespaceService) -> None:
+        self.auth = auth
+        self.ns = namespace
+        self._actions = {
+            "mkdir": self._mkdir, "mv": self._mv, "chmod": self._chmod, "chgrp": self._chgrp,
+            "set-xattr": self._set_xattr, "rm-xattr": self._rm_xattr,
+            "set-label": self._set_label, "rm-label": self._rm_label,
+        }
+
+    def install(self, app: web.Application) -> None:
+        app.router.add_get(f"{API}/user", self.user)
+        for method, handler in (("GET", self.get_namespace), ("POST", self.post_namespace),
+                                ("DELETE", self.delete_namespace)):
+            app.router.add_route(method, API + r"/namespace{tail:(/[\s\S]*)?}", handler)
+
+    def login(self, request: web.Request) -> Login:
+        login = self.auth.authenticate(request)
+        if login.anonymous:
+            raise NotAuthenticated("Authentication required")
+        return login
+
+    def _path(self, request: web.Request) -> str:
+        raw = request.rel_url.raw_path[len(API + "/namespace"):] or "/"
+        return parse_raw_path(raw)[0]
+
+    async def user(self, request: web.Request) -> web.Response:
+        login = self.auth.authenticate(request)
+        if login.anonymous:
+            return json_response({"status": "ANONYMOUS"})
+        doc: dict[str, Any] = {"status": "AUTHENTICATED", "uid": login.uid, "gids": list(login.gids),
+                               "username": login.username, "homeDirectory": login.home,
+                               "rootDirectory": login.root}
+        if login.admin:
+            doc["roles"] = ["admin"]
+        return json_response(doc)
+
+    # -- GET -------------------------------------------------------------------------------------
+    async def get_namespace(self, request: web.Request) -> web.Response:
+        login = self.login(request)
+        flags = {name: parse_bool(request, name) for name in _FLAGS}
+        offset = parse_nonnegative(request, "offset") or 0
+        limit = parse_nonnegative(request, "limit")
+        unknown = set(request.query) - set(_FLAGS) - {"offset", "limit", "authz"}
+        if unknown:
+            raise BadRequest(f"Unknown query parameter(s): {', '.join(sorted(unknown))}")
+        entry = self.ns.stat(login, self._path(request))
+        doc = self.attributes(entry, flags)
+        if flags["children"] and entry.inode.is_dir:
+            children = self.ns.list_dir(login, entry.path, offset, -1 if limit is None else limit)
+            doc["children"] = [dict(self.attributes(c, flags), fileName=c.inode.name) for c in children]
+        return json_response(doc)
+
+    def attributes(self, entry: Entry, flags: dict[str, bool]) -> dict[str, Any]:
+        """dCache's JsonFileAttributes; keys that would be null are left out, as Jackson NON_NULL does."""
+        node = entry.inode
+        doc: dict[str, Any] = {
+            "fileMimeType": "application/vnd.dcache.folder" if node.is_dir
+            else self._mime(entry), "size": node.size, "creationTime": node.crtime, "mtime": node.mtime,
+            "pnfsId": node.id, "fileType": node.type, "nlink": 2 if node.is_dir else 1, "mode": node.mode,
+        }
+        if flags.get("locality") and not node.is_dir:
+            doc["fileLocality"] = "ONLINE"
+        if flags.get("locations") and not node.is_dir:
+            doc["locations"] = [self.ns.pool.name]
+        if flags.get("qos") and not node.is_dir:
+            doc["currentQos"] = "disk"
+        if flags.get("xattr"):
+            doc["extendedAttributes"] = self.ns.xattrs(entry)
+        if flags.get("labels"):
+            doc["labels"] = self.ns.labels(entry)
+        if flags.get("checksum") and not node.is_dir:
+            doc["checksums"] = [{"type": _CHECKSUM_TYPES[k], "value": v}
+                                for k, v in (("adler32", node.adler32), ("md5", node.md5)) if v]
+        if flags.get("optional"):
+            doc.update({"accessLatency": "ONLINE", "retentionPolicy": "REPLICA", "atime": node.atime,
+                        "ctime": node.ctime, "owner": node.uid, "group": node.gid})
+        return doc
+
+    def _mime(self, entry: Entry) -> str:
+        declared = self.ns.xattrs(entry).get("mime_type")
+        return declared or mimetypes.guess_type(entry.inode.name)[0] or "application/octet-stream"
+
+    # -- POST / DELETE ---------------------------------------------------------------------------
+    async def post_namespace(self, request: web.Request) -> web.Response:
+        login = self.login(request)
+        path = self._path(request)
+        doc = await read_json_object(request)
+        action = doc.get("action")
+        if not isinstance(action, str):
+            raise BadRequest("Missing required field 'action' (a string)")
+        handler = self._actions.get(action)
+        if handler is None:
+            raise BadRequest(f"No such action {action[:64]}")
+        handler(login, path, doc)
+        return json_response(SUCCESS, status=201)
+
+    async def delete_namespace(self, request: web.Request) -> web.Response:
+        login = self.login(request)
+        self.ns.delete(login, self._path(request))
+        return json_response(SUCCESS)
+
+    def _mkdir(self, login: Login, path: str, doc: dict[str, Any]) -> None:
+        name = field(doc, "name", str)
+        if not name or "/" in name or name in (".", ".."):
+            raise BadRequest("Field 'name' must be a single path component")
+        self.ns.mkdir(login, path.rstrip("/") + "/" + parse_raw_path("/" + name)[0][1:])
+
+    def _mv(self, login: Login, path: str, doc: dict[str, Any]) -> None:
+        destination = field(doc, "destination", str)
+        if not destination:
+            raise BadRequest("Field 'destination' must not be empty")
+        if not destination.startswith("/"):  # dCache resolves it against the source's parent
+            parent = path.rsplit("/", 1)[0]
+            destination = f"{parent}/{destination}"
+        self.ns.move(login, path, _normalise(destination))
+
+    def _chmod(self, login: Login, path: str, doc: dict[str, Any]) -> None:
+        self.ns.chmod(login, path, field(doc, "mode", int))
+
+    def _chgrp(self, login: Login, path: str, doc: dict[str, Any]) -> None:
+        self.ns.chgrp(login, path, field(doc, "gid", int))
+
+    def _set_xattr(self, login: Login, path: str, doc: dict[str, Any]) -> None:
+        attrs = field(doc, "attributes", dict)
+        if not attrs or not all(isinstance(k, str) and k and isinstance(v, str) for k, v in attrs.items()):
+            raise BadRequest("Field 'attributes' must be a non-empty object of string names to string values")
+        self.ns.set_xattrs(login, path, attrs, field(doc, "mode", str, required=False, default="EITHER"))
+
+    def _rm_xattr(self, login: Login, path: str, doc: dict[str, Any]) -> None:
+        names = field(doc, "names", (str, list))
+        names = [names] if isinstance(names, str) else names
+        if not names or not all(isinstance(n, str) and n for n in names):
+            raise BadRequest("Field 'names' must be a name or a non-empty list of names")
+        self.ns.remove_xattrs(login, path, names)
+
+    def _set_label(self, login: Login, path: str, doc: dict[str, Any]) -> None:
+        self.ns.set_label(login, path, _label(doc), add=True)
+
+    def _rm_label(self, login: Login, path: str, doc: dict[str, Any]) -> None:
+        self.ns.set_label(login, path, _label(doc), add=False)
+
+
+def _label(doc: dict[str, Any]) -> str:
+    label = field(doc, "label", str)
+    if not label or len(label) > 255 or any(ord(c) < 0x20 for c in label):
+        raise BadRequest("Field 'label' must be 1 to 255 printable characters")
+    return label
+
+
+def _normalise(path: str) -> str:
+    """Validate a destination path from a JSON body with the same rules as request paths."""
+    from urllib.parse import quote
+
+    return parse_raw_path(quote(path))[0]

@@ -1,0 +1,284 @@
+"""The WebDAV door: dCache's HTTP/WebDAV wire behaviour over the namespace and transfer services."""
+
+from __future__ import annotations
+
+import html
+import json
+import mimetypes
+import os
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
+
+from airflow_dcache.server.http import propfind as pf
+from airflow_dcache.server.http.auth import Authenticator
+from airflow_dcache.server.http.digests import digest_header
+from airflow_dcache.server.http.paths import parse_raw_path, path_from_url
+from airflow_dcache.server.services.errors import BadRequest, NotAllowed, NotAuthenticated, NotFound
+from airflow_dcache.server.services.login import Login
+from airflow_dcache.server.services.macaroons import MacaroonService
+from airflow_dcache.server.services.namespace import Entry, NamespaceService
+from airflow_dcache.server.services.transfers import TransferService
+from airflow_dcache.server.storage.namespace_db import now_ms
+
+MACAROON_REQUEST = "application/macaroon-request"
+MAX_SMALL_BODY = 1 << 20  # PROPFIND, PROPPATCH and macaroon requests
+READ_CHUNK = 1 << 20
+METHODS = ("OPTIONS", "HEAD", "GET", "PUT", "DELETE", "MKCOL", "MOVE", "COPY", "PROPFIND", "POST")
+
+
+def content_type(name: str) -> str:
+    return mimetypes.guess_type(name)[0] or "application/octet-stream"
+
+
+async def read_small_body(request: web.Request, what: str) -> bytes:
+    """Read a bounded request body; larger ones are refused before they fill memory."""
+    if request.content_length is not None and request.content_length > MAX_SMALL_BODY:
+        raise BadRequest(f"{what} body larger than {MAX_SMALL_BODY} bytes")
+    body = await request.content.read(MAX_SMALL_BODY + 1)
+    if len(body) > MAX_SMALL_BODY:
+        raise BadRequest(f"{what} body larger than {MAX_SMALL_BODY} bytes")
+    return body
+
+
+async def _chunks(request: web.Request) -> AsyncIterator[bytes]:
+    """Request body in large pieces; coalescing cuts per-chunk hashing and write overhead."""
+    buf = bytearray()
+    async for data in request.content.iter_any():
+        buf += data
+        if len(buf) >= READ_CHUNK:
+            yield bytes(buf)
+            buf.clear()
+    if buf:
+        yield bytes(buf)
+
+
+class DownloadResponse(web.FileResponse):
+    """aiohttp's zero-copy (sendfile) file response, reporting when the body has been sent."""
+
+    def __init__(self, path: Path, on_sent: Callable[[int], None], **kwargs: Any) -> None:
+        super().__init__(path, **kwargs)
+        self._on_sent = on_sent
+
+    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
+        if self.prepared:  # aiohttp calls prepare again after the handler returns
+            return self._payload_writer
+        writer = await super().prepare(request)
+        self._on_sent(self.content_length or 0)
+        return writer
+
+
+class WebDavDoor:
+    def __init__(self, auth: Authenticator, namespace: NamespaceService, transfers: TransferService,
+                 macaroons: MacaroonService, *, tls: bool, allow_insecure_macaroons: bool) -> None:
+        self.auth = auth
+        self.ns = namespace
+        self.transfers = transfers
+        self.macaroons = macaroons
+        self.tls = tls
+        self.allow_insecure_macaroons = allow_insecure_macaroons
+        self._handlers = {
+            "OPTIONS": self.options, "HEAD": self.head, "GET": self.get, "PUT": self.put,
+            "DELETE": self.delete, "MKCOL": self.mkcol, "MOVE": self.move, "COPY": self.copy,
+            "PROPFIND": self.propfind, "POST": self.post,
+        }
+
+    def install(self, app: web.Application) -> None:
+        app.router.add_route("*", r"/{tail:[\s\S]*}", self.dispatch)
+
+    async def dispatch(self, request: web.Request) -> web.StreamResponse:
+        handler = self._handlers.get(request.method)
+        if handler is None:
+            raise web.HTTPMethodNotAllowed(request.method, METHODS,
+                                           reason=f"Method {request.method} is not supported")
+        path, trailing = parse_raw_path(request.rel_url.raw_path)
+        login = self.auth.authenticate(request)
+        return await handler(request, login, path, trailing)
+
+    # -- read side -----------------------------------------------------------------------------
+    async def options(self, request: web.Request, login: Login, path: str, trailing: bool) -> web.Response:
+        return web.Response(status=200, headers={"DAV": "1", "Allow": ", ".join(METHODS),
+                                                 "MS-Author-Via": "DAV"})
+
+    async def head(self, request: web.Request, login: Login, path: str, trailing: bool) -> web.StreamResponse:
+        entry = self.ns.stat(login, path)
+        response = web.StreamResponse(status=200, headers=self._metadata_headers(request, entry))
+        response.content_length = 0 if entry.inode.is_dir else entry.inode.size
+        return response
+
+    def _metadata_headers(self, request: web.Request, entry: Entry) -> dict[str, str]:
+        node = entry.inode
+        headers = {"ETag": self._etag(entry), "Last-Modified": pf.http_date(node.mtime)}
+        if node.is_dir:
+            headers["Content-Type"] = "text/html; charset=utf-8"
+            return headers
+        headers["Accept-Ranges"] = "bytes"
+        headers["Content-Type"] = content_type(node.name)
+        want = request.headers.get("Want-Digest")
+        if want and (digest := digest_header(want, node)):
+            headers["Digest"] = digest
+        return headers
+
+    def _etag(self, entry: Entry) -> str:
+        """For files the same value aiohttp's sendfile path uses, so conditional GETs agree."""
+        if entry.inode.is_dir:
+            return pf.etag(entry)
+        try:
+            st = os.stat(self.ns.pool.data_path(entry.inode.id))
+        except FileNotFoundError:
+            return pf.etag(entry)
+        return f'"{st.st_mtime_ns:x}-{st.st_size:x}"'
+
+    async def get(self, request: web.Request, login: Login, path: str, trailing: bool) -> web.StreamResponse:
+        entry = self.ns.stat(login, path)
+        if entry.inode.is_dir:
+            if not trailing and path != "/":
+                location = quote(path) + "/" + (f"?{request.query_string}" if request.query_string else "")
+                raise web.HTTPMovedPermanently(location)
+            return self._listing(request, login, entry)
+        entry = self.ns.open_for_read(login, path)
+        headers = self._metadata_headers(request, entry)
+        headers.pop("ETag")
+        headers.pop("Last-Modified")
+        disposition = "inline" if request.query.get("action") == "show" else "attachment"
+        headers["Content-Disposition"] = f"{disposition}; filename*=UTF-8''{quote(entry.inode.name)}"
+        started = now_ms()
+
+        def sent(count: int) -> None:
+            self.transfers.download_finished(login, entry, count, started, request.remote or "")
+
+        replica = self.ns.pool.data_path(entry.inode.id)
+        if not replica.exists():
+            raise NotFound(f"Replica of {path} is not available")
+        return DownloadResponse(replica, sent, chunk_size=READ_CHUNK, headers=headers)
+
+    def _listing(self, request: web.Request, login: Login, entry: Entry) -> web.Response:
+        authz = request.query.get("authz")
+        suffix = f"?authz={quote(authz)}" if authz else ""
+        rows = []
+        for child in self.ns.list_dir(login, entry.path):
+            name = child.inode.name + ("/" if child.inode.is_dir else "")
+            rows.append(f'<tr><td><a href="{html.escape(quote(name))}{html.escape(suffix)}">'
+                        f"{html.escape(name)}</a></td><td>{'' if child.inode.is_dir else child.inode.size}"
+                        f"</td><td>{pf.http_date(child.inode.mtime)}</td></tr>")
+        title = html.escape(entry.path)
+        body = (f"<!DOCTYPE html><html><head><title>{title}</title></head><body><h1>{title}</h1>"
+                f"<table><tr><th>Name</th><th>Size</th><th>Modified</th></tr>{''.join(rows)}</table>"
+                "</body></html>")
+        return web.Response(text=body, content_type="text/html")
+
+    async def propfind(self, request: web.Request, login: Login, path: str, trailing: bool) -> web.Response:
+        depth = request.headers.get("Depth", "infinity").strip().lower()
+        if depth not in ("0", "1", "infinity"):
+            raise BadRequest(f"Bad Depth header: {depth[:20]!r} (expected 0, 1 or infinity)")
+        parsed = pf.parse_propfind(await read_small_body(request, "PROPFIND"))
+        entry = self.ns.stat(login, path)
+        entries = [entry]
+        if depth != "0" and entry.inode.is_dir:
+            # dCache answers Depth: infinity as Depth: 1 rather than walking the whole tree.
+            entries += self.ns.list_dir(login, path)
+        body = pf.render_multistatus(
+            entries, parsed, href_for=lambda e: pf.href(e.path, e.inode.is_dir),
+            xattrs_for=self.ns.xattrs, content_type=content_type,
+        )
+        return web.Response(status=207, body=body, content_type="application/xml", charset="utf-8")
+
+    # -- write side ----------------------------------------------------------------------------
+    async def put(self, request: web.Request, login: Login, path: str, trailing: bool) -> web.Response:
+        if trailing:
+            raise BadRequest(f"Cannot upload to a collection URL: {path}/")
+        self._require_login(login)
+        xattrs = {k[len("xattr."):]: v for k, v in request.query.items() if k.startswith("xattr.")}
+        if any(not name for name in xattrs):
+            raise BadRequest("Empty extended attribute name in xattr. query parameter")
+        want = request.headers.get("Want-Digest", "")
+        result = await self.transfers.upload(
+            login, path, _chunks(request), client=request.remote or "",
+            content_length=request.content_length, content_md5=request.headers.get("Content-MD5"),
+            want_md5="md5" in want.lower(), xattrs=xattrs,
+        )
+        headers = {"ETag": self._etag(result.entry)}
+        digest = digest_header(want or "adler32", result.entry.inode)
+        if digest:
+            headers["Digest"] = digest
+        return web.Response(status=201 if result.created else 204, headers=headers)
+
+    async def delete(self, request: web.Request, login: Login, path: str, trailing: bool) -> web.Response:
+        self._require_login(login)
+        entry = self.ns.delete(login, path, recursive=True)
+        if not entry.inode.is_dir:
+            self.transfers.remove_finished(login, entry, request.remote or "")
+        return web.Response(status=204)
+
+    async def mkcol(self, request: web.Request, login: Login, path: str, trailing: bool) -> web.Response:
+        self._require_login(login)
+        if request.content_length or (request.body_exists and await request.content.read(1)):
+            raise web.HTTPUnsupportedMediaType(reason="MKCOL with a request body is not supported")
+        try:
+            self.ns.stat(login, path)
+        except NotFound:
+            pass
+        else:
+            raise NotAllowed(f"Resource already exists: {path}")
+        self.ns.mkdir(login, path)
+        return web.Response(status=201)
+
+    async def move(self, request: web.Request, login: Login, path: str, trailing: bool) -> web.Response:
+        self._require_login(login)
+        destination = request.headers.get("Destination")
+        if not destination:
+            raise BadRequest("MOVE requires a Destination header")
+        dst = path_from_url(destination)
+        overwrite = request.headers.get("Overwrite", "T").strip().upper()
+        if overwrite not in ("T", "F"):
+            raise BadRequest(f"Bad Overwrite header: {overwrite[:10]!r} (expected T or F)")
+        if overwrite == "F":
+            try:
+                self.ns.stat(login, dst)
+            except NotFound:
+                pass
+            else:
+                raise web.HTTPPreconditionFailed(reason=f"Destination exists: {dst}")
+        _, created = self.ns.move(login, path, dst, overwrite=overwrite == "T")
+        return web.Response(status=201 if created else 204)
+
+    async def copy(self, request: web.Request, login: Login, path: str, trailing: bool) -> web.Response:
+        source, destination = request.headers.get("Source"), request.headers.get("Destination")
+        if source and destination:
+            raise BadRequest("COPY request contains both Source and Destination headers")
+        if not source and not destination:
+            raise BadRequest("COPY request is missing both Source and Destination headers")
+        remote = urlsplit(source or destination or "")
+        if not (remote.scheme and remote.netloc):
+            raise web.HTTPNotImplemented(reason="Local COPY is not supported; use an absolute remote URL "
+                                                "for third-party copy")
+        raise web.HTTPNotImplemented(reason="HTTP third-party copy is not implemented yet")
+
+    async def post(self, request: web.Request, login: Login, path: str, trailing: bool) -> web.Response:
+        if request.headers.get("Content-Type") != MACAROON_REQUEST:
+            raise web.HTTPMethodNotAllowed("POST", METHODS,
+                                           reason=f"POST is only supported with Content-Type: {MACAROON_REQUEST}")
+        if not (self.tls or self.allow_insecure_macaroons):
+            raise BadRequest("Not secure transport")
+        if login.anonymous:
+            raise NotAuthenticated("Authentication required")
+        body = await read_small_body(request, "Macaroon request")
+        token = self.macaroons.mint(login, path, body)
+        target = f"{request.scheme}://{request.host}{quote(path)}"
+        base = f"{request.scheme}://{request.host}/"
+        doc = {"macaroon": token, "uri": {
+            "targetWithMacaroon": f"{target}?authz={token}", "baseWithMacaroon": f"{base}?authz={token}",
+            "target": target, "base": base}}
+        return web.Response(text=json.dumps(doc, indent=4), content_type="application/json")
+
+    @staticmethod
+    def _require_login(login: Login) -> None:
+        if login.anonymous:
+            raise NotAuthenticated("Authentication required")
+
+
+__all__ = ["WebDavDoor"]

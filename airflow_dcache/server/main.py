@@ -1,0 +1,105 @@
+"""``airflow-dcache server``: start the dCache-compatible service and announce its URLs."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import json
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from airflow_dcache.server.app import run_until_stopped
+from airflow_dcache.server.config import ServerConfig
+from airflow_dcache.server.storage.users import UsersFileError, load_users, write_dev_users
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", required=True, type=Path, help="namespace, pools and secrets live here")
+    parser.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
+    parser.add_argument("--webdav-port", type=int, default=2880, help="WebDAV door port; 0 picks a free one")
+    parser.add_argument("--frontend-port", type=int, default=3880, help="frontend REST port; 0 picks a free one")
+    parser.add_argument("--users", type=Path, help="users file (JSON); without it a development admin is created")
+    parser.add_argument("--site", default="main", help="site name of this instance's pools")
+    parser.add_argument("--tls-cert", type=Path, help="PEM certificate (chain) for HTTPS")
+    parser.add_argument("--tls-key", type=Path, help="PEM private key for HTTPS")
+    parser.add_argument(
+        "--allow-insecure-macaroons", action="store_true",
+        help="DEVELOPMENT ONLY: mint and accept macaroons over plain HTTP (dCache refuses this; "
+             "bearer tokens sent unencrypted can be stolen)",
+    )
+    parser.add_argument("--no-overwrite", action="store_true", help="refuse PUT onto an existing file")
+    parser.add_argument("--max-upload", type=int, help="largest accepted upload in bytes")
+    parser.add_argument("--log-level", default="WARNING")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def config_from_args(args: argparse.Namespace) -> ServerConfig:
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise SystemExit("error: --tls-cert and --tls-key go together")
+    for name in ("webdav_port", "frontend_port"):
+        if not 0 <= getattr(args, name) <= 65535:
+            raise SystemExit(f"error: --{name.replace('_', '-')} must be between 0 and 65535")
+    if args.max_upload is not None and args.max_upload <= 0:
+        raise SystemExit("error: --max-upload must be positive")
+    return ServerConfig(
+        data_dir=args.data_dir.resolve(), host=args.host, webdav_port=args.webdav_port,
+        frontend_port=args.frontend_port, users_file=args.users, site=args.site, tls_cert=args.tls_cert,
+        tls_key=args.tls_key, allow_insecure_macaroons=args.allow_insecure_macaroons,
+        allow_overwrite=not args.no_overwrite, max_upload=args.max_upload,
+    )
+
+
+def prepare_users(config: ServerConfig) -> Path:
+    """Return the users file, creating a development one (loopback only) when none was given."""
+    if config.users_file is not None:
+        return config.users_file
+    if not _is_loopback(config.host):
+        raise SystemExit("error: without --users the development admin is only allowed on a loopback address")
+    path = config.data_dir / "users.json"
+    if not path.exists():
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        password = write_dev_users(path)
+        print(f"admin password: {password}", file=sys.stderr, flush=True)
+        print(f"(development users file written to {path}; this password is not shown again)",
+              file=sys.stderr, flush=True)
+    return path
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = config_from_args(args)
+    try:
+        users = load_users(prepare_users(config))
+    except UsersFileError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+    def ready(urls: dict[str, str]) -> None:
+        line = dict(urls, site=config.site, pid=os.getpid(), data_dir=str(config.data_dir))
+        print(json.dumps(line), flush=True)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await run_until_stopped(config, users, stop, ready)
+
+    try:
+        asyncio.run(main())
+    except OSError as err:
+        print(f"error: cannot listen: {err}", file=sys.stderr)
+        return 1
+    return 0

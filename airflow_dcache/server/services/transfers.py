@@ -1,0 +1,169 @@
+"""Uploads and downloads: streaming to a pool with checksums, committed atomically.
+
+An upload is authorised before any byte is read, written to a pool temp file while adler32 (and
+md5 when asked) are computed, verified, fsynced, and only then entered into the namespace, so a
+failed or rejected upload never becomes visible and never replaces the previous file.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import posixpath
+import zlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from airflow_dcache.server.services import permissions as perm
+from airflow_dcache.server.services.activity import Activity
+from airflow_dcache.server.services.errors import BadRequest, Conflict, PayloadTooLarge
+from airflow_dcache.server.services.events import TransferEvent
+from airflow_dcache.server.services.login import Login
+from airflow_dcache.server.services.namespace import DEFAULT_FILE_MODE, Entry, NamespaceService
+from airflow_dcache.server.storage.namespace_db import REGULAR, new_pnfsid, now_ms
+
+
+@dataclass(frozen=True)
+class UploadResult:
+    entry: Entry
+    created: bool
+    adler32: str
+    md5: str | None
+
+
+def adler32_hex(value: int) -> str:
+    return format(value & 0xFFFFFFFF, "08x")
+
+
+def decode_content_md5(value: str) -> bytes:
+    """``Content-MD5`` is base64 of the 16 raw digest bytes (RFC 1864)."""
+    try:
+        raw = base64.b64decode(value.strip(), validate=True)
+    except ValueError:
+        raise BadRequest("Content-MD5 is not valid base64") from None
+    if len(raw) != 16:
+        raise BadRequest(f"Content-MD5 must encode 16 bytes, got {len(raw)}")
+    return raw
+
+
+class TransferService:
+    def __init__(self, namespace: NamespaceService, *, allow_overwrite: bool = True,
+                 max_upload: int | None = None) -> None:
+        self.ns = namespace
+        self.allow_overwrite = allow_overwrite
+        self.max_upload = max_upload
+
+    def authorise_upload(self, login: Login, path: str) -> bool:
+        """Check everything that can be checked before the body arrives; True if it will overwrite."""
+        perm.require_activity(login, Activity.UPLOAD, path)
+        ns = self.ns.ns_path(login, path)
+        perm.require_within(login, ns, path)
+        if ns == "/" or path.endswith("/"):
+            raise BadRequest(f"Cannot upload to a directory path: {path}")
+        existing = self._existing(login, path)
+        if existing is None:
+            return False
+        if existing.inode.is_dir:
+            raise Conflict(f"Is a directory: {path}")
+        if not self.allow_overwrite:
+            raise Conflict(f"File exists and overwriting is disabled: {path}")
+        perm.require_activity(login, Activity.DELETE, path)
+        return True
+
+    def _existing(self, login: Login, path: str) -> Entry | None:
+        parent, name = self.ns.parent_of(login, path)
+        if parent is None:
+            return None
+        node = self.ns.db.child(parent.inode.id, name)
+        return Entry(path, posixpath.join(parent.ns_path, name), node) if node else None
+
+    def size_limit(self, login: Login) -> int | None:
+        limits = [x for x in (self.max_upload, login.max_upload) if x is not None]
+        return min(limits) if limits else None
+
+    async def upload(
+        self, login: Login, path: str, body: AsyncIterator[bytes], *, client: str,
+        content_length: int | None = None, content_md5: str | None = None, want_md5: bool = False,
+        xattrs: dict[str, str] | None = None,
+    ) -> UploadResult:
+        self.authorise_upload(login, path)
+        expected_md5 = decode_content_md5(content_md5) if content_md5 is not None else None
+        limit = self.size_limit(login)
+        if limit is not None and content_length is not None and content_length > limit:
+            raise PayloadTooLarge(f"Upload of {content_length} bytes exceeds the limit of {limit} bytes")
+        started = now_ms()
+        file_id = new_pnfsid()
+        upload = self.ns.pool.start_upload(file_id)
+        try:
+            adler = 1
+            md5 = hashlib.md5() if (want_md5 or expected_md5 is not None) else None
+            async for chunk in body:
+                if limit is not None and upload.size + len(chunk) > limit:
+                    raise PayloadTooLarge(f"Upload exceeds the limit of {limit} bytes")
+                adler = zlib.adler32(chunk, adler)
+                if md5 is not None:
+                    md5.update(chunk)
+                upload.write(chunk)
+            if content_length is not None and upload.size != content_length:
+                raise BadRequest(f"Body ended after {upload.size} of {content_length} bytes")
+            digest = md5.digest() if md5 is not None else None
+            if expected_md5 is not None and digest != expected_md5:
+                raise BadRequest(
+                    f"Checksum mismatch (expected=[2:{expected_md5.hex()}], "
+                    f"actual=[1:{adler32_hex(adler)}, 2:{digest.hex() if digest else ''}])"
+                )
+            upload.commit()
+        except BaseException:
+            upload.abort()
+            raise
+        try:
+            entry, created = self._commit(login, path, file_id, upload.size, adler32_hex(adler),
+                                          digest.hex() if digest else None, xattrs or {})
+        except BaseException:
+            self.ns.pool.remove(file_id)
+            raise
+        self.ns.events.publish(TransferEvent(
+            "upload", entry.ns_path, entry.inode.id, entry.inode.size, upload.size, started, now_ms(),
+            login.username, login.uid, login.gids, client))
+        return UploadResult(entry, created, adler32_hex(adler), digest.hex() if digest else None)
+
+    def _commit(self, login: Login, path: str, file_id: str, size: int, adler: str, md5: str | None,
+                xattrs: dict[str, str]) -> tuple[Entry, bool]:
+        """Enter the finished replica into the namespace, replacing any previous file atomically."""
+        overwrite = self.authorise_upload(login, path)  # re-check: the namespace may have changed
+        parent, name = self.ns.parent_of(login, path)
+        if parent is None:
+            parent = self.ns.mkdir(login, posixpath.dirname(path), parents=True, activity=Activity.UPLOAD)
+        perm.require_mode(login, parent.inode, perm.WRITE | perm.EXECUTE, path)
+        db = self.ns.db
+        old = db.child(parent.inode.id, name) if overwrite else None
+        with db.transaction():
+            if old is not None:
+                db.delete(old.id)
+            node = db.insert(parent.inode.id, name, REGULAR, mode=DEFAULT_FILE_MODE, uid=login.uid,
+                             gid=login.primary_gid, size=size, adler32=adler, md5=md5, inode_id=file_id)
+            if xattrs:
+                db.set_xattrs(node.id, xattrs)
+        if old is not None:
+            self.ns.pool.remove(old.id)
+            self.ns.emit("IN_DELETE", old)
+        for kind in ("IN_CREATE", "IN_OPEN", "IN_MODIFY", "IN_CLOSE_WRITE", "IN_ATTRIB"):
+            self.ns.emit(kind, node)
+        return Entry(path, posixpath.join(parent.ns_path, name), node), old is None
+
+    def download_finished(self, login: Login, entry: Entry, transferred: int, started: int,
+                          client: str) -> None:
+        self.ns.emit("IN_OPEN", entry.inode)
+        self.ns.emit("IN_ACCESS", entry.inode)
+        self.ns.emit("IN_CLOSE_NOWRITE", entry.inode)
+        self.ns.events.publish(TransferEvent(
+            "download", entry.ns_path, entry.inode.id, entry.inode.size, transferred, started, now_ms(),
+            login.username, login.uid, login.gids, client))
+
+
+    def remove_finished(self, login: Login, entry: Entry, client: str) -> None:
+        """A door delete of a file: billing's ``remove`` record comes from this."""
+        t = now_ms()
+        self.ns.events.publish(TransferEvent(
+            "remove", entry.ns_path, entry.inode.id, entry.inode.size, 0, t, t,
+            login.username, login.uid, login.gids, client))

@@ -1,0 +1,213 @@
+"""The namespace: paths → file ids and attributes, in SQLite (WAL), like dCache's Chimera.
+
+File data never lives here; pools keep it under the file id. Every multi-step change runs in a
+single transaction, so a crash leaves either the old or the new state, never a mixture.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT_ID = "0" * 36
+DIR = "DIR"
+REGULAR = "REGULAR"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS inode (
+    id TEXT PRIMARY KEY,
+    parent TEXT,
+    name TEXT NOT NULL,
+    type TEXT NOT NULL,
+    size INTEGER NOT NULL DEFAULT 0,
+    mode INTEGER NOT NULL,
+    uid INTEGER NOT NULL,
+    gid INTEGER NOT NULL,
+    crtime INTEGER NOT NULL,
+    ctime INTEGER NOT NULL,
+    mtime INTEGER NOT NULL,
+    atime INTEGER NOT NULL,
+    adler32 TEXT,
+    md5 TEXT,
+    UNIQUE (parent, name)
+);
+CREATE TABLE IF NOT EXISTS xattr (
+    id TEXT NOT NULL REFERENCES inode(id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (id, name)
+);
+CREATE TABLE IF NOT EXISTS label (
+    id TEXT NOT NULL REFERENCES inode(id) ON DELETE CASCADE,
+    label TEXT NOT NULL,
+    PRIMARY KEY (id, label)
+);
+"""
+
+_COLUMNS = "id, parent, name, type, size, mode, uid, gid, crtime, ctime, mtime, atime, adler32, md5"
+
+
+@dataclass(frozen=True)
+class Inode:
+    id: str
+    parent: str | None
+    name: str
+    type: str
+    size: int
+    mode: int
+    uid: int
+    gid: int
+    crtime: int
+    ctime: int
+    mtime: int
+    atime: int
+    adler32: str | None
+    md5: str | None
+
+    @property
+    def is_dir(self) -> bool:
+        return self.type == DIR
+
+
+def new_pnfsid() -> str:
+    """A dCache-style PNFS-ID: 36 upper-case hex characters."""
+    return ("0000" + uuid.uuid4().hex).upper()
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class NamespaceDB:
+    """Thin, synchronous access to the namespace tables. Callers hold no cursors across calls."""
+
+    def __init__(self, path: Path) -> None:
+        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._conn.execute("PRAGMA foreign_keys=ON")
+        self._conn.executescript(_SCHEMA)
+        if self.get(ROOT_ID) is None:
+            t = now_ms()
+            self._conn.execute(
+                f"INSERT INTO inode ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (ROOT_ID, None, "", DIR, 512, 0o755, 0, 0, t, t, t, t, None, None),
+            )
+
+    def close(self) -> None:
+        self._conn.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Group several changes atomically (BEGIN IMMEDIATE … COMMIT / ROLLBACK)."""
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+    # -- reads -------------------------------------------------------------------------------
+    def get(self, inode_id: str) -> Inode | None:
+        row = self._conn.execute(f"SELECT {_COLUMNS} FROM inode WHERE id=?", (inode_id,)).fetchone()
+        return Inode(*row) if row else None
+
+    def child(self, parent_id: str, name: str) -> Inode | None:
+        row = self._conn.execute(
+            f"SELECT {_COLUMNS} FROM inode WHERE parent=? AND name=?", (parent_id, name)
+        ).fetchone()
+        return Inode(*row) if row else None
+
+    def children(self, parent_id: str, offset: int = 0, limit: int = -1) -> list[Inode]:
+        rows = self._conn.execute(
+            f"SELECT {_COLUMNS} FROM inode WHERE parent=? ORDER BY name LIMIT ? OFFSET ?",
+            (parent_id, limit, offset),
+        ).fetchall()
+        return [Inode(*r) for r in rows]
+
+    def has_children(self, parent_id: str) -> bool:
+        return self._conn.execute("SELECT 1 FROM inode WHERE parent=? LIMIT 1", (parent_id,)).fetchone() is not None
+
+    def count_children(self, parent_id: str) -> int:
+        return int(self._conn.execute("SELECT COUNT(*) FROM inode WHERE parent=?", (parent_id,)).fetchone()[0])
+
+    def path_of(self, inode_id: str) -> str:
+        parts: list[str] = []
+        node = self.get(inode_id)
+        while node is not None and node.parent is not None:
+            parts.append(node.name)
+            node = self.get(node.parent)
+        return "/" + "/".join(reversed(parts))
+
+    def xattrs(self, inode_id: str) -> dict[str, str]:
+        rows = self._conn.execute("SELECT name, value FROM xattr WHERE id=? ORDER BY name", (inode_id,))
+        return dict(rows.fetchall())
+
+    def labels(self, inode_id: str) -> list[str]:
+        rows = self._conn.execute("SELECT label FROM label WHERE id=? ORDER BY label", (inode_id,))
+        return [r[0] for r in rows.fetchall()]
+
+    # -- writes ------------------------------------------------------------------------------
+    def insert(
+        self, parent_id: str, name: str, kind: str, *, mode: int, uid: int, gid: int, size: int = 0,
+        adler32: str | None = None, md5: str | None = None, inode_id: str | None = None,
+    ) -> Inode:
+        t = now_ms()
+        node = Inode(inode_id or new_pnfsid(), parent_id, name, kind, size, mode, uid, gid, t, t, t, t,
+                     adler32, md5)
+        self._conn.execute(
+            f"INSERT INTO inode ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (node.id, node.parent, node.name, node.type, node.size, node.mode, node.uid, node.gid,
+             node.crtime, node.ctime, node.mtime, node.atime, node.adler32, node.md5),
+        )
+        self._touch_dir(parent_id, t)
+        return node
+
+    def delete(self, inode_id: str) -> None:
+        node = self.get(inode_id)
+        self._conn.execute("DELETE FROM inode WHERE id=?", (inode_id,))
+        if node is not None and node.parent is not None:
+            self._touch_dir(node.parent, now_ms())
+
+    def rename(self, inode_id: str, new_parent: str, new_name: str) -> None:
+        old = self.get(inode_id)
+        t = now_ms()
+        self._conn.execute(
+            "UPDATE inode SET parent=?, name=?, ctime=? WHERE id=?", (new_parent, new_name, t, inode_id)
+        )
+        self._touch_dir(new_parent, t)
+        if old is not None and old.parent is not None and old.parent != new_parent:
+            self._touch_dir(old.parent, t)
+
+    def set_mode(self, inode_id: str, mode: int) -> None:
+        self._conn.execute("UPDATE inode SET mode=?, ctime=? WHERE id=?", (mode, now_ms(), inode_id))
+
+    def set_group(self, inode_id: str, gid: int) -> None:
+        self._conn.execute("UPDATE inode SET gid=?, ctime=? WHERE id=?", (gid, now_ms(), inode_id))
+
+    def set_xattrs(self, inode_id: str, attrs: dict[str, str]) -> None:
+        self._conn.executemany(
+            "INSERT INTO xattr (id, name, value) VALUES (?,?,?) "
+            "ON CONFLICT (id, name) DO UPDATE SET value=excluded.value",
+            [(inode_id, k, v) for k, v in attrs.items()],
+        )
+        self._conn.execute("UPDATE inode SET ctime=? WHERE id=?", (now_ms(), inode_id))
+
+    def remove_xattrs(self, inode_id: str, names: list[str]) -> None:
+        self._conn.executemany("DELETE FROM xattr WHERE id=? AND name=?", [(inode_id, n) for n in names])
+        self._conn.execute("UPDATE inode SET ctime=? WHERE id=?", (now_ms(), inode_id))
+
+    def add_label(self, inode_id: str, label: str) -> None:
+        self._conn.execute("INSERT OR IGNORE INTO label (id, label) VALUES (?,?)", (inode_id, label))
+
+    def remove_label(self, inode_id: str, label: str) -> None:
+        self._conn.execute("DELETE FROM label WHERE id=? AND label=?", (inode_id, label))
+
+    def _touch_dir(self, dir_id: str, t: int) -> None:
+        self._conn.execute("UPDATE inode SET mtime=?, ctime=? WHERE id=?", (t, t, dir_id))

@@ -1,0 +1,127 @@
+"""Shared fixtures: the real dCache-compatible server, started as a subprocess on free ports.
+
+Tests talk to it over HTTP(S) only, exactly as clients of a production dCache would.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from airflow_dcache.server.storage.users import hash_password, write_users
+
+USERS = [
+    {"username": "admin", "uid": 0, "gids": [0], "home": "/", "roles": ["admin"]},
+    {"username": "alice", "uid": 1000, "gids": [1000, 3000], "home": "/home/alice"},
+    {"username": "bob", "uid": 1001, "gids": [1001, 3000], "home": "/home/bob"},
+    {"username": "carol", "uid": 1002, "gids": [1002], "home": "/", "root": "/home/carol"},
+]
+
+
+@dataclass
+class DCacheServer:
+    """A running server: its URLs, data directory, user passwords and process."""
+
+    webdav: str
+    frontend: str
+    api: str
+    data_dir: Path
+    passwords: dict[str, str]
+    process: subprocess.Popen[str]
+    cmd: list[str]
+    ca_pem: str | None = None
+    info: dict[str, object] = field(default_factory=dict)
+
+    def restart(self) -> None:
+        """Stop and start again on the same data directory (ports change)."""
+        self.stop()
+        self.process, info = _launch(self.cmd)
+        self.webdav, self.frontend, self.api, self.info = info["webdav"], info["frontend"], info["api"], info
+
+    def auth(self, user: str) -> tuple[str, str]:
+        return (user, self.passwords[user])
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def start_server(base: Path, *extra: str, tls: tuple[Path, Path] | None = None,
+                 ca_pem: str | None = None) -> DCacheServer:
+    base.mkdir(parents=True, exist_ok=True)
+    passwords = {str(u["username"]): secrets.token_urlsafe(12) for u in USERS}
+    users_file = base / "users.json"
+    # Few PBKDF2 rounds keep start-up and first logins fast; the format is the production one.
+    write_users(users_file, [
+        dict(u, password_hash=hash_password(passwords[str(u["username"])], iterations=1000)) for u in USERS
+    ])
+    cmd = [sys.executable, "-m", "airflow_dcache.cli", "server", "--data-dir", str(base / "data"),
+           "--users", str(users_file), "--webdav-port", "0", "--frontend-port", "0", *extra]
+    if tls:
+        cmd += ["--tls-cert", str(tls[0]), "--tls-key", str(tls[1])]
+    proc, info = _launch(cmd)
+    return DCacheServer(info["webdav"], info["frontend"], info["api"], base / "data", passwords, proc, cmd,
+                        ca_pem, info)
+
+
+def _launch(cmd: list[str]) -> tuple[subprocess.Popen[str], dict]:
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line:
+        proc.wait(timeout=10)
+        raise RuntimeError(f"server did not start (exit {proc.returncode})")
+    return proc, json.loads(line)
+
+
+@pytest.fixture(scope="session")
+def dcache_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DCacheServer]:
+    """Plain HTTP, with macaroons allowed over HTTP (development flag)."""
+    server = start_server(tmp_path_factory.mktemp("dcache"), "--allow-insecure-macaroons")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def dcache_tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DCacheServer]:
+    """HTTPS with a CA generated for the test run; ``ca_pem`` is the CA file for clients."""
+    import trustme
+
+    base = tmp_path_factory.mktemp("dcache-tls")
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    cert_file, key_file, ca_file = base / "cert.pem", base / "key.pem", base / "ca.pem"
+    cert.private_key_and_cert_chain_pem.write_to_path(str(cert_file))
+    cert.private_key_pem.write_to_path(str(key_file))
+    ca.cert_pem.write_to_path(str(ca_file))
+    server = start_server(base, tls=(cert_file, key_file), ca_pem=str(ca_file))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def start_dcache(tmp_path: Path) -> Iterator:
+    """Factory for a server with custom flags, stopped at the end of the test."""
+    started: list[DCacheServer] = []
+
+    def factory(*extra: str, name: str = "custom") -> DCacheServer:
+        server = start_server(tmp_path / name, *extra)
+        started.append(server)
+        return server
+
+    yield factory
+    for server in started:
+        server.stop()

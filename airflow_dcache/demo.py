@@ -98,7 +98,7 @@ Try:
   rclone lsl :webdav,url={urls['webdav']},user=alice,pass=$(rclone obscure {passwords['alice']}):/home/alice
 
 identity check: {who.get('status')} as {who.get('username')}
-Press Ctrl-C to stop.""", flush=True)
+""" + ("" if args.once else "Press Ctrl-C to stop."), flush=True)
         if args.once:
             return 0
         return proc.wait()

@@ -1,0 +1,87 @@
+"""Provider metadata read by Airflow's ProvidersManager through the ``apache_airflow_provider`` entry point."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow_dcache import __version__
+
+
+def get_provider_info() -> dict[str, Any]:
+    """Return the provider description; the connection form is declared here, not in hook widgets."""
+    return {
+        "package-name": "airflow-dcache",
+        "name": "dCache",
+        "description": "Hooks, event triggers, sensors and operators for the dCache storage system.",
+        "versions": [__version__],
+        "integrations": [
+            {
+                "integration-name": "dCache",
+                "external-doc-url": "https://www.dcache.org/manuals/",
+                "tags": ["storage"],
+            }
+        ],
+        "connection-types": [
+            {
+                "connection-type": "dcache",
+                "hook-class-name": "airflow_dcache.hooks.dcache.DCacheHook",
+                "hook-name": "dCache",
+                "ui-field-behaviour": {
+                    "hidden-fields": ["schema", "port"],
+                    "relabeling": {
+                        "host": "WebDAV door URL",
+                        "login": "Username",
+                        "password": "Password",
+                    },
+                    "placeholders": {
+                        "host": "https://dcache.example.org:2880",
+                        "login": "alice",
+                    },
+                },
+                "conn-fields": {
+                    "frontend_url": {
+                        "label": "Frontend URL",
+                        "description": "REST base; default: the door's host, port 3880, /api/v1.",
+                        "schema": {"type": ["string", "null"]},
+                    },
+                    "auth_type": {
+                        "label": "Authentication",
+                        "description": "How requests are authenticated.",
+                        "schema": {
+                            "type": ["string", "null"],
+                            "enum": ["basic", "bearer", "token_file", "macaroon", "x509", None],
+                        },
+                    },
+                    "token": {
+                        "label": "Bearer token or macaroon",
+                        "schema": {"type": ["string", "null"], "format": "password"},
+                    },
+                    "token_file": {
+                        "label": "Token file",
+                        "description": "Path of an OIDC access token file; re-read when it changes.",
+                        "schema": {"type": ["string", "null"]},
+                    },
+                    "client_cert": {
+                        "label": "Client certificate (PEM path)",
+                        "schema": {"type": ["string", "null"]},
+                    },
+                    "client_key": {
+                        "label": "Client key (PEM path)",
+                        "schema": {"type": ["string", "null"]},
+                    },
+                    "ca_bundle": {
+                        "label": "CA bundle (PEM path)",
+                        "schema": {"type": ["string", "null"]},
+                    },
+                    "verify": {
+                        "label": "Verify TLS",
+                        "schema": {"type": ["boolean", "null"], "default": True},
+                    },
+                    "timeout": {
+                        "label": "Timeout (s)",
+                        "schema": {"type": ["number", "null"], "default": 60, "minimum": 1},
+                    },
+                },
+            }
+        ],
+    }

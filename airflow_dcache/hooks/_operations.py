@@ -102,7 +102,8 @@ def stat(s: ConnectionSettings, path: str, **flags: Any) -> Operation[NamespaceE
     unknown = set(flags) - set(NAMESPACE_FLAGS) - {"offset", "limit"}
     if unknown:
         raise TypeError(f"unknown stat flags: {sorted(unknown)}; allowed: {NAMESPACE_FLAGS}")
-    query = {k: (v if k in ("offset", "limit") else bool(v)) for k, v in flags.items() if v}
+    query: dict[str, Any] = {k: True for k, v in flags.items() if k in NAMESPACE_FLAGS and v}
+    query.update({k: int(v) for k, v in flags.items() if k in ("offset", "limit") and v is not None})
     call = Call("GET", namespace_url(s, path, query), {"Accept": "application/json"})
     data = _json((yield call), call)
     if not isinstance(data, dict):

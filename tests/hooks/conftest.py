@@ -1,0 +1,62 @@
+"""Hook test fixtures: connections as ``AIRFLOW_CONN_*`` variables, and per-test working directories.
+
+Connections are defined exactly the way users define them (env vars holding JSON or URIs), so the tests
+also cover Airflow's connection parsing; nothing touches the metadata DB.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from airflow_dcache.hooks.dcache import DCacheHook
+
+ConnFactory = Callable[..., str]
+
+
+@pytest.fixture
+def set_conn(monkeypatch: pytest.MonkeyPatch) -> ConnFactory:
+    """``set_conn(conn_id, uri=...)`` or ``set_conn(conn_id, host=..., login=..., extra={...})``."""
+
+    def factory(conn_id: str | None = None, *, uri: str | None = None, **fields: Any) -> str:
+        conn_id = conn_id or f"dc_{uuid.uuid4().hex[:10]}"
+        value = uri if uri is not None else json.dumps({"conn_type": "dcache", **fields})
+        monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", value)
+        return conn_id
+
+    return factory
+
+
+def server_conn(set_conn: ConnFactory, server: Any, user: str | None, **extra: Any) -> str:
+    """A JSON connection for ``user`` on one of the shared servers (``None`` = anonymous)."""
+    fields: dict[str, Any] = {"host": server.webdav, "extra": {"frontend_url": server.frontend, **extra}}
+    if user is not None:
+        fields.update(login=user, password=server.passwords[user])
+    if getattr(server, "ca_pem", None):
+        fields["extra"].setdefault("ca_bundle", server.ca_pem)
+    return set_conn(**fields)
+
+
+@pytest.fixture
+def alice(set_conn: ConnFactory, dcache_server: Any) -> Iterator[DCacheHook]:
+    with DCacheHook(server_conn(set_conn, dcache_server, "alice")) as hook:
+        yield hook
+
+
+@pytest.fixture
+def bob(set_conn: ConnFactory, dcache_server: Any) -> Iterator[DCacheHook]:
+    with DCacheHook(server_conn(set_conn, dcache_server, "bob")) as hook:
+        yield hook
+
+
+@pytest.fixture
+def workdir(alice: DCacheHook) -> Iterator[str]:
+    """A fresh directory in alice's home, removed afterwards so tests never see each other's files."""
+    path = f"/home/alice/t-{uuid.uuid4().hex[:12]}"
+    alice.mkdir(path)
+    yield path
+    alice.delete(path, recursive=True, missing_ok=True)

@@ -518,8 +518,9 @@ class DCacheHook(DCacheHookBase):
         parser = PerfMarkerParser()
         with response:
             try:
-                for line in response.iter_lines(decode_unicode=True):
-                    item = parser.feed(line)
+                # Bytes, decoded here: requests yields bytes when the Content-Type has no charset.
+                for raw in response.iter_lines():
+                    item = parser.feed(raw.decode("utf-8", "replace"))
                     if isinstance(item, PerfMarker):
                         self.log.info("copy %s: %s", request.local_path, item.describe())
                     elif item is not None:

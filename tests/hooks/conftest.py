@@ -6,6 +6,7 @@ also cover Airflow's connection parsing; nothing touches the metadata DB.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import Callable, Iterator
@@ -60,3 +61,23 @@ def workdir(alice: DCacheHook) -> Iterator[str]:
     alice.mkdir(path)
     yield path
     alice.delete(path, recursive=True, missing_ok=True)
+
+
+@pytest.fixture(params=["sync", "async"])
+def run(request: pytest.FixtureRequest) -> Callable[..., Any]:
+    """``run(conn_id, method, *args)`` on a fresh sync or async hook; the same test covers both."""
+    from airflow_dcache.hooks.dcache_async import DCacheAsyncHook
+
+    def sync(conn_id: str, method: str, *args: Any, **kwargs: Any) -> Any:
+        with DCacheHook(conn_id) as hook:
+            return getattr(hook, method)(*args, **kwargs)
+
+    def asynchronous(conn_id: str, method: str, *args: Any, **kwargs: Any) -> Any:
+        async def go() -> Any:
+            async with DCacheAsyncHook(conn_id) as hook:
+                name = "atest_connection" if method == "test_connection" else method
+                return await getattr(hook, name)(*args, **kwargs)
+
+        return asyncio.run(go())
+
+    return sync if request.param == "sync" else asynchronous

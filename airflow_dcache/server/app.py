@@ -13,13 +13,16 @@ from airflow_dcache.server.config import ServerConfig
 from airflow_dcache.server.http.auth import Authenticator
 from airflow_dcache.server.http.errors import error_middleware
 from airflow_dcache.server.http.frontend import Frontend
+from airflow_dcache.server.http.qos_management import QosManagement
 from airflow_dcache.server.http.webdav import WebDavDoor
 from airflow_dcache.server.services import errors as e
 from airflow_dcache.server.services.events import EventBus
 from airflow_dcache.server.services.login import join_under
 from airflow_dcache.server.services.macaroons import MacaroonService
 from airflow_dcache.server.services.namespace import NamespaceService
+from airflow_dcache.server.services.tape import TapeService, TapeSettings
 from airflow_dcache.server.services.transfers import TransferService
+from airflow_dcache.server.storage.hsm import HsmStore
 from airflow_dcache.server.storage.macaroon_secrets import MacaroonSecretStore
 from airflow_dcache.server.storage.namespace_db import NamespaceDB
 from airflow_dcache.server.storage.pool import Pool
@@ -39,6 +42,7 @@ class Services:
     namespace: NamespaceService
     transfers: TransferService
     macaroons: MacaroonService
+    tape: TapeService
     extra: dict[str, object] = field(default_factory=dict)
 
     def close(self) -> None:
@@ -53,7 +57,10 @@ def build_services(config: ServerConfig) -> Services:
     namespace = NamespaceService(db, pool, events)
     transfers = TransferService(namespace, allow_overwrite=config.allow_overwrite, max_upload=config.max_upload)
     macaroons = MacaroonService(MacaroonSecretStore(config.data_dir / "macaroon-secrets.json"))
-    return Services(db, pool, events, namespace, transfers, macaroons)
+    hsm = HsmStore(f"{config.site}-hsm", config.data_dir / "hsm" / config.site)
+    tape = TapeService(namespace, hsm, TapeSettings(config.tape_flush_delay, config.tape_stage_delay,
+                                                    config.default_qos))
+    return Services(db, pool, events, namespace, transfers, macaroons, tape)
 
 
 def _frontend_status(err: e.ServiceError) -> int | None:
@@ -67,11 +74,12 @@ def build_apps(
     auth = Authenticator(users, services.macaroons, looks_like_macaroon=MacaroonService.looks_like_macaroon,
                          tls=config.tls, allow_insecure_macaroons=config.allow_insecure_macaroons)
     door_app = web.Application(middlewares=[error_middleware(door=True)], handler_args=_HANDLER_ARGS)
-    WebDavDoor(auth, services.namespace, services.transfers, services.macaroons, tls=config.tls,
+    WebDavDoor(auth, services.namespace, services.transfers, services.macaroons, services.tape, tls=config.tls,
                allow_insecure_macaroons=config.allow_insecure_macaroons).install(door_app)
     frontend_app = web.Application(middlewares=[error_middleware(door=False, status_override=_frontend_status)],
                                    handler_args=_HANDLER_ARGS)
-    Frontend(auth, services.namespace).install(frontend_app)
+    Frontend(auth, services.namespace, services.tape).install(frontend_app)
+    QosManagement(auth, config.site).install(frontend_app)
     frontend_app["services"] = services
     return door_app, frontend_app
 
@@ -130,10 +138,12 @@ async def run_until_stopped(config: ServerConfig, users: dict[str, User], stop: 
                             on_ready: Callable[[dict[str, str]], None]) -> None:
     services = build_services(config)
     provision_homes(services, users)
+    await services.tape.start()
     server = await start(config, services, users)
     try:
         on_ready(server.urls)
         await stop.wait()
     finally:
         await server.stop()
+        await services.tape.stop()
         services.close()

@@ -33,6 +33,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-overwrite", action="store_true", help="refuse PUT onto an existing file")
     parser.add_argument("--max-upload", type=int, help="largest accepted upload in bytes")
+    parser.add_argument("--tape-flush-delay", type=float, default=1.0, help="seconds before a flush to tape")
+    parser.add_argument("--tape-stage-delay", type=float, default=1.0, help="seconds a recall from tape takes")
+    parser.add_argument("--default-qos", choices=["disk", "tape", "disk+tape"], default="disk",
+                        help="QoS given to newly uploaded files")
     parser.add_argument("--log-level", default="WARNING")
 
 
@@ -53,11 +57,16 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
             raise SystemExit(f"error: --{name.replace('_', '-')} must be between 0 and 65535")
     if args.max_upload is not None and args.max_upload <= 0:
         raise SystemExit("error: --max-upload must be positive")
+    for name in ("tape_flush_delay", "tape_stage_delay"):
+        if not 0 <= getattr(args, name) <= 86400:
+            raise SystemExit(f"error: --{name.replace('_', '-')} must be between 0 and 86400 seconds")
     return ServerConfig(
         data_dir=args.data_dir.resolve(), host=args.host, webdav_port=args.webdav_port,
         frontend_port=args.frontend_port, users_file=args.users, site=args.site, tls_cert=args.tls_cert,
         tls_key=args.tls_key, allow_insecure_macaroons=args.allow_insecure_macaroons,
         allow_overwrite=not args.no_overwrite, max_upload=args.max_upload,
+        tape_flush_delay=args.tape_flush_delay, tape_stage_delay=args.tape_stage_delay,
+        default_qos=args.default_qos,
     )
 
 

@@ -10,9 +10,10 @@ from aiohttp import web
 
 from airflow_dcache.server.http.auth import Authenticator
 from airflow_dcache.server.http.paths import parse_raw_path
-from airflow_dcache.server.services.errors import BadRequest, NotAuthenticated
+from airflow_dcache.server.services.errors import BadRequest, NotAuthenticated, NotFound, PermissionDenied
 from airflow_dcache.server.services.login import Login
 from airflow_dcache.server.services.namespace import Entry, NamespaceService
+from airflow_dcache.server.services.tape import TapeService, lifetime_ms
 
 API = "/api/v1"
 MAX_JSON_BODY = 1 << 20
@@ -80,10 +81,12 @@ def field(doc: dict[str, Any], name: str, kind: type | tuple[type, ...], *, requ
 
 
 class Frontend:
-    def __init__(self, auth: Authenticator, namespace: NamespaceService) -> None:
+    def __init__(self, auth: Authenticator, namespace: NamespaceService, tape: TapeService) -> None:
         self.auth = auth
         self.ns = namespace
+        self.tape = tape
         self._actions = {
+            "qos": self._qos, "pin": self._pin, "unpin": self._unpin,
             "mkdir": self._mkdir, "mv": self._mv, "chmod": self._chmod, "chgrp": self._chgrp,
             "set-xattr": self._set_xattr, "rm-xattr": self._rm_xattr,
             "set-label": self._set_label, "rm-label": self._rm_label,
@@ -91,6 +94,7 @@ class Frontend:
 
     def install(self, app: web.Application) -> None:
         app.router.add_get(f"{API}/user", self.user)
+        app.router.add_get(API + "/id/{pnfsid}", self.get_by_id)
         for method, handler in (("GET", self.get_namespace), ("POST", self.post_namespace),
                                 ("DELETE", self.delete_namespace)):
             app.router.add_route(method, API + r"/namespace{tail:(/[\s\S]*)?}", handler)
@@ -141,11 +145,13 @@ class Frontend:
             "pnfsId": node.id, "fileType": node.type, "nlink": 2 if node.is_dir else 1, "mode": node.mode,
         }
         if flags.get("locality") and not node.is_dir:
-            doc["fileLocality"] = "ONLINE"
+            doc["fileLocality"] = node.locality
         if flags.get("locations") and not node.is_dir:
-            doc["locations"] = [self.ns.pool.name]
+            doc["locations"] = [self.ns.pool.name] if node.on_disk else []
         if flags.get("qos") and not node.is_dir:
-            doc["currentQos"] = "disk"
+            doc["currentQos"] = node.current_qos
+            if node.qos_target is not None:
+                doc["targetQos"] = node.qos_target
         if flags.get("xattr"):
             doc["extendedAttributes"] = self.ns.xattrs(entry)
         if flags.get("labels"):
@@ -154,8 +160,13 @@ class Frontend:
             doc["checksums"] = [{"type": _CHECKSUM_TYPES[k], "value": v}
                                 for k, v in (("adler32", node.adler32), ("md5", node.md5)) if v]
         if flags.get("optional"):
-            doc.update({"accessLatency": "ONLINE", "retentionPolicy": "REPLICA", "atime": node.atime,
-                        "ctime": node.ctime, "owner": node.uid, "group": node.gid})
+            doc.update({"atime": node.atime, "ctime": node.ctime, "owner": node.uid, "group": node.gid})
+            if not node.is_dir:
+                doc["accessLatency"] = "ONLINE" if node.on_disk and node.disk_sticky else "NEARLINE"
+                doc["retentionPolicy"] = "CUSTODIAL" if node.on_tape else "REPLICA"
+                if node.on_tape:
+                    doc["hsm"] = self.tape.hsm.name
+                    doc["storageInfo"] = f"{self.tape.hsm.name}:default@{self.tape.hsm.name}"
         return doc
 
     def _mime(self, entry: Entry) -> str:
@@ -180,6 +191,33 @@ class Frontend:
         login = self.login(request)
         self.ns.delete(login, self._path(request))
         return json_response(SUCCESS)
+
+    async def get_by_id(self, request: web.Request) -> web.Response:
+        """Admins only, as dCache: the entry for a PNFS-ID with every flag, plus its path."""
+        login = self.login(request)
+        if not login.admin:
+            raise PermissionDenied("Only admins may look up files by PNFS-ID")
+        pnfsid = request.match_info["pnfsid"]
+        node = self.ns.db.get(pnfsid) if len(pnfsid) == 36 else None
+        if node is None:
+            raise NotFound(f"No such PNFS-ID: {pnfsid[:40]}")
+        path = self.ns.db.path_of(node.id)
+        entry = self.ns.stat(login, path)
+        doc = self.attributes(entry, dict.fromkeys(_FLAGS, True))
+        return json_response(dict(doc, path=path, fileName=node.name))
+
+    def _qos(self, login: Login, path: str, doc: dict[str, Any]) -> None:
+        if "policy" in doc:
+            raise BadRequest("QoS policies are not supported by this service; use 'target'")
+        self.tape.request_qos(login, path, field(doc, "target", str))
+
+    def _pin(self, login: Login, path: str, doc: dict[str, Any]) -> None:
+        lifetime = lifetime_ms(doc.get("lifetime", 0), doc.get("lifetime-unit"))
+        entry = self.tape.pin(login, path, lifetime or None, pin_id=str(login.uid))
+        self.tape.stage_in_background(entry.inode.id)
+
+    def _unpin(self, login: Login, path: str, doc: dict[str, Any]) -> None:
+        self.tape.unpin(login, path, pin_id=str(login.uid))
 
     def _mkdir(self, login: Login, path: str, doc: dict[str, Any]) -> None:
         name = field(doc, "name", str)

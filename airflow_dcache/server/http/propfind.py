@@ -133,8 +133,14 @@ def _value(entry: Entry, ns: str, local: str, xattrs_for: Callable[[Entry], dict
     if ns == DCACHE and local == "Checksums":
         return None if node.is_dir else checksums_property(node)
     if ns == SRM:
-        values = {"AccessLatency": "ONLINE", "RetentionPolicy": "REPLICA", "FileLocality": "ONLINE"}
-        return None if node.is_dir and local == "FileLocality" else values.get(local)
+        if node.is_dir:
+            return None
+        values = {
+            "AccessLatency": "ONLINE" if node.on_disk and node.disk_sticky else "NEARLINE",
+            "RetentionPolicy": "CUSTODIAL" if node.on_tape or "tape" in (node.qos_target or "") else "REPLICA",
+            "FileLocality": node.locality,
+        }
+        return values.get(local)
     if ns == XATTR:
         return xattrs_for(entry).get(local)
     return None

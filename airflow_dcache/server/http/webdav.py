@@ -22,6 +22,7 @@ from airflow_dcache.server.services.errors import BadRequest, NotAllowed, NotAut
 from airflow_dcache.server.services.login import Login
 from airflow_dcache.server.services.macaroons import MacaroonService
 from airflow_dcache.server.services.namespace import Entry, NamespaceService
+from airflow_dcache.server.services.tape import TapeService
 from airflow_dcache.server.services.transfers import TransferService
 from airflow_dcache.server.storage.namespace_db import now_ms
 
@@ -74,8 +75,10 @@ class DownloadResponse(web.FileResponse):
 
 class WebDavDoor:
     def __init__(self, auth: Authenticator, namespace: NamespaceService, transfers: TransferService,
-                 macaroons: MacaroonService, *, tls: bool, allow_insecure_macaroons: bool) -> None:
+                 macaroons: MacaroonService, tape: TapeService, *, tls: bool,
+                 allow_insecure_macaroons: bool) -> None:
         self.auth = auth
+        self.tape = tape
         self.ns = namespace
         self.transfers = transfers
         self.macaroons = macaroons
@@ -141,6 +144,9 @@ class WebDavDoor:
                 raise web.HTTPMovedPermanently(location)
             return self._listing(request, login, entry)
         entry = self.ns.open_for_read(login, path)
+        if not entry.inode.on_disk:  # NEARLINE: recall from tape first, as a pool would
+            await self.tape.bring_online(login, entry)
+            entry = self.ns.open_for_read(login, path)
         headers = self._metadata_headers(request, entry)
         headers.pop("ETag")
         headers.pop("Last-Modified")

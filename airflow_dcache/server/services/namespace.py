@@ -269,7 +269,8 @@ class NamespaceService:
         self.emit("IN_ATTRIB", entry.inode)
         return entry
 
-    def _for_attr_write(self, login: Login, path: str) -> Entry:
+    def authorise_attr_write(self, login: Login, path: str) -> Entry:
+        """Owner or writer may change attributes, labels and QoS (UPDATE_METADATA for macaroons)."""
         entry = self._for_update(login, path)
         if not (login.admin or entry.inode.uid == login.uid or perm.mode_allows(login, entry.inode, perm.WRITE)):
             raise perm.deny(login, f"Permission denied: {path}")
@@ -278,7 +279,7 @@ class NamespaceService:
     def set_xattrs(self, login: Login, path: str, attrs: dict[str, str], mode: str = "EITHER") -> Entry:
         if mode not in XATTR_MODES:
             raise BadRequest(f"mode must be one of {', '.join(XATTR_MODES)}, got {mode!r}")
-        entry = self._for_attr_write(login, path)
+        entry = self.authorise_attr_write(login, path)
         current = self.db.xattrs(entry.inode.id)
         for name in attrs:
             if mode == "CREATE" and name in current:
@@ -290,7 +291,7 @@ class NamespaceService:
         return entry
 
     def remove_xattrs(self, login: Login, path: str, names: list[str]) -> Entry:
-        entry = self._for_attr_write(login, path)
+        entry = self.authorise_attr_write(login, path)
         current = self.db.xattrs(entry.inode.id)
         missing = [n for n in names if n not in current]
         if missing:
@@ -300,7 +301,7 @@ class NamespaceService:
         return entry
 
     def set_label(self, login: Login, path: str, label: str, *, add: bool) -> Entry:
-        entry = self._for_attr_write(login, path)
+        entry = self.authorise_attr_write(login, path)
         if add:
             self.db.add_label(entry.inode.id, label)
         else:

@@ -34,6 +34,10 @@ CREATE TABLE IF NOT EXISTS inode (
     atime INTEGER NOT NULL,
     adler32 TEXT,
     md5 TEXT,
+    on_disk INTEGER NOT NULL DEFAULT 1,
+    on_tape INTEGER NOT NULL DEFAULT 0,
+    disk_sticky INTEGER NOT NULL DEFAULT 1,
+    qos_target TEXT,
     UNIQUE (parent, name)
 );
 CREATE TABLE IF NOT EXISTS xattr (
@@ -42,6 +46,13 @@ CREATE TABLE IF NOT EXISTS xattr (
     value TEXT NOT NULL,
     PRIMARY KEY (id, name)
 );
+CREATE TABLE IF NOT EXISTS pin (
+    id TEXT NOT NULL REFERENCES inode(id) ON DELETE CASCADE,
+    pin_id TEXT NOT NULL,
+    uid INTEGER NOT NULL,
+    expires_ms INTEGER,
+    PRIMARY KEY (id, pin_id)
+);
 CREATE TABLE IF NOT EXISTS label (
     id TEXT NOT NULL REFERENCES inode(id) ON DELETE CASCADE,
     label TEXT NOT NULL,
@@ -49,7 +60,9 @@ CREATE TABLE IF NOT EXISTS label (
 );
 """
 
-_COLUMNS = "id, parent, name, type, size, mode, uid, gid, crtime, ctime, mtime, atime, adler32, md5"
+_COLUMNS = ("id, parent, name, type, size, mode, uid, gid, crtime, ctime, mtime, atime, adler32, md5, "
+            "on_disk, on_tape, disk_sticky, qos_target")
+_PLACEHOLDERS = ",".join("?" * len(_COLUMNS.split(",")))
 
 
 @dataclass(frozen=True)
@@ -68,10 +81,33 @@ class Inode:
     atime: int
     adler32: str | None
     md5: str | None
+    on_disk: int = 1
+    on_tape: int = 0
+    disk_sticky: int = 1
+    qos_target: str | None = None
 
     @property
     def is_dir(self) -> bool:
         return self.type == DIR
+
+    @property
+    def locality(self) -> str:
+        """dCache's FileLocality, from where replicas physically are."""
+        if self.on_disk and self.on_tape:
+            return "ONLINE_AND_NEARLINE"
+        if self.on_tape:
+            return "NEARLINE"
+        return "ONLINE" if self.on_disk else "LOST"
+
+    @property
+    def current_qos(self) -> str:
+        """What QoS policy the replicas satisfy: a sticky disk copy and/or a tape copy."""
+        disk = bool(self.on_disk and self.disk_sticky)
+        if disk and self.on_tape:
+            return "disk+tape"
+        if self.on_tape:
+            return "tape"
+        return "disk" if disk else "volatile"
 
 
 def new_pnfsid() -> str:
@@ -92,15 +128,24 @@ class NamespaceDB:
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.execute("PRAGMA foreign_keys=ON")
         self._conn.executescript(_SCHEMA)
+        self._migrate()
         if self.get(ROOT_ID) is None:
             t = now_ms()
             self._conn.execute(
-                f"INSERT INTO inode ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (ROOT_ID, None, "", DIR, 512, 0o755, 0, 0, t, t, t, t, None, None),
+                f"INSERT INTO inode ({_COLUMNS}) VALUES ({_PLACEHOLDERS})",
+                (ROOT_ID, None, "", DIR, 512, 0o755, 0, 0, t, t, t, t, None, None, 1, 0, 1, None),
             )
 
     def close(self) -> None:
         self._conn.close()
+
+    def _migrate(self) -> None:
+        """Add columns that newer versions introduced to a namespace created by an older one."""
+        have = {r[1] for r in self._conn.execute("PRAGMA table_info(inode)").fetchall()}
+        for column, decl in (("on_disk", "INTEGER NOT NULL DEFAULT 1"), ("on_tape", "INTEGER NOT NULL DEFAULT 0"),
+                             ("disk_sticky", "INTEGER NOT NULL DEFAULT 1"), ("qos_target", "TEXT")):
+            if column not in have:
+                self._conn.execute(f"ALTER TABLE inode ADD COLUMN {column} {decl}")
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -162,9 +207,10 @@ class NamespaceDB:
         node = Inode(inode_id or new_pnfsid(), parent_id, name, kind, size, mode, uid, gid, t, t, t, t,
                      adler32, md5)
         self._conn.execute(
-            f"INSERT INTO inode ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            f"INSERT INTO inode ({_COLUMNS}) VALUES ({_PLACEHOLDERS})",
             (node.id, node.parent, node.name, node.type, node.size, node.mode, node.uid, node.gid,
-             node.crtime, node.ctime, node.mtime, node.atime, node.adler32, node.md5),
+             node.crtime, node.ctime, node.mtime, node.atime, node.adler32, node.md5, node.on_disk,
+             node.on_tape, node.disk_sticky, node.qos_target),
         )
         self._touch_dir(parent_id, t)
         return node
@@ -208,6 +254,46 @@ class NamespaceDB:
 
     def remove_label(self, inode_id: str, label: str) -> None:
         self._conn.execute("DELETE FROM label WHERE id=? AND label=?", (inode_id, label))
+
+    # -- replicas, QoS and pins ----------------------------------------------------------------
+    def set_replicas(self, inode_id: str, **state: int | str | None) -> None:
+        """Update on_disk / on_tape / disk_sticky / qos_target; ctime changes like a setattr."""
+        allowed = {"on_disk", "on_tape", "disk_sticky", "qos_target"}
+        assert set(state) <= allowed, state
+        sets = ", ".join(f"{k}=?" for k in state)
+        self._conn.execute(f"UPDATE inode SET {sets}, ctime=? WHERE id=?", (*state.values(), now_ms(), inode_id))
+
+    def with_qos_target(self) -> list[Inode]:
+        rows = self._conn.execute(f"SELECT {_COLUMNS} FROM inode WHERE qos_target IS NOT NULL").fetchall()
+        return [Inode(*r) for r in rows]
+
+    def add_pin(self, inode_id: str, pin_id: str, uid: int, expires_ms: int | None) -> None:
+        self._conn.execute(
+            "INSERT INTO pin (id, pin_id, uid, expires_ms) VALUES (?,?,?,?) "
+            "ON CONFLICT (id, pin_id) DO UPDATE SET expires_ms=excluded.expires_ms, uid=excluded.uid",
+            (inode_id, pin_id, uid, expires_ms),
+        )
+
+    def remove_pins(self, inode_id: str, *, pin_id: str | None = None, uid: int | None = None) -> int:
+        query, args = "DELETE FROM pin WHERE id=?", [inode_id]  # type: tuple[str, list[object]]
+        if pin_id is not None:
+            query, args = query + " AND pin_id=?", [*args, pin_id]
+        if uid is not None:
+            query, args = query + " AND uid=?", [*args, uid]
+        return self._conn.execute(query, args).rowcount
+
+    def pinned(self, inode_id: str, now: int) -> bool:
+        row = self._conn.execute(
+            "SELECT 1 FROM pin WHERE id=? AND (expires_ms IS NULL OR expires_ms > ?) LIMIT 1", (inode_id, now)
+        ).fetchone()
+        return row is not None
+
+    def expire_pins(self, now: int) -> list[str]:
+        """Drop expired pins; return the ids of files that lost their last pin."""
+        ids = [r[0] for r in self._conn.execute(
+            "SELECT DISTINCT id FROM pin WHERE expires_ms IS NOT NULL AND expires_ms <= ?", (now,)).fetchall()]
+        self._conn.execute("DELETE FROM pin WHERE expires_ms IS NOT NULL AND expires_ms <= ?", (now,))
+        return [i for i in ids if not self.pinned(i, now)]
 
     def _touch_dir(self, dir_id: str, t: int) -> None:
         self._conn.execute("UPDATE inode SET mtime=?, ctime=? WHERE id=?", (t, t, dir_id))

@@ -12,6 +12,7 @@ from aiohttp import web
 from airflow_dcache.server.config import ServerConfig
 from airflow_dcache.server.http.auth import Authenticator
 from airflow_dcache.server.http.errors import error_middleware
+from airflow_dcache.server.http.events import EventsApi
 from airflow_dcache.server.http.frontend import Frontend
 from airflow_dcache.server.http.qos_management import QosManagement
 from airflow_dcache.server.http.webdav import WebDavDoor
@@ -20,6 +21,7 @@ from airflow_dcache.server.services.events import EventBus
 from airflow_dcache.server.services.login import join_under
 from airflow_dcache.server.services.macaroons import MacaroonService
 from airflow_dcache.server.services.namespace import NamespaceService
+from airflow_dcache.server.services.storage_events import ChannelRegistry, EventsSettings
 from airflow_dcache.server.services.tape import TapeService, TapeSettings
 from airflow_dcache.server.services.transfers import TransferService
 from airflow_dcache.server.storage.hsm import HsmStore
@@ -81,6 +83,10 @@ def build_apps(
     Frontend(auth, services.namespace, services.tape).install(frontend_app)
     QosManagement(auth, config.site).install(frontend_app)
     frontend_app["services"] = services
+    events = ChannelRegistry(services.namespace, EventsSettings(
+        disconnect_timeout=config.events_disconnect_timeout), bus=services.events)
+    EventsApi(auth, events).install(frontend_app)
+    services.extra["storage_events"] = events
     return door_app, frontend_app
 
 

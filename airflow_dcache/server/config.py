@@ -19,6 +19,7 @@ class ServerConfig:
     allow_insecure_macaroons: bool = False
     allow_overwrite: bool = True
     max_upload: int | None = None
+    events_disconnect_timeout: int = 300
     tape_flush_delay: float = 1.0
     tape_stage_delay: float = 1.0
     default_qos: str = "disk"

@@ -33,6 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-overwrite", action="store_true", help="refuse PUT onto an existing file")
     parser.add_argument("--max-upload", type=int, help="largest accepted upload in bytes")
+    parser.add_argument("--events-disconnect-timeout", type=int, default=300, metavar="SECONDS",
+                        help="default seconds an SSE event channel survives without a client")
     parser.add_argument("--tape-flush-delay", type=float, default=1.0, help="seconds before a flush to tape")
     parser.add_argument("--tape-stage-delay", type=float, default=1.0, help="seconds a recall from tape takes")
     parser.add_argument("--default-qos", choices=["disk", "tape", "disk+tape"], default="disk",
@@ -57,6 +59,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
             raise SystemExit(f"error: --{name.replace('_', '-')} must be between 0 and 65535")
     if args.max_upload is not None and args.max_upload <= 0:
         raise SystemExit("error: --max-upload must be positive")
+    if not 1 <= args.events_disconnect_timeout <= 86400:
+        raise SystemExit("error: --events-disconnect-timeout must be between 1 and 86400 seconds")
     for name in ("tape_flush_delay", "tape_stage_delay"):
         if not 0 <= getattr(args, name) <= 86400:
             raise SystemExit(f"error: --{name.replace('_', '-')} must be between 0 and 86400 seconds")
@@ -65,6 +69,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         frontend_port=args.frontend_port, users_file=args.users, site=args.site, tls_cert=args.tls_cert,
         tls_key=args.tls_key, allow_insecure_macaroons=args.allow_insecure_macaroons,
         allow_overwrite=not args.no_overwrite, max_upload=args.max_upload,
+        events_disconnect_timeout=args.events_disconnect_timeout,
         tape_flush_delay=args.tape_flush_delay, tape_stage_delay=args.tape_stage_delay,
         default_qos=args.default_qos,
     )

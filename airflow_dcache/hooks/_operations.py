@@ -76,9 +76,7 @@ def _json(info: ResponseInfo, call: Call) -> Any:
 
 # ------------------------------------------------------------------------------------ namespace
 
-_PROPFIND_BODY = (
-    b'<?xml version="1.0" encoding="utf-8"?><propfind xmlns="DAV:"><prop><resourcetype/></prop></propfind>'
-)
+_PROPFIND_BODY = b'<?xml version="1.0" encoding="utf-8"?><propfind xmlns="DAV:"><prop><resourcetype/></prop></propfind>'
 
 
 def door_probe(s: ConnectionSettings, path: str = "/") -> Operation[int]:
@@ -170,9 +168,7 @@ def move(s: ConnectionSettings, source: str, destination: str, overwrite: bool =
     yield Call("MOVE", door_url(s, source), headers, exists_statuses=(412,))
 
 
-def delete(
-    s: ConnectionSettings, path: str, recursive: bool = False, missing_ok: bool = False
-) -> Operation[bool]:
+def delete(s: ConnectionSettings, path: str, recursive: bool = False, missing_ok: bool = False) -> Operation[bool]:
     """Files go through the door (so billing records the removal); directories through the frontend,
     whose ``DELETE`` has documented semantics for empty directories (the door's is unconfirmed)."""
     path = normalize_path(path)
@@ -199,9 +195,7 @@ def _action(s: ConnectionSettings, path: str, payload: dict[str, Any]) -> Operat
     yield Call.json("POST", namespace_url(s, path), payload)
 
 
-def set_xattr(
-    s: ConnectionSettings, path: str, attributes: Mapping[str, Any], mode: str = "EITHER"
-) -> Operation[None]:
+def set_xattr(s: ConnectionSettings, path: str, attributes: Mapping[str, Any], mode: str = "EITHER") -> Operation[None]:
     mode = mode.upper()
     if mode not in ("CREATE", "MODIFY", "EITHER"):
         raise ValueError("mode must be CREATE, MODIFY or EITHER")
@@ -215,9 +209,7 @@ def remove_xattr(s: ConnectionSettings, path: str, names: Iterable[str]) -> Oper
     yield from _action(s, path, {"action": "rm-xattr", "names": list(names)})
 
 
-def set_labels(
-    s: ConnectionSettings, path: str, labels: Iterable[str], replace: bool = False
-) -> Operation[list[str]]:
+def set_labels(s: ConnectionSettings, path: str, labels: Iterable[str], replace: bool = False) -> Operation[list[str]]:
     """Add labels; with ``replace`` also remove the ones not listed. Returns the labels now set."""
     wanted = list(dict.fromkeys(str(label) for label in labels))
     current: list[str] = []
@@ -235,14 +227,26 @@ def set_labels(
 def checksum(
     s: ConnectionSettings, path: str, algorithms: Iterable[str] = ("adler32", "md5")
 ) -> Operation[dict[str, str]]:
-    """HEAD + ``Want-Digest``; if the door answers without ``Digest``, ask the frontend for stored ones."""
-    wanted = [_checksums.canonical_algorithm(a) for a in algorithms]
-    call = Call("HEAD", door_url(s, path), {"Want-Digest": ",".join(wanted)})
-    info = yield call
+    """HEAD + ``Want-Digest`` on the door, the RFC 3230 way.
+
+    dCache answers a list with *one* digest (its preferred algorithm), so each algorithm still missing
+    is asked for separately. Only if the door reports none at all are the frontend's stored checksums
+    used. Algorithms the file does not have are simply absent from the result.
+    """
+    wanted = list(dict.fromkeys(_checksums.canonical_algorithm(a) for a in algorithms))
+    if not wanted:
+        raise ValueError("no checksum algorithm requested")
+    url = door_url(s, path)
+    info = yield Call("HEAD", url, {"Want-Digest": ",".join(wanted)})
     digests = _checksums.digests_from_headers(info.headers)
-    if not digests:
+    if digests:
+        for algorithm in wanted:
+            if algorithm not in digests:
+                info = yield Call("HEAD", url, {"Want-Digest": algorithm})
+                digests.update(_checksums.digests_from_headers(info.headers))
+    else:
         digests = (yield from stat(s, path, checksum=True)).checksums or {}
-    return {k: v for k, v in digests.items() if k in wanted} or digests
+    return {k: v for k, v in digests.items() if k in wanted}
 
 
 # ------------------------------------------------------------------------------------ QoS and pins
@@ -368,9 +372,7 @@ def bulk_request_status(s: ConnectionSettings, request: str) -> Operation[BulkRe
     offset: int | None = None
     seen: set[int] = set()
     while True:
-        call = Call(
-            "GET", api_url(s, f"bulk-requests/{rid}", {"offset": offset}), {"Accept": "application/json"}
-        )
+        call = Call("GET", api_url(s, f"bulk-requests/{rid}", {"offset": offset}), {"Accept": "application/json"})
         data = _json((yield call), call)
         if not isinstance(data, dict):
             raise UnexpectedResponse("bulk status is not an object", method="GET", url=call.url)
@@ -382,18 +384,14 @@ def bulk_request_status(s: ConnectionSettings, request: str) -> Operation[BulkRe
         offset = next_id
 
 
-def cancel_bulk_request(
-    s: ConnectionSettings, request: str, paths: Iterable[str] | None = None
-) -> Operation[None]:
+def cancel_bulk_request(s: ConnectionSettings, request: str, paths: Iterable[str] | None = None) -> Operation[None]:
     payload: dict[str, Any] = {"action": "cancel"}
     if paths is not None:
         payload["paths"] = list(paths)
     yield Call.json("PATCH", api_url(s, f"bulk-requests/{request_id(request)}"), payload)
 
 
-def clear_bulk_request(
-    s: ConnectionSettings, request: str, cancel_if_running: bool = False
-) -> Operation[None]:
+def clear_bulk_request(s: ConnectionSettings, request: str, cancel_if_running: bool = False) -> Operation[None]:
     url = api_url(s, f"bulk-requests/{request_id(request)}", {"cancelIfRunning": cancel_if_running})
     yield Call("DELETE", url)
 
@@ -446,9 +444,7 @@ def stage(
     if not rid:
         location = _header(info, "location")
         if not location:
-            raise UnexpectedResponse(
-                "stage reply has no requestId", status=info.status, method="POST", url=call.url
-            )
+            raise UnexpectedResponse("stage reply has no requestId", status=info.status, method="POST", url=call.url)
         rid = request_id(location)
     return BulkSubmission(id=str(rid), url=api_url(s, f"tape/stage/{rid}"))
 
@@ -506,9 +502,7 @@ def mint_macaroon(
     ``charset`` parameter would make the door treat the POST as ordinary WebDAV.
     """
     body: dict[str, Any] = {}
-    strings = _caveats.request_caveats(
-        caveats, activities=activities, ip=ip, before=before, max_upload=max_upload
-    )
+    strings = _caveats.request_caveats(caveats, activities=activities, ip=ip, before=before, max_upload=max_upload)
     if strings:
         body["caveats"] = strings
     iso = _caveats.iso_duration(validity) if validity is not None else _caveats.builder_validity(caveats)

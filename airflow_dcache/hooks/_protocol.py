@@ -183,9 +183,7 @@ def requests_verify(settings: ConnectionSettings) -> bool | str:
 def ssl_context(settings: ConnectionSettings) -> ssl.SSLContext:
     """One SSL context for httpx (which deprecates path arguments) with the same meaning as requests'."""
     if settings.verify:
-        ctx = ssl.create_default_context(
-            cafile=os.path.expanduser(settings.ca_bundle) if settings.ca_bundle else None
-        )
+        ctx = ssl.create_default_context(cafile=os.path.expanduser(settings.ca_bundle) if settings.ca_bundle else None)
     else:
         ctx = ssl.create_default_context()
         ctx.check_hostname = False
@@ -310,10 +308,13 @@ def _plain_text(body: bytes) -> str:
     return " ".join(text.split())[:300]
 
 
-def error_for(info: ResponseInfo, method: str, url: str, *, mkcol: bool = False) -> DCacheError:
-    """Build the typed exception for an unsuccessful reply; the URL is masked before it is stored."""
+def error_for(info: ResponseInfo, method: str, url: str, *, exists: bool = False) -> DCacheError:
+    """Build the typed exception for an unsuccessful reply; the URL is masked before it is stored.
+
+    ``exists`` marks a status the caller knows to mean "target already exists" (MKCOL 405, MOVE 412).
+    """
     message = error_message(info)
-    cls = AlreadyExists if mkcol and info.status == 405 else error_class_for_status(info.status)
+    cls = AlreadyExists if exists else error_class_for_status(info.status)
     return cls(message, status=info.status, method=method, url=mask_url(url))
 
 
@@ -322,6 +323,4 @@ def parse_json(info: ResponseInfo, method: str, url: str) -> Any:
     try:
         return json.loads(info.body) if info.body else None
     except ValueError:
-        raise UnexpectedResponse(
-            "response is not JSON", status=info.status, method=method, url=mask_url(url)
-        ) from None
+        raise UnexpectedResponse("response is not JSON", status=info.status, method=method, url=mask_url(url)) from None

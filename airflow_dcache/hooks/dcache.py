@@ -197,7 +197,7 @@ class DCacheHook(DCacheHookBase):
         finally:
             response.close()
         info = self._info(response, body)
-        error = error_for(info, method, url, mkcol=response.status_code in exists_statuses)
+        error = error_for(info, method, url, exists=response.status_code in exists_statuses)
         return error
 
     def _run(self, operation: ops.Operation[T]) -> T:

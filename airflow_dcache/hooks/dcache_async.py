@@ -221,7 +221,7 @@ class DCacheAsyncHook(DCacheHookBase):
             pass
         finally:
             await response.aclose()
-        return error_for(self._info(response, body), method, url, mkcol=response.status_code in exists_statuses)
+        return error_for(self._info(response, body), method, url, exists=response.status_code in exists_statuses)
 
     async def _run(self, operation: ops.Operation[T]) -> T:
         """Drive a shared operation generator with async I/O."""

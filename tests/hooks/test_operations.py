@@ -210,14 +210,28 @@ def test_set_labels_replace_removes_and_adds() -> None:
     ]
 
 
-def test_checksum_from_head_and_rest_fallback() -> None:
-    head = ResponseInfo(200, "OK", {"Digest": "adler32=0ae07809,md5=rFb0uPrFc5zNtFd30xO+zw=="})
-    result, calls = drive(ops.checksum(S, "/f"), [head])
-    assert calls[0].method == "HEAD" and calls[0].headers == {"Want-Digest": "adler32,md5"}
-    assert result == {"adler32": "0ae07809", "md5": base64.b64decode("rFb0uPrFc5zNtFd30xO+zw==").hex()}
+def test_checksum_asks_again_for_each_missing_algorithm() -> None:
+    md5_b64 = "rFb0uPrFc5zNtFd30xO+zw=="
+    result, calls = drive(
+        ops.checksum(S, "/f"),
+        [
+            ResponseInfo(200, "OK", {"Digest": f"md5={md5_b64}"}),
+            ResponseInfo(200, "OK", {"Digest": "adler32=0ae07809"}),
+        ],
+    )
+    assert [(c.method, c.headers) for c in calls] == [
+        ("HEAD", {"Want-Digest": "adler32,md5"}),
+        ("HEAD", {"Want-Digest": "adler32"}),
+    ]
+    assert result == {"adler32": "0ae07809", "md5": base64.b64decode(md5_b64).hex()}
+
+
+def test_checksum_falls_back_to_stored_checksums() -> None:
     rest = ok(body={"fileType": "REGULAR", "checksums": [{"type": "ADLER32", "value": "0ae07809"}]})
-    result, calls = drive(ops.checksum(S, "/f", ["adler32"]), [ResponseInfo(200, "OK", {}), rest])
+    result, calls = drive(ops.checksum(S, "/f", ["adler32", "sha-256"]), [ResponseInfo(200, "OK", {}), rest])
     assert result == {"adler32": "0ae07809"} and "checksum=true" in calls[1].url
+    with pytest.raises(ValueError):
+        drive(ops.checksum(S, "/f", []), [])
 
 
 def test_bulk_submit_reads_request_url_header() -> None:

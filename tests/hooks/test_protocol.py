@@ -241,8 +241,10 @@ def test_status_classes(status: int, cls: type[exc.DCacheError]) -> None:
     assert "SECRET" not in str(error) and "SECRET" not in (error.url or "")
 
 
-def test_mkcol_405_is_already_exists() -> None:
-    assert isinstance(error_for(info(405, "exists"), "MKCOL", "https://d/x", mkcol=True), exc.AlreadyExists)
+def test_known_exists_statuses_become_already_exists() -> None:
+    assert isinstance(error_for(info(405, "exists"), "MKCOL", "https://d/x", exists=True), exc.AlreadyExists)
+    error = error_for(info(412, "Destination exists"), "MOVE", "https://d/x", exists=True)
+    assert isinstance(error, exc.AlreadyExists) and error.status == 412
 
 
 def test_errors_are_airflow_exceptions_and_pickle() -> None:

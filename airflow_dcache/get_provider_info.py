@@ -46,10 +46,10 @@ def get_provider_info() -> dict[str, Any]:
                     },
                     "auth_type": {
                         "label": "Authentication",
-                        "description": "How requests are authenticated.",
+                        "description": "How requests are authenticated; empty: guessed from the filled fields.",
                         "schema": {
                             "type": ["string", "null"],
-                            "enum": ["basic", "bearer", "token_file", "macaroon", "x509", None],
+                            "enum": ["basic", "bearer", "token_file", "macaroon", "x509", "none", None],
                         },
                     },
                     "token": {
@@ -80,6 +80,16 @@ def get_provider_info() -> dict[str, Any]:
                     "timeout": {
                         "label": "Timeout (s)",
                         "schema": {"type": ["number", "null"], "default": 60, "minimum": 1},
+                    },
+                    "protocol": {
+                        "label": "Protocol",
+                        "description": "Scheme when the host is a bare name (e.g. from a URI); default https.",
+                        "schema": {"type": ["string", "null"], "enum": ["https", "http", None]},
+                    },
+                    "retries": {
+                        "label": "Retries",
+                        "description": "Retries of idempotent requests on connection errors and 5xx.",
+                        "schema": {"type": ["integer", "null"], "default": 3, "minimum": 0},
                     },
                 },
             }

@@ -100,9 +100,7 @@ class PerfMarkerParser:
         """The outcome, or a failure if the stream ended without one (connection dropped mid-copy)."""
         if self.outcome is not None:
             return self.outcome
-        return TransferOutcome(
-            success=False, message="transfer stream ended without a success or failure line"
-        )
+        return TransferOutcome(success=False, message="transfer stream ended without a success or failure line")
 
 
 def parse_perf_marker_stream(text: str) -> tuple[list[PerfMarker], TransferOutcome]:

@@ -220,9 +220,7 @@ def resolve_auth_type(
 def settings_from_connection(conn: ConnectionLike) -> ConnectionSettings:
     """Validate a connection up front so misconfiguration fails with a message, not a 401 later."""
     extras = conn.extra_dejson or {}
-    door = door_url_from(
-        conn.host, conn.port, conn.schema, _extra(extras, "protocol") or _extra(extras, "scheme")
-    )
+    door = door_url_from(conn.host, conn.port, conn.schema, _extra(extras, "protocol") or _extra(extras, "scheme"))
     token = _extra(extras, "token")
     token_file = _extra(extras, "token_file")
     client_cert = _extra(extras, "client_cert")

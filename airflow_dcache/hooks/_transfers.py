@@ -138,9 +138,7 @@ def _seekable(stream: IO[bytes]) -> bool:
         return False
 
 
-def verify(
-    local: Mapping[str, str], remote: Mapping[str, str], *, what: str, method: str, url: str
-) -> str | None:
+def verify(local: Mapping[str, str], remote: Mapping[str, str], *, what: str, method: str, url: str) -> str | None:
     """Compare the first algorithm both sides know; return it, or None when nothing is comparable."""
     match = _checksums.compare(local, remote)
     if match is None:
@@ -186,9 +184,7 @@ class DownloadReceiver:
         verified = None
         if self.verify_checksum:
             verified = verify(local, self.remote, what=f"download of {self.path}", method="GET", url=self.url)
-        self.result = TransferResult(
-            path=self.path, size=self.hasher.size, checksums=local, verified_by=verified
-        )
+        self.result = TransferResult(path=self.path, size=self.hasher.size, checksums=local, verified_by=verified)
         return self.result
 
 

@@ -104,6 +104,19 @@ class TapeService:
         self._set_target(node.id, wanted)
         return entry
 
+    async def settle(self, inode_id: str) -> None:
+        """Wait until the file's transition has finished (bulk UPDATE_QOS completes only then)."""
+        node = self.db.get(inode_id)
+        if node is None or node.qos_target is None:
+            return
+        self._schedule(inode_id)
+        task = self._tasks.get(inode_id)
+        if task is not None:
+            await asyncio.shield(task)
+        node = self.db.get(inode_id)
+        if node is not None and node.qos_target is not None:
+            raise Conflict(f"QoS transition to {node.qos_target} did not complete")
+
     def _set_target(self, inode_id: str, target: str) -> None:
         self.db.set_replicas(inode_id, qos_target=target)
         node = self.db.get(inode_id)

@@ -1,0 +1,138 @@
+"""The WLCG Tape REST API (``/api/v1/tape``) and its discovery document, on top of the bulk service."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from airflow_dcache.server.http.frontend import API, Frontend, json_response, read_json_object
+from airflow_dcache.server.services.bulk import BulkService
+from airflow_dcache.server.services.errors import BadRequest, ServiceError
+from airflow_dcache.server.services.login import Login
+
+_FILE_STATE = {"CREATED": "SUBMITTED", "READY": "SUBMITTED", "RUNNING": "STARTED", "CANCELLED": "CANCELLED",
+               "FAILED": "FAILED", "SKIPPED": "FAILED", "COMPLETED": "COMPLETED"}
+_LOCALITY = {"ONLINE": "DISK", "NEARLINE": "TAPE", "ONLINE_AND_NEARLINE": "DISK_AND_TAPE", "NONE": "NONE",
+             "LOST": "LOST", "UNAVAILABLE": "UNAVAILABLE"}
+MAX_ARCHIVEINFO_PATHS = 1000
+
+
+def _paths(doc: dict[str, Any], key: str = "paths") -> list[str]:
+    paths = doc.get(key)
+    if not isinstance(paths, list) or not paths or not all(isinstance(p, str) and p for p in paths):
+        raise BadRequest(f"'{key}' must be a non-empty list of paths")
+    return paths
+
+
+class TapeRest:
+    def __init__(self, frontend: Frontend, bulk: BulkService, site: str) -> None:
+        self.frontend = frontend
+        self.bulk = bulk
+        self.site = site
+
+    def install(self, app: web.Application) -> None:
+        app.router.add_get("/.well-known/wlcg-tape-rest-api", self.discovery)
+        base = API + "/tape"
+        app.router.add_post(base + "/stage", self.stage)
+        app.router.add_get(base + "/stage/{id}", self.stage_status)
+        app.router.add_post(base + "/stage/{id}/cancel", self.stage_cancel)
+        app.router.add_delete(base + "/stage/{id}", self.stage_delete)
+        app.router.add_post(base + "/release/{id}", self.release)
+        app.router.add_post(base + "/archiveinfo", self.archiveinfo)
+
+    async def discovery(self, request: web.Request) -> web.Response:
+        return json_response({
+            "sitename": self.site, "description": f"airflow-dcache emulated tape at site {self.site}",
+            "endpoints": [{"uri": f"{request.scheme}://{request.host}{API}/tape", "version": "v1", "metadata": {}}],
+        })
+
+    async def stage(self, request: web.Request) -> web.Response:
+        login = self.frontend.login(request)
+        doc = await read_json_object(request)
+        if set(doc) - {"files"}:
+            raise BadRequest(f"unsupported keys: {sorted(set(doc) - {'files'})}; only 'files' is allowed")
+        files = doc.get("files")
+        if not isinstance(files, list) or not files:
+            raise BadRequest("'files' must be a non-empty list")
+        lifetimes = {}
+        paths = []
+        for i, item in enumerate(files):
+            if not isinstance(item, dict) or not isinstance(item.get("path"), str) or not item["path"]:
+                raise BadRequest(f"files[{i}].path must be a non-empty string")
+            paths.append(item["path"])
+            if "diskLifetime" in item:
+                if not isinstance(item["diskLifetime"], str):
+                    raise BadRequest(f"files[{i}].diskLifetime must be an ISO-8601 duration string")
+                lifetimes[item["path"]] = item["diskLifetime"]
+        args = {"diskLifetime": json.dumps(lifetimes)} if lifetimes else {}
+        rid = self.bulk.submit(login, {"activity": "STAGE", "target": paths, "arguments": args}, kind="stage")
+        url = f"{request.scheme}://{request.host}{API}/tape/stage/{rid}"
+        return web.Response(status=201, text=json.dumps({"requestId": rid}), content_type="application/json",
+                            headers={"location": url})
+
+    async def stage_status(self, request: web.Request) -> web.Response:
+        login = self.frontend.login(request)
+        row = self.bulk.owned(login, request.match_info["id"])
+        files = []
+        for t in self.bulk.db.targets(row.id):
+            item: dict[str, Any] = {"path": t.path, "state": _FILE_STATE[t.state]}
+            if t.started_at is not None:
+                item["startedAt"] = t.started_at
+            if t.finished_at is not None:
+                item["finishedAt"] = t.finished_at
+            if t.error_message:
+                item["error"] = t.error_message
+            files.append(item)
+        doc: dict[str, Any] = {"id": row.id, "createdAt": row.arrived_at,
+                               "startedAt": row.started_at or row.arrived_at, "files": files}
+        if row.status in ("COMPLETED", "CANCELLED"):
+            doc["completedAt"] = row.last_modified
+        return json_response(doc)
+
+    async def stage_cancel(self, request: web.Request) -> web.Response:
+        login = self.frontend.login(request)
+        row = self.bulk.owned(login, request.match_info["id"])
+        paths = _paths(await read_json_object(request))
+        known = {t.path for t in self.bulk.db.targets(row.id)}
+        missing = [p for p in paths if p not in known]
+        if missing:  # dCache answers this one with title/detail response headers, not a JSON body
+            return web.Response(status=400, headers={
+                "title": "File missing from stage request",
+                "detail": f"The file {missing[0][:200]} is not part of the stage request {row.id}"})
+        self.bulk.cancel(row.id, paths)
+        return web.Response(status=200)
+
+    async def stage_delete(self, request: web.Request) -> web.Response:
+        login = self.frontend.login(request)
+        self.bulk.clear(login, request.match_info["id"], cancel_if_running=True)
+        return web.Response(status=200)
+
+    async def release(self, request: web.Request) -> web.Response:
+        login = self.frontend.login(request)
+        stage_id = request.match_info["id"]
+        self.bulk.owned(login, stage_id)
+        paths = _paths(await read_json_object(request))
+        self.bulk.submit(login, {"activity": "RELEASE", "target": paths, "arguments": {"id": stage_id},
+                                 "cancel_on_failure": True, "clear_on_success": True, "clear_on_failure": True},
+                         kind="release")
+        return web.Response(status=200)
+
+    async def archiveinfo(self, request: web.Request) -> web.Response:
+        login = self.frontend.login(request)
+        paths = _paths(await read_json_object(request))[:MAX_ARCHIVEINFO_PATHS]  # dCache drops the excess
+        return json_response([self._info(login, p) for p in paths])
+
+    def _info(self, login: Login, path: str) -> dict[str, str]:
+        try:
+            entry = self.frontend.ns.stat(login, path)
+        except ServiceError as err:
+            return {"path": path, "error": err.message}
+        node = entry.inode
+        if node.is_dir:
+            return {"path": path, "error": "Not a file"}
+        locality = node.locality if (node.on_disk or node.on_tape) else "NONE"
+        if locality == "NONE" and node.size == 0:
+            locality = "ONLINE"  # dCache reports empty files as DISK to keep FTS happy
+        return {"path": path, "locality": _LOCALITY[locality]}

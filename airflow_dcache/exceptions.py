@@ -45,6 +45,10 @@ def _rebuild(
     return cls(message, status=status, method=method, url=url)
 
 
+class InvalidConnection(DCacheError):
+    """The Airflow connection cannot describe a dCache endpoint; raised before any request is made."""
+
+
 class DCacheConnectionError(DCacheError):
     """The server could not be reached, or the connection broke (after retries where they apply)."""
 
@@ -140,6 +144,7 @@ __all__ = [
     "Conflict",
     "DCacheConnectionError",
     "DCacheError",
+    "InvalidConnection",
     "LimitExceeded",
     "MethodNotAllowed",
     "NotFound",

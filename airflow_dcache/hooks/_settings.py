@@ -13,13 +13,15 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from airflow_dcache.exceptions import DCacheError
+from airflow_dcache.exceptions import InvalidConnection
 
 DEFAULT_DOOR_PORT = 2880
 DEFAULT_FRONTEND_PORT = 3880
 DEFAULT_TIMEOUT = 60.0
 DEFAULT_RETRIES = 3
 API_SUFFIX = "/api/v1"
+
+__all__ = ["AuthType", "ConnectionSettings", "InvalidConnection", "settings_from_connection"]
 
 
 class AuthType(enum.StrEnum):
@@ -44,10 +46,6 @@ class ConnectionLike(Protocol):
 
     @property
     def extra_dejson(self) -> dict[str, Any]: ...
-
-
-class InvalidConnection(DCacheError):
-    """The connection cannot describe a dCache endpoint; raised before any request is made."""
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from airflow_dcache.server.http.errors import error_middleware
 from airflow_dcache.server.http.events import EventsApi
 from airflow_dcache.server.http.frontend import Frontend
 from airflow_dcache.server.http.qos_management import QosManagement
+from airflow_dcache.server.http.third_party_copy import ThirdPartyCopyHandler
 from airflow_dcache.server.http.webdav import WebDavDoor
 from airflow_dcache.server.services import errors as e
 from airflow_dcache.server.services.events import EventBus
@@ -23,6 +24,7 @@ from airflow_dcache.server.services.macaroons import MacaroonService
 from airflow_dcache.server.services.namespace import NamespaceService
 from airflow_dcache.server.services.storage_events import ChannelRegistry, EventsSettings
 from airflow_dcache.server.services.tape import TapeService, TapeSettings
+from airflow_dcache.server.services.third_party_copy import ThirdPartyCopyService, TpcSettings
 from airflow_dcache.server.services.transfers import TransferService
 from airflow_dcache.server.storage.hsm import HsmStore
 from airflow_dcache.server.storage.macaroon_secrets import MacaroonSecretStore
@@ -65,6 +67,12 @@ def build_services(config: ServerConfig) -> Services:
     return Services(db, pool, events, namespace, transfers, macaroons, tape)
 
 
+def tpc_service(config: ServerConfig, services: Services) -> ThirdPartyCopyService:
+    settings = TpcSettings(marker_period=config.tpc_marker_period, allow_hosts=config.tpc_allow_hosts,
+                           ca_bundle=config.tpc_ca_bundle, connect_timeout=config.tpc_connect_timeout)
+    return ThirdPartyCopyService(services.namespace, services.transfers, settings)
+
+
 def _frontend_status(err: e.ServiceError) -> int | None:
     """dCache's frontend reports a non-empty directory as a plain 400."""
     return 400 if isinstance(err, e.NotEmpty) else None
@@ -77,7 +85,8 @@ def build_apps(
                          tls=config.tls, allow_insecure_macaroons=config.allow_insecure_macaroons)
     door_app = web.Application(middlewares=[error_middleware(door=True)], handler_args=_HANDLER_ARGS)
     WebDavDoor(auth, services.namespace, services.transfers, services.macaroons, services.tape, tls=config.tls,
-               allow_insecure_macaroons=config.allow_insecure_macaroons).install(door_app)
+               allow_insecure_macaroons=config.allow_insecure_macaroons,
+               tpc=ThirdPartyCopyHandler(tpc_service(config, services))).install(door_app)
     frontend_app = web.Application(middlewares=[error_middleware(door=False, status_override=_frontend_status)],
                                    handler_args=_HANDLER_ARGS)
     Frontend(auth, services.namespace, services.tape).install(frontend_app)

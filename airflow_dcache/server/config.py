@@ -19,6 +19,10 @@ class ServerConfig:
     allow_insecure_macaroons: bool = False
     allow_overwrite: bool = True
     max_upload: int | None = None
+    tpc_marker_period: float = 5.0
+    tpc_allow_hosts: tuple[str, ...] = ()
+    tpc_ca_bundle: Path | None = None
+    tpc_connect_timeout: float = 10.0
     events_disconnect_timeout: int = 300
     tape_flush_delay: float = 1.0
     tape_stage_delay: float = 1.0

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from airflow_dcache.server.app import run_until_stopped
 from airflow_dcache.server.config import ServerConfig
+from airflow_dcache.server.services.third_party_copy import HostPolicy
 from airflow_dcache.server.storage.users import UsersFileError, load_users, write_dev_users
 
 
@@ -33,6 +34,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-overwrite", action="store_true", help="refuse PUT onto an existing file")
     parser.add_argument("--max-upload", type=int, help="largest accepted upload in bytes")
+    parser.add_argument("--tpc-marker-period", type=float, default=5.0,
+                        help="seconds between third-party-copy performance markers (default 5)")
+    parser.add_argument("--tpc-allow-hosts", default="", metavar="PATTERN[,PATTERN]",
+                        help="non-loopback hosts third-party copies may contact: names, *.domain, IPs "
+                             "or CIDR networks (default: loopback only)")
+    parser.add_argument("--tpc-ca-bundle", type=Path,
+                        help="extra CA certificates (PEM) trusted for third-party-copy remotes")
+    parser.add_argument("--tpc-connect-timeout", type=float, default=10.0,
+                        help="seconds to wait for a third-party-copy remote to accept a connection")
     parser.add_argument("--events-disconnect-timeout", type=int, default=300, metavar="SECONDS",
                         help="default seconds an SSE event channel survives without a client")
     parser.add_argument("--tape-flush-delay", type=float, default=1.0, help="seconds before a flush to tape")
@@ -51,6 +61,21 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def _tpc_options(args: argparse.Namespace) -> tuple[str, ...]:
+    if not 0 < args.tpc_marker_period <= 3600:
+        raise SystemExit("error: --tpc-marker-period must be between 0 and 3600 seconds")
+    if not 0 < args.tpc_connect_timeout <= 600:
+        raise SystemExit("error: --tpc-connect-timeout must be between 0 and 600 seconds")
+    if args.tpc_ca_bundle is not None and not args.tpc_ca_bundle.is_file():
+        raise SystemExit(f"error: --tpc-ca-bundle {args.tpc_ca_bundle} is not a file")
+    patterns = tuple(p.strip() for p in args.tpc_allow_hosts.split(",") if p.strip())
+    try:
+        HostPolicy(patterns)
+    except ValueError as err:
+        raise SystemExit(f"error: --tpc-allow-hosts: {err}") from None
+    return patterns
+
+
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
     if (args.tls_cert is None) != (args.tls_key is None):
         raise SystemExit("error: --tls-cert and --tls-key go together")
@@ -59,6 +84,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
             raise SystemExit(f"error: --{name.replace('_', '-')} must be between 0 and 65535")
     if args.max_upload is not None and args.max_upload <= 0:
         raise SystemExit("error: --max-upload must be positive")
+    allow_hosts = _tpc_options(args)
     if not 1 <= args.events_disconnect_timeout <= 86400:
         raise SystemExit("error: --events-disconnect-timeout must be between 1 and 86400 seconds")
     for name in ("tape_flush_delay", "tape_stage_delay"):
@@ -69,6 +95,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         frontend_port=args.frontend_port, users_file=args.users, site=args.site, tls_cert=args.tls_cert,
         tls_key=args.tls_key, allow_insecure_macaroons=args.allow_insecure_macaroons,
         allow_overwrite=not args.no_overwrite, max_upload=args.max_upload,
+        tpc_marker_period=args.tpc_marker_period, tpc_allow_hosts=allow_hosts,
+        tpc_ca_bundle=args.tpc_ca_bundle, tpc_connect_timeout=args.tpc_connect_timeout,
         events_disconnect_timeout=args.events_disconnect_timeout,
         tape_flush_delay=args.tape_flush_delay, tape_stage_delay=args.tape_stage_delay,
         default_qos=args.default_qos,

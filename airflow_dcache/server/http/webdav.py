@@ -9,7 +9,7 @@ import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
@@ -18,6 +18,7 @@ from airflow_dcache.server.http import propfind as pf
 from airflow_dcache.server.http.auth import Authenticator
 from airflow_dcache.server.http.digests import digest_header
 from airflow_dcache.server.http.paths import parse_raw_path, path_from_url
+from airflow_dcache.server.http.third_party_copy import ThirdPartyCopyHandler
 from airflow_dcache.server.services.errors import BadRequest, NotAllowed, NotAuthenticated, NotFound
 from airflow_dcache.server.services.login import Login
 from airflow_dcache.server.services.macaroons import MacaroonService
@@ -76,8 +77,10 @@ class DownloadResponse(web.FileResponse):
 class WebDavDoor:
     def __init__(self, auth: Authenticator, namespace: NamespaceService, transfers: TransferService,
                  macaroons: MacaroonService, tape: TapeService, *, tls: bool,
-                 allow_insecure_macaroons: bool) -> None:
+                 allow_insecure_macaroons: bool,
+                 tpc: ThirdPartyCopyHandler | None = None) -> None:
         self.auth = auth
+        self.tpc = tpc
         self.tape = tape
         self.ns = namespace
         self.transfers = transfers
@@ -252,17 +255,10 @@ class WebDavDoor:
         _, created = self.ns.move(login, path, dst, overwrite=overwrite == "T")
         return web.Response(status=201 if created else 204)
 
-    async def copy(self, request: web.Request, login: Login, path: str, trailing: bool) -> web.Response:
-        source, destination = request.headers.get("Source"), request.headers.get("Destination")
-        if source and destination:
-            raise BadRequest("COPY request contains both Source and Destination headers")
-        if not source and not destination:
-            raise BadRequest("COPY request is missing both Source and Destination headers")
-        remote = urlsplit(source or destination or "")
-        if not (remote.scheme and remote.netloc):
-            raise web.HTTPNotImplemented(reason="Local COPY is not supported; use an absolute remote URL "
-                                                "for third-party copy")
-        raise web.HTTPNotImplemented(reason="HTTP third-party copy is not implemented yet")
+    async def copy(self, request: web.Request, login: Login, path: str, trailing: bool) -> web.StreamResponse:
+        if self.tpc is None:
+            raise web.HTTPNotImplemented(reason="HTTP third-party copy is not enabled")
+        return await self.tpc.copy(request, login, path, trailing)
 
     async def post(self, request: web.Request, login: Login, path: str, trailing: bool) -> web.Response:
         if request.headers.get("Content-Type") != MACAROON_REQUEST:

@@ -13,6 +13,7 @@ import posixpath
 import zlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 from airflow_dcache.server.services import permissions as perm
 from airflow_dcache.server.services.activity import Activity
@@ -84,7 +85,7 @@ class TransferService:
     async def upload(
         self, login: Login, path: str, body: AsyncIterator[bytes], *, client: str,
         content_length: int | None = None, content_md5: str | None = None, want_md5: bool = False,
-        xattrs: dict[str, str] | None = None,
+        xattrs: dict[str, str] | None = None, extra: dict[str, Any] | None = None,
     ) -> UploadResult:
         self.authorise_upload(login, path)
         expected_md5 = decode_content_md5(content_md5) if content_md5 is not None else None
@@ -124,7 +125,7 @@ class TransferService:
             raise
         self.ns.events.publish(TransferEvent(
             "upload", entry.ns_path, entry.inode.id, entry.inode.size, upload.size, started, now_ms(),
-            login.username, login.uid, login.gids, client))
+            login.username, login.uid, login.gids, client, extra=dict(extra or {})))
         return UploadResult(entry, created, adler32_hex(adler), digest.hex() if digest else None)
 
     def _commit(self, login: Login, path: str, file_id: str, size: int, adler: str, md5: str | None,
@@ -152,13 +153,13 @@ class TransferService:
         return Entry(path, posixpath.join(parent.ns_path, name), node), old is None
 
     def download_finished(self, login: Login, entry: Entry, transferred: int, started: int,
-                          client: str) -> None:
+                          client: str, extra: dict[str, Any] | None = None) -> None:
         self.ns.emit("IN_OPEN", entry.inode)
         self.ns.emit("IN_ACCESS", entry.inode)
         self.ns.emit("IN_CLOSE_NOWRITE", entry.inode)
         self.ns.events.publish(TransferEvent(
             "download", entry.ns_path, entry.inode.id, entry.inode.size, transferred, started, now_ms(),
-            login.username, login.uid, login.gids, client))
+            login.username, login.uid, login.gids, client, extra=dict(extra or {})))
 
 
     def remove_finished(self, login: Login, entry: Entry, client: str) -> None:

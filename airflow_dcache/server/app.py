@@ -11,21 +11,23 @@ from aiohttp import web
 
 from airflow_dcache.server.config import ServerConfig
 from airflow_dcache.server.http.auth import Authenticator
+from airflow_dcache.server.http.bulk import BulkRequests
 from airflow_dcache.server.http.errors import error_middleware
 from airflow_dcache.server.http.events import EventsApi
 from airflow_dcache.server.http.frontend import Frontend
 from airflow_dcache.server.http.qos_management import QosManagement
-from airflow_dcache.server.http.third_party_copy import ThirdPartyCopyHandler
+from airflow_dcache.server.http.tape_rest import TapeRest
 from airflow_dcache.server.http.webdav import WebDavDoor
 from airflow_dcache.server.services import errors as e
+from airflow_dcache.server.services.bulk import BulkService
 from airflow_dcache.server.services.events import EventBus
 from airflow_dcache.server.services.login import join_under
 from airflow_dcache.server.services.macaroons import MacaroonService
 from airflow_dcache.server.services.namespace import NamespaceService
 from airflow_dcache.server.services.storage_events import ChannelRegistry, EventsSettings
 from airflow_dcache.server.services.tape import TapeService, TapeSettings
-from airflow_dcache.server.services.third_party_copy import ThirdPartyCopyService, TpcSettings
 from airflow_dcache.server.services.transfers import TransferService
+from airflow_dcache.server.storage.bulk_db import BulkDB
 from airflow_dcache.server.storage.hsm import HsmStore
 from airflow_dcache.server.storage.macaroon_secrets import MacaroonSecretStore
 from airflow_dcache.server.storage.namespace_db import NamespaceDB
@@ -47,10 +49,12 @@ class Services:
     transfers: TransferService
     macaroons: MacaroonService
     tape: TapeService
+    bulk: BulkService
     extra: dict[str, object] = field(default_factory=dict)
 
     def close(self) -> None:
         self.db.close()
+        self.bulk.db.close()
 
 
 def build_services(config: ServerConfig) -> Services:
@@ -64,13 +68,9 @@ def build_services(config: ServerConfig) -> Services:
     hsm = HsmStore(f"{config.site}-hsm", config.data_dir / "hsm" / config.site)
     tape = TapeService(namespace, hsm, TapeSettings(config.tape_flush_delay, config.tape_stage_delay,
                                                     config.default_qos))
-    return Services(db, pool, events, namespace, transfers, macaroons, tape)
+    bulk = BulkService(BulkDB(config.data_dir / "bulk.db"), namespace, tape)
+    return Services(db, pool, events, namespace, transfers, macaroons, tape, bulk)
 
-
-def tpc_service(config: ServerConfig, services: Services) -> ThirdPartyCopyService:
-    settings = TpcSettings(marker_period=config.tpc_marker_period, allow_hosts=config.tpc_allow_hosts,
-                           ca_bundle=config.tpc_ca_bundle, connect_timeout=config.tpc_connect_timeout)
-    return ThirdPartyCopyService(services.namespace, services.transfers, settings)
 
 
 def _frontend_status(err: e.ServiceError) -> int | None:
@@ -85,12 +85,14 @@ def build_apps(
                          tls=config.tls, allow_insecure_macaroons=config.allow_insecure_macaroons)
     door_app = web.Application(middlewares=[error_middleware(door=True)], handler_args=_HANDLER_ARGS)
     WebDavDoor(auth, services.namespace, services.transfers, services.macaroons, services.tape, tls=config.tls,
-               allow_insecure_macaroons=config.allow_insecure_macaroons,
-               tpc=ThirdPartyCopyHandler(tpc_service(config, services))).install(door_app)
+               allow_insecure_macaroons=config.allow_insecure_macaroons).install(door_app)
     frontend_app = web.Application(middlewares=[error_middleware(door=False, status_override=_frontend_status)],
                                    handler_args=_HANDLER_ARGS)
-    Frontend(auth, services.namespace, services.tape).install(frontend_app)
+    frontend = Frontend(auth, services.namespace, services.tape)
+    frontend.install(frontend_app)
     QosManagement(auth, config.site).install(frontend_app)
+    BulkRequests(frontend, services.bulk).install(frontend_app)
+    TapeRest(frontend, services.bulk, config.site).install(frontend_app)
     frontend_app["services"] = services
     events = ChannelRegistry(services.namespace, EventsSettings(
         disconnect_timeout=config.events_disconnect_timeout), bus=services.events)
@@ -154,11 +156,13 @@ async def run_until_stopped(config: ServerConfig, users: dict[str, User], stop: 
     services = build_services(config)
     provision_homes(services, users)
     await services.tape.start()
+    await services.bulk.start()
     server = await start(config, services, users)
     try:
         on_ready(server.urls)
         await stop.wait()
     finally:
         await server.stop()
+        await services.bulk.stop()
         await services.tape.stop()
         services.close()

@@ -8,6 +8,7 @@ recursive delete, checksum fallbacks) exists exactly once.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Generator, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -176,18 +177,24 @@ def delete(s: ConnectionSettings, path: str, recursive: bool = False, missing_ok
         raise ValueError("refusing to delete the root directory")
     try:
         entry = yield from stat(s, path)
-        if not entry.is_dir:
-            yield Call("DELETE", door_url(s, path))
-            return True
-        if recursive:
-            for child in (yield from list_dir(s, path)):
-                yield from delete(s, child.path, recursive=True, missing_ok=True)
-        yield Call("DELETE", namespace_url(s, path), {"Accept": "application/json"})
+        yield from _delete_entry(s, entry, recursive)
         return True
     except NotFound:
         if missing_ok:
             return False
         raise
+
+
+def _delete_entry(s: ConnectionSettings, entry: NamespaceEntry, recursive: bool) -> Operation[None]:
+    """Delete a known entry; children come typed from the listing, so no extra stat per child."""
+    if not entry.is_dir:
+        yield Call("DELETE", door_url(s, entry.path))
+        return
+    if recursive:
+        for child in (yield from list_dir(s, entry.path)):
+            with contextlib.suppress(NotFound):  # removed concurrently: the goal is reached
+                yield from _delete_entry(s, child, recursive=True)
+    yield Call("DELETE", namespace_url(s, entry.path), {"Accept": "application/json"})
 
 
 def _action(s: ConnectionSettings, path: str, payload: dict[str, Any]) -> Operation[None]:

@@ -8,6 +8,7 @@ disagree about what a connection means.
 
 from __future__ import annotations
 
+import base64
 import enum
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -73,8 +74,16 @@ class ConnectionSettings:
 
     @property
     def secrets(self) -> tuple[str, ...]:
-        """Values that must be registered with the log masker as soon as the connection is loaded."""
-        return tuple(s for s in (self.password, self.token) if s)
+        """Values that must be registered with the log masker as soon as the connection is loaded.
+
+        The Basic header value is included: a debug log of request headers would otherwise carry a
+        trivially decodable password.
+        """
+        values = [self.password, self.token]
+        if self.auth_type is AuthType.BASIC and self.password:
+            raw = f"{self.login or ''}:{self.password}".encode()
+            values.append(base64.b64encode(raw).decode("ascii"))
+        return tuple(v for v in values if v)
 
 
 _TRUE = {"1", "true", "yes", "on", "t", "y"}

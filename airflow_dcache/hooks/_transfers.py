@@ -17,7 +17,7 @@ from typing import IO, Any, Literal
 from airflow_dcache.exceptions import ChecksumMismatch, TransferFailed, UnexpectedResponse
 from airflow_dcache.hooks import _checksums
 from airflow_dcache.hooks._models import TransferResult
-from airflow_dcache.hooks._perfmarkers import PerfMarkerParser
+from airflow_dcache.hooks._perfmarkers import PerfMarkerParser, TransferOutcome
 from airflow_dcache.hooks._protocol import door_url, mask_url, normalize_path
 from airflow_dcache.hooks._settings import ConnectionSettings
 
@@ -250,9 +250,17 @@ def copy_request(
     return CopyRequest("COPY", door_url(settings, path), headers, path, remote_url)
 
 
-def copy_result(request: CopyRequest, parser: PerfMarkerParser, headers: Mapping[str, str]) -> TransferResult:
-    """The last line decides; 202 is sent before the copy even starts."""
+def copy_result(
+    request: CopyRequest, parser: PerfMarkerParser, headers: Mapping[str, str], status: int = 202
+) -> TransferResult:
+    """The last line decides: dCache sends 202 before the copy even starts.
+
+    A server that finishes synchronously and answers 201/204 with no marker stream at all is taken
+    at its word (the status is then the outcome).
+    """
     outcome = parser.finish()
+    if status != 202 and parser.outcome is None and parser.markers == 0:
+        outcome = TransferOutcome(success=True, message=f"HTTP {status}")
     if not outcome.success:
         raise TransferFailed(
             f"third-party copy {'from' if 'Source' in request.headers else 'to'} "

@@ -528,4 +528,4 @@ class DCacheHook(DCacheHookBase):
             except requests.RequestException as exc:
                 self.log.warning("copy stream broke: %s", mask_url(str(exc)))
             headers = dict(response.headers)
-        return tx.copy_result(request, parser, headers)
+        return tx.copy_result(request, parser, headers, response.status_code)

@@ -556,7 +556,7 @@ class DCacheAsyncHook(DCacheHookBase):
             self.log.warning("copy stream broke: %s", mask_url(str(exc)))
         finally:
             await response.aclose()
-        return tx.copy_result(request, parser, dict(response.headers))
+        return tx.copy_result(request, parser, dict(response.headers), response.status_code)
 
 
 async def _read_async(reader: tx.HashingReader, chunk_size: int) -> AsyncIterator[bytes]:

@@ -371,3 +371,9 @@ def test_connection_test_reports_which_check_failed(run: Callable[..., Any], set
         ok, message = run(conn_for(set_conn, srv, retries=0), "test_connection")
     assert not ok and message.startswith("frontend check") and "500" in message
     assert PASSWORD not in message
+
+
+def test_copy_answered_synchronously(run: Callable[..., Any], set_conn: Callable[..., str]) -> None:
+    with FakeServer(lambda r: Reply(201, "Created")) as srv:
+        result = run(conn_for(set_conn, srv), "copy_pull", "https://remote.example/f", "/data/f")
+    assert result.markers == 0

@@ -136,25 +136,25 @@ def test_delete_file_goes_through_the_door() -> None:
 
 
 def test_delete_recursive_empties_directories_depth_first() -> None:
+    listing = [{"fileName": "f", "fileType": "REGULAR"}, {"fileName": "s", "fileType": "DIR"}]
     replies: list[Reply] = [
         ok(body={"fileType": "DIR"}),  # stat /d
-        ok(
-            body={
-                "fileType": "DIR",
-                "children": [{"fileName": "f", "fileType": "REGULAR"}, {"fileName": "s", "fileType": "DIR"}],
-            }
-        ),
-        ok(body={"fileType": "REGULAR"}),  # stat /d/f
+        ok(body={"fileType": "DIR", "children": listing}),
         ok(204),  # DELETE /d/f (door)
-        ok(body={"fileType": "DIR"}),  # stat /d/s
-        ok(body={"fileType": "DIR", "children": []}),
+        ok(body={"fileType": "DIR", "children": [{"fileName": "gone", "fileType": "REGULAR"}]}),
+        err(exc.NotFound, 404),  # /d/s/gone vanished meanwhile: fine
         ok(200, {"status": "success"}),  # DELETE /d/s (frontend)
         ok(200, {"status": "success"}),  # DELETE /d (frontend)
     ]
     deleted, calls = drive(ops.delete(S, "/d", recursive=True), replies)
     assert deleted
     deletes = [c.url for c in calls if c.method == "DELETE"]
-    assert deletes == ["https://door:2880/d/f", f"{API}/namespace/d/s", f"{API}/namespace/d"]
+    assert deletes == [
+        "https://door:2880/d/f",
+        "https://door:2880/d/s/gone",
+        f"{API}/namespace/d/s",
+        f"{API}/namespace/d",
+    ]
 
 
 def test_delete_missing() -> None:

@@ -23,6 +23,7 @@ import asyncio
 import enum
 import ipaddress
 import logging
+import os
 import socket
 import ssl
 import time
@@ -264,6 +265,11 @@ def parse_digest(value: str | None, algorithm: str = "adler32") -> str | None:
     return None
 
 
+def _where(url: str) -> str:
+    _, host, port = _origin(url)
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def _rejected(method: str, response: aiohttp.ClientResponse) -> str:
     """``rejected GET: 404 Not Found``, plus the remote's own reason phrase when it says more."""
     try:
@@ -332,7 +338,7 @@ class ThirdPartyCopyService:
     def authorise(self, login: Login, req: CopyRequest) -> Entry | None:
         """Everything that can be refused with a plain 401/403/404/409/412 before the copy starts.
 
-        Returns the local source entry of a push, or the existing target of a pull (None if new).
+        Returns the local source entry of a push (None for a pull).
         """
         if login.anonymous:
             raise NotAuthenticated("Anonymous third-party copy is not allowed")
@@ -341,14 +347,14 @@ class ThirdPartyCopyService:
             if not self.ns.pool.has(entry.inode.id):
                 raise NotFound(f"Replica of {req.path} is not available")
             return entry
-        existing = self.transfers._existing(login, req.path)
-        if existing is not None and not req.overwrite:
+        parent, name = self.ns.parent_of(login, req.path)
+        node = self.ns.db.child(parent.inode.id, name) if parent is not None else None
+        if node is not None and not req.overwrite:
             raise PreconditionFailed(f"Destination exists: {req.path}")
         self.transfers.authorise_upload(login, req.path)
-        parent, _ = self.ns.parent_of(login, req.path)
         if parent is not None:
             perm.require_mode(login, parent.inode, perm.WRITE | perm.EXECUTE, req.path)
-        return existing
+        return None
 
     # -- the transfer -------------------------------------------------------------------------
     async def run(self, login: Login, req: CopyRequest, progress: Progress, source: Entry | None = None) -> None:
@@ -368,6 +374,12 @@ class ThirdPartyCopyService:
             raise CopyFailure(err.message) from None
         except aiohttp.ClientConnectorError as err:
             raise CopyFailure(self._connect_message(err)) from None
+        except aiohttp.ConnectionTimeoutError:
+            raise CopyFailure(f"connection to {_where(req.remote)} timed out after "
+                              f"{self.settings.connect_timeout:g} s") from None
+        except aiohttp.SocketTimeoutError:
+            raise CopyFailure(f"remote {_where(req.remote)} sent nothing for "
+                              f"{self.settings.idle_timeout:g} s") from None
         except (TimeoutError, aiohttp.ServerTimeoutError):
             raise CopyFailure(f"timed out talking to {redact(req.remote)} (connect timeout "
                               f"{self.settings.connect_timeout:g} s, idle timeout "
@@ -392,7 +404,7 @@ class ThirdPartyCopyService:
             return f"cannot resolve {err.host}: {_short(cause)}"
         if isinstance(cause, TimeoutError) or "timeout" in _short(cause).lower():
             return f"connection to {where} timed out after {self.settings.connect_timeout:g} s"
-        reason = cause.strerror if cause.strerror else _short(cause)
+        reason = os.strerror(cause.errno) if cause.errno else _short(cause)
         return f"cannot connect to {where}: {reason}"
 
     def _session(self, progress: Progress) -> aiohttp.ClientSession:

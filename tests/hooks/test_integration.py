@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import time
 import uuid
 import zlib
 from collections.abc import Callable
@@ -287,53 +288,119 @@ def test_minted_macaroon_is_masked(alice_id: str) -> None:
     assert token not in str(_secrets_masker().redact(f"fetching {url}"))
 
 
-# ------------------------------------------------------- endpoints the bundled server lacks (issue 3)
-
-_LACKS_ACTIONS = "server lacks namespace actions qos/pin/unpin (400 'No such action', issue 3)"
+# ------------------------------------------------------------------ QoS, pins, bulk, tape and TPC
 
 
-@pytest.mark.skip(reason=_LACKS_ACTIONS)
-def test_qos_and_pins(run: Run, alice_id: str, workdir: str, source: Path) -> None:
+def poll(check: Callable[[], Any], timeout: float = 60.0, interval: float = 0.3) -> Any:
+    """Wait for server-side background work (QoS transitions, bulk and stage requests)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(interval)
+
+
+def test_qos_transition_and_pins(run: Run, alice_id: str, workdir: str, source: Path) -> None:
     path = f"{workdir}/q.bin"
     run(alice_id, "upload", source, path)
+    assert run(alice_id, "stat", path, qos=True).current_qos == "disk"
     run(alice_id, "set_qos", path, "disk+tape")
-    assert run(alice_id, "stat", path, qos=True).current_qos in ("disk", "disk+tape")
+    entry = poll(lambda: (e := run(alice_id, "stat", path, qos=True, locality=True)).target_qos is None and e)
+    assert entry.current_qos == "disk+tape" and entry.locality == "ONLINE_AND_NEARLINE"
     run(alice_id, "pin", path, 10, "MINUTES")
     run(alice_id, "unpin", path)
+    with pytest.raises(ValueError):
+        run(alice_id, "set_qos", path, "floppy")
+    with pytest.raises(exc.NotFound):
+        run(alice_id, "set_qos", f"{workdir}/missing", "tape")
 
 
-@pytest.mark.skip(reason="server lacks endpoint /api/v1/bulk-requests (404, issue 3)")
 def test_bulk_requests(run: Run, alice_id: str, workdir: str, source: Path) -> None:
-    path = f"{workdir}/b.bin"
-    run(alice_id, "upload", source, path)
-    sub = run(alice_id, "submit_bulk_request", "LOG_TARGET", [path])
-    status = run(alice_id, "bulk_request_status", sub.id)
-    assert status.id == sub.id and status.targets[0].target.endswith("b.bin")
-    assert any(
-        item.get("id") == sub.id or sub.id in str(item.get("url")) for item in run(alice_id, "list_bulk_requests")
-    )
+    paths = [f"{workdir}/b{i}.bin" for i in range(3)]
+    for path in paths:
+        run(alice_id, "upload", source, path)
+    sub = run(alice_id, "submit_bulk_request", "PIN", paths, arguments={"lifetime": 5, "lifetimeUnit": "MINUTES"})
+    status = poll(lambda: (st := run(alice_id, "bulk_request_status", sub.id)).finished and st)
+    assert status.id == sub.id and status.status == "COMPLETED"
+    assert sorted(t.target for t in status.targets) == sorted(paths)
+    assert all(t.state == "COMPLETED" for t in status.targets)
+    listed = run(alice_id, "list_bulk_requests")
+    assert any(sub.id in str(item.get("id")) or sub.id in str(item.get("url")) for item in listed)
+    run(alice_id, "clear_bulk_request", sub.id)
+    with pytest.raises(exc.NotFound):
+        run(alice_id, "bulk_request_status", sub.id)
+
+
+def test_bulk_request_failures_are_reported_per_target(run: Run, alice_id: str, workdir: str) -> None:
+    sub = run(alice_id, "submit_bulk_request", "LOG_TARGET", [f"{workdir}/missing"])
+    status = poll(lambda: (st := run(alice_id, "bulk_request_status", sub.url)).finished and st)
+    assert [t.state for t in status.targets] == ["FAILED"]
+    assert status.failed_targets[0].error_message
     run(alice_id, "clear_bulk_request", sub.id, cancel_if_running=True)
 
 
-@pytest.mark.skip(reason="server lacks endpoints /api/v1/tape/{stage,release,archiveinfo} (404, issue 3)")
-def test_tape(run: Run, alice_id: str, workdir: str, source: Path) -> None:
-    path = f"{workdir}/t.bin"
-    run(alice_id, "upload", source, path)
-    (info,) = run(alice_id, "archive_info", [path])
-    assert info.locality == "DISK"
-    sub = run(alice_id, "stage", [path])
-    assert run(alice_id, "stage_status", sub.id).files[0].path == path
-    run(alice_id, "release", sub.id, [path])
+def test_tape_stage_release_and_archiveinfo(run: Run, alice_id: str, workdir: str, source: Path) -> None:
+    on_tape, disk_only = f"{workdir}/tape.bin", f"{workdir}/disk.bin"
+    for path in (on_tape, disk_only):
+        run(alice_id, "upload", source, path)
+    run(alice_id, "set_qos", on_tape, "tape")
+    poll(lambda: (e := run(alice_id, "stat", on_tape, qos=True)).target_qos is None and e.current_qos == "tape")
+    infos = {i.path: i for i in run(alice_id, "archive_info", [on_tape, disk_only, f"{workdir}/nope"])}
+    assert infos[on_tape].locality == "TAPE" and infos[disk_only].locality == "DISK"
+    assert infos[f"{workdir}/nope"].error
+    sub = run(alice_id, "stage", {on_tape: "PT1H", disk_only: None})
+    status = poll(lambda: (st := run(alice_id, "stage_status", sub.id)).finished and st)
+    states = {f.path: (f.state, f.error) for f in status.files}
+    assert states[on_tape] == ("COMPLETED", None)
+    assert states[disk_only][0] == "FAILED" and states[disk_only][1]
+    assert run(alice_id, "stat", on_tape, locality=True).locality == "ONLINE_AND_NEARLINE"
+    run(alice_id, "release", sub.id, [on_tape])
+    with pytest.raises(exc.BadRequest):
+        run(alice_id, "cancel_stage", sub.id, [f"{workdir}/not-in-request"])
     run(alice_id, "delete_stage", sub.id)
+    with pytest.raises(exc.NotFound):
+        run(alice_id, "stage_status", sub.id)
 
 
-@pytest.mark.skip(reason="server lacks HTTP third-party COPY (501 'not implemented yet', issue 3)")
-def test_third_party_copy(run: Run, alice_id: str, workdir: str, source: Path, dcache_server: Any) -> None:
+def test_third_party_copy_push_and_pull(run: Run, alice_id: str, workdir: str, source: Path) -> None:
     path = f"{workdir}/src.bin"
     run(alice_id, "upload", source, path)
-    remote = run(alice_id, "presigned_url", workdir, ["UPLOAD", "DOWNLOAD"], 600)
-    run(alice_id, "copy_push", path, remote.replace(workdir, f"{workdir}/pushed.bin", 1))
+    # The "remote" is this same server, reached through pre-authorised URLs.
+    push_to = run(alice_id, "presigned_url", f"{workdir}/pushed.bin", ["UPLOAD"], 600)
+    pushed = run(alice_id, "copy_push", path, push_to)
+    assert pushed.markers >= 0
     assert run(alice_id, "checksum", f"{workdir}/pushed.bin")["adler32"] == ADLER
+    remote = run(alice_id, "mint_macaroon", path, activities=["DOWNLOAD"], validity=600)
+    pulled = run(alice_id, "copy_pull", remote.target, f"{workdir}/pulled.bin", remote_token=remote.macaroon)
+    assert pulled.path == f"{workdir}/pulled.bin"
+    assert run(alice_id, "checksum", f"{workdir}/pulled.bin")["adler32"] == ADLER
+
+
+def test_third_party_copy_failure_carries_the_remote_reason(run: Run, alice_id: str, workdir: str) -> None:
+    remote = run(alice_id, "presigned_url", workdir, ["DOWNLOAD", "LIST"], 600)
+    missing = remote.replace(workdir, f"{workdir}/does-not-exist", 1)
+    with pytest.raises(exc.TransferFailed, match="404") as info:
+        run(alice_id, "copy_pull", missing, f"{workdir}/never.bin")
+    assert "authz=***" in str(info.value) or "authz" not in str(info.value)
+    assert not run(alice_id, "exists", f"{workdir}/never.bin")
+
+
+def test_redirects_to_pools(run: Run, set_conn: Conn, start_dcache: Any, source: Path, tmp_path: Path) -> None:
+    server = start_dcache("--redirect-reads", "--redirect-writes", name="redirecting")
+    conn_id = server_conn(set_conn, server, "alice")
+    door = requests.get(f"{server.webdav}/", auth=server.auth("alice"), allow_redirects=False, timeout=30)
+    assert door.status_code in (200, 301)
+    up = run(conn_id, "upload", source, "/home/alice/redirected.bin")
+    assert up.verified_by == "adler32"
+    raw = requests.get(
+        f"{server.webdav}/home/alice/redirected.bin", auth=server.auth("alice"), allow_redirects=False, timeout=30
+    )
+    assert 300 <= raw.status_code < 400 and "dcache-http-uuid=" in raw.headers["Location"]
+    down = run(conn_id, "download", "/home/alice/redirected.bin", tmp_path / "back.bin")
+    assert (tmp_path / "back.bin").read_bytes() == DATA and down.verified_by == "adler32"
 
 
 # --------------------------------------------------------------------------------------------- TLS

@@ -17,6 +17,7 @@ from airflow_dcache.server.http.events import EventsApi
 from airflow_dcache.server.http.frontend import Frontend
 from airflow_dcache.server.http.qos_management import QosManagement
 from airflow_dcache.server.http.tape_rest import TapeRest
+from airflow_dcache.server.http.third_party_copy import ThirdPartyCopyHandler
 from airflow_dcache.server.http.webdav import WebDavDoor
 from airflow_dcache.server.services import errors as e
 from airflow_dcache.server.services.bulk import BulkService
@@ -26,6 +27,7 @@ from airflow_dcache.server.services.macaroons import MacaroonService
 from airflow_dcache.server.services.namespace import NamespaceService
 from airflow_dcache.server.services.storage_events import ChannelRegistry, EventsSettings
 from airflow_dcache.server.services.tape import TapeService, TapeSettings
+from airflow_dcache.server.services.third_party_copy import ThirdPartyCopyService, TpcSettings
 from airflow_dcache.server.services.transfers import TransferService
 from airflow_dcache.server.storage.bulk_db import BulkDB
 from airflow_dcache.server.storage.hsm import HsmStore
@@ -73,6 +75,12 @@ def build_services(config: ServerConfig) -> Services:
 
 
 
+def tpc_service(config: ServerConfig, services: Services) -> ThirdPartyCopyService:
+    settings = TpcSettings(marker_period=config.tpc_marker_period, allow_hosts=config.tpc_allow_hosts,
+                           ca_bundle=config.tpc_ca_bundle, connect_timeout=config.tpc_connect_timeout)
+    return ThirdPartyCopyService(services.namespace, services.transfers, settings)
+
+
 def _frontend_status(err: e.ServiceError) -> int | None:
     """dCache's frontend reports a non-empty directory as a plain 400."""
     return 400 if isinstance(err, e.NotEmpty) else None
@@ -85,7 +93,8 @@ def build_apps(
                          tls=config.tls, allow_insecure_macaroons=config.allow_insecure_macaroons)
     door_app = web.Application(middlewares=[error_middleware(door=True)], handler_args=_HANDLER_ARGS)
     WebDavDoor(auth, services.namespace, services.transfers, services.macaroons, services.tape, tls=config.tls,
-               allow_insecure_macaroons=config.allow_insecure_macaroons).install(door_app)
+               allow_insecure_macaroons=config.allow_insecure_macaroons,
+               tpc=ThirdPartyCopyHandler(tpc_service(config, services))).install(door_app)
     frontend_app = web.Application(middlewares=[error_middleware(door=False, status_override=_frontend_status)],
                                    handler_args=_HANDLER_ARGS)
     frontend = Frontend(auth, services.namespace, services.tape)

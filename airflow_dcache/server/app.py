@@ -15,6 +15,7 @@ from airflow_dcache.server.http.bulk import BulkRequests
 from airflow_dcache.server.http.errors import error_middleware
 from airflow_dcache.server.http.events import EventsApi
 from airflow_dcache.server.http.frontend import Frontend
+from airflow_dcache.server.http.pool_mover import PoolMover
 from airflow_dcache.server.http.qos_management import QosManagement
 from airflow_dcache.server.http.tape_rest import TapeRest
 from airflow_dcache.server.http.third_party_copy import ThirdPartyCopyHandler
@@ -24,6 +25,7 @@ from airflow_dcache.server.services.bulk import BulkService
 from airflow_dcache.server.services.events import EventBus
 from airflow_dcache.server.services.login import join_under
 from airflow_dcache.server.services.macaroons import MacaroonService
+from airflow_dcache.server.services.movers import MoverRegistry, RedirectPolicy
 from airflow_dcache.server.services.namespace import NamespaceService
 from airflow_dcache.server.services.storage_events import ChannelRegistry, EventsSettings
 from airflow_dcache.server.services.tape import TapeService, TapeSettings
@@ -52,6 +54,7 @@ class Services:
     macaroons: MacaroonService
     tape: TapeService
     bulk: BulkService
+    movers: MoverRegistry
     extra: dict[str, object] = field(default_factory=dict)
 
     def close(self) -> None:
@@ -71,8 +74,7 @@ def build_services(config: ServerConfig) -> Services:
     tape = TapeService(namespace, hsm, TapeSettings(config.tape_flush_delay, config.tape_stage_delay,
                                                     config.default_qos))
     bulk = BulkService(BulkDB(config.data_dir / "bulk.db"), namespace, tape)
-    return Services(db, pool, events, namespace, transfers, macaroons, tape, bulk)
-
+    return Services(db, pool, events, namespace, transfers, macaroons, tape, bulk, MoverRegistry())
 
 
 def tpc_service(config: ServerConfig, services: Services) -> ThirdPartyCopyService:
@@ -94,7 +96,9 @@ def build_apps(
     door_app = web.Application(middlewares=[error_middleware(door=True)], handler_args=_HANDLER_ARGS)
     WebDavDoor(auth, services.namespace, services.transfers, services.macaroons, services.tape, tls=config.tls,
                allow_insecure_macaroons=config.allow_insecure_macaroons,
-               tpc=ThirdPartyCopyHandler(tpc_service(config, services))).install(door_app)
+               tpc=ThirdPartyCopyHandler(tpc_service(config, services)),
+               redirects=RedirectPolicy(services.movers, config.redirect_reads, config.redirect_writes)
+               if config.redirect_reads or config.redirect_writes else None).install(door_app)
     frontend_app = web.Application(middlewares=[error_middleware(door=False, status_override=_frontend_status)],
                                    handler_args=_HANDLER_ARGS)
     frontend = Frontend(auth, services.namespace, services.tape)
@@ -150,7 +154,14 @@ async def start(config: ServerConfig, services: Services, users: dict[str, User]
     front_runner, front_port = await _serve(frontend_app, config.host, config.frontend_port, ctx)
     frontend = _url(scheme, config.host, front_port)
     urls = {"webdav": _url(scheme, config.host, door_port), "frontend": frontend, "api": f"{frontend}/api/v1"}
-    return RunningServer([door_runner, front_runner], urls)
+    runners = [door_runner, front_runner]
+    if config.redirect_reads or config.redirect_writes:
+        pool_app = web.Application(middlewares=[error_middleware(door=True)], handler_args=_HANDLER_ARGS)
+        PoolMover(services.movers, services.namespace, services.transfers).install(pool_app)
+        pool_runner, pool_port = await _serve(pool_app, config.host, config.pool_port, ctx)
+        services.movers.base_url = urls["pool"] = _url(scheme, config.host, pool_port)
+        runners.append(pool_runner)
+    return RunningServer(runners, urls)
 
 
 def provision_homes(services: Services, users: dict[str, User]) -> None:

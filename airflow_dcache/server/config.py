@@ -27,6 +27,9 @@ class ServerConfig:
     tape_flush_delay: float = 1.0
     tape_stage_delay: float = 1.0
     default_qos: str = "disk"
+    redirect_reads: bool = False
+    redirect_writes: bool = False
+    pool_port: int = 0
 
     @property
     def tls(self) -> bool:

@@ -49,6 +49,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tape-stage-delay", type=float, default=1.0, help="seconds a recall from tape takes")
     parser.add_argument("--default-qos", choices=["disk", "tape", "disk+tape"], default="disk",
                         help="QoS given to newly uploaded files")
+    parser.add_argument("--redirect-reads", action="store_true",
+                        help="answer GET with 302 to a pool mover URL (dCache's webdav.redirect.on-read)")
+    parser.add_argument("--redirect-writes", action="store_true",
+                        help="answer PUT with 'Expect: 100-continue' by 307 to a pool mover URL")
+    parser.add_argument("--pool-port", type=int, default=0, help="pool mover port used by redirects (0: free)")
     parser.add_argument("--log-level", default="WARNING")
 
 
@@ -79,7 +84,7 @@ def _tpc_options(args: argparse.Namespace) -> tuple[str, ...]:
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
     if (args.tls_cert is None) != (args.tls_key is None):
         raise SystemExit("error: --tls-cert and --tls-key go together")
-    for name in ("webdav_port", "frontend_port"):
+    for name in ("webdav_port", "frontend_port", "pool_port"):
         if not 0 <= getattr(args, name) <= 65535:
             raise SystemExit(f"error: --{name.replace('_', '-')} must be between 0 and 65535")
     if args.max_upload is not None and args.max_upload <= 0:
@@ -99,7 +104,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         tpc_ca_bundle=args.tpc_ca_bundle, tpc_connect_timeout=args.tpc_connect_timeout,
         events_disconnect_timeout=args.events_disconnect_timeout,
         tape_flush_delay=args.tape_flush_delay, tape_stage_delay=args.tape_stage_delay,
-        default_qos=args.default_qos,
+        default_qos=args.default_qos, redirect_reads=args.redirect_reads, redirect_writes=args.redirect_writes,
+        pool_port=args.pool_port,
     )
 
 

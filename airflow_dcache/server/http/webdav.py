@@ -4,24 +4,21 @@ from __future__ import annotations
 
 import html
 import json
-import mimetypes
 import os
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
-from typing import Any
 from urllib.parse import quote
 
-from aiohttp import web
-from aiohttp.abc import AbstractStreamWriter
+from aiohttp import HttpVersion11, web
 
 from airflow_dcache.server.http import propfind as pf
 from airflow_dcache.server.http.auth import Authenticator
 from airflow_dcache.server.http.digests import digest_header
 from airflow_dcache.server.http.paths import parse_raw_path, path_from_url
+from airflow_dcache.server.http.streaming import READ_CHUNK, DownloadResponse, body_chunks, content_type
 from airflow_dcache.server.http.third_party_copy import ThirdPartyCopyHandler
 from airflow_dcache.server.services.errors import BadRequest, NotAllowed, NotAuthenticated, NotFound
 from airflow_dcache.server.services.login import Login
 from airflow_dcache.server.services.macaroons import MacaroonService
+from airflow_dcache.server.services.movers import Mover, RedirectPolicy
 from airflow_dcache.server.services.namespace import Entry, NamespaceService
 from airflow_dcache.server.services.tape import TapeService
 from airflow_dcache.server.services.transfers import TransferService
@@ -29,12 +26,7 @@ from airflow_dcache.server.storage.namespace_db import now_ms
 
 MACAROON_REQUEST = "application/macaroon-request"
 MAX_SMALL_BODY = 1 << 20  # PROPFIND, PROPPATCH and macaroon requests
-READ_CHUNK = 1 << 20
 METHODS = ("OPTIONS", "HEAD", "GET", "PUT", "DELETE", "MKCOL", "MOVE", "COPY", "PROPFIND", "POST")
-
-
-def content_type(name: str) -> str:
-    return mimetypes.guess_type(name)[0] or "application/octet-stream"
 
 
 async def read_small_body(request: web.Request, what: str) -> bytes:
@@ -47,39 +39,13 @@ async def read_small_body(request: web.Request, what: str) -> bytes:
     return body
 
 
-async def _chunks(request: web.Request) -> AsyncIterator[bytes]:
-    """Request body in large pieces; coalescing cuts per-chunk hashing and write overhead."""
-    buf = bytearray()
-    async for data in request.content.iter_any():
-        buf += data
-        if len(buf) >= READ_CHUNK:
-            yield bytes(buf)
-            buf.clear()
-    if buf:
-        yield bytes(buf)
-
-
-class DownloadResponse(web.FileResponse):
-    """aiohttp's zero-copy (sendfile) file response, reporting when the body has been sent."""
-
-    def __init__(self, path: Path, on_sent: Callable[[int], None], **kwargs: Any) -> None:
-        super().__init__(path, **kwargs)
-        self._on_sent = on_sent
-
-    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
-        if self.prepared:  # aiohttp calls prepare again after the handler returns
-            return self._payload_writer
-        writer = await super().prepare(request)
-        self._on_sent(self.content_length or 0)
-        return writer
-
-
 class WebDavDoor:
     def __init__(self, auth: Authenticator, namespace: NamespaceService, transfers: TransferService,
                  macaroons: MacaroonService, tape: TapeService, *, tls: bool,
                  allow_insecure_macaroons: bool,
-                 tpc: ThirdPartyCopyHandler | None = None) -> None:
+                 tpc: ThirdPartyCopyHandler | None = None, redirects: RedirectPolicy | None = None) -> None:
         self.auth = auth
+        self.redirects = redirects
         self.tpc = tpc
         self.tape = tape
         self.ns = namespace
@@ -94,7 +60,14 @@ class WebDavDoor:
         }
 
     def install(self, app: web.Application) -> None:
-        app.router.add_route("*", r"/{tail:[\s\S]*}", self.dispatch)
+        app.router.add_route("*", r"/{tail:[\s\S]*}", self.dispatch, expect_handler=self.expect)
+
+    async def expect(self, request: web.Request) -> None:
+        """Answer ``Expect: 100-continue`` — except for a PUT we will redirect to a pool (307 instead)."""
+        if request.method == "PUT" and self.redirects is not None and self.redirects.writes:
+            return
+        if request.version == HttpVersion11 and request.headers.get("Expect", "").lower() == "100-continue":
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     async def dispatch(self, request: web.Request) -> web.StreamResponse:
         handler = self._handlers.get(request.method)
@@ -150,6 +123,9 @@ class WebDavDoor:
         if not entry.inode.on_disk:  # NEARLINE: recall from tape first, as a pool would
             await self.tape.bring_online(login, entry)
             entry = self.ns.open_for_read(login, path)
+        if self.redirects is not None and self.redirects.reads:
+            mover = self.redirects.movers.create("read", login, path, entry.ns_path)
+            raise web.HTTPFound(self._pool_url(request, mover))
         headers = self._metadata_headers(request, entry)
         headers.pop("ETag")
         headers.pop("Last-Modified")
@@ -204,9 +180,14 @@ class WebDavDoor:
         xattrs = {k[len("xattr."):]: v for k, v in request.query.items() if k.startswith("xattr.")}
         if any(not name for name in xattrs):
             raise BadRequest("Empty extended attribute name in xattr. query parameter")
+        if (self.redirects is not None and self.redirects.writes
+                and request.headers.get("Expect", "").lower() == "100-continue"):
+            self.transfers.authorise_upload(login, path)  # refuse at the door, before any redirect
+            mover = self.redirects.movers.create("write", login, path, self.ns.ns_path(login, path), xattrs)
+            raise web.HTTPTemporaryRedirect(self._pool_url(request, mover))
         want = request.headers.get("Want-Digest", "")
         result = await self.transfers.upload(
-            login, path, _chunks(request), client=request.remote or "",
+            login, path, body_chunks(request), client=request.remote or "",
             content_length=request.content_length, content_md5=request.headers.get("Content-MD5"),
             want_md5="md5" in want.lower(), xattrs=xattrs,
         )
@@ -276,6 +257,12 @@ class WebDavDoor:
             "targetWithMacaroon": f"{target}?authz={token}", "baseWithMacaroon": f"{base}?authz={token}",
             "target": target, "base": base}}
         return web.Response(text=json.dumps(doc, indent=4), content_type="application/json")
+
+    def _pool_url(self, request: web.Request, mover: Mover) -> str:
+        assert self.redirects is not None
+        door = f"{request.scheme}://{request.host}"
+        return (f"{self.redirects.movers.base_url}{quote(mover.ns_path)}?dcache-http-uuid={mover.uuid}"
+                f"&dcache-http-ref={quote(door, safe='')}")
 
     @staticmethod
     def _require_login(login: Login) -> None:

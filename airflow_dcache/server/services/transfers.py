@@ -61,22 +61,19 @@ class TransferService:
         perm.require_within(login, ns, path)
         if ns == "/" or path.endswith("/"):
             raise BadRequest(f"Cannot upload to a directory path: {path}")
-        existing = self._existing(login, path)
-        if existing is None:
+        parent, name = self.ns.parent_of(login, path)
+        if parent is None:
+            return False  # parents are created at commit, with the same checks
+        perm.require_mode(login, parent.inode, perm.WRITE | perm.EXECUTE, path)
+        node = self.ns.db.child(parent.inode.id, name)
+        if node is None:
             return False
-        if existing.inode.is_dir:
+        if node.is_dir:
             raise Conflict(f"Is a directory: {path}")
         if not self.allow_overwrite:
             raise Conflict(f"File exists and overwriting is disabled: {path}")
         perm.require_activity(login, Activity.DELETE, path)
         return True
-
-    def _existing(self, login: Login, path: str) -> Entry | None:
-        parent, name = self.ns.parent_of(login, path)
-        if parent is None:
-            return None
-        node = self.ns.db.child(parent.inode.id, name)
-        return Entry(path, posixpath.join(parent.ns_path, name), node) if node else None
 
     def size_limit(self, login: Login) -> int | None:
         limits = [x for x in (self.max_upload, login.max_upload) if x is not None]

@@ -13,8 +13,9 @@ import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import IO, Any, Literal
+from urllib.parse import urlsplit
 
-from airflow_dcache.exceptions import ChecksumMismatch, TransferFailed, UnexpectedResponse
+from airflow_dcache.exceptions import ChecksumMismatch, Conflict, TransferFailed, UnexpectedResponse
 from airflow_dcache.hooks import _checksums
 from airflow_dcache.hooks._models import TransferResult
 from airflow_dcache.hooks._perfmarkers import PerfMarkerParser, TransferOutcome
@@ -155,6 +156,15 @@ def download_algorithms(remote: Mapping[str, str]) -> tuple[str, ...]:
     """Hash with adler32 plus whatever the server reported, so any returned digest can be checked."""
     extra = [a for a in remote if a in _checksums.SUPPORTED and a != "adler32"]
     return ("adler32", *extra)
+
+
+def refuse_directory(path: str, url: str, final_url: str) -> None:
+    """The door answers GET on a directory with a redirect to ``…/`` and an HTML listing; saving that
+    listing as if it were the file would be a silent data error."""
+    if path != "/" and urlsplit(final_url).path.endswith("/") and not urlsplit(url).path.endswith("/"):
+        raise Conflict(f"{path} is a directory", method="GET", url=mask_url(url))
+    if path == "/":
+        raise Conflict("/ is a directory", method="GET", url=mask_url(url))
 
 
 class DownloadReceiver:

@@ -475,6 +475,7 @@ class DCacheHook(DCacheHookBase):
         url = door_url(self.settings, path)
         response = self._request("GET", url, {"Want-Digest": "adler32"}, stream=True, follow_redirects=True)
         with response:
+            tx.refuse_directory(path, url, response.url)
             receiver = tx.DownloadReceiver(path, url, dict(response.headers), verify)
 
             def write(out: IO[bytes]) -> None:

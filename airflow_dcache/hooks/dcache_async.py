@@ -496,6 +496,7 @@ class DCacheAsyncHook(DCacheHookBase):
         response = await self._request("GET", url, {"Want-Digest": "adler32"}, follow_redirects=True)
         tmp: str | None = None
         try:
+            tx.refuse_directory(path, url, str(response.url))
             receiver = tx.DownloadReceiver(path, url, dict(response.headers), verify)
             if isinstance(destination, (str, os.PathLike)):
                 target = os.fspath(destination)

@@ -203,6 +203,12 @@ def test_download_missing_leaves_no_file(run: Run, alice_id: str, workdir: str, 
     assert list(tmp_path.iterdir()) == []
 
 
+def test_download_of_a_directory_is_refused(run: Run, alice_id: str, workdir: str, tmp_path: Path) -> None:
+    with pytest.raises(exc.Conflict, match="is a directory"):
+        run(alice_id, "download", workdir, tmp_path / "listing.html")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_md5_upload_needs_a_seekable_source(run: Run, alice_id: str, workdir: str) -> None:
     read_fd, write_fd = os.pipe()
     os.close(write_fd)

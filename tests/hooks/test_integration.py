@@ -81,6 +81,37 @@ def test_connection_from_uri(run: Run, set_conn: Conn, dcache_server: Any) -> No
     assert ok, message
 
 
+@pytest.mark.filterwarnings("ignore:ProvidersManager.hooks is deprecated")  # inside Airflow itself
+@pytest.mark.parametrize("door_form", ["url", "name+protocol"])
+def test_connection_through_airflow_ui_path(
+    monkeypatch: pytest.MonkeyPatch, dcache_server: Any, door_form: str
+) -> None:
+    """The UI's Test button: the form becomes a URI in a transient env var, then ``test_connection``."""
+    import json
+    from urllib.parse import urlsplit
+
+    from airflow.models.connection import Connection
+
+    door = urlsplit(dcache_server.webdav)
+    extra: dict[str, Any] = {"frontend_url": dcache_server.frontend, "verify": True, "timeout": 30}
+    host = dcache_server.webdav
+    if door_form != "url":
+        host, extra["protocol"] = door.hostname, "http"
+    conn_id = f"ui_{uuid.uuid4().hex[:8]}"
+    conn = Connection(
+        conn_id=conn_id,
+        conn_type="dcache",
+        host=host,
+        port=None if door_form == "url" else door.port,
+        login="alice",
+        password=dcache_server.passwords["alice"],
+        extra=json.dumps(extra),
+    )
+    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", conn.get_uri())
+    ok, message = conn.test_connection()
+    assert ok, message
+
+
 def test_whoami(run: Run, alice_id: str) -> None:
     user = run(alice_id, "whoami")
     assert (user.status, user.username, user.uid, user.home) == ("AUTHENTICATED", "alice", 1000, "/home/alice")

@@ -153,3 +153,23 @@ async def test_shutdown_closes_connections_with_shutdown(world):
     assert b"".join(written) == b'event: SYSTEM\ndata: {"type":"SHUTDOWN"}\n\n'
     assert registry.get(channel.id) is None
     assert registry.on_bus_event not in bus._listeners
+
+
+async def test_events_published_from_a_worker_thread_reach_the_loop(world):
+    ns, bus = world
+    registry = ChannelRegistry(ns, bus=bus)
+    await registry.start()
+    d = ns.mkdir(ALICE, "/d")
+    channel = registry.create(ALICE, None)
+    registry.inotify.subscribe(channel, ALICE, {"path": "/d", "flags": ["IN_ATTRIB"]}, "http://x/c")
+    conn = Connection()
+    channel.attach(conn, None)
+    event = NamespaceEvent("IN_ATTRIB", "F" * 36, d.inode.id, "f", False)
+    await asyncio.to_thread(bus.publish, event)
+    assert conn.frames == []  # not touched from the worker thread
+    for _ in range(100):
+        await asyncio.sleep(0.01)
+        if conn.frames:
+            break
+    assert [f["event"] for f in frames(conn)] == [{"name": "f", "mask": ["IN_ATTRIB"]}]
+    await registry.shutdown()

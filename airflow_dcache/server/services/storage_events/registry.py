@@ -10,6 +10,7 @@ import base64
 import contextlib
 import logging
 import secrets
+import threading
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -75,6 +76,7 @@ class ChannelRegistry:
         self.channels: dict[str, Channel] = {}
         self.by_uid: dict[int, dict[str, Channel]] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = threading.get_ident()
         self._sweeper: asyncio.Task[None] | None = None
         self._pumps: set[asyncio.Future[Any]] = set()
         if bus is not None:
@@ -82,12 +84,17 @@ class ChannelRegistry:
 
     # -- wiring ----------------------------------------------------------------------------------
     def on_bus_event(self, event: object) -> None:
-        """EventBus listener; the bus calls it synchronously on the event loop thread."""
-        if isinstance(event, NamespaceEvent) and self.inotify.watches:
-            self.inotify.on_event(event)
+        """EventBus listener, called synchronously by the publisher; channels live on the loop thread."""
+        if not isinstance(event, NamespaceEvent) or not self.inotify.watches:
+            return
+        if self.loop is not None and threading.get_ident() != self._loop_thread:
+            self.loop.call_soon_threadsafe(self.inotify.on_event, event)  # published from a worker thread
+            return
+        self.inotify.on_event(event)
 
     async def start(self, _app: object = None) -> None:
         self.loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
         if self._sweeper is None:
             self._sweeper = self.loop.create_task(self._sweep())
 
@@ -136,6 +143,7 @@ class ChannelRegistry:
         owned[cid] = channel
         if self.loop is None:
             self.loop = asyncio.get_running_loop()
+            self._loop_thread = threading.get_ident()
         channel.start_gc_timer()  # not connected yet: the GC timer runs from creation
         return channel
 

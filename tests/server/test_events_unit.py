@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from pathlib import Path
 
 import pytest
@@ -164,12 +165,20 @@ async def test_events_published_from_a_worker_thread_reach_the_loop(world):
     registry.inotify.subscribe(channel, ALICE, {"path": "/d", "flags": ["IN_ATTRIB"]}, "http://x/c")
     conn = Connection()
     channel.attach(conn, None)
+    threads: list[int] = []
+    deliver = registry.inotify.on_event
+
+    def recording(ev: NamespaceEvent) -> None:
+        threads.append(threading.get_ident())
+        deliver(ev)
+
+    registry.inotify.on_event = recording  # type: ignore[method-assign]
     event = NamespaceEvent("IN_ATTRIB", "F" * 36, d.inode.id, "f", False)
     await asyncio.to_thread(bus.publish, event)
-    assert conn.frames == []  # not touched from the worker thread
     for _ in range(100):
         await asyncio.sleep(0.01)
         if conn.frames:
             break
     assert [f["event"] for f in frames(conn)] == [{"name": "f", "mask": ["IN_ATTRIB"]}]
+    assert threads == [threading.get_ident()]  # delivered on the loop thread, not the worker
     await registry.shutdown()

@@ -20,6 +20,7 @@ from urllib.parse import parse_qsl, quote, urlencode, urljoin, urlsplit, urlunsp
 from airflow_dcache.exceptions import (
     AlreadyExists,
     DCacheError,
+    InvalidConnection,
     UnexpectedResponse,
     error_class_for_status,
 )
@@ -180,8 +181,27 @@ def requests_verify(settings: ConnectionSettings) -> bool | str:
     return os.path.expanduser(settings.ca_bundle) if settings.ca_bundle else True
 
 
+def check_tls_files(settings: ConnectionSettings) -> None:
+    """Name a missing CA bundle or certificate up front instead of failing inside the TLS stack."""
+    for label, path in (
+        ("ca_bundle", settings.ca_bundle if settings.verify else None),
+        ("client_cert", settings.client_cert),
+        ("client_key", settings.client_key),
+    ):
+        if path and not os.access(os.path.expanduser(path), os.R_OK):
+            raise InvalidConnection(f"{label} file {path!r} does not exist or is not readable on this host")
+
+
 def ssl_context(settings: ConnectionSettings) -> ssl.SSLContext:
     """One SSL context for httpx (which deprecates path arguments) with the same meaning as requests'."""
+    check_tls_files(settings)
+    try:
+        return _ssl_context(settings)
+    except (OSError, ssl.SSLError) as exc:
+        raise InvalidConnection(f"cannot load the TLS files of the connection: {exc}") from None
+
+
+def _ssl_context(settings: ConnectionSettings) -> ssl.SSLContext:
     if settings.verify:
         ctx = ssl.create_default_context(cafile=os.path.expanduser(settings.ca_bundle) if settings.ca_bundle else None)
     else:

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from typing import IO, Any, Literal, TypeVar
 
 import requests
+from airflow.sdk.log import mask_secret
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
@@ -47,6 +48,7 @@ from airflow_dcache.hooks._protocol import (
     ResponseInfo,
     TokenFileReader,
     auth_headers,
+    check_tls_files,
     client_cert,
     door_url,
     error_for,
@@ -80,6 +82,7 @@ class DCacheHook(DCacheHookBase):
         """The pooled session; retries cover only idempotent methods, because bodies are streams."""
         with self._lock:
             if self._session is None:
+                check_tls_files(self.settings)
                 retry = Retry(
                     total=self.settings.retries,
                     connect=self.settings.retries,
@@ -124,8 +127,6 @@ class DCacheHook(DCacheHookBase):
 
     @staticmethod
     def _mask_token(token: str) -> None:
-        from airflow.sdk.log import mask_secret
-
         mask_secret(token)
 
     def _request(

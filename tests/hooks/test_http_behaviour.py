@@ -377,3 +377,13 @@ def test_copy_answered_synchronously(run: Callable[..., Any], set_conn: Callable
     with FakeServer(lambda r: Reply(201, "Created")) as srv:
         result = run(conn_for(set_conn, srv), "copy_pull", "https://remote.example/f", "/data/f")
     assert result.markers == 0
+
+
+def test_missing_tls_files_are_named(run: Callable[..., Any], set_conn: Callable[..., str], tmp_path: Path) -> None:
+    conn_id = set_conn(
+        host="https://127.0.0.1:9", login="a", password=PASSWORD, extra={"ca_bundle": str(tmp_path / "ca.pem")}
+    )
+    with pytest.raises(exc.InvalidConnection, match="ca_bundle"):
+        run(conn_id, "whoami")
+    ok, message = run(conn_id, "test_connection")
+    assert not ok and "ca_bundle" in message

@@ -254,6 +254,9 @@ def test_permission_denied_is_typed(run: Run, set_conn: Conn, dcache_server: Any
     bob_id = server_conn(set_conn, dcache_server, "bob")
     with pytest.raises(exc.PermissionDenied):
         run(bob_id, "upload", io.BytesIO(b"x"), f"{workdir}/from-bob")
+    # A large body refused before it is read: the typed error, not a broken pipe.
+    with pytest.raises(exc.PermissionDenied):
+        run(bob_id, "upload", io.BytesIO(DATA * 4), f"{workdir}/from-bob-large")
     with pytest.raises(exc.PermissionDenied):
         run(bob_id, "mkdir", f"{workdir}/bobdir")
 

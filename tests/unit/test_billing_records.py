@@ -336,6 +336,7 @@ def test_org_json_string_escapes() -> None:
     text = jf.to_json({"p": '</a b/"c"\\\n\t\x01\x85\u2028é', "n": None, "l": [1, True, None]})
     assert text == '{"p":"<\\/a b/\\"c\\"\\\\\\n\\t\\u0001\\u0085\\u2028é","l":[1,true,null]}'
     assert json.loads(text)["p"] == '</a b/"c"\\\n\t\x01\x85\u2028é'
+    assert jf.to_json('a"b\\\x01\n\x7f') == '"a\\"b\\\\\\u0001\\n\x7f"'  # ASCII-only fast path
 
 
 def test_macaroon_principal_name() -> None:

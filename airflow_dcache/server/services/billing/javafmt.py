@@ -17,10 +17,13 @@ dCache see these textual shapes, so the test service copies them rather than Pyt
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import math
+import re
 from datetime import UTC, datetime, timedelta, tzinfo
 from decimal import Decimal
+from json.encoder import encode_basestring as _c_quote
 from typing import Any
 
 
@@ -134,6 +137,7 @@ def _parse_ip(host: str) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address,
     return addr, scope
 
 
+@functools.lru_cache(maxsize=4096)
 def java_host_address(host: str) -> str:
     """``InetAddress.getHostAddress()``: IPv6 as eight groups without zero compression."""
     parsed = _parse_ip(host)
@@ -159,36 +163,31 @@ def uri_host_port(host: str, port: int) -> str:
 # -- JSON text -------------------------------------------------------------------------------------
 
 
+_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r",
+            "</": "<\\/"}
+_SPECIAL = re.compile('</|["\\\\\x00-\x1f\x80-\x9f\u2000-\u20ff]')
+
+
+def _escape(match: re.Match[str]) -> str:
+    ch = match.group()
+    return _ESCAPES.get(ch) or f"\\u{ord(ch):04x}"
+
+
 def _quote(text: str) -> str:
-    out = ['"']
-    previous = ""
-    for ch in text:
-        if ch in ('"', "\\"):
-            out.append("\\" + ch)
-        elif ch == "/":
-            out.append("\\/" if previous == "<" else "/")
-        elif ch == "\b":
-            out.append("\\b")
-        elif ch == "\t":
-            out.append("\\t")
-        elif ch == "\n":
-            out.append("\\n")
-        elif ch == "\f":
-            out.append("\\f")
-        elif ch == "\r":
-            out.append("\\r")
-        elif ch < " " or "\x80" <= ch < "\xa0" or "\u2000" <= ch < "\u2100":
-            out.append(f"\\u{ord(ch):04x}")
-        else:
-            out.append(ch)
-        previous = ch
-    out.append('"')
-    return "".join(out)
+    """org.json's ``JSONObject.quote``."""
+    if text.isascii() and "</" not in text:
+        return _c_quote(text)  # same escapes as org.json for ASCII text, in C
+    return '"' + _SPECIAL.sub(_escape, text) + '"'
 
 
 def to_json(value: Any) -> str:
     """org.json's compact text of ``value``; ``None`` members of a dict are left out, as org.json drops
     null values on ``put``."""
+    kind = type(value)
+    if kind is str:
+        return _quote(value)
+    if kind is dict:
+        return "{" + ",".join([_quote(str(k)) + ":" + to_json(v) for k, v in value.items() if v is not None]) + "}"
     if value is None:
         return "null"
     if value is True:
@@ -198,16 +197,15 @@ def to_json(value: Any) -> str:
     if isinstance(value, JavaDouble):
         return org_json_number(float(value))
     if isinstance(value, int):
-        return str(value)
+        return str(int(value))
     if isinstance(value, float):
         return org_json_number(value)
     if isinstance(value, str):
         return _quote(value)
     if isinstance(value, dict):
-        parts = [f"{_quote(str(k))}:{to_json(v)}" for k, v in value.items() if v is not None]
-        return "{" + ",".join(parts) + "}"
+        return to_json(dict(value))
     if isinstance(value, list | tuple):
-        return "[" + ",".join(to_json(v) for v in value) + "]"
+        return "[" + ",".join([to_json(v) for v in value]) + "]"
     raise TypeError(f"cannot write {type(value).__name__} as billing JSON")
 
 

@@ -647,3 +647,13 @@ def test_https_remote_verified_with_ca_bundle(tmp_path):
     finally:
         for server in servers:
             server.stop()
+
+
+def test_pull_asks_for_identity_encoding_and_sends_no_extra_credentials(site_a, fake):
+    fake.routes["/plain"] = serve(b"plain bytes")
+    fake.seen.clear()
+    _, ok, message = outcome(copy(site_a, f"/home/alice/{unique()}", {"Source": f"{fake.url}/plain"}))
+    assert ok, message
+    get_req = next(h for m, p, h in fake.seen if m == "GET" and p == "/plain")
+    assert get_req["Accept-Encoding"] == "identity" and get_req["Want-Digest"] == "adler32"
+    assert "Authorization" not in get_req  # the COPY's own credentials never reach the remote

@@ -419,9 +419,11 @@ class ThirdPartyCopyService:
         )
         timeout = aiohttp.ClientTimeout(total=None, connect=None, sock_connect=s.connect_timeout,
                                         sock_read=s.idle_timeout)
+        # The bytes are stored as sent: ask for no content coding, and never decode one.
         return aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False,
-                                     skip_auto_headers=("User-Agent",),
-                                     headers={"User-Agent": "airflow-dcache-tpc/1"})
+                                     skip_auto_headers=("User-Agent", "Accept-Encoding"),
+                                     headers={"User-Agent": "airflow-dcache-tpc/1",
+                                              "Accept-Encoding": "identity"})
 
     async def _request(self, session: aiohttp.ClientSession, method: str, req: CopyRequest,
                        progress: Progress, *, extra_headers: dict[str, str] | None = None,

@@ -7,10 +7,12 @@ needs and then inspects the recorded requests.
 
 from __future__ import annotations
 
+import ssl
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 
 @dataclass
@@ -19,6 +21,7 @@ class Recorded:
     path: str
     headers: dict[str, str]
     body: bytes
+    peer_cert: dict[str, Any] | None = None
 
     def header(self, name: str) -> str | None:
         for key, value in self.headers.items():
@@ -41,7 +44,7 @@ Handler = Callable[[Recorded], Reply]
 class FakeServer:
     """``with FakeServer(handler) as srv:`` — ``srv.url`` is the origin, ``srv.requests`` the log."""
 
-    def __init__(self, handler: Handler) -> None:
+    def __init__(self, handler: Handler, tls: ssl.SSLContext | None = None) -> None:
         self.handler = handler
         self.requests: list[Recorded] = []
         outer = self
@@ -66,7 +69,8 @@ class FakeServer:
                 return self.rfile.read(length) if length else b""
 
             def _handle(self) -> None:
-                recorded = Recorded(self.command, self.path, dict(self.headers.items()), self._read_body())
+                peer = self.connection.getpeercert() if isinstance(self.connection, ssl.SSLSocket) else None
+                recorded = Recorded(self.command, self.path, dict(self.headers.items()), self._read_body(), peer)
                 outer.requests.append(recorded)
                 reply = outer.handler(recorded)
                 self.send_response(reply.status, reply.reason)
@@ -103,7 +107,10 @@ class FakeServer:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self._server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        if tls is not None:
+            self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
+        scheme = "https" if tls is not None else "http"
+        self.url = f"{scheme}://127.0.0.1:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     def __enter__(self) -> FakeServer:

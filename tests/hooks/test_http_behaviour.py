@@ -387,3 +387,36 @@ def test_missing_tls_files_are_named(run: Callable[..., Any], set_conn: Callable
         run(conn_id, "whoami")
     ok, message = run(conn_id, "test_connection")
     assert not ok and "ca_bundle" in message
+
+
+def test_x509_certificate_goes_to_the_door_only(
+    run: Callable[..., Any], set_conn: Callable[..., str], tmp_path: Path
+) -> None:
+    import ssl
+
+    import trustme
+
+    ca = trustme.CA()
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_ctx)
+    ca.configure_trust(server_ctx)
+    server_ctx.verify_mode = ssl.CERT_OPTIONAL  # record whether a certificate was offered
+    client = ca.issue_cert("alice@example.org")
+    cert, key, ca_file = tmp_path / "cert.pem", tmp_path / "key.pem", tmp_path / "ca.pem"
+    client.cert_chain_pems[0].write_to_path(str(cert))
+    client.private_key_pem.write_to_path(str(key))
+    ca.cert_pem.write_to_path(str(ca_file))
+
+    with (
+        FakeServer(lambda r: Reply(200, body=DATA), tls=server_ctx) as pool_srv,
+        FakeServer(
+            lambda r: Reply(302, headers={"Location": f"{pool_srv.url}/p?dcache-http-uuid=1"}), tls=server_ctx
+        ) as door,
+    ):
+        extra = {"client_cert": str(cert), "client_key": str(key), "ca_bundle": str(ca_file), "frontend_url": door.url}
+        conn_id = set_conn(host=door.url, extra=extra)
+        buffer = io.BytesIO()
+        run(conn_id, "download", "/data/f", buffer)
+    assert buffer.getvalue() == DATA
+    assert door.requests[0].peer_cert is not None and door.requests[0].header("Authorization") is None
+    assert not pool_srv.requests[0].peer_cert  # the pool URL authorises itself

@@ -338,3 +338,23 @@ def test_bad_kafka_options_stop_the_start_naming_the_option(tmp_path: Path, args
     assert done.returncode != 0
     assert done.stdout == ""  # never announced itself as ready
     assert option in done.stderr and "error:" in done.stderr
+
+
+def test_flush_to_tape_publishes_pool_store(start_dcache, kafka_broker: KafkaBroker) -> None:  # type: ignore[no-untyped-def]
+    topic = unique_topic()
+    kafka_broker.create_topic(topic)
+    server = start_dcache("--kafka-bootstrap", kafka_broker.bootstrap, "--kafka-topic", topic,
+                          "--default-qos", "disk+tape", "--tape-flush-delay", "0.1")
+    assert request(server, "PUT", "/home/alice/taped.bin", b"t" * 100)[0] == 201
+    path = "/home/alice/taped.bin"
+    recs = kafka_broker.consume(topic, timeout=30,
+                                until=lambda rs: any(r.json()["msgType"] == "store" for r in rs))
+    docs = [r.json() for r in recs if r.json().get("billingPath") == path]
+    assert [d["msgType"] for d in docs] == ["transfer", "request", "store"]
+    store = docs[2]
+    assert list(store) == ["version", "msgType", "date", "queuingTime", "transaction", "cellName", "cellType",
+                           "cellDomain", "status", "session", "pnfsid", "billingPath", "fileSize", "transferTime",
+                           "hsm", "locations"]
+    assert (store["cellName"], store["cellType"], store["fileSize"]) == (POOL_CELL, "pool", 100)
+    assert store["session"] == store["transaction"] and store["pnfsid"] == docs[0]["pnfsid"]
+    assert store["hsm"]["type"] and store["locations"] and store["status"] == {"code": 0, "msg": ""}

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl, quote, urlencode, urljoin, urlsplit, urlunsplit
+from urllib.parse import quote, urlencode, urljoin, urlsplit
 
 from airflow_dcache.exceptions import (
     AlreadyExists,
@@ -106,17 +106,6 @@ def _default_port(scheme: str) -> int | None:
 def mask_url(url: str) -> str:
     """Hide ``authz=`` values: a pre-authorised URL in a log line is a leaked credential."""
     return _AUTHZ_RE.sub(lambda m: m.group(1) + _MASK, url)
-
-
-def strip_authz(url: str) -> str:
-    """Drop ``authz`` so a request never carries a URL token *and* a header token (dCache refuses two)."""
-    parts = urlsplit(url)
-    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k.lower() != "authz"]
-    return urlunsplit(parts._replace(query=urlencode(query)))
-
-
-def has_authz(url: str) -> bool:
-    return any(k.lower() == "authz" for k, _ in parse_qsl(urlsplit(url).query))
 
 
 # ------------------------------------------------------------------------------------ credentials

@@ -19,13 +19,11 @@ from airflow_dcache.hooks._protocol import (
     door_url,
     error_for,
     error_message,
-    has_authz,
     mask_url,
     namespace_url,
     next_hop,
     normalize_path,
     same_origin,
-    strip_authz,
 )
 from airflow_dcache.hooks._settings import AuthType, ConnectionSettings
 
@@ -85,11 +83,6 @@ def test_mask_url_hides_authz_anywhere() -> None:
     assert mask_url(url) == "https://d/f?x=1&authz=***&y=2"
     text = "failed for https://d/f?AUTHZ=abc (Caused by x) and https://d/g?authz=def"
     assert "abc" not in mask_url(text) and "def" not in mask_url(text)
-
-
-def test_strip_and_detect_authz() -> None:
-    assert has_authz("https://d/f?a=1&authz=t")
-    assert strip_authz("https://d/f?a=1&authz=t") == "https://d/f?a=1"
 
 
 @pytest.mark.parametrize(

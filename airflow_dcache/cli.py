@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     demo_parser.set_defaults(func=demo.run)
 
     bench = sub.add_parser("bench", help="run a benchmark from benchmarks/")
-    bench.add_argument("name", choices=["transfer", "events"])
+    bench.add_argument("name", choices=["transfer", "events", "billing"])
     bench.add_argument("rest", nargs=argparse.REMAINDER)
     bench.set_defaults(func=_bench)
 

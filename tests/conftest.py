@@ -125,3 +125,5 @@ def start_dcache(tmp_path: Path) -> Iterator:
     yield factory
     for server in started:
         server.stop()
+
+pytest_plugins = ["tests.kafka_broker"]

@@ -21,6 +21,7 @@ from airflow_dcache.server.http.tape_rest import TapeRest
 from airflow_dcache.server.http.third_party_copy import ThirdPartyCopyHandler
 from airflow_dcache.server.http.webdav import WebDavDoor
 from airflow_dcache.server.services import errors as e
+from airflow_dcache.server.services.billing import BillingPublisher, KafkaSettings, build_publisher
 from airflow_dcache.server.services.bulk import BulkService
 from airflow_dcache.server.services.events import EventBus
 from airflow_dcache.server.services.login import join_under
@@ -56,8 +57,11 @@ class Services:
     bulk: BulkService
     movers: MoverRegistry
     extra: dict[str, object] = field(default_factory=dict)
+    billing: BillingPublisher | None = None
 
     def close(self) -> None:
+        if self.billing is not None:
+            self.billing.close()  # spools what is still queued before anything else closes
         self.db.close()
         self.bulk.db.close()
 
@@ -75,6 +79,17 @@ def build_services(config: ServerConfig) -> Services:
                                                     config.default_qos))
     bulk = BulkService(BulkDB(config.data_dir / "bulk.db"), namespace, tape)
     return Services(db, pool, events, namespace, transfers, macaroons, tape, bulk, MoverRegistry())
+
+
+def start_billing(config: ServerConfig, services: Services) -> None:
+    """With --kafka-bootstrap: publish the event bus's transfers as dCache billing records."""
+    if config.kafka_bootstrap is None:
+        return
+    settings = KafkaSettings(config.kafka_bootstrap, config.kafka_topic, config.kafka_config,
+                             client_id=f"dcache-billing-{config.site}")
+    services.billing = build_publisher(config.data_dir, config.pool_name, settings)
+    services.events.subscribe(services.billing.on_event)
+    services.billing.start()
 
 
 def tpc_service(config: ServerConfig, services: Services) -> ThirdPartyCopyService:
@@ -174,6 +189,7 @@ def provision_homes(services: Services, users: dict[str, User]) -> None:
 async def run_until_stopped(config: ServerConfig, users: dict[str, User], stop: asyncio.Event,
                             on_ready: Callable[[dict[str, str]], None]) -> None:
     services = build_services(config)
+    start_billing(config, services)
     provision_homes(services, users)
     await services.tape.start()
     await services.bulk.start()

@@ -30,6 +30,9 @@ class ServerConfig:
     redirect_reads: bool = False
     redirect_writes: bool = False
     pool_port: int = 0
+    kafka_bootstrap: str | None = None  # billing records go to Kafka only when set
+    kafka_topic: str = "billing"
+    kafka_config: tuple[tuple[str, str], ...] = ()
 
     @property
     def tls(self) -> bool:

@@ -11,9 +11,16 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 from airflow_dcache.server.app import run_until_stopped
 from airflow_dcache.server.config import ServerConfig
+from airflow_dcache.server.services.billing.settings import (
+    BillingConfigError,
+    parse_bootstrap,
+    parse_config_options,
+    parse_topic,
+)
 from airflow_dcache.server.services.third_party_copy import HostPolicy
 from airflow_dcache.server.storage.users import UsersFileError, load_users, write_dev_users
 
@@ -54,6 +61,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--redirect-writes", action="store_true",
                         help="answer PUT with 'Expect: 100-continue' by 307 to a pool mover URL")
     parser.add_argument("--pool-port", type=int, default=0, help="pool mover port used by redirects (0: free)")
+    parser.add_argument("--kafka-bootstrap", metavar="HOST:PORT[,HOST:PORT]",
+                        help="publish dCache billing records to this Kafka cluster (spooled while it is down)")
+    parser.add_argument("--kafka-topic", default="billing", help="billing topic (default billing)")
+    parser.add_argument("--kafka-config", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra librdkafka producer property; repeatable")
     parser.add_argument("--log-level", default="WARNING")
 
 
@@ -81,6 +93,19 @@ def _tpc_options(args: argparse.Namespace) -> tuple[str, ...]:
     return patterns
 
 
+def _kafka_options(args: argparse.Namespace) -> dict[str, Any]:
+    """--kafka-*, checked before anything starts so a typo names its option."""
+    if args.kafka_bootstrap is None:
+        if args.kafka_topic != "billing" or args.kafka_config:
+            raise SystemExit("error: --kafka-topic and --kafka-config need --kafka-bootstrap")
+        return {}
+    try:
+        return {"kafka_bootstrap": parse_bootstrap(args.kafka_bootstrap), "kafka_topic": parse_topic(args.kafka_topic),
+                "kafka_config": parse_config_options(args.kafka_config)}
+    except BillingConfigError as err:
+        raise SystemExit(f"error: {err}") from None
+
+
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
     if (args.tls_cert is None) != (args.tls_key is None):
         raise SystemExit("error: --tls-cert and --tls-key go together")
@@ -95,7 +120,9 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     for name in ("tape_flush_delay", "tape_stage_delay"):
         if not 0 <= getattr(args, name) <= 86400:
             raise SystemExit(f"error: --{name.replace('_', '-')} must be between 0 and 86400 seconds")
+    kafka = _kafka_options(args)
     return ServerConfig(
+        **kafka,
         data_dir=args.data_dir.resolve(), host=args.host, webdav_port=args.webdav_port,
         frontend_port=args.frontend_port, users_file=args.users, site=args.site, tls_cert=args.tls_cert,
         tls_key=args.tls_key, allow_insecure_macaroons=args.allow_insecure_macaroons,
@@ -150,4 +177,7 @@ def run(args: argparse.Namespace) -> int:
     except OSError as err:
         print(f"error: cannot listen: {err}", file=sys.stderr)
         return 1
+    except BillingConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     return 0

@@ -122,7 +122,7 @@ def test_pin_expires(tape_server):
 
 def test_transition_resumes_after_restart(start_dcache):
     server = start_dcache("--tape-flush-delay", "2", name="resume")
-    path, data = upload(server, "resume")
+    path, _ = upload(server, "resume")
     assert set_qos(server, path, "disk+tape").status_code == 201
     server.restart()
     doc = settled(server, path, "disk+tape")

@@ -15,6 +15,7 @@ from airflow_dcache.server.http.digests import digest_header
 from airflow_dcache.server.http.paths import parse_raw_path, path_from_url
 from airflow_dcache.server.http.streaming import READ_CHUNK, DownloadResponse, body_chunks, content_type
 from airflow_dcache.server.http.third_party_copy import ThirdPartyCopyHandler
+from airflow_dcache.server.services.billing.door import door_details
 from airflow_dcache.server.services.errors import BadRequest, NotAllowed, NotAuthenticated, NotFound
 from airflow_dcache.server.services.login import Login
 from airflow_dcache.server.services.macaroons import MacaroonService
@@ -134,7 +135,8 @@ class WebDavDoor:
         started = now_ms()
 
         def sent(count: int) -> None:
-            self.transfers.download_finished(login, entry, count, started, request.remote or "")
+            self.transfers.download_finished(login, entry, count, started, request.remote or "",
+                                             extra=door_details(request))
 
         replica = self.ns.pool.data_path(entry.inode.id)
         if not replica.exists():
@@ -189,7 +191,7 @@ class WebDavDoor:
         result = await self.transfers.upload(
             login, path, body_chunks(request), client=request.remote or "",
             content_length=request.content_length, content_md5=request.headers.get("Content-MD5"),
-            want_md5="md5" in want.lower(), xattrs=xattrs,
+            want_md5="md5" in want.lower(), xattrs=xattrs, extra=door_details(request),
         )
         headers = {"ETag": self._etag(result.entry)}
         digest = digest_header(want or "adler32", result.entry.inode)
@@ -201,7 +203,7 @@ class WebDavDoor:
         self._require_login(login)
         entry = self.ns.delete(login, path, recursive=True)
         if not entry.inode.is_dir:
-            self.transfers.remove_finished(login, entry, request.remote or "")
+            self.transfers.remove_finished(login, entry, request.remote or "", extra=door_details(request))
         return web.Response(status=204)
 
     async def mkcol(self, request: web.Request, login: Login, path: str, trailing: bool) -> web.Response:

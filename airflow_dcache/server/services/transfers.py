@@ -159,9 +159,10 @@ class TransferService:
             login.username, login.uid, login.gids, client, extra=dict(extra or {})))
 
 
-    def remove_finished(self, login: Login, entry: Entry, client: str) -> None:
+    def remove_finished(self, login: Login, entry: Entry, client: str,
+                        extra: dict[str, Any] | None = None) -> None:
         """A door delete of a file: billing's ``remove`` record comes from this."""
         t = now_ms()
         self.ns.events.publish(TransferEvent(
             "remove", entry.ns_path, entry.inode.id, entry.inode.size, 0, t, t,
-            login.username, login.uid, login.gids, client))
+            login.username, login.uid, login.gids, client, extra=dict(extra or {})))

@@ -12,7 +12,7 @@ __all__ = ["DCacheAsyncHook", "DCacheHook"]
 
 
 def __getattr__(name: str) -> Any:
-    # Lazy, so importing the sync hook does not import httpx and vice versa.
+    # Lazy: importing the package (e.g. for exceptions or models) does not build either client stack.
     if name == "DCacheHook":
         from airflow_dcache.hooks.dcache import DCacheHook
 

@@ -5,17 +5,18 @@ Why this shape:
 * ``curl`` is the client for both servers. It is a C client, so at these speeds the client is not
   the bottleneck and both servers see exactly the same requests.
 * nginx is configured to be a fair, strong baseline (one worker, sendfile, request body temp files
-  on the same filesystem as the data root so the final PUT step is a rename, no body size limit).
+  on the same filesystem as the data root so the final PUT step is a rename, no body size limit,
+  1 MiB body writes).
 * Repetitions of the two servers are interleaved (and the order alternates), so drift on the
   machine -- page-cache writeback, other load -- hits both equally. Medians are reported.
-* Dirty pages are flushed (``os.sync``) before every timed PUT, so one server's writeback is not
-  billed to the other.
+* Every PUT creates a new file (the old copy is deleted, untimed) and dirty pages are flushed
+  (``os.sync``) before it, so neither overwrite costs nor one server's writeback skew the other.
 * Our server's resident memory is sampled every ~20 ms while each row runs; VmHWM is reset before
   the row and read after it, which catches peaks between samples.
 
 Run with the venv's python (the users file needs ``airflow_dcache``'s password hashing)::
 
-    .venv/bin/python benchmarks/transfer.py [--sizes 1M,64M,1G] [--repeat 20,5,3] [--only ours|nginx]
+    .venv/bin/python benchmarks/transfer.py [--sizes 1M,64M,1G] [--repeat 20,10,5] [--only ours|nginx]
 
 Exit status: 0 all targets met, 1 some target missed, 2 a row or a server failed.
 """

@@ -95,7 +95,8 @@ def start_billing(config: ServerConfig, services: Services) -> None:
 def tpc_service(config: ServerConfig, services: Services) -> ThirdPartyCopyService:
     settings = TpcSettings(marker_period=config.tpc_marker_period, allow_hosts=config.tpc_allow_hosts,
                            ca_bundle=config.tpc_ca_bundle, connect_timeout=config.tpc_connect_timeout)
-    return ThirdPartyCopyService(services.namespace, services.transfers, settings)
+    return ThirdPartyCopyService(services.namespace, services.transfers, settings,
+                                 bring_online=services.tape.bring_online)
 
 
 def _frontend_status(err: e.ServiceError) -> int | None:

@@ -332,3 +332,27 @@ def test_unusual_accept_headers(dcache_server, alice):
         sse.close()
     r = dav(dcache_server, "alice").get(channel, headers={"Accept": "*/*"})
     assert r.json() == {"timeout": 300}
+
+
+def test_directory_listing_reports_open_and_close(dcache_server, alice):
+    d = fresh_dir(dcache_server)
+    channel = alice.channel()
+    alice.subscribe(channel, {"path": d})
+    with alice.stream(channel) as sse:
+        r = requests.request("PROPFIND", f"{dcache_server.webdav}{d}", headers={"Depth": "1"},
+                             auth=dcache_server.auth("alice"))
+        assert r.status_code == 207
+        assert inotify(sse.collect(2)) == [(None, ["IN_OPEN", "IN_ISDIR"]), (None, ["IN_CLOSE_NOWRITE", "IN_ISDIR"])]
+
+
+def test_move_over_a_watched_file_ends_its_watch(dcache_server, alice):
+    d = fresh_dir(dcache_server)
+    put(dcache_server, "alice", f"{d}/old")
+    put(dcache_server, "alice", f"{d}/new")
+    channel = alice.channel()
+    alice.subscribe(channel, {"path": f"{d}/old"})
+    with alice.stream(channel) as sse:
+        rest(dcache_server, "alice", f"{d}/new", action="mv", destination="old")
+        got = sse.collect(until=lambda e: e.event == "SYSTEM" and e.doc.get("type") == "SUBSCRIPTION_CLOSED")
+        masks = [m for _, m in inotify(got)]
+        assert ["IN_DELETE_SELF"] in masks and ["IN_IGNORED"] in masks

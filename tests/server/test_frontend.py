@@ -10,14 +10,6 @@ import requests
 
 
 @pytest.fixture
-def alice(dcache_server):
-    s = requests.Session()
-    s.auth = dcache_server.auth("alice")
-    yield s
-    s.close()
-
-
-@pytest.fixture
 def base(dcache_server, alice):
     """(namespace URL, WebDAV URL) of a fresh directory in alice's home."""
     name = f"f-{uuid.uuid4().hex[:8]}"

@@ -200,3 +200,19 @@ def test_lookup_by_pnfsid_is_admin_only(tape_server):
     assert requests.get(f"{tape_server.api}/id/{pnfsid}", auth=tape_server.auth("alice")).status_code == 403
     doc = requests.get(f"{tape_server.api}/id/{pnfsid}", auth=tape_server.auth("admin")).json()
     assert doc["path"] == path and doc["fileName"] == path.rsplit("/", 1)[1] and "checksums" in doc
+
+
+def test_third_party_push_of_tape_only_file_stages_it_first(tape_server, start_dcache):
+    path, data = upload(tape_server, "tpc-tape")
+    set_qos(tape_server, path, "tape")
+    settled(tape_server, path, "tape")
+    target = start_dcache("--allow-insecure-macaroons", "--site", "buffer", name="buffer")
+    mint = requests.post(f"{target.webdav}/home/alice", data='{"caveats":["activity:UPLOAD"]}',
+                         headers={"Content-Type": "application/macaroon-request"}, auth=target.auth("alice"))
+    remote = f"{target.webdav}/home/alice/pushed.bin"
+    r = requests.request("COPY", f"{tape_server.webdav}{path}", auth=tape_server.auth("alice"), headers={
+        "Destination": remote, "Credential": "none",
+        "TransferHeaderAuthorization": f"Bearer {mint.json()['macaroon']}"}, timeout=60)
+    assert r.status_code == 202
+    assert r.text.rstrip().endswith("success: Created"), r.text
+    assert requests.get(remote, auth=target.auth("alice")).content == data

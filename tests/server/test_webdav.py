@@ -16,14 +16,6 @@ DAV = "{DAV:}"
 
 
 @pytest.fixture
-def alice(dcache_server):
-    s = requests.Session()
-    s.auth = dcache_server.auth("alice")
-    yield s
-    s.close()
-
-
-@pytest.fixture
 def home(dcache_server, alice):
     """A fresh directory under alice's home for each test."""
     url = f"{dcache_server.webdav}/home/alice/t-{uuid.uuid4().hex[:8]}"

@@ -132,7 +132,8 @@ class Frontend:
         entry = self.ns.stat(login, self._path(request))
         doc = self.attributes(entry, flags)
         if flags["children"] and entry.inode.is_dir:
-            children = self.ns.list_dir(login, entry.path, offset, -1 if limit is None else limit)
+            children = self.ns.list_dir(login, entry.path, offset, -1 if limit is None else limit,
+                                        notify=True)
             doc["children"] = [dict(self.attributes(c, flags), fileName=c.inode.name) for c in children]
         return json_response(doc)
 

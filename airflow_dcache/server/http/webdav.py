@@ -147,7 +147,7 @@ class WebDavDoor:
         authz = request.query.get("authz")
         suffix = f"?authz={quote(authz)}" if authz else ""
         rows = []
-        for child in self.ns.list_dir(login, entry.path):
+        for child in self.ns.list_dir(login, entry.path, notify=True):
             name = child.inode.name + ("/" if child.inode.is_dir else "")
             rows.append(f'<tr><td><a href="{html.escape(quote(name))}{html.escape(suffix)}">'
                         f"{html.escape(name)}</a></td><td>{'' if child.inode.is_dir else child.inode.size}"
@@ -167,7 +167,7 @@ class WebDavDoor:
         entries = [entry]
         if depth != "0" and entry.inode.is_dir:
             # dCache answers Depth: infinity as Depth: 1 rather than walking the whole tree.
-            entries += self.ns.list_dir(login, path)
+            entries += self.ns.list_dir(login, path, notify=True)
         body = pf.render_multistatus(
             entries, parsed, href_for=lambda e: pf.href(e.path, e.inode.is_dir),
             xattrs_for=self.ns.xattrs, content_type=content_type,

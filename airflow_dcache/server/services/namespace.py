@@ -106,7 +106,9 @@ class NamespaceService:
         perm.require_activity(login, Activity.READ_METADATA, path)
         return self._get(login, path)
 
-    def list_dir(self, login: Login, path: str, offset: int = 0, limit: int = -1) -> list[Entry]:
+    def list_dir(self, login: Login, path: str, offset: int = 0, limit: int = -1, *,
+                 notify: bool = False) -> list[Entry]:
+        """Children the caller may see; ``notify`` reports a client's listing as IN_OPEN/IN_CLOSE_NOWRITE."""
         entry = self.stat(login, path)
         if not entry.inode.is_dir:
             raise BadRequest(f"Not a directory: {path}")
@@ -117,6 +119,9 @@ class NamespaceService:
             child_ns = posixpath.join(entry.ns_path, child.name)
             if login.can_see(child_ns):
                 result.append(Entry(posixpath.join(path, child.name), child_ns, child))
+        if notify:
+            self.emit("IN_OPEN", entry.inode)
+            self.emit("IN_CLOSE_NOWRITE", entry.inode)
         return result
 
     def open_for_read(self, login: Login, path: str) -> Entry:
@@ -213,8 +218,10 @@ class NamespaceService:
             if existing is not None:
                 self.db.delete(existing.id)
             self.db.rename(entry.inode.id, dst_parent.inode.id, dst_name)
-        if existing is not None and not existing.is_dir:
-            self.pool.remove(existing.id)
+        if existing is not None:
+            if not existing.is_dir:
+                self.pool.remove(existing.id)
+            self.emit("IN_DELETE_SELF", existing)  # the replaced object is gone; its watches end
         moved = self.db.get(entry.inode.id)
         assert moved is not None
         cookie = entry.inode.id[-12:] + format(moved.ctime, "x")

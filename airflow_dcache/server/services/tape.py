@@ -80,8 +80,9 @@ class TapeService:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     def _on_event(self, event: object) -> None:
-        if isinstance(event, NamespaceEvent) and event.kind == "IN_DELETE" and not event.is_dir:
-            self.hsm.remove(event.inode_id)  # the tape copy goes with the file
+        if isinstance(event, NamespaceEvent) and event.kind == "IN_DELETE_SELF" and not event.is_dir:
+            # the tape copy goes with the file; unlinking is I/O, so off the event loop
+            asyncio.get_running_loop().run_in_executor(None, self.hsm.remove, event.inode_id)
         if (isinstance(event, TransferEvent) and event.kind == "upload"
                 and self.settings.default_qos != "disk"):
             self._set_target(event.inode_id, self.settings.default_qos)

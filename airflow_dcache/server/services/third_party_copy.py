@@ -28,7 +28,7 @@ import socket
 import ssl
 import time
 import zlib
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
@@ -39,6 +39,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 
 from airflow_dcache.server.services import permissions as perm
+from airflow_dcache.server.services.activity import Activity
 from airflow_dcache.server.services.errors import BadRequest, NotAuthenticated, NotFound, ServiceError
 from airflow_dcache.server.services.login import Login
 from airflow_dcache.server.services.namespace import Entry, NamespaceService
@@ -299,9 +300,11 @@ def protocol_name(url: str) -> str:
 # -- the service ---------------------------------------------------------------------------------
 class ThirdPartyCopyService:
     def __init__(self, namespace: NamespaceService, transfers: TransferService,
-                 settings: TpcSettings | None = None) -> None:
+                 settings: TpcSettings | None = None,
+                 bring_online: Callable[[Login, Entry], Awaitable[None]] | None = None) -> None:
         self.ns = namespace
         self.transfers = transfers
+        self.bring_online = bring_online  # recalls a tape-only push source, as a pool would
         self.settings = settings or TpcSettings()
         self.policy = HostPolicy(self.settings.allow_hosts)
         self._ssl: ssl.SSLContext | None = None
@@ -344,8 +347,10 @@ class ThirdPartyCopyService:
             raise NotAuthenticated("Anonymous third-party copy is not allowed")
         if req.direction is Direction.PUSH:
             entry = self.ns.open_for_read(login, req.path)
-            if not self.ns.pool.has(entry.inode.id):
+            if not entry.inode.on_disk and (self.bring_online is None or not entry.inode.on_tape):
                 raise NotFound(f"Replica of {req.path} is not available")
+            if not entry.inode.on_disk:
+                perm.require_activity(login, Activity.STAGE, req.path)
             return entry
         parent, name = self.ns.parent_of(login, req.path)
         node = self.ns.db.child(parent.inode.id, name) if parent is not None else None
@@ -529,6 +534,9 @@ class ThirdPartyCopyService:
 
     async def _push(self, session: aiohttp.ClientSession, login: Login, req: CopyRequest, entry: Entry,
                     progress: Progress) -> None:
+        if not entry.inode.on_disk and self.bring_online is not None:
+            progress.state_description = "Staging from tape"
+            await self.bring_online(login, entry)
         started = now_ms()
         replica = self.ns.pool.data_path(entry.inode.id)
         size = entry.inode.size

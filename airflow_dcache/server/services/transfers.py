@@ -7,6 +7,7 @@ failed or rejected upload never becomes visible and never replaces the previous 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import posixpath
@@ -22,6 +23,7 @@ from airflow_dcache.server.services.events import TransferEvent
 from airflow_dcache.server.services.login import Login
 from airflow_dcache.server.services.namespace import DEFAULT_FILE_MODE, Entry, NamespaceService
 from airflow_dcache.server.storage.namespace_db import REGULAR, new_pnfsid, now_ms
+from airflow_dcache.server.storage.pool import PoolUpload
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,22 @@ def decode_content_md5(value: str) -> bytes:
     if len(raw) != 16:
         raise BadRequest(f"Content-MD5 must encode 16 bytes, got {len(raw)}")
     return raw
+
+
+class _ChecksummingSink:
+    """Hashes and writes chunks in order; called from one worker thread at a time."""
+
+    def __init__(self, upload: PoolUpload, *, md5: bool) -> None:
+        self.upload = upload
+        self.adler = 1
+        self.md5 = hashlib.md5() if md5 else None
+        self.size = 0  # bytes accepted (counted on the event loop, ahead of the writes)
+
+    def consume(self, chunk: bytes) -> None:
+        self.adler = zlib.adler32(chunk, self.adler)
+        if self.md5 is not None:
+            self.md5.update(chunk)
+        self.upload.write(chunk)
 
 
 class TransferService:
@@ -91,39 +109,52 @@ class TransferService:
             raise PayloadTooLarge(f"Upload of {content_length} bytes exceeds the limit of {limit} bytes")
         started = now_ms()
         file_id = new_pnfsid()
-        upload = self.ns.pool.start_upload(file_id)
+        loop = asyncio.get_running_loop()
+        # File I/O and hashing run in worker threads (both release the GIL): the event loop keeps
+        # serving other requests, and the next chunk is received while the previous one is written.
+        upload = await loop.run_in_executor(None, self.ns.pool.start_upload, file_id)
+        sink = _ChecksummingSink(upload, md5=want_md5 or expected_md5 is not None)
+        pending: asyncio.Future[None] | None = None
         try:
-            adler = 1
-            md5 = hashlib.md5() if (want_md5 or expected_md5 is not None) else None
             async for chunk in body:
-                if limit is not None and upload.size + len(chunk) > limit:
+                if limit is not None and sink.size + len(chunk) > limit:
                     raise PayloadTooLarge(f"Upload exceeds the limit of {limit} bytes")
-                adler = zlib.adler32(chunk, adler)
-                if md5 is not None:
-                    md5.update(chunk)
-                upload.write(chunk)
-            if content_length is not None and upload.size != content_length:
-                raise BadRequest(f"Body ended after {upload.size} of {content_length} bytes")
-            digest = md5.digest() if md5 is not None else None
+                sink.size += len(chunk)
+                if pending is not None:
+                    await pending
+                pending = loop.run_in_executor(None, sink.consume, chunk)
+            if pending is not None:
+                await pending
+                pending = None
+            if content_length is not None and sink.size != content_length:
+                raise BadRequest(f"Body ended after {sink.size} of {content_length} bytes")
+            adler = sink.adler
+            digest = sink.md5.digest() if sink.md5 is not None else None
             if expected_md5 is not None and digest != expected_md5:
                 raise BadRequest(
                     f"Checksum mismatch (expected=[2:{expected_md5.hex()}], "
                     f"actual=[1:{adler32_hex(adler)}, 2:{digest.hex() if digest else ''}])"
                 )
-            upload.commit()
+            await loop.run_in_executor(None, upload.commit)
         except BaseException:
+            if pending is not None:
+                await asyncio.gather(pending, return_exceptions=True)
             upload.abort()
             raise
         try:
             entry, created = self._commit(login, path, file_id, upload.size, adler32_hex(adler),
                                           digest.hex() if digest else None, xattrs or {})
         except BaseException:
-            self.ns.pool.remove(file_id)
+            self._discard(file_id)
             raise
         self.ns.events.publish(TransferEvent(
             "upload", entry.ns_path, entry.inode.id, entry.inode.size, upload.size, started, now_ms(),
             login.username, login.uid, login.gids, client, extra=dict(extra or {})))
         return UploadResult(entry, created, adler32_hex(adler), digest.hex() if digest else None)
+
+    def _discard(self, file_id: str) -> None:
+        """Remove a replica nobody can reach any more, off the event loop."""
+        asyncio.get_running_loop().run_in_executor(None, self.ns.pool.remove, file_id)
 
     def _commit(self, login: Login, path: str, file_id: str, size: int, adler: str, md5: str | None,
                 xattrs: dict[str, str]) -> tuple[Entry, bool]:
@@ -143,8 +174,9 @@ class TransferService:
             if xattrs:
                 db.set_xattrs(node.id, xattrs)
         if old is not None:
-            self.ns.pool.remove(old.id)
+            self._discard(old.id)
             self.ns.emit("IN_DELETE", old)
+            self.ns.emit("IN_DELETE_SELF", old)
         for kind in ("IN_CREATE", "IN_OPEN", "IN_MODIFY", "IN_CLOSE_WRITE", "IN_ATTRIB"):
             self.ns.emit(kind, node)
         return Entry(path, posixpath.join(parent.ns_path, name), node), old is None

@@ -222,8 +222,7 @@ class InotifySource:
         if kind not in fl.SELF_ONLY and ev.parent_id is not None:
             parent_watchers = watches.get(ev.parent_id)
         self_watchers = watches.get(ev.inode_id) if kind not in fl.CHILD_ONLY else None
-        replaced = kind == "IN_DELETE" and ev.inode_id in watches
-        if not (parent_watchers or self_watchers or replaced):
+        if not (parent_watchers or self_watchers):
             return
         if kind in _IO_KINDS and self._suppressed(ev.inode_id, kind):
             return
@@ -240,12 +239,9 @@ class InotifySource:
         if self_watchers:
             payload = json.dumps({"mask": [kind, *isdir]}, separators=(",", ":"))
             self._send(list(self_watchers), bit, payload, target)
-        if kind == "IN_DELETE_SELF":
+        if kind == "IN_DELETE_SELF":  # emitted for every removed object, replaced ones included
             for sub in list(watches.get(ev.inode_id, ())):
                 sub.ignore()
-        elif replaced and self.ns.db.get(ev.inode_id) is None:
-            # Overwritten by an upload or gone without its own IN_DELETE_SELF: end those watches too.
-            self.on_event(NamespaceEvent("IN_DELETE_SELF", ev.inode_id, ev.parent_id, ev.name, ev.is_dir))
 
     @staticmethod
     def _send(watchers: list[InotifySubscription], bit: int, payload: str, target: _Target) -> None:

@@ -64,6 +64,14 @@ _ERROR_BODY_LIMIT = 64 * 1024
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 
+class _Adapter(HTTPAdapter):
+    """urllib3 sends request bodies in 16 KiB reads by default; 1 MiB halves the CPU cost of uploads."""
+
+    def init_poolmanager(self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any) -> None:
+        pool_kwargs.setdefault("blocksize", tx.CHUNK_SIZE)
+        super().init_poolmanager(connections, maxsize, block=block, **pool_kwargs)
+
+
 class DCacheHook(DCacheHookBase):
     """Talk to a dCache instance (WebDAV door and frontend) described by a ``dcache`` connection.
 
@@ -96,7 +104,7 @@ class DCacheHook(DCacheHookBase):
                 )
                 session = requests.Session()
                 session.trust_env = False  # never route to a proxy the task environment happens to set
-                adapter = HTTPAdapter(max_retries=retry, pool_connections=4, pool_maxsize=16)
+                adapter = _Adapter(max_retries=retry, pool_connections=4, pool_maxsize=16)
                 session.mount("http://", adapter)
                 session.mount("https://", adapter)
                 self._session = session

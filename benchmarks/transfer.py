@@ -340,6 +340,25 @@ def put(server: Server, src: Path, remote: str, size: int) -> float:
     return result.seconds
 
 
+def durable_write(src: Path, dest: Path) -> float:
+    """The disk's own ceiling for a durable upload: copy ``src`` next to the data and fsync it.
+
+    The service must fsync before it acknowledges a PUT; nginx's WebDAV module never does, so its
+    PUT rate is a page-cache rate. This reference shows what any durable server could reach here.
+    """
+    dest.unlink(missing_ok=True)
+    os.sync()
+    started = time.perf_counter()
+    with open(src, "rb") as fin, open(dest, "wb") as fout:
+        while chunk := fin.read(MIB):
+            fout.write(chunk)
+        fout.flush()
+        os.fsync(fout.fileno())
+    seconds = time.perf_counter() - started
+    dest.unlink()
+    return seconds
+
+
 def get(server: Server, remote: str, size: int) -> float:
     """Download to /dev/null; returns seconds."""
     result = run_curl(server, [], server.url(remote), curl_timeout(size))
@@ -383,6 +402,16 @@ class Row:
     seconds: dict[str, list[float]] = field(default_factory=dict)
     rss: dict[str, RssStats] = field(default_factory=dict)
     error: str | None = None
+    durable_seconds: list[float] = field(default_factory=list)
+
+    @property
+    def durable_mbps(self) -> float | None:
+        return self.size / median(self.durable_seconds) / MB if self.durable_seconds else None
+
+    @property
+    def durable_ratio(self) -> float | None:
+        ours, ceiling = self.mbps(OURS), self.durable_mbps
+        return ours / ceiling if ours is not None and ceiling else None
 
     def mbps(self, server: str) -> float | None:
         times = self.seconds.get(server)
@@ -431,6 +460,9 @@ class Row:
                 for name, times in self.seconds.items()
             },
             "ratio_ours_over_nginx": self.ratio,
+            "durable_write_mb_per_s": self.durable_mbps,
+            "durable_write_seconds": self.durable_seconds,
+            "ratio_ours_over_durable_write": self.durable_ratio,
             "ratio_target": self.ratio_target,
             "ratio_pass": self.ratio_pass,
             "rss_target_bytes": RSS_TARGET_BYTES if self.rss_applies else None,
@@ -442,6 +474,8 @@ def measure_row(op: str, size: int, repeat: int, servers: Sequence[Server], src:
     """Run ``repeat`` interleaved requests per server while sampling every server's memory."""
     row = Row(op, size, repeat, seconds={s.name: [] for s in servers})
     remote = f"bench/{format_size(size)}.bin"
+    if op == "PUT":
+        row.durable_seconds = [durable_write(src, src.with_suffix(".durable")) for _ in range(min(repeat, 5))]
     with contextlib.ExitStack() as stack:
         samplers = {s.name: stack.enter_context(RssSampler(s.proc.pid)) for s in servers}
         try:
@@ -483,7 +517,7 @@ def render_table(rows: Sequence[Row]) -> str:
     """The human-readable summary; the JSON file has every sample."""
     headers = [
         "op", "size", "reps", "nginx MB/s", "ours MB/s", "ours/nginx", "target", "ratio",
-        "ours peak RSS MB", "RSS target", "RSS",
+        "ours peak RSS MB", "RSS target", "RSS", "write+fsync MB/s", "ours/fsync",
     ]  # fmt: skip
     body = []
     for r in rows:
@@ -494,6 +528,7 @@ def render_table(rows: Sequence[Row]) -> str:
             _fmt(r.ratio, ".2f"), f">={r.ratio_target:.1f}x", _verdict(r.ratio_pass),
             _fmt(rss.peak / MB if rss and rss.samples_alive else None, ".1f"),
             f"<{RSS_TARGET_BYTES // MB}" if r.rss_applies else "-", _verdict(r.rss_pass),
+            _fmt(r.durable_mbps, ".1f"), _fmt(r.durable_ratio, ".2f"),
         ])  # fmt: skip
     lines = [format_table(headers, body)]
     lines += [f"  ERROR {r.op} {format_size(r.size)}: " + r.error.replace("\n", "\n      ") for r in rows if r.error]

@@ -40,7 +40,7 @@ from airflow_dcache.server.storage.pool import Pool
 from airflow_dcache.server.storage.users import User
 
 # aiohttp's header limits (8190 bytes a line/field) already answer oversized headers with 400.
-_HANDLER_ARGS = {"max_line_size": 8190, "max_field_size": 8190}
+_HANDLER_ARGS = {"max_line_size": 8190, "max_field_size": 8190, "read_bufsize": 4 << 20}
 
 
 @dataclass

@@ -10,7 +10,7 @@ from aiohttp import web
 
 from airflow_dcache.server.http.digests import digest_header
 from airflow_dcache.server.http.paths import parse_raw_path
-from airflow_dcache.server.http.streaming import READ_CHUNK, DownloadResponse, body_chunks, content_type
+from airflow_dcache.server.http.streaming import READ_CHUNK, DownloadResponse, content_type, request_body
 from airflow_dcache.server.services.errors import BadRequest
 from airflow_dcache.server.services.movers import Mover, MoverRegistry
 from airflow_dcache.server.services.namespace import NamespaceService
@@ -53,7 +53,7 @@ class PoolMover:
         mover = self._claim(request, "write")
         want = request.headers.get("Want-Digest", "")
         result = await self.transfers.upload(
-            mover.login, mover.path, body_chunks(request), client=request.remote or "",
+            mover.login, mover.path, request_body(request), client=request.remote or "",
             content_length=request.content_length, content_md5=request.headers.get("Content-MD5"),
             want_md5="md5" in want.lower(), xattrs=mover.xattrs,
         )

@@ -13,7 +13,7 @@ from airflow_dcache.server.http import propfind as pf
 from airflow_dcache.server.http.auth import Authenticator
 from airflow_dcache.server.http.digests import digest_header
 from airflow_dcache.server.http.paths import parse_raw_path, path_from_url
-from airflow_dcache.server.http.streaming import READ_CHUNK, DownloadResponse, body_chunks, content_type
+from airflow_dcache.server.http.streaming import READ_CHUNK, DownloadResponse, content_type, request_body
 from airflow_dcache.server.http.third_party_copy import ThirdPartyCopyHandler
 from airflow_dcache.server.services.billing.door import door_details
 from airflow_dcache.server.services.errors import BadRequest, NotAllowed, NotAuthenticated, NotFound
@@ -90,9 +90,10 @@ class WebDavDoor:
         response.content_length = 0 if entry.inode.is_dir else entry.inode.size
         return response
 
-    def _metadata_headers(self, request: web.Request, entry: Entry) -> dict[str, str]:
+    def _metadata_headers(self, request: web.Request, entry: Entry, *, validators: bool = True) -> dict[str, str]:
+        """HEAD's headers; a GET leaves ETag/Last-Modified to the file response (``validators``)."""
         node = entry.inode
-        headers = {"ETag": self._etag(entry), "Last-Modified": pf.http_date(node.mtime)}
+        headers = {"ETag": self._etag(entry), "Last-Modified": pf.http_date(node.mtime)} if validators else {}
         if node.is_dir:
             headers["Content-Type"] = "text/html; charset=utf-8"
             return headers
@@ -120,16 +121,14 @@ class WebDavDoor:
                 location = quote(path) + "/" + (f"?{request.query_string}" if request.query_string else "")
                 raise web.HTTPMovedPermanently(location)
             return self._listing(request, login, entry)
-        entry = self.ns.open_for_read(login, path)
+        entry = self.ns.authorise_read(login, entry)
         if not entry.inode.on_disk:  # NEARLINE: recall from tape first, as a pool would
             await self.tape.bring_online(login, entry)
             entry = self.ns.open_for_read(login, path)
         if self.redirects is not None and self.redirects.reads:
             mover = self.redirects.movers.create("read", login, path, entry.ns_path)
             raise web.HTTPFound(self._pool_url(request, mover))
-        headers = self._metadata_headers(request, entry)
-        headers.pop("ETag")
-        headers.pop("Last-Modified")
+        headers = self._metadata_headers(request, entry, validators=False)
         disposition = "inline" if request.query.get("action") == "show" else "attachment"
         headers["Content-Disposition"] = f"{disposition}; filename*=UTF-8''{quote(entry.inode.name)}"
         started = now_ms()
@@ -189,7 +188,7 @@ class WebDavDoor:
             raise web.HTTPTemporaryRedirect(self._pool_url(request, mover))
         want = request.headers.get("Want-Digest", "")
         result = await self.transfers.upload(
-            login, path, body_chunks(request), client=request.remote or "",
+            login, path, request_body(request), client=request.remote or "",
             content_length=request.content_length, content_md5=request.headers.get("Content-MD5"),
             want_md5="md5" in want.lower(), xattrs=xattrs, extra=door_details(request),
         )

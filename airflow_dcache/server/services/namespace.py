@@ -64,17 +64,17 @@ class NamespaceService:
 
     def _lookup(self, login: Login, ns_path: str, shown: str) -> Inode | None:
         """Walk from the root; every directory passed needs search (x) permission."""
-        node = self.db.get(ROOT_ID)
-        assert node is not None
-        for part in [p for p in ns_path.split("/") if p]:
+        parts = [p for p in ns_path.split("/") if p]
+        chain = self.db.resolve(parts)
+        for node in chain[:-1]:
             if not node.is_dir:
                 return None
             perm.require_mode(login, node, perm.EXECUTE, shown)
-            child = self.db.child(node.id, part)
-            if child is None:
-                return None
-            node = child
-        return node
+        if len(chain) != len(parts) + 1:
+            if chain and chain[-1].is_dir:  # the missing component's parent must be searchable too
+                perm.require_mode(login, chain[-1], perm.EXECUTE, shown)
+            return None
+        return chain[-1]
 
     def _get(self, login: Login, path: str) -> Entry:
         ns = self.ns_path(login, path)
@@ -127,11 +127,15 @@ class NamespaceService:
     def open_for_read(self, login: Login, path: str) -> Entry:
         """Authorise a download; the caller streams ``pool.data_path(entry.inode.id)``."""
         perm.require_activity(login, Activity.DOWNLOAD, path)
-        entry = self._get(login, path)
-        perm.require_within(login, entry.ns_path, path)
+        return self.authorise_read(login, self._get(login, path))
+
+    def authorise_read(self, login: Login, entry: Entry) -> Entry:
+        """The download checks on an entry already looked up (saves a second path walk)."""
+        perm.require_activity(login, Activity.DOWNLOAD, entry.path)
+        perm.require_within(login, entry.ns_path, entry.path)
         if entry.inode.is_dir:
-            raise BadRequest(f"Is a directory: {path}")
-        perm.require_mode(login, entry.inode, perm.READ, path)
+            raise BadRequest(f"Is a directory: {entry.path}")
+        perm.require_mode(login, entry.inode, perm.READ, entry.path)
         return entry
 
     def xattrs(self, entry: Entry) -> dict[str, str]:

@@ -49,6 +49,10 @@ def decode_content_md5(value: str) -> bytes:
     return raw
 
 
+WRITE_BATCH = 1 << 20
+MAX_PIECES = 512  # below IOV_MAX (1024) for writev
+
+
 class _ChecksummingSink:
     """Hashes and writes chunks in order; called from one worker thread at a time."""
 
@@ -58,11 +62,12 @@ class _ChecksummingSink:
         self.md5 = hashlib.md5() if md5 else None
         self.size = 0  # bytes accepted (counted on the event loop, ahead of the writes)
 
-    def consume(self, chunk: bytes) -> None:
-        self.adler = zlib.adler32(chunk, self.adler)
-        if self.md5 is not None:
-            self.md5.update(chunk)
-        self.upload.write(chunk)
+    def consume(self, pieces: list[bytes]) -> None:
+        for piece in pieces:
+            self.adler = zlib.adler32(piece, self.adler)
+            if self.md5 is not None:
+                self.md5.update(piece)
+        self.upload.writev(pieces)
 
 
 class TransferService:
@@ -115,17 +120,25 @@ class TransferService:
         upload = await loop.run_in_executor(None, self.ns.pool.start_upload, file_id)
         sink = _ChecksummingSink(upload, md5=want_md5 or expected_md5 is not None)
         pending: asyncio.Future[None] | None = None
+        batch: list[bytes] = []
+        batched = 0
         try:
             async for chunk in body:
                 if limit is not None and sink.size + len(chunk) > limit:
                     raise PayloadTooLarge(f"Upload exceeds the limit of {limit} bytes")
                 sink.size += len(chunk)
-                if pending is not None:
-                    await pending
-                pending = loop.run_in_executor(None, sink.consume, chunk)
+                batch.append(chunk)
+                batched += len(chunk)
+                if batched >= WRITE_BATCH or len(batch) >= MAX_PIECES:  # ~1 MiB at a time, not copied
+                    if pending is not None:
+                        await pending
+                    pending = loop.run_in_executor(None, sink.consume, batch)
+                    batch, batched = [], 0
             if pending is not None:
                 await pending
                 pending = None
+            if batch:
+                await loop.run_in_executor(None, sink.consume, batch)
             if content_length is not None and sink.size != content_length:
                 raise BadRequest(f"Body ended after {sink.size} of {content_length} bytes")
             adler = sink.adler

@@ -6,6 +6,7 @@ single transaction, so a crash leaves either the old or the new state, never a m
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 import uuid
@@ -168,6 +169,29 @@ class NamespaceDB:
             f"SELECT {_COLUMNS} FROM inode WHERE parent=? AND name=?", (parent_id, name)
         ).fetchone()
         return Inode(*row) if row else None
+
+    def resolve(self, parts: list[str]) -> list[Inode]:
+        """The inodes along ``parts`` from the root, as far as the path exists, in ONE query.
+
+        A recursive CTE walks (parent, name) pairs inside SQLite, so a deep path costs one round
+        trip instead of one per component.
+        """
+        if not parts:
+            root = self.get(ROOT_ID)
+            return [root] if root else []
+        rows = self._conn.execute(
+            f"""WITH RECURSIVE parts(idx, name) AS (SELECT key, value FROM json_each(?)),
+                walk(idx, id) AS (
+                    SELECT -1, ?
+                    UNION ALL
+                    SELECT parts.idx, inode.id FROM walk
+                    JOIN parts ON parts.idx = walk.idx + 1
+                    JOIN inode ON inode.parent = walk.id AND inode.name = parts.name)
+                SELECT {", ".join("inode." + c.strip() for c in _COLUMNS.split(","))}
+                FROM walk JOIN inode ON inode.id = walk.id ORDER BY walk.idx""",
+            (json.dumps(parts), ROOT_ID),
+        ).fetchall()
+        return [Inode(*r) for r in rows]
 
     def children(self, parent_id: str, offset: int = 0, limit: int = -1) -> list[Inode]:
         rows = self._conn.execute(

@@ -74,6 +74,9 @@ SERVER_START_TIMEOUT = 60.0
 BENCH_USER = "bench"
 DEFAULT_NGINX_BODY_BUFFER = "1m"
 OURS, NGINX = "ours", "nginx"
+KEEPALIVE = "keep-alive"  # rows measured over one reused connection
+KEEPALIVE_OPS = (f"PUT {KEEPALIVE}", f"GET {KEEPALIVE}")
+KEEPALIVE_MAX_SIZE = 64 * MIB  # above this, connection set-up is noise
 
 
 class RowError(RuntimeError):
@@ -309,6 +312,52 @@ def run_curl(server: Server, extra: Sequence[str], url: str, timeout: float) -> 
     return CurlResult(int(fields[0]), float(fields[1]), int(float(fields[2])), int(float(fields[3])))
 
 
+def run_curl_reused(server: Server, per_transfer: Sequence[Sequence[str]], timeout: float) -> list[CurlResult]:
+    """Several transfers in ONE curl process, which keeps the connection open between them.
+
+    Real clients (rclone, requests sessions, FTS, the Airflow hook) reuse connections; this
+    measures the data path without the per-connection set-up that a new curl process pays.
+    """
+    common = ["-sS", "--noproxy", "*", "--connect-timeout", "5", "--max-time", f"{timeout:.0f}", "-o", "/dev/null",
+              "-w", "%{http_code} %{time_total} %{size_download} %{size_upload} %{num_connects}\\n"]
+    if server.auth is not None:
+        common += ["-u", f"{server.auth[0]}:{server.auth[1]}"]
+    argv = ["curl"]
+    for i, transfer in enumerate(per_transfer):  # --next resets options, so each transfer gets all of them
+        argv += (["--next"] if i else []) + common + list(transfer)
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout + 10, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired as exc:
+        raise RowError(f"{server.name}: curl did not finish within {timeout + 10:.0f}s") from exc
+    lines = [ln.split() for ln in done.stdout.splitlines() if ln.strip()]
+    if done.returncode != 0 or len(lines) != len(per_transfer) or any(len(f) != 5 for f in lines):
+        raise RowError(f"{server.name}: curl exit {done.returncode} (output {done.stdout[-300:]!r}) "
+                       f"{done.stderr.strip()}\n{server.log_tail(10)}".strip())
+    if any(int(f[4]) != 0 for f in lines[1:]):
+        raise RowError(f"{server.name}: the connection was not reused (num_connects {[f[4] for f in lines]})")
+    return [CurlResult(int(f[0]), float(f[1]), int(float(f[2])), int(float(f[3]))) for f in lines]
+
+
+def reused_transfers(server: Server, op: str, src: Path, remote: str, size: int, count: int) -> list[float]:
+    """``count`` timed PUTs (to new names) or GETs over one connection, after one untimed warm-up."""
+    if op == "PUT":
+        names = [f"{remote}.ka{i}" for i in range(count + 1)]
+        for name in names:
+            delete(server, name)
+        os.sync()
+        transfers = [["-T", str(src), "-H", "Expect:", server.url(n)] for n in names]
+        expected: tuple[int, ...] = (201, 204)
+    else:
+        transfers = [[server.url(remote)] for _ in range(count + 1)]
+        expected = (200,)
+    results = run_curl_reused(server, transfers, curl_timeout(size) * (count + 1))
+    for r in results:
+        moved = r.size_upload if op == "PUT" else r.size_download
+        if r.status not in expected or moved != size:
+            raise RowError(f"{server.name}: keep-alive {op} returned HTTP {r.status}, {moved} of {size} bytes")
+    return [r.seconds for r in results[1:]]
+
+
 def mkcol(server: Server, path: str) -> None:
     """Create the collection the files go into (405 means it already exists)."""
     result = run_curl(server, ["-X", "MKCOL"], server.url(path), timeout=30)
@@ -426,7 +475,7 @@ class Row:
 
     @property
     def ratio_target(self) -> float:
-        return GET_TARGET if self.op == "GET" else PUT_TARGET
+        return GET_TARGET if self.op.startswith("GET") else PUT_TARGET
 
     @property
     def ratio_pass(self) -> bool | None:
@@ -476,6 +525,16 @@ def measure_row(op: str, size: int, repeat: int, servers: Sequence[Server], src:
     remote = f"bench/{format_size(size)}.bin"
     if op == "PUT":
         row.durable_seconds = [durable_write(src, src.with_suffix(".durable")) for _ in range(min(repeat, 5))]
+    if op in KEEPALIVE_OPS:
+        with contextlib.ExitStack() as stack:
+            samplers = {s.name: stack.enter_context(RssSampler(s.proc.pid)) for s in servers}
+            try:
+                for server in servers:
+                    row.seconds[server.name] = reused_transfers(server, op.split()[0], src, remote, size, repeat)
+            except RowError as exc:
+                row.error = str(exc)
+        row.rss = {name: sampler.stats for name, sampler in samplers.items()}
+        return row
     with contextlib.ExitStack() as stack:
         samplers = {s.name: stack.enter_context(RssSampler(s.proc.pid)) for s in servers}
         try:
@@ -626,7 +685,8 @@ def run(args: argparse.Namespace, tmp: Path) -> tuple[list[Row], dict[str, Any]]
             src = tmp / f"src-{format_size(size)}.bin"
             print(f"... generating {format_size(size)} of random data", file=sys.stderr, flush=True)
             make_file(src, size)
-            for op in ops:
+            row_ops = ops + ([f"{op} {KEEPALIVE}" for op in ops] if size <= KEEPALIVE_MAX_SIZE else [])
+            for op in row_ops:
                 print(f"... {op} {format_size(size)} x{repeat}", file=sys.stderr, flush=True)
                 started = time.monotonic()
                 row = measure_row(op, size, repeat, servers, src)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -38,6 +39,8 @@ from airflow_dcache.server.storage.macaroon_secrets import MacaroonSecretStore
 from airflow_dcache.server.storage.namespace_db import NamespaceDB
 from airflow_dcache.server.storage.pool import Pool
 from airflow_dcache.server.storage.users import User
+
+IO_THREADS = 64
 
 # aiohttp's header limits (8190 bytes a line/field) already answer oversized headers with 400.
 _HANDLER_ARGS = {"max_line_size": 8190, "max_field_size": 8190, "read_bufsize": 4 << 20}
@@ -189,6 +192,9 @@ def provision_homes(services: Services, users: dict[str, User]) -> None:
 
 async def run_until_stopped(config: ServerConfig, users: dict[str, User], stop: asyncio.Event,
                             on_ready: Callable[[dict[str, str]], None]) -> None:
+    # Uploads fsync in worker threads; a disk absorbs many concurrent fsyncs (journal commits are
+    # shared), so allow far more threads than cores: they spend their time waiting, not computing.
+    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(IO_THREADS, thread_name_prefix="io"))
     services = build_services(config)
     start_billing(config, services)
     provision_homes(services, users)

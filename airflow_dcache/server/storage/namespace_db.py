@@ -6,7 +6,6 @@ single transaction, so a crash leaves either the old or the new state, never a m
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import time
 import uuid
@@ -63,6 +62,7 @@ CREATE TABLE IF NOT EXISTS label (
 
 _COLUMNS = ("id, parent, name, type, size, mode, uid, gid, crtime, ctime, mtime, atime, adler32, md5, "
             "on_disk, on_tape, disk_sticky, qos_target")
+_DIR_CACHE_SIZE = 100_000
 _PLACEHOLDERS = ",".join("?" * len(_COLUMNS.split(",")))
 
 
@@ -125,6 +125,7 @@ class NamespaceDB:
 
     def __init__(self, path: Path) -> None:
         self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._dir_cache: dict[tuple[str | None, str], Inode] = {}
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.execute("PRAGMA foreign_keys=ON")
@@ -171,27 +172,44 @@ class NamespaceDB:
         return Inode(*row) if row else None
 
     def resolve(self, parts: list[str]) -> list[Inode]:
-        """The inodes along ``parts`` from the root, as far as the path exists, in ONE query.
+        """The inodes along ``parts`` from the root, as far as the path exists.
 
-        A recursive CTE walks (parent, name) pairs inside SQLite, so a deep path costs one round
-        trip instead of one per component.
+        Ancestors come from an in-memory cache of directories (only their type, mode and owner
+        matter for traversal, and every change to those goes through this class, which evicts
+        the entry); the last component is always read fresh from the database.
         """
-        if not parts:
+        root = self.get(ROOT_ID) if not parts else self._dir_cache.get((None, ""))
+        if root is None:
             root = self.get(ROOT_ID)
-            return [root] if root else []
-        rows = self._conn.execute(
-            f"""WITH RECURSIVE parts(idx, name) AS (SELECT key, value FROM json_each(?)),
-                walk(idx, id) AS (
-                    SELECT -1, ?
-                    UNION ALL
-                    SELECT parts.idx, inode.id FROM walk
-                    JOIN parts ON parts.idx = walk.idx + 1
-                    JOIN inode ON inode.parent = walk.id AND inode.name = parts.name)
-                SELECT {", ".join("inode." + c.strip() for c in _COLUMNS.split(","))}
-                FROM walk JOIN inode ON inode.id = walk.id ORDER BY walk.idx""",
-            (json.dumps(parts), ROOT_ID),
-        ).fetchall()
-        return [Inode(*r) for r in rows]
+            assert root is not None
+            self._dir_cache[(None, "")] = root
+        chain = [root]
+        for i, name in enumerate(parts):
+            parent = chain[-1]
+            if not parent.is_dir:
+                break
+            last = i == len(parts) - 1
+            node = self.child(parent.id, name) if last else self._cached_dir(parent.id, name)
+            if node is None:
+                break
+            chain.append(node)
+        return chain
+
+    def _cached_dir(self, parent_id: str, name: str) -> Inode | None:
+        key = (parent_id, name)
+        node = self._dir_cache.get(key)
+        if node is None:
+            node = self.child(parent_id, name)
+            if node is not None and node.is_dir:
+                if len(self._dir_cache) >= _DIR_CACHE_SIZE:
+                    self._dir_cache.clear()
+                self._dir_cache[key] = node
+        return node
+
+    def _evict(self, inode_id: str) -> None:
+        """Forget a directory whose name, place, mode or owner changes (or that is removed)."""
+        for key in [k for k, v in self._dir_cache.items() if v.id == inode_id]:
+            del self._dir_cache[key]
 
     def children(self, parent_id: str, offset: int = 0, limit: int = -1) -> list[Inode]:
         rows = self._conn.execute(
@@ -240,12 +258,14 @@ class NamespaceDB:
         return node
 
     def delete(self, inode_id: str) -> None:
+        self._evict(inode_id)
         node = self.get(inode_id)
         self._conn.execute("DELETE FROM inode WHERE id=?", (inode_id,))
         if node is not None and node.parent is not None:
             self._touch_dir(node.parent, now_ms())
 
     def rename(self, inode_id: str, new_parent: str, new_name: str) -> None:
+        self._evict(inode_id)
         old = self.get(inode_id)
         t = now_ms()
         self._conn.execute(
@@ -256,9 +276,11 @@ class NamespaceDB:
             self._touch_dir(old.parent, t)
 
     def set_mode(self, inode_id: str, mode: int) -> None:
+        self._evict(inode_id)
         self._conn.execute("UPDATE inode SET mode=?, ctime=? WHERE id=?", (mode, now_ms(), inode_id))
 
     def set_group(self, inode_id: str, gid: int) -> None:
+        self._evict(inode_id)
         self._conn.execute("UPDATE inode SET gid=?, ctime=? WHERE id=?", (gid, now_ms(), inode_id))
 
     def set_xattrs(self, inode_id: str, attrs: dict[str, str]) -> None:

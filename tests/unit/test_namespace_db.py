@@ -1,0 +1,39 @@
+"""Pure storage logic of the namespace (no HTTP): path resolution and its query plan."""
+
+from __future__ import annotations
+
+from airflow_dcache.server.storage.namespace_db import DIR, REGULAR, ROOT_ID, NamespaceDB
+
+
+def test_resolve_returns_the_chain_as_far_as_it_exists(tmp_path):
+    db = NamespaceDB(tmp_path / "ns.db")
+    a = db.insert(ROOT_ID, "a", DIR, mode=0o755, uid=0, gid=0)
+    b = db.insert(a.id, "b", DIR, mode=0o755, uid=0, gid=0)
+    f = db.insert(b.id, "f", REGULAR, mode=0o644, uid=0, gid=0)
+    for i in range(50):  # siblings with similar names must not confuse the walk
+        db.insert(b.id, f"f{i}", REGULAR, mode=0o644, uid=0, gid=0)
+    assert [n.id for n in db.resolve(["a", "b", "f"])] == [ROOT_ID, a.id, b.id, f.id]
+    assert [n.id for n in db.resolve(["a", "x", "f"])] == [ROOT_ID, a.id]
+    assert [n.id for n in db.resolve([])] == [ROOT_ID]
+    assert [n.id for n in db.resolve(["a", "b", "f", "deeper"])] == [ROOT_ID, a.id, b.id, f.id]
+
+
+def test_directory_cache_follows_changes(tmp_path):
+    """Traversal uses cached directories; every change to one must be visible at once."""
+    db = NamespaceDB(tmp_path / "ns.db")
+    a = db.insert(ROOT_ID, "a", DIR, mode=0o755, uid=0, gid=0)
+    b = db.insert(a.id, "b", DIR, mode=0o755, uid=0, gid=0)
+    db.insert(b.id, "f", REGULAR, mode=0o644, uid=0, gid=0)
+    assert db.resolve(["a", "b", "f"])[1].mode == 0o755  # now cached
+    db.set_mode(a.id, 0o700)
+    assert db.resolve(["a", "b", "f"])[1].mode == 0o700
+    db.set_group(a.id, 42)
+    assert db.resolve(["a", "b", "f"])[1].gid == 42
+    db.rename(a.id, ROOT_ID, "renamed")
+    assert len(db.resolve(["a", "b", "f"])) == 1
+    assert len(db.resolve(["renamed", "b", "f"])) == 4
+    db.delete(db.resolve(["renamed", "b", "f"])[3].id)
+    db.delete(b.id)
+    again = db.insert(db.resolve(["renamed"])[1].id, "b", REGULAR, mode=0o644, uid=0, gid=0)
+    chain = db.resolve(["renamed", "b", "f"])
+    assert [n.id for n in chain] == [ROOT_ID, chain[1].id, again.id]  # a file now: the walk stops there

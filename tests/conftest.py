@@ -60,13 +60,15 @@ class DCacheServer:
 
 
 def start_server(base: Path, *extra: str, tls: tuple[Path, Path] | None = None,
-                 ca_pem: str | None = None) -> DCacheServer:
+                 ca_pem: str | None = None, user_fields: dict[str, dict[str, object]] | None = None) -> DCacheServer:
     base.mkdir(parents=True, exist_ok=True)
     passwords = {str(u["username"]): secrets.token_urlsafe(12) for u in USERS}
     users_file = base / "users.json"
     # Few PBKDF2 rounds keep start-up and first logins fast; the format is the production one.
     write_users(users_file, [
-        dict(u, password_hash=hash_password(passwords[str(u["username"])], iterations=1000)) for u in USERS
+        dict(u, password_hash=hash_password(passwords[str(u["username"])], iterations=1000),
+             **(user_fields or {}).get(str(u["username"]), {}))
+        for u in USERS
     ])
     cmd = [sys.executable, "-m", "airflow_dcache.cli", "server", "--data-dir", str(base / "data"),
            "--users", str(users_file), "--webdav-port", "0", "--frontend-port", "0", *extra]
@@ -95,6 +97,14 @@ def dcache_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DCacheSe
     server.stop()
 
 
+def openssl_dn(cert_pem: bytes) -> str:
+    """A certificate's subject in OpenSSL's one-line form (/O=…/CN=…), as users files hold it."""
+    from cryptography import x509
+
+    subject = x509.load_pem_x509_certificate(cert_pem).subject
+    return "".join("/" + attr.rfc4514_string() for rdn in subject.rdns for attr in rdn)
+
+
 @pytest.fixture(scope="session")
 def dcache_tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DCacheServer]:
     """HTTPS with a CA generated for the test run; ``ca_pem`` is the CA file for clients."""
@@ -107,7 +117,19 @@ def dcache_tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DCac
     cert.private_key_and_cert_chain_pem.write_to_path(str(cert_file))
     cert.private_key_pem.write_to_path(str(key_file))
     ca.cert_pem.write_to_path(str(ca_file))
-    server = start_server(base, tls=(cert_file, key_file), ca_pem=str(ca_file))
+    # alice also holds an X.509 client certificate from the same CA, mapped by its subject DN.
+    client = ca.issue_cert("alice@example.org", common_name="alice")
+    client_pem = base / "alice-client.pem"
+    client.private_key_and_cert_chain_pem.write_to_path(str(client_pem))
+    dn = openssl_dn(client.cert_chain_pems[0].bytes())
+    server = start_server(base, "--tls-client-ca", str(ca_file), tls=(cert_file, key_file), ca_pem=str(ca_file),
+                          user_fields={"alice": {"dn": dn}})
+    server.info["alice_client_pem"] = str(client_pem)
+    stranger = ca.issue_cert("stranger@example.org", common_name="stranger")  # trusted CA, no user maps to it
+    stranger_pem = base / "stranger-client.pem"
+    stranger.private_key_and_cert_chain_pem.write_to_path(str(stranger_pem))
+    server.info["unmapped_client_pem"] = str(stranger_pem)
+    server.info["alice_dn"] = dn
     yield server
     server.stop()
 

@@ -138,6 +138,9 @@ def ssl_context(config: ServerConfig) -> ssl.SSLContext | None:
         return None
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.load_cert_chain(config.tls_cert, config.tls_key)
+    if config.tls_client_ca is not None:  # like dCache's accept-client-cert: asked for, not required
+        ctx.load_verify_locations(config.tls_client_ca)
+        ctx.verify_mode = ssl.CERT_OPTIONAL
     return ctx
 
 

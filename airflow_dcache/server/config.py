@@ -16,6 +16,7 @@ class ServerConfig:
     site: str = "main"
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    tls_client_ca: Path | None = None
     allow_insecure_macaroons: bool = False
     allow_overwrite: bool = True
     max_upload: int | None = None

@@ -34,6 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--site", default="main", help="site name of this instance's pools")
     parser.add_argument("--tls-cert", type=Path, help="PEM certificate (chain) for HTTPS")
     parser.add_argument("--tls-key", type=Path, help="PEM private key for HTTPS")
+    parser.add_argument("--tls-client-ca", type=Path,
+                        help="accept X.509 client certificates issued by these CAs (users map by 'dn')")
     parser.add_argument(
         "--allow-insecure-macaroons", action="store_true",
         help="DEVELOPMENT ONLY: mint and accept macaroons over plain HTTP (dCache refuses this; "
@@ -109,6 +111,8 @@ def _kafka_options(args: argparse.Namespace) -> dict[str, Any]:
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
     if (args.tls_cert is None) != (args.tls_key is None):
         raise SystemExit("error: --tls-cert and --tls-key go together")
+    if args.tls_client_ca is not None and args.tls_cert is None:
+        raise SystemExit("error: --tls-client-ca needs --tls-cert and --tls-key")
     for name in ("webdav_port", "frontend_port", "pool_port"):
         if not 0 <= getattr(args, name) <= 65535:
             raise SystemExit(f"error: --{name.replace('_', '-')} must be between 0 and 65535")
@@ -125,7 +129,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         **kafka,
         data_dir=args.data_dir.resolve(), host=args.host, webdav_port=args.webdav_port,
         frontend_port=args.frontend_port, users_file=args.users, site=args.site, tls_cert=args.tls_cert,
-        tls_key=args.tls_key, allow_insecure_macaroons=args.allow_insecure_macaroons,
+        tls_key=args.tls_key, tls_client_ca=args.tls_client_ca, allow_insecure_macaroons=args.allow_insecure_macaroons,
         allow_overwrite=not args.no_overwrite, max_upload=args.max_upload,
         tpc_marker_period=args.tpc_marker_period, tpc_allow_hosts=allow_hosts,
         tpc_ca_bundle=args.tpc_ca_bundle, tpc_connect_timeout=args.tpc_connect_timeout,

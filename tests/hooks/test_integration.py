@@ -501,3 +501,17 @@ def test_tls_verify_false(run: Run, set_conn: Conn, dcache_tls_server: Any) -> N
         )
     )
     assert run(conn_id, "whoami").username == "alice"
+
+
+def test_x509_client_certificate_against_the_server(run: Run, set_conn: Conn, dcache_tls_server: Any,
+                                                     source: Path) -> None:
+    """auth_type x509 logs in with a real client certificate mapped to alice by its DN."""
+    conn_id = set_conn(host=dcache_tls_server.webdav, extra={
+        "frontend_url": dcache_tls_server.frontend, "auth_type": "x509", "ca_bundle": dcache_tls_server.ca_pem,
+        "client_cert": dcache_tls_server.info["alice_client_pem"]})
+    ok, message = run(conn_id, "test_connection")
+    assert ok, message
+    assert run(conn_id, "whoami").username == "alice"
+    path = f"/home/alice/x509-{uuid.uuid4().hex[:8]}.bin"
+    run(conn_id, "upload", source, path)
+    assert run(conn_id, "exists", path)

@@ -217,3 +217,33 @@ def test_data_survives_restart(start_dcache):
     server.restart()
     r = requests.get(f"{server.webdav}/home/alice/persist.bin", auth=server.auth("alice"))
     assert r.status_code == 200 and r.content == data
+
+
+def test_x509_client_certificate_login(dcache_tls_server):
+    s = dcache_tls_server
+    cert = s.info["alice_client_pem"]
+    doc = requests.get(f"{s.api}/user", cert=cert, verify=s.ca_pem).json()
+    assert doc["status"] == "AUTHENTICATED" and doc["username"] == "alice"
+    r = requests.put(f"{s.webdav}/home/alice/by-cert.txt", data=b"x509", cert=cert, verify=s.ca_pem)
+    assert r.status_code in (201, 204)
+    # an Authorization header wins over the certificate, as in dCache
+    doc = requests.get(f"{s.api}/user", cert=cert, verify=s.ca_pem, auth=s.auth("bob")).json()
+    assert doc["username"] == "bob"
+    assert requests.get(f"{s.api}/user", verify=s.ca_pem).json() == {"status": "ANONYMOUS"}
+
+
+def test_unmapped_client_certificate_is_401(dcache_tls_server):
+    s = dcache_tls_server
+    r = requests.get(f"{s.api}/namespace/home/alice", cert=s.info["unmapped_client_pem"], verify=s.ca_pem)
+    assert r.status_code == 401 and "not mapped" in r.json()["detail"]
+
+
+def test_certificate_from_untrusted_ca_is_refused(dcache_tls_server, tmp_path):
+    import trustme
+
+    other = trustme.CA().issue_cert("mallory@example.org", common_name="mallory")
+    pem = tmp_path / "mallory.pem"
+    other.private_key_and_cert_chain_pem.write_to_path(str(pem))
+    s = dcache_tls_server
+    with pytest.raises((requests.exceptions.SSLError, requests.exceptions.ConnectionError)):
+        requests.get(f"{s.api}/user", cert=str(pem), verify=s.ca_pem)

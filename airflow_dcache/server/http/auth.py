@@ -11,7 +11,7 @@ import base64
 import binascii
 import hashlib
 from collections import OrderedDict
-from typing import Protocol
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -26,6 +26,19 @@ class MacaroonLogin(Protocol):
     def login(self, token: str, client_ip: str) -> Login: ...
 
 
+def subject_dn(cert: dict[str, Any]) -> str:
+    """The certificate subject in OpenSSL's one-line form, as grid sites write DNs."""
+    parts = []
+    for rdn in cert.get("subject", ()):
+        for key, value in rdn:
+            parts.append(f"/{_DN_KEYS.get(key, key)}={value}")
+    return "".join(parts)
+
+
+_DN_KEYS = {"countryName": "C", "stateOrProvinceName": "ST", "localityName": "L", "organizationName": "O",
+            "organizationalUnitName": "OU", "commonName": "CN", "domainComponent": "DC", "emailAddress": "emailAddress"}
+
+
 def login_for_user(user: User) -> Login:
     return Login(uid=user.uid, gids=user.gids, username=user.username, home=user.home, root=user.root,
                  admin=user.admin)
@@ -35,6 +48,7 @@ class Authenticator:
     def __init__(self, users: dict[str, User], macaroons: MacaroonLogin, *, looks_like_macaroon,
                  tls: bool, allow_insecure_macaroons: bool) -> None:
         self.users = users
+        self.users_by_dn = {u.dn: u for u in users.values() if u.dn}
         self.macaroons = macaroons
         self.looks_like_macaroon = looks_like_macaroon
         self.tls = tls
@@ -54,7 +68,7 @@ class Authenticator:
                 raise NotAuthenticated("not allowed to send pre-authorized URL unencrypted")
             return self._bearer(authz[0], request)
         if not header:
-            return ANONYMOUS
+            return self._certificate(request)
         scheme, _, value = header[0].strip().partition(" ")
         scheme = scheme.lower()
         if scheme == "basic":
@@ -64,6 +78,18 @@ class Authenticator:
                 raise NotAuthenticated("not allowed to send bearer token unencrypted")
             return self._bearer(value.strip(), request)
         raise NotAuthenticated(f"Unsupported authorization scheme: {scheme[:32]}")
+
+    def _certificate(self, request: web.Request) -> Login:
+        """A verified client certificate, used (as in dCache) only when no other credential came."""
+        transport = request.transport
+        cert = transport.get_extra_info("peercert") if transport is not None else None
+        if not cert:
+            return ANONYMOUS
+        dn = subject_dn(cert)
+        user = self.users_by_dn.get(dn)
+        if user is None:
+            raise NotAuthenticated(f"Certificate subject is not mapped to a user: {dn}")
+        return login_for_user(user)
 
     def _bearer(self, token: str, request: web.Request) -> Login:
         if not token:

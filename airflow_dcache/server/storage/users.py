@@ -33,6 +33,7 @@ class User:
     home: str = "/"
     root: str = "/"
     roles: tuple[str, ...] = field(default=())
+    dn: str | None = None  # X.509 subject, OpenSSL one-line form: /O=Example/CN=alice
 
     @property
     def admin(self) -> bool:
@@ -64,7 +65,7 @@ def _parse_user(index: int, raw: Any) -> User:
     where = f"users[{index}]"
     if not isinstance(raw, dict):
         raise UsersFileError(f"{where}: must be an object")
-    unknown = set(raw) - {"username", "password_hash", "uid", "gids", "home", "root", "roles"}
+    unknown = set(raw) - {"username", "password_hash", "uid", "gids", "home", "root", "roles", "dn"}
     if unknown:
         raise UsersFileError(f"{where}: unknown keys {sorted(unknown)}")
     name = raw.get("username")
@@ -88,7 +89,10 @@ def _parse_user(index: int, raw: Any) -> User:
     roles = raw.get("roles", [])
     if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
         raise UsersFileError(f"{where}.roles: a list of strings is required")
-    return User(name, pw, uid, tuple(gids), paths["home"], paths["root"], tuple(roles))
+    dn = raw.get("dn")
+    if dn is not None and (not isinstance(dn, str) or not dn.startswith("/") or "=" not in dn):
+        raise UsersFileError(f"{where}.dn: an X.509 subject in one-line form is required, e.g. /O=Example/CN=alice")
+    return User(name, pw, uid, tuple(gids), paths["home"], paths["root"], tuple(roles), dn)
 
 
 def load_users(path: Path) -> dict[str, User]:

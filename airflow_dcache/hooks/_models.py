@@ -296,3 +296,65 @@ class TransferResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class StorageEvent:
+    """One event of a storage-events channel (§4.4).
+
+    ``type`` is the SSE event name (``inotify``, ``metronome`` or ``SYSTEM``); ``id`` is the per-channel
+    counter to pass back as ``last_event_id`` when reconnecting, and ``None`` for ``SYSTEM`` events, which
+    dCache never replays. ``data`` is the parsed JSON: for inotify and metronome the envelope
+    ``{"event": …, "subscription": url}``, for ``SYSTEM`` ``{"type": …[, "subscription": url]}``.
+    """
+
+    type: str
+    id: str | None
+    data: Any
+
+    @property
+    def is_system(self) -> bool:
+        return self.type == "SYSTEM"
+
+    @property
+    def payload(self) -> Any:
+        """The type's own payload: an object for inotify, a string for metronome (``None`` for SYSTEM)."""
+        return self.data.get("event") if isinstance(self.data, dict) and not self.is_system else None
+
+    @property
+    def subscription(self) -> str | None:
+        """The subscription URL that fired (or that a ``SYSTEM`` event is about); compare it whole."""
+        value = self.data.get("subscription") if isinstance(self.data, dict) else None
+        return str(value) if value is not None else None
+
+    @property
+    def system_type(self) -> str | None:
+        """``NEW_SUBSCRIPTION``, ``SUBSCRIPTION_CLOSED``, ``EVENT_LOSS``, ``COMPETING_CLIENT``, ``SHUTDOWN``."""
+        if not self.is_system or not isinstance(self.data, dict):
+            return None
+        value = self.data.get("type")
+        return str(value) if value is not None else None
+
+    def _inotify(self) -> dict[str, Any]:
+        payload = self.payload if self.type == "inotify" else None
+        return payload if isinstance(payload, dict) else {}
+
+    @property
+    def name(self) -> str | None:
+        """inotify: the child's file name; ``None`` for events about the watched object itself."""
+        value = self._inotify().get("name")
+        return str(value) if value is not None else None
+
+    @property
+    def mask(self) -> list[str]:
+        """inotify: the event flag, plus ``IN_ISDIR`` for directories; empty for other types."""
+        return [str(m) for m in _list(self._inotify().get("mask"))]
+
+    @property
+    def cookie(self) -> str | None:
+        """inotify: the same value on both halves (``IN_MOVED_FROM``/``IN_MOVED_TO``) of one rename."""
+        value = self._inotify().get("cookie")
+        return str(value) if value is not None else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.type, "id": self.id, "data": self.data}

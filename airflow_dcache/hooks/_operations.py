@@ -11,10 +11,10 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Generator, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, urljoin, urlsplit
 
 from airflow_dcache.exceptions import AlreadyExists, Conflict, NotFound, UnexpectedResponse
 from airflow_dcache.hooks import _caveats, _checksums
@@ -38,6 +38,7 @@ from airflow_dcache.hooks._protocol import (
     namespace_url,
     normalize_path,
     parse_json,
+    same_origin,
 )
 from airflow_dcache.hooks._settings import ConnectionSettings
 
@@ -55,6 +56,8 @@ class Call:
     # Statuses that mean "already exists" for this call (MKCOL 405, MOVE 412); mapped to AlreadyExists.
     exists_statuses: tuple[int, ...] = ()
     follow_redirects: bool = False
+    # Non-2xx statuses handed back as replies instead of errors (never followed), e.g. subscribe's 303.
+    ok_statuses: tuple[int, ...] = ()
 
     @classmethod
     def json(cls, method: str, url: str, payload: Any) -> Call:
@@ -531,3 +534,185 @@ def ensure_not_exists(s: ConnectionSettings, path: str) -> Operation[None]:
     """Pre-check for uploads with ``overwrite=False``; dCache has no conditional PUT we can rely on."""
     if (yield from exists(s, path)):
         raise AlreadyExists(f"{normalize_path(path)} already exists", method="PUT", url=door_url(s, path))
+
+
+# ---------------------------------------------------------------------------------- storage events
+
+INOTIFY_FLAGS = frozenset(
+    {
+        "IN_ACCESS",
+        "IN_ATTRIB",
+        "IN_CLOSE_WRITE",
+        "IN_CLOSE_NOWRITE",
+        "IN_CREATE",
+        "IN_DELETE",
+        "IN_DELETE_SELF",
+        "IN_MODIFY",
+        "IN_MOVE_SELF",
+        "IN_MOVED_FROM",
+        "IN_MOVED_TO",
+        "IN_OPEN",
+        "IN_ALL_EVENTS",
+        "IN_CLOSE",
+        "IN_MOVE",
+        "IN_MASK_ADD",
+        "IN_ONESHOT",
+        "IN_ONLYDIR",
+    }
+)
+_JSON = {"Accept": "application/json"}
+
+
+def events_url(s: ConnectionSettings, url: str, what: str = "channel") -> str:
+    """A channel or subscription URL the server handed out, checked before credentials go to it.
+
+    The URL is used exactly as given (dCache's ids may contain ``+`` or ``/``, so it is never rebuilt);
+    it must only point at this connection's own frontend events API.
+    """
+    text = url.strip() if isinstance(url, str) else ""
+    base = api_url(s, "events/channels/")
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not same_origin(text, base):
+        raise ValueError(f"not a {what} URL of this connection's frontend: {mask_url(text)!r}")
+    if not parts.path.startswith(urlsplit(base).path) or len(parts.path) <= len(urlsplit(base).path):
+        raise ValueError(f"not a {what} URL of this connection's frontend: {mask_url(text)!r}")
+    return text
+
+
+def _location(info: ResponseInfo, call: Call, what: str) -> str:
+    location = _header(info, "location")
+    if not location:
+        raise UnexpectedResponse(f"{what} has no Location header", status=info.status, method=call.method, url=call.url)
+    return urljoin(call.url, location.strip())  # absolute Locations come back unchanged
+
+
+def _string_list(data: Any, call: Call, what: str) -> list[str]:
+    if not isinstance(data, list):
+        raise UnexpectedResponse(f"{what} is not a list", method=call.method, url=call.url)
+    return [str(x) for x in data]
+
+
+def create_channel(s: ConnectionSettings, client_id: str | None = None) -> Operation[str]:
+    """``POST /events/channels`` (201); the channel URL is the ``Location`` header, returned as given."""
+    url = api_url(s, "events/channels")
+    if client_id is None:
+        call = Call("POST", url, dict(_JSON))
+    else:
+        call = Call.json("POST", url, {"client-id": str(client_id)})
+    info = yield call
+    return _location(info, call, "new channel")
+
+
+def list_channels(s: ConnectionSettings, client_id: str | None = None) -> Operation[list[str]]:
+    """Channel URLs of the caller; ``client_id=""`` lists only channels created without one."""
+    call = Call("GET", api_url(s, "events/channels", {"client-id": client_id}), dict(_JSON))
+    return _string_list(_json((yield call), call), call, "channel list")
+
+
+def channel_timeout(s: ConnectionSettings, channel_url: str) -> Operation[int]:
+    """Seconds the channel survives without a connected client before it is garbage-collected."""
+    call = Call("GET", events_url(s, channel_url), dict(_JSON))
+    data = _json((yield call), call)
+    if not isinstance(data, dict) or not isinstance(data.get("timeout"), int):
+        raise UnexpectedResponse("channel reply has no timeout", method="GET", url=call.url)
+    return int(data["timeout"])
+
+
+def set_channel_timeout(s: ConnectionSettings, channel_url: str, seconds: int) -> Operation[None]:
+    if isinstance(seconds, bool) or not isinstance(seconds, int) or seconds < 1:
+        raise ValueError("the channel timeout must be a whole number of seconds >= 1")
+    yield Call.json("PATCH", events_url(s, channel_url), {"timeout": seconds})
+
+
+def delete_channel(s: ConnectionSettings, channel_url: str) -> Operation[None]:
+    yield Call("DELETE", events_url(s, channel_url))
+
+
+def _subscribe(s: ConnectionSettings, channel_url: str, kind: str, selector: dict[str, Any]) -> Operation[str]:
+    """201 (new) or 303 (merged into an existing watch): either way the URL is ``Location``, not followed."""
+    url = events_url(s, channel_url).rstrip("/") + "/subscriptions/" + kind
+    call = replace(Call.json("POST", url, selector), ok_statuses=(303,))
+    info = yield call
+    return _location(info, call, "subscription")
+
+
+def inotify_flags(flags: Iterable[str]) -> list[str]:
+    """Upper-case flag names, ``IN_`` added when missing; unknown or unsupported ones raise ``ValueError``."""
+    result = []
+    for flag in [flags] if isinstance(flags, str) else flags:
+        name = str(flag).strip().upper()
+        name = name if name.startswith("IN_") else "IN_" + name
+        if name not in INOTIFY_FLAGS:
+            raise ValueError(f"unknown inotify flag {flag!r}; allowed: {sorted(INOTIFY_FLAGS)}")
+        result.append(name)
+    return list(dict.fromkeys(result))
+
+
+def subscribe_inotify(
+    s: ConnectionSettings, channel_url: str, path: str, flags: Iterable[str] | None = None
+) -> Operation[str]:
+    """Watch ``path`` (not recursive); no ``flags`` means every event."""
+    selector: dict[str, Any] = {"path": normalize_path(path)}
+    if flags is not None:
+        selector["flags"] = inotify_flags(flags)
+    return (yield from _subscribe(s, channel_url, "inotify", selector))
+
+
+def subscribe_metronome(
+    s: ConnectionSettings,
+    channel_url: str,
+    *,
+    delay: float | None = None,
+    frequency: float | None = None,
+    message: str | None = None,
+    count: int | None = None,
+) -> Operation[str]:
+    """dCache's test source: ``message`` every ``delay`` seconds (or at ``frequency`` Hz), ``count`` times."""
+    if (delay is None) == (frequency is None):
+        raise ValueError("give exactly one of delay or frequency")
+    selector: dict[str, Any] = {"delay": delay} if delay is not None else {"frequency": frequency}
+    if message is not None:
+        selector["message"] = str(message)
+    if count is not None:
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise ValueError("count must be a non-negative integer")
+        selector["count"] = count
+    return (yield from _subscribe(s, channel_url, "metronome", selector))
+
+
+def list_subscriptions(s: ConnectionSettings, channel_url: str) -> Operation[list[str]]:
+    call = Call("GET", events_url(s, channel_url).rstrip("/") + "/subscriptions", dict(_JSON))
+    return _string_list(_json((yield call), call), call, "subscription list")
+
+
+def unsubscribe(s: ConnectionSettings, subscription_url: str) -> Operation[None]:
+    yield Call("DELETE", events_url(s, subscription_url, "subscription"))
+
+
+def event_stream_call(s: ConnectionSettings, channel_url: str, last_event_id: str | int | None = None) -> Call:
+    """The SSE ``GET`` of a channel; with ``Last-Event-ID`` dCache replays the backlog after that event."""
+    headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
+    if last_event_id is not None:
+        value = str(last_event_id).strip()
+        if not value or any(c in value for c in "\r\n\0"):
+            raise ValueError(f"not an event id: {last_event_id!r}")
+        headers["Last-Event-ID"] = value
+    return Call("GET", events_url(s, channel_url), headers)
+
+
+def check_event_stream(info: ResponseInfo, call: Call) -> None:
+    """A 2xx that is not ``text/event-stream`` (a JSON channel document, an HTML page) is no stream."""
+    content_type = (_header(info, "content-type") or "").split(";")[0].strip().lower()
+    if content_type != "text/event-stream":
+        raise UnexpectedResponse(
+            f"expected text/event-stream, got {content_type or 'no content type'}",
+            status=info.status,
+            method=call.method,
+            url=call.url,
+        )
+
+
+def event_types(s: ConnectionSettings) -> Operation[list[str]]:
+    """``["inotify", "metronome"]`` on dCache; ``SYSTEM`` events are not a subscribable type."""
+    call = Call("GET", api_url(s, "events/eventTypes"), dict(_JSON))
+    return _string_list(_json((yield call), call), call, "event type list")

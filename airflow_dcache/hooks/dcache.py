@@ -10,13 +10,14 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime, timedelta
 from typing import IO, Any, Literal, TypeVar
 
 import requests
 from airflow.sdk.log import mask_secret
 from requests.adapters import HTTPAdapter
+from urllib3.exceptions import ReadTimeoutError
 from urllib3.util.retry import Retry
 
 from airflow_dcache.exceptions import DCacheConnectionError, DCacheError, UnexpectedResponse
@@ -36,6 +37,7 @@ from airflow_dcache.hooks._models import (
     MacaroonResponse,
     NamespaceEntry,
     StageRequestInfo,
+    StorageEvent,
     TransferResult,
     UserInfo,
 )
@@ -58,6 +60,7 @@ from airflow_dcache.hooks._protocol import (
     requests_verify,
 )
 from airflow_dcache.hooks._settings import AuthType
+from airflow_dcache.hooks._sse import SSEParser
 
 T = TypeVar("T")
 _ERROR_BODY_LIMIT = 64 * 1024
@@ -147,8 +150,10 @@ class DCacheHook(DCacheHookBase):
         stream: bool = False,
         follow_redirects: bool = False,
         exists_statuses: tuple[int, ...] = (),
+        ok_statuses: tuple[int, ...] = (),
+        timeout: float | tuple[float, float | None] | None = None,
     ) -> requests.Response:
-        """Send one request (and its redirects); return a 2xx response or raise the typed error."""
+        """Send one request (and its redirects); return a 2xx (or ``ok_statuses``) response or raise."""
         session = self.get_conn()
         settings = self.settings
         credentials = True
@@ -164,7 +169,7 @@ class DCacheHook(DCacheHookBase):
                     data=body,
                     stream=stream,
                     allow_redirects=False,
-                    timeout=settings.timeout,
+                    timeout=timeout if timeout is not None else settings.timeout,
                     verify=requests_verify(settings),
                     cert=client_cert(settings) if credentials else None,
                 )
@@ -183,7 +188,7 @@ class DCacheHook(DCacheHookBase):
                 method, url = hop.method, hop.url
                 credentials = credentials and hop.keep_credentials
                 continue
-            if response.status_code >= 300:
+            if response.status_code >= 300 and response.status_code not in ok_statuses:
                 raise self._error(response, method, url, exists_statuses)
             return response
         raise UnexpectedResponse(f"more than {MAX_REDIRECTS} redirects", method=method, url=mask_url(url))
@@ -222,6 +227,7 @@ class DCacheHook(DCacheHookBase):
                         call.body,
                         follow_redirects=call.follow_redirects,
                         exists_statuses=call.exists_statuses,
+                        ok_statuses=call.ok_statuses,
                     )
                 except DCacheError as exc:
                     call = operation.throw(exc)
@@ -327,6 +333,83 @@ class DCacheHook(DCacheHookBase):
         self, status: Iterable[str] | None = None, owner: str | None = None, path: str | None = None
     ) -> list[dict[str, Any]]:
         return self._run(ops.list_bulk_requests(self.settings, status, owner, path))
+
+    # -------------------------------------------------------------------------- storage events
+
+    def create_channel(self, client_id: str | None = None) -> str:
+        """``POST /events/channels``; returns the channel URL (``Location``) exactly as the server gave it."""
+        return self._run(ops.create_channel(self.settings, client_id))
+
+    def list_channels(self, client_id: str | None = None) -> list[str]:
+        """URLs of this user's channels; ``client_id=""`` lists those created without a client id."""
+        return self._run(ops.list_channels(self.settings, client_id))
+
+    def channel_timeout(self, channel_url: str) -> int:
+        """Seconds the channel may stay disconnected before dCache garbage-collects it."""
+        return self._run(ops.channel_timeout(self.settings, channel_url))
+
+    def set_channel_timeout(self, channel_url: str, seconds: int) -> None:
+        self._run(ops.set_channel_timeout(self.settings, channel_url, seconds))
+
+    def delete_channel(self, channel_url: str) -> None:
+        self._run(ops.delete_channel(self.settings, channel_url))
+
+    def subscribe_inotify(self, channel_url: str, path: str, flags: Iterable[str] | None = None) -> str:
+        """Watch ``path``; returns the subscription URL (the existing one when dCache merged the watch)."""
+        return self._run(ops.subscribe_inotify(self.settings, channel_url, path, flags))
+
+    def subscribe_metronome(
+        self,
+        channel_url: str,
+        *,
+        delay: float | None = None,
+        frequency: float | None = None,
+        message: str | None = None,
+        count: int | None = None,
+    ) -> str:
+        return self._run(
+            ops.subscribe_metronome(
+                self.settings, channel_url, delay=delay, frequency=frequency, message=message, count=count
+            )
+        )
+
+    def list_subscriptions(self, channel_url: str) -> list[str]:
+        return self._run(ops.list_subscriptions(self.settings, channel_url))
+
+    def unsubscribe(self, subscription_url: str) -> None:
+        self._run(ops.unsubscribe(self.settings, subscription_url))
+
+    def event_types(self) -> list[str]:
+        return self._run(ops.event_types(self.settings))
+
+    def stream_events(
+        self,
+        channel_url: str,
+        *,
+        last_event_id: str | int | None = None,
+        read_timeout: float | None = None,
+    ) -> Iterator[StorageEvent]:
+        """Generator over a channel's SSE stream; same contract as :meth:`DCacheAsyncHook.stream_events`.
+
+        Close it (``contextlib.closing``) when stopping early, so the connection is released.
+        """
+        settings = self.settings
+        call = ops.event_stream_call(settings, channel_url, last_event_id)
+        response = self._request(
+            call.method, call.url, call.headers, stream=True, timeout=(settings.timeout, read_timeout)
+        )
+        with response:
+            ops.check_event_stream(self._info(response), call)
+            parser = SSEParser()
+            try:
+                for chunk in response.iter_content(chunk_size=None):
+                    yield from parser.feed(chunk)
+            except requests.RequestException as exc:
+                if exc.args and isinstance(exc.args[0], ReadTimeoutError):
+                    message = f"no data on the event stream for {read_timeout} s"
+                else:
+                    message = f"event stream interrupted: {mask_url(str(exc))}"
+                raise DCacheConnectionError(message, method="GET", url=mask_url(call.url)) from None
 
     # ------------------------------------------------------------------------------------ tape
 

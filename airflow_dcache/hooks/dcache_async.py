@@ -35,6 +35,7 @@ from airflow_dcache.hooks._models import (
     MacaroonResponse,
     NamespaceEntry,
     StageRequestInfo,
+    StorageEvent,
     TransferResult,
     UserInfo,
 )
@@ -55,6 +56,7 @@ from airflow_dcache.hooks._protocol import (
     ssl_context,
 )
 from airflow_dcache.hooks._settings import AuthType, ConnectionSettings, settings_from_connection
+from airflow_dcache.hooks._sse import SSEParser
 
 T = TypeVar("T")
 _ERROR_BODY_LIMIT = 64 * 1024
@@ -145,6 +147,7 @@ class DCacheAsyncHook(DCacheHookBase):
         headers: Mapping[str, str] | None,
         body: bytes | BodyFactory | None,
         credentials: bool,
+        timeout: httpx.Timeout | None = None,
     ) -> httpx.Response:
         """One request with retries for idempotent methods (connection errors and 5xx)."""
         client = await self.get_async_conn(with_cert=credentials)
@@ -156,7 +159,9 @@ class DCacheAsyncHook(DCacheHookBase):
             if credentials:
                 all_headers.update(await self._auth())
             content = body() if callable(body) else body
-            request = client.build_request(method, url, headers=all_headers, content=content)
+            request = client.build_request(
+                method, url, headers=all_headers, content=content, timeout=timeout or httpx.USE_CLIENT_DEFAULT
+            )
             try:
                 response = await client.send(request, stream=True)
             except httpx.TransportError as exc:
@@ -185,11 +190,13 @@ class DCacheAsyncHook(DCacheHookBase):
         *,
         follow_redirects: bool = False,
         exists_statuses: tuple[int, ...] = (),
+        ok_statuses: tuple[int, ...] = (),
+        timeout: httpx.Timeout | None = None,
     ) -> httpx.Response:
-        """A streamed 2xx response (caller closes it), after same-origin-credential redirects."""
+        """A streamed 2xx (or ``ok_statuses``) response (caller closes it), after same-origin redirects."""
         credentials = True
         for _ in range(MAX_REDIRECTS + 1):
-            response = await self._send_once(method, url, headers, body, credentials)
+            response = await self._send_once(method, url, headers, body, credentials, timeout)
             if follow_redirects and response.status_code in _REDIRECTS:
                 hop = next_hop(method, url, response.status_code, response.headers.get("Location"))
                 await response.aclose()
@@ -199,7 +206,7 @@ class DCacheAsyncHook(DCacheHookBase):
                 method, url = hop.method, hop.url
                 credentials = credentials and hop.keep_credentials
                 continue
-            if response.status_code >= 300:
+            if response.status_code >= 300 and response.status_code not in ok_statuses:
                 raise await self._error(response, method, url, exists_statuses)
             return response
         raise UnexpectedResponse(f"more than {MAX_REDIRECTS} redirects", method=method, url=mask_url(url))
@@ -236,6 +243,7 @@ class DCacheAsyncHook(DCacheHookBase):
                         call.body,
                         follow_redirects=call.follow_redirects,
                         exists_statuses=call.exists_statuses,
+                        ok_statuses=call.ok_statuses,
                     )
                 except DCacheError as exc:
                     call = operation.throw(exc)
@@ -338,6 +346,89 @@ class DCacheAsyncHook(DCacheHookBase):
         self, status: Iterable[str] | None = None, owner: str | None = None, path: str | None = None
     ) -> list[dict[str, Any]]:
         return await self._run(ops.list_bulk_requests(await self.aget_settings(), status, owner, path))
+
+    # -------------------------------------------------------------------------- storage events
+
+    async def create_channel(self, client_id: str | None = None) -> str:
+        return await self._run(ops.create_channel(await self.aget_settings(), client_id))
+
+    async def list_channels(self, client_id: str | None = None) -> list[str]:
+        return await self._run(ops.list_channels(await self.aget_settings(), client_id))
+
+    async def channel_timeout(self, channel_url: str) -> int:
+        return await self._run(ops.channel_timeout(await self.aget_settings(), channel_url))
+
+    async def set_channel_timeout(self, channel_url: str, seconds: int) -> None:
+        await self._run(ops.set_channel_timeout(await self.aget_settings(), channel_url, seconds))
+
+    async def delete_channel(self, channel_url: str) -> None:
+        await self._run(ops.delete_channel(await self.aget_settings(), channel_url))
+
+    async def subscribe_inotify(self, channel_url: str, path: str, flags: Iterable[str] | None = None) -> str:
+        return await self._run(ops.subscribe_inotify(await self.aget_settings(), channel_url, path, flags))
+
+    async def subscribe_metronome(
+        self,
+        channel_url: str,
+        *,
+        delay: float | None = None,
+        frequency: float | None = None,
+        message: str | None = None,
+        count: int | None = None,
+    ) -> str:
+        operation = ops.subscribe_metronome(
+            await self.aget_settings(), channel_url, delay=delay, frequency=frequency, message=message, count=count
+        )
+        return await self._run(operation)
+
+    async def list_subscriptions(self, channel_url: str) -> list[str]:
+        return await self._run(ops.list_subscriptions(await self.aget_settings(), channel_url))
+
+    async def unsubscribe(self, subscription_url: str) -> None:
+        await self._run(ops.unsubscribe(await self.aget_settings(), subscription_url))
+
+    async def event_types(self) -> list[str]:
+        return await self._run(ops.event_types(await self.aget_settings()))
+
+    async def stream_events(
+        self,
+        channel_url: str,
+        *,
+        last_event_id: str | int | None = None,
+        read_timeout: float | None = None,
+    ) -> AsyncIterator[StorageEvent]:
+        """Read a channel's SSE stream until the server closes it; reconnecting is the caller's job.
+
+        Pass the ``id`` of the last event processed as ``last_event_id`` to have dCache replay what came
+        after it (``SYSTEM`` ``EVENT_LOSS`` if it is no longer in the backlog). ``read_timeout`` bounds
+        the wait for the next bytes (``DCacheConnectionError`` when exceeded); ``None`` waits for ever,
+        because dCache sends no keep-alives on a quiet channel. A channel that is gone raises
+        ``NotFound``, another user's ``PermissionDenied``, anonymous access ``AuthenticationFailed``.
+        Close the generator when stopping early (``contextlib.aclosing``) to release the connection.
+        """
+        settings = await self.aget_settings()
+        call = ops.event_stream_call(settings, channel_url, last_event_id)
+        timeout = httpx.Timeout(settings.timeout, read=read_timeout)
+        response = await self._request(call.method, call.url, call.headers, timeout=timeout)
+        try:
+            ops.check_event_stream(self._info(response, b""), call)
+            parser = SSEParser()
+            try:
+                async for chunk in response.aiter_bytes():
+                    for event in parser.feed(chunk):
+                        yield event
+            except httpx.ReadTimeout:
+                raise DCacheConnectionError(
+                    f"no data on the event stream for {read_timeout} s", method="GET", url=mask_url(call.url)
+                ) from None
+            except httpx.HTTPError as exc:
+                raise DCacheConnectionError(
+                    f"event stream interrupted: {mask_url(str(exc)) or type(exc).__name__}",
+                    method="GET",
+                    url=mask_url(call.url),
+                ) from None
+        finally:
+            await response.aclose()
 
     # ------------------------------------------------------------------------------------ tape
 

@@ -14,7 +14,7 @@ from collections.abc import Generator, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
-from urllib.parse import unquote, urljoin, urlsplit
+from urllib.parse import quote, unquote, urljoin, urlsplit
 
 from airflow_dcache.exceptions import AlreadyExists, Conflict, NotFound, UnexpectedResponse
 from airflow_dcache.hooks import _caveats, _checksums
@@ -39,6 +39,7 @@ from airflow_dcache.hooks._protocol import (
     normalize_path,
     parse_json,
     same_origin,
+    well_known_url,
 )
 from airflow_dcache.hooks._settings import ConnectionSettings
 
@@ -68,6 +69,7 @@ class Call:
 Operation = Generator[Call, ResponseInfo, T]
 
 NAMESPACE_FLAGS = ("children", "locality", "locations", "qos", "checksum", "xattr", "labels", "optional")
+QOS_KINDS = frozenset({"file", "directory"})
 QOS_TARGETS = frozenset({"disk", "tape", "disk+tape", "tape+disk", "volatile"})
 LIFETIME_UNITS = frozenset({"SECONDS", "MINUTES", "HOURS", "DAYS"})
 BULK_ACTIVITIES = frozenset({"PIN", "UNPIN", "STAGE", "RELEASE", "DELETE", "UPDATE_QOS", "LOG_TARGET"})
@@ -111,6 +113,19 @@ def stat(s: ConnectionSettings, path: str, **flags: Any) -> Operation[NamespaceE
     if not isinstance(data, dict):
         raise UnexpectedResponse("namespace GET did not return an object", method="GET", url=call.url)
     return NamespaceEntry.from_json(path, data)
+
+
+def stat_by_pnfsid(s: ConnectionSettings, pnfsid: str) -> Operation[NamespaceEntry]:
+    """``GET /id/{pnfsid}`` (admins only on dCache: others get ``PermissionDenied``); every flag is on
+    and the reply names the path, which becomes the entry's ``path``."""
+    value = pnfsid.strip() if isinstance(pnfsid, str) else ""
+    if not value.isalnum():
+        raise ValueError(f"not a PNFS-ID: {pnfsid!r}")
+    call = Call("GET", api_url(s, f"id/{value}"), dict(_JSON))
+    data = _json((yield call), call)
+    if not isinstance(data, dict) or not isinstance(data.get("path"), str):
+        raise UnexpectedResponse("GET /id did not return an object with a path", method="GET", url=call.url)
+    return NamespaceEntry.from_json(normalize_path(data["path"]), data)
 
 
 def list_dir(
@@ -292,6 +307,36 @@ def pin(s: ConnectionSettings, path: str, lifetime: float, unit: str = "SECONDS"
 
 def unpin(s: ConnectionSettings, path: str) -> Operation[None]:
     yield from _action(s, path, {"action": "unpin"})
+
+
+def _qos_kind(kind: str) -> str:
+    kind = str(kind).lower()
+    if kind not in QOS_KINDS:
+        raise ValueError(f"kind must be one of {sorted(QOS_KINDS)}")
+    return kind
+
+
+def qos_classes(s: ConnectionSettings, kind: str = "file") -> Operation[list[str]]:
+    """``GET /qos-management/qos/{file|directory}``: the QoS names a ``set_qos`` may ask for."""
+    call = Call("GET", api_url(s, f"qos-management/qos/{_qos_kind(kind)}"), dict(_JSON))
+    data = _json((yield call), call)
+    if not isinstance(data, dict) or not isinstance(data.get("name"), list):
+        raise UnexpectedResponse("QoS list has no 'name' list", method="GET", url=call.url)
+    return [str(name) for name in data["name"]]
+
+
+def qos_capability(s: ConnectionSettings, qos: str, kind: str = "file") -> Operation[dict[str, Any]]:
+    """``GET /qos-management/qos/{kind}/{qos}`` → its ``backendCapability``: ``name``, ``transition``
+    (the QoS it may move to) and CDMI ``metadata`` (latency, redundancy, placement)."""
+    if not isinstance(qos, str) or not qos.strip():
+        raise ValueError("qos must be a non-empty QoS name")
+    endpoint = f"qos-management/qos/{_qos_kind(kind)}/{quote(qos.strip(), safe='+')}"
+    call = Call("GET", api_url(s, endpoint), dict(_JSON))
+    data = _json((yield call), call)
+    capability = data.get("backendCapability") if isinstance(data, dict) else None
+    if not isinstance(capability, dict):
+        raise UnexpectedResponse("QoS reply has no backendCapability", method="GET", url=call.url)
+    return capability
 
 
 # ----------------------------------------------------------------------------------------- bulk
@@ -490,6 +535,17 @@ def archive_info(s: ConnectionSettings, paths: Iterable[str]) -> Operation[list[
         for d in data or []
         if isinstance(d, dict)
     ]
+
+
+def tape_api_endpoints(s: ConnectionSettings) -> Operation[list[dict[str, Any]]]:
+    """WLCG discovery, ``GET <frontend origin>/.well-known/wlcg-tape-rest-api`` (not under ``/api/v1``):
+    the ``endpoints`` list, each ``{"uri", "version", "metadata"}``."""
+    call = Call("GET", well_known_url(s, "wlcg-tape-rest-api"), dict(_JSON))
+    data = _json((yield call), call)
+    endpoints = data.get("endpoints") if isinstance(data, dict) else None
+    if not isinstance(endpoints, list):
+        raise UnexpectedResponse("tape REST discovery has no endpoints list", method="GET", url=call.url)
+    return [e for e in endpoints if isinstance(e, dict)]
 
 
 # ------------------------------------------------------------------------------------- macaroons

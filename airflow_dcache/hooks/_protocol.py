@@ -74,6 +74,12 @@ def namespace_url(settings: ConnectionSettings, path: str, query: Mapping[str, A
     return api_url(settings, endpoint, query)
 
 
+def well_known_url(settings: ConnectionSettings, name: str) -> str:
+    """``<frontend origin>/.well-known/<name>`` (RFC 8615): at the origin, not under the API prefix."""
+    parts = urlsplit(settings.frontend_url)
+    return f"{parts.scheme}://{parts.netloc}/.well-known/{quote(name, safe='-._~')}"
+
+
 def _with_query(url: str, query: Mapping[str, Any] | None) -> str:
     if not query:
         return url

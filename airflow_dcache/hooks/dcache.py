@@ -268,6 +268,10 @@ class DCacheHook(DCacheHookBase):
         """Frontend metadata; flags: children, locality, locations, qos, checksum, xattr, labels, optional."""
         return self._run(ops.stat(self.settings, path, **flags))
 
+    def stat_by_pnfsid(self, pnfsid: str) -> NamespaceEntry:
+        """``GET /api/v1/id/{pnfsid}``: admins only on dCache (``PermissionDenied`` otherwise)."""
+        return self._run(ops.stat_by_pnfsid(self.settings, pnfsid))
+
     def list_dir(self, path: str, *, page_size: int | None = None, **flags: Any) -> list[NamespaceEntry]:
         """Directory entries (frontend ``children=true``); set ``page_size`` for very large directories."""
         return self._run(ops.list_dir(self.settings, path, page_size, **flags))
@@ -307,6 +311,14 @@ class DCacheHook(DCacheHookBase):
     ) -> None:
         """Request a QoS transition; it runs asynchronously on the server."""
         self._run(ops.set_qos(self.settings, path, target, policy, state))
+
+    def qos_classes(self, kind: str = "file") -> list[str]:
+        """QoS names for ``kind`` ``"file"`` or ``"directory"`` (``/qos-management/qos/{kind}``)."""
+        return self._run(ops.qos_classes(self.settings, kind))
+
+    def qos_capability(self, qos: str, kind: str = "file") -> dict[str, Any]:
+        """``backendCapability`` of one QoS: ``name``, allowed ``transition`` targets, CDMI ``metadata``."""
+        return self._run(ops.qos_capability(self.settings, qos, kind))
 
     def pin(self, path: str, lifetime: float, unit: str = "SECONDS") -> None:
         self._run(ops.pin(self.settings, path, lifetime, unit))
@@ -433,6 +445,10 @@ class DCacheHook(DCacheHookBase):
 
     def release(self, request: str, paths: Iterable[str]) -> None:
         self._run(ops.release(self.settings, request, paths))
+
+    def tape_api_endpoints(self) -> list[dict[str, Any]]:
+        """WLCG discovery document's ``endpoints`` (``<frontend origin>/.well-known/wlcg-tape-rest-api``)."""
+        return self._run(ops.tape_api_endpoints(self.settings))
 
     def archive_info(self, paths: Iterable[str]) -> list[ArchiveInfo]:
         return self._run(ops.archive_info(self.settings, paths))

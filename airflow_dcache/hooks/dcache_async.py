@@ -288,6 +288,9 @@ class DCacheAsyncHook(DCacheHookBase):
     async def stat(self, path: str, **flags: Any) -> NamespaceEntry:
         return await self._run(ops.stat(await self.aget_settings(), path, **flags))
 
+    async def stat_by_pnfsid(self, pnfsid: str) -> NamespaceEntry:
+        return await self._run(ops.stat_by_pnfsid(await self.aget_settings(), pnfsid))
+
     async def list_dir(self, path: str, *, page_size: int | None = None, **flags: Any) -> list[NamespaceEntry]:
         return await self._run(ops.list_dir(await self.aget_settings(), path, page_size, **flags))
 
@@ -321,6 +324,12 @@ class DCacheAsyncHook(DCacheHookBase):
         self, path: str, target: str | None = None, *, policy: str | None = None, state: int | None = None
     ) -> None:
         await self._run(ops.set_qos(await self.aget_settings(), path, target, policy, state))
+
+    async def qos_classes(self, kind: str = "file") -> list[str]:
+        return await self._run(ops.qos_classes(await self.aget_settings(), kind))
+
+    async def qos_capability(self, qos: str, kind: str = "file") -> dict[str, Any]:
+        return await self._run(ops.qos_capability(await self.aget_settings(), qos, kind))
 
     async def pin(self, path: str, lifetime: float, unit: str = "SECONDS") -> None:
         await self._run(ops.pin(await self.aget_settings(), path, lifetime, unit))
@@ -451,6 +460,9 @@ class DCacheAsyncHook(DCacheHookBase):
 
     async def release(self, request: str, paths: Iterable[str]) -> None:
         await self._run(ops.release(await self.aget_settings(), request, paths))
+
+    async def tape_api_endpoints(self) -> list[dict[str, Any]]:
+        return await self._run(ops.tape_api_endpoints(await self.aget_settings()))
 
     async def archive_info(self, paths: Iterable[str]) -> list[ArchiveInfo]:
         return await self._run(ops.archive_info(await self.aget_settings(), paths))

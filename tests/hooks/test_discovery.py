@@ -1,0 +1,84 @@
+"""QoS classes and capabilities, lookup by PNFS-ID and WLCG tape discovery, on both hooks."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from airflow_dcache.exceptions import AuthenticationFailed, NotFound, PermissionDenied
+from airflow_dcache.hooks import _operations as ops
+from airflow_dcache.hooks._settings import AuthType, ConnectionSettings
+from airflow_dcache.hooks.dcache import DCacheHook
+from tests.hooks.conftest import ConnFactory, server_conn
+
+Run = Callable[..., Any]
+
+
+@pytest.fixture
+def alice_id(set_conn: ConnFactory, dcache_server: Any) -> str:
+    return server_conn(set_conn, dcache_server, "alice")
+
+
+@pytest.fixture
+def admin_id(set_conn: ConnFactory, dcache_server: Any) -> str:
+    return server_conn(set_conn, dcache_server, "admin")
+
+
+def test_qos_classes(run: Run, alice_id: str) -> None:
+    assert run(alice_id, "qos_classes") == ["disk", "tape", "disk+tape", "volatile"]
+    assert run(alice_id, "qos_classes", "directory") == ["disk", "tape", "disk+tape", "volatile"]
+    with pytest.raises(ValueError, match="kind"):
+        run(alice_id, "qos_classes", "pool")
+
+
+def test_qos_capability(run: Run, alice_id: str) -> None:
+    disk = run(alice_id, "qos_capability", "disk")
+    assert disk["name"] == "disk" and disk["transition"] == ["tape", "disk+tape"]
+    assert disk["metadata"]["cdmi_latency_provided"] == "100"
+    both = run(alice_id, "qos_capability", "disk+tape")  # the "+" must reach the server as "+"
+    assert both["name"] == "disk+tape" and both["metadata"]["cdmi_data_redundancy_provided"] == "2"
+    assert run(alice_id, "qos_capability", "tape", kind="directory")["transition"] == ["disk"]
+    with pytest.raises(NotFound):
+        run(alice_id, "qos_capability", "gold")
+
+
+def test_qos_needs_authentication(run: Run, set_conn: ConnFactory, dcache_server: Any) -> None:
+    with pytest.raises(AuthenticationFailed):
+        run(server_conn(set_conn, dcache_server, None), "qos_classes")
+
+
+def test_stat_by_pnfsid(run: Run, admin_id: str, alice: DCacheHook, workdir: str) -> None:
+    alice.upload(io.BytesIO(b"0123456789"), f"{workdir}/f.dat")
+    pnfsid = alice.stat(f"{workdir}/f.dat").pnfsid
+    assert pnfsid
+    entry = run(admin_id, "stat_by_pnfsid", pnfsid)
+    assert (entry.path, entry.name, entry.size, entry.pnfsid) == (f"{workdir}/f.dat", "f.dat", 10, pnfsid)
+    assert entry.is_file and entry.checksums and entry.locality  # every flag is on
+    with pytest.raises(NotFound):
+        run(admin_id, "stat_by_pnfsid", "F" * 36)
+    with pytest.raises(ValueError, match="PNFS-ID"):
+        run(admin_id, "stat_by_pnfsid", "../user")
+
+
+def test_stat_by_pnfsid_is_for_admins_only(run: Run, alice_id: str, alice: DCacheHook, workdir: str) -> None:
+    pnfsid = alice.stat(workdir).pnfsid
+    with pytest.raises(PermissionDenied):
+        run(alice_id, "stat_by_pnfsid", pnfsid)
+
+
+def test_tape_api_endpoints(run: Run, alice_id: str, set_conn: ConnFactory, dcache_server: Any) -> None:
+    endpoints = run(alice_id, "tape_api_endpoints")
+    assert endpoints == [{"uri": dcache_server.api + "/tape", "version": "v1", "metadata": {}}]
+    # Public document: anonymous callers may read it too.
+    assert run(server_conn(set_conn, dcache_server, None), "tape_api_endpoints") == endpoints
+
+
+def test_well_known_is_at_the_frontend_origin() -> None:
+    settings = ConnectionSettings(
+        door_url="https://door:2880", frontend_url="https://door:3880/dcache", auth_type=AuthType.NONE
+    )
+    operation = ops.tape_api_endpoints(settings)
+    assert next(operation).url == "https://door:3880/.well-known/wlcg-tape-rest-api"

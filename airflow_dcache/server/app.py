@@ -6,7 +6,7 @@ import asyncio
 import ssl
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from aiohttp import web
 
@@ -59,7 +59,7 @@ class Services:
     tape: TapeService
     bulk: BulkService
     movers: MoverRegistry
-    extra: dict[str, object] = field(default_factory=dict)
+    storage_events: ChannelRegistry
     billing: BillingPublisher | None = None
 
     def close(self) -> None:
@@ -81,7 +81,9 @@ def build_services(config: ServerConfig) -> Services:
     tape = TapeService(namespace, hsm, TapeSettings(config.tape_flush_delay, config.tape_stage_delay,
                                                     config.default_qos))
     bulk = BulkService(BulkDB(config.data_dir / "bulk.db"), namespace, tape)
-    return Services(db, pool, events, namespace, transfers, macaroons, tape, bulk, MoverRegistry())
+    storage_events = ChannelRegistry(namespace, EventsSettings(disconnect_timeout=config.events_disconnect_timeout),
+                                     bus=events)
+    return Services(db, pool, events, namespace, transfers, macaroons, tape, bulk, MoverRegistry(), storage_events)
 
 
 def start_billing(config: ServerConfig, services: Services) -> None:
@@ -125,11 +127,7 @@ def build_apps(
     QosManagement(auth, config.site).install(frontend_app)
     BulkRequests(frontend, services.bulk).install(frontend_app)
     TapeRest(frontend, services.bulk, config.site).install(frontend_app)
-    frontend_app["services"] = services
-    events = ChannelRegistry(services.namespace, EventsSettings(
-        disconnect_timeout=config.events_disconnect_timeout), bus=services.events)
-    EventsApi(auth, events).install(frontend_app)
-    services.extra["storage_events"] = events
+    EventsApi(auth, services.storage_events).install(frontend_app)
     return door_app, frontend_app
 
 

@@ -541,6 +541,12 @@ async def run(args: argparse.Namespace, base: Path) -> dict[str, Any]:
     return result
 
 
+def _latency_row(scenario: str, rate: float, sent: int, seen: int, lat: dict[str, Any],
+                 put_p50: str = "-", target: str = "-", verdict: str = "-") -> list[object]:
+    return [scenario, f"{rate:g}", sent, seen, fmt(lat["p50_ms"]), fmt(lat["p99_ms"]), fmt(lat["max_ms"]),
+            put_p50, target, verdict]
+
+
 def build_table(result: dict[str, Any]) -> tuple[str, dict[str, bool]]:
     rows: list[list[object]] = []
     checks: dict[str, bool] = {}
@@ -552,68 +558,17 @@ def build_table(result: dict[str, Any]) -> tuple[str, dict[str, bool]]:
             ok = lat["p99_ms"] is not None and lat["p99_ms"] <= P99_TARGET_MS and r["received"] == r["uploads"]
             checks[f"p99 at {top:g}/s"] = ok
             target, verdict = f"p99<={P99_TARGET_MS:g}ms", "PASS" if ok else "FAIL"
-        rows.append(
-            [
-                "SSE, 1 channel",
-                f"{r['rate']:g}",
-                r["uploads"],
-                r["received"],
-                fmt(lat["p50_ms"]),
-                fmt(lat["p99_ms"]),
-                fmt(lat["max_ms"]),
-                fmt(r["put_time"]["p50_ms"]),
-                target,
-                verdict,
-            ]
-        )
+        rows.append(_latency_row("SSE, 1 channel", r["rate"], r["uploads"], r["received"], lat,
+                                 fmt(r["put_time"]["p50_ms"]), target, verdict))
     f = result["fanout"]
     if f:
-        lat = f["latency_to_all"]
-        rows.append(
-            [
-                f"SSE, {f['channels']} channels (to all)",
-                f"{f['rate']:g}",
-                f["uploads"],
-                f["uploads_delivered_to_all"],
-                fmt(lat["p50_ms"]),
-                fmt(lat["p99_ms"]),
-                fmt(lat["max_ms"]),
-                "-",
-                "-",
-                "-",
-            ]
-        )
-        each = f["latency_each"]
-        rows.append(
-            [
-                f"SSE, {f['channels']} channels (each)",
-                f"{f['rate']:g}",
-                f["uploads"] * f["channels"],
-                f["deliveries"],
-                fmt(each["p50_ms"]),
-                fmt(each["p99_ms"]),
-                fmt(each["max_ms"]),
-                "-",
-                "-",
-                "-",
-            ]
-        )
+        rows.append(_latency_row(f"SSE, {f['channels']} channels (to all)", f["rate"], f["uploads"],
+                                 f["uploads_delivered_to_all"], f["latency_to_all"]))
+        rows.append(_latency_row(f"SSE, {f['channels']} channels (each)", f["rate"], f["uploads"] * f["channels"],
+                                 f["deliveries"], f["latency_each"]))
     for p in result["polling"]:
-        lat = p["latency"]
-        rows.append(
-            [
-                f"polling every {p['interval_s']:g} s",
-                f"{p['rate']:g}",
-                p["uploads"],
-                p["detected"],
-                fmt(lat["p50_ms"]),
-                fmt(lat["p99_ms"]),
-                fmt(lat["max_ms"]),
-                "-",
-                "-",
-                "-",
-            ]
-        )
+        rows.append(_latency_row(f"polling every {p['interval_s']:g} s", p["rate"], p["uploads"], p["detected"],
+                                 p["latency"]))
     table = format_table(
         ["scenario", "uploads/s", "uploads", "seen", "p50 ms", "p99 ms", "max ms", "PUT p50 ms", "target", "result"],
         rows,

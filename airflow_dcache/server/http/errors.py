@@ -32,6 +32,7 @@ _STATUS: list[tuple[type[e.ServiceError], int]] = [
     (e.Conflict, 409),
     (e.PayloadTooLarge, 413),
     (e.TooManyRequests, 429),
+    (e.InsufficientStorage, 507),
     (e.BadRequest, 400),
 ]
 

@@ -51,5 +51,9 @@ class PayloadTooLarge(ServiceError):
     """The upload exceeds a size limit (``max-upload`` caveat, configured maximum)."""
 
 
+class InsufficientStorage(ServiceError):
+    """The pool's disk (or quota) is full: the upload was refused and nothing was kept."""
+
+
 class TooManyRequests(ServiceError):
     """A per-user limit was reached."""

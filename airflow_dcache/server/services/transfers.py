@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import errno
 import hashlib
 import posixpath
 import zlib
@@ -18,7 +19,7 @@ from typing import Any
 
 from airflow_dcache.server.services import permissions as perm
 from airflow_dcache.server.services.activity import Activity
-from airflow_dcache.server.services.errors import BadRequest, Conflict, PayloadTooLarge
+from airflow_dcache.server.services.errors import BadRequest, Conflict, InsufficientStorage, PayloadTooLarge
 from airflow_dcache.server.services.events import TransferEvent
 from airflow_dcache.server.services.login import Login
 from airflow_dcache.server.services.namespace import DEFAULT_FILE_MODE, Entry, NamespaceService
@@ -166,10 +167,13 @@ class TransferService:
             if content_length is not None and sink.size != content_length:
                 raise BadRequest(f"Body ended after {sink.size} of {content_length} bytes")
             digest = await loop.run_in_executor(None, sink.finish, batch)
-        except BaseException:
+        except BaseException as err:
             if pending is not None:
                 await asyncio.gather(pending, return_exceptions=True)
             sink.abort()
+            if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise InsufficientStorage(
+                    f"No space left on pool {self.ns.pool.name}: upload of {path} refused") from None
             raise
         adler = sink.adler
         try:

@@ -202,12 +202,15 @@ def test_last_event_id_replay_and_event_loss(dcache_server, alice):
         assert system(got) == [{"type": "EVENT_LOSS"}] and got[0].id is None
     with alice.stream(channel, {"Last-Event-ID": "4"}) as sse:  # the search emptied the buffer
         assert system(sse.collect(1)) == [{"type": "EVENT_LOSS"}]
-    for bad in ("abc", "", "1.5", "9" * 40):  # not an integer: no replay, no error
-        with alice.stream(channel, {"Last-Event-ID": bad}) as sse:
-            assert sse.quiet(0.3) == []
-            put(dcache_server, "alice", f"{d}/g")
-            got = sse.collect(1)
-            assert len(got) == 1 and int(got[0].id) >= 6
+    with alice.stream(channel, {"Last-Event-ID": ""}) as sse:  # empty: no replay, only new events
+        assert sse.quiet(0.3) == []
+        put(dcache_server, "alice", f"{d}/g")
+        got = sse.collect(1)
+        assert len(got) == 1 and int(got[0].id) >= 6
+    for bad in ("abc", "1.5", "-1", "9" * 40):  # malformed: refused, so a broken cursor is noticed
+        r = requests.get(channel, headers={"Accept": "text/event-stream", "Last-Event-ID": bad},
+                         auth=dcache_server.auth("alice"), timeout=10)
+        assert r.status_code == 400 and "Last-Event-ID" in r.json()["detail"]
 
 
 def test_competing_client_takes_over(dcache_server, alice):

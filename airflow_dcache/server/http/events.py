@@ -22,7 +22,7 @@ from airflow_dcache.server.services.storage_events.registry import ChannelRegist
 
 EVENTS = API + "/events"
 SSE = "text/event-stream"
-_EVENT_ID = re.compile(r"-?[0-9]{1,19}")
+_EVENT_ID = re.compile(r"[0-9]{1,18}")  # ids count up from 0 per channel
 
 
 def _media_ranges(accept: str) -> list[tuple[str, float]]:
@@ -56,9 +56,17 @@ def wants_stream(request: web.Request) -> bool:
 
 
 def last_event_id(request: web.Request) -> int | None:
-    """An integer ``Last-Event-ID`` asks for a replay; anything else is ignored, as in dCache."""
+    """An integer ``Last-Event-ID`` asks for a replay; none (or empty) means only new events.
+
+    dCache silently ignores a malformed value, so a client with a corrupted cursor would lose the
+    replay without noticing; here it is refused with 400 so the mistake is seen at once.
+    """
     value = request.headers.get("Last-Event-ID", "").strip()
-    return int(value) if _EVENT_ID.fullmatch(value) else None
+    if not value:
+        return None
+    if not _EVENT_ID.fullmatch(value):
+        raise BadRequest(f"Bad Last-Event-ID {value[:40]!r}: expected the integer id of a received event")
+    return int(value)
 
 
 class EventsApi:

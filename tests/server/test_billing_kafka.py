@@ -277,7 +277,7 @@ def test_outage_records_survive_service_restart_in_order(start_dcache, kafka_bro
     started = time.monotonic()
     for path in paths:
         assert request(server, "PUT", path, path.encode())[0] == 201
-    assert time.monotonic() - started < 10  # publishing never holds up the requests
+    assert time.monotonic() - started < 30  # not held up by the broker (a blocking producer waits 60 s)
     wait_for(lambda: spool_count(server) >= 2 * len(paths), 10, "the outage records to be spooled")
 
     server.restart()  # SIGTERM: the spool is all that carries the records over
@@ -317,7 +317,7 @@ def test_unreachable_broker_at_start_still_serves_and_spools(start_dcache) -> No
     assert request(server, "PUT", "/home/alice/nobroker.txt", b"n")[0] == 201
     assert request(server, "GET", "/home/alice/nobroker.txt")[0] == 200
     assert request(server, "DELETE", "/home/alice/nobroker.txt")[0] == 204
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 30  # not held up by the broker (a blocking producer waits 60 s)
     wait_for(lambda: spool_count(server) == 5, 10, "five spooled records")
 
 

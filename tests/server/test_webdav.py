@@ -247,3 +247,49 @@ def test_certificate_from_untrusted_ca_is_refused(dcache_tls_server, tmp_path):
     s = dcache_tls_server
     with pytest.raises((requests.exceptions.SSLError, requests.exceptions.ConnectionError)):
         requests.get(f"{s.api}/user", cert=str(pem), verify=s.ca_pem)
+
+
+XATTR_NS = "http://www.dcache.org/2020/xattr"
+
+
+def _proppatch(session, url: str, inner: str) -> requests.Response:
+    body = (f'<?xml version="1.0"?><d:propertyupdate xmlns:d="DAV:" xmlns:x="{XATTR_NS}">{inner}'
+            "</d:propertyupdate>")
+    return session.request("PROPPATCH", url, data=body)
+
+
+def test_proppatch_sets_and_removes_xattrs(dcache_server, alice, home):
+    alice.put(f"{home}/pp", data=b"x")
+    r = _proppatch(alice, f"{home}/pp", "<d:set><d:prop><x:origin>beamline-7</x:origin><x:run>42</x:run>"
+                   "</d:prop></d:set>")
+    assert r.status_code == 207 and r.content.count(b"200 OK") == 2
+    path = home.removeprefix(dcache_server.webdav)
+    doc = alice.get(f"{dcache_server.api}/namespace{path}/pp?xattr=true").json()
+    assert doc["extendedAttributes"] == {"origin": "beamline-7", "run": "42"}
+    body = f'<propfind xmlns="DAV:" xmlns:x="{XATTR_NS}"><prop><x:origin/></prop></propfind>'
+    found = alice.request("PROPFIND", f"{home}/pp", data=body, headers={"Depth": "0"})
+    assert ET.fromstring(found.content).findtext(f".//{{{XATTR_NS}}}origin") == "beamline-7"
+    r = _proppatch(alice, f"{home}/pp", "<d:remove><d:prop><x:run/><x:never-set/></d:prop></d:remove>")
+    assert r.status_code == 207
+    assert alice.get(f"{dcache_server.api}/namespace{path}/pp?xattr=true").json()["extendedAttributes"] == {
+        "origin": "beamline-7"}
+
+
+def test_proppatch_of_dead_property_changes_nothing(dcache_server, alice, home):
+    alice.put(f"{home}/dead", data=b"x")
+    r = _proppatch(alice, f"{home}/dead", "<d:set><d:prop><x:keep>1</x:keep><d:displayname>n</d:displayname>"
+                   "</d:prop></d:set>")
+    assert r.status_code == 207
+    assert b"403 Forbidden" in r.content and b"424 Failed Dependency" in r.content
+    path = home.removeprefix(dcache_server.webdav)
+    assert alice.get(f"{dcache_server.api}/namespace{path}/dead?xattr=true").json()["extendedAttributes"] == {}
+
+
+def test_proppatch_bad_input_and_permissions(dcache_server, alice, home):
+    alice.put(f"{home}/pb", data=b"x")
+    assert alice.request("PROPPATCH", f"{home}/pb", data=b"<oops").status_code == 400
+    assert _proppatch(alice, f"{home}/pb", "").status_code == 400
+    bob = requests.Session()
+    bob.auth = dcache_server.auth("bob")
+    r = _proppatch(bob, f"{home}/pb", "<d:set><d:prop><x:a>1</x:a></d:prop></d:set>")
+    assert r.status_code == 403

@@ -10,6 +10,7 @@ from urllib.parse import quote
 from aiohttp import HttpVersion11, web
 
 from airflow_dcache.server.http import propfind as pf
+from airflow_dcache.server.http import proppatch as pp
 from airflow_dcache.server.http.auth import Authenticator
 from airflow_dcache.server.http.digests import digest_header
 from airflow_dcache.server.http.paths import parse_raw_path, path_from_url
@@ -27,7 +28,7 @@ from airflow_dcache.server.storage.namespace_db import now_ms
 
 MACAROON_REQUEST = "application/macaroon-request"
 MAX_SMALL_BODY = 1 << 20  # PROPFIND, PROPPATCH and macaroon requests
-METHODS = ("OPTIONS", "HEAD", "GET", "PUT", "DELETE", "MKCOL", "MOVE", "COPY", "PROPFIND", "POST")
+METHODS = ("OPTIONS", "HEAD", "GET", "PUT", "DELETE", "MKCOL", "MOVE", "COPY", "PROPFIND", "PROPPATCH", "POST")
 
 
 async def read_small_body(request: web.Request, what: str) -> bytes:
@@ -57,7 +58,7 @@ class WebDavDoor:
         self._handlers = {
             "OPTIONS": self.options, "HEAD": self.head, "GET": self.get, "PUT": self.put,
             "DELETE": self.delete, "MKCOL": self.mkcol, "MOVE": self.move, "COPY": self.copy,
-            "PROPFIND": self.propfind, "POST": self.post,
+            "PROPFIND": self.propfind, "PROPPATCH": self.proppatch, "POST": self.post,
         }
 
     def install(self, app: web.Application) -> None:
@@ -171,6 +172,29 @@ class WebDavDoor:
             entries, parsed, href_for=lambda e: pf.href(e.path, e.inode.is_dir),
             xattrs_for=self.ns.xattrs, content_type=content_type,
         )
+        return web.Response(status=207, body=body, content_type="application/xml", charset="utf-8")
+
+    async def proppatch(self, request: web.Request, login: Login, path: str, trailing: bool) -> web.Response:
+        """Set/remove xattrs as properties; anything else is refused and then nothing changes."""
+        self._require_login(login)
+        changes = pp.parse_proppatch(await read_small_body(request, "PROPPATCH"))
+        entry = self.ns.stat(login, path)
+        refused = [c for c in changes if not c.writable]
+        if refused:
+            status = {c: "HTTP/1.1 403 Forbidden" if not c.writable else "HTTP/1.1 424 Failed Dependency"
+                      for c in changes}
+        else:
+            self.ns.authorise_attr_write(login, path)  # refuse before changing anything
+            to_set = {c.name: c.value for c in changes if c.value is not None}
+            present = self.ns.xattrs(entry)
+            # removing a property that is not there succeeds in WebDAV
+            to_remove = [c.name for c in changes if c.value is None and c.name in present]
+            if to_set:
+                self.ns.set_xattrs(login, path, to_set)
+            if to_remove:
+                self.ns.remove_xattrs(login, path, to_remove)
+            status = dict.fromkeys(changes, "HTTP/1.1 200 OK")
+        body = pp.render_proppatch(pf.href(entry.path, entry.inode.is_dir), changes, status)
         return web.Response(status=207, body=body, content_type="application/xml", charset="utf-8")
 
     # -- write side ----------------------------------------------------------------------------

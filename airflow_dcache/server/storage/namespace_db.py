@@ -126,6 +126,7 @@ class NamespaceDB:
     def __init__(self, path: Path) -> None:
         self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._dir_cache: dict[tuple[str | None, str], Inode] = {}
+        self._dir_keys: dict[str, tuple[str | None, str]] = {}  # inode id -> its key (a dir has one name)
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.execute("PRAGMA foreign_keys=ON")
@@ -182,7 +183,7 @@ class NamespaceDB:
         if root is None:
             root = self.get(ROOT_ID)
             assert root is not None
-            self._dir_cache[(None, "")] = root
+            self._remember((None, ""), root)
         chain = [root]
         for i, name in enumerate(parts):
             parent = chain[-1]
@@ -201,15 +202,21 @@ class NamespaceDB:
         if node is None:
             node = self.child(parent_id, name)
             if node is not None and node.is_dir:
-                if len(self._dir_cache) >= _DIR_CACHE_SIZE:
-                    self._dir_cache.clear()
-                self._dir_cache[key] = node
+                self._remember(key, node)
         return node
 
     def _evict(self, inode_id: str) -> None:
         """Forget a directory whose name, place, mode or owner changes (or that is removed)."""
-        for key in [k for k, v in self._dir_cache.items() if v.id == inode_id]:
-            del self._dir_cache[key]
+        key = self._dir_keys.pop(inode_id, None)  # O(1): deletes of files hit this on every overwrite
+        if key is not None:
+            self._dir_cache.pop(key, None)
+
+    def _remember(self, key: tuple[str | None, str], node: Inode) -> None:
+        if len(self._dir_cache) >= _DIR_CACHE_SIZE:
+            self._dir_cache.clear()
+            self._dir_keys.clear()
+        self._dir_cache[key] = node
+        self._dir_keys[node.id] = key
 
     def children(self, parent_id: str, offset: int = 0, limit: int = -1) -> list[Inode]:
         rows = self._conn.execute(

@@ -247,6 +247,20 @@ def test_pull_overwrites_by_default_and_412_with_overwrite_f(site_a, site_b):
     assert get(site_a, f"/home/alice/{name}").content == b"new content"
 
 
+def test_overwrite_f_is_412_even_without_delete_rights(site_a, site_b):
+    """Overwrite: F deletes nothing, so a macaroon without DELETE still gets the precise 412."""
+    name = unique()
+    put(site_a, f"/home/alice/{name}", b"old")
+    minted = requests.post(f"{site_a.webdav}/home/alice", data='{"caveats":["activity:UPLOAD"]}', timeout=30,
+                           headers={"Content-Type": "application/macaroon-request"}, auth=site_a.auth("alice"))
+    token = minted.json()["macaroon"]
+    r = requests.request("COPY", f"{site_a.webdav}/home/alice/{name}", timeout=30, headers={
+        "Authorization": f"Bearer {token}", "Overwrite": "F",
+        "Source": f"{site_b.webdav}/home/alice/{name}", "TransferHeaderAuthorization": basic(site_b)})
+    assert r.status_code == 412
+    assert get(site_a, f"/home/alice/{name}").content == b"old"
+
+
 def test_markers_stream_while_copying(site_a, fake):
     data = b"x" * 50_000
     fake.routes["/slow"] = serve(data, delay=0.25, pieces=5)

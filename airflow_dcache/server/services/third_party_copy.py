@@ -40,7 +40,7 @@ from aiohttp.resolver import DefaultResolver
 
 from airflow_dcache.server.services import permissions as perm
 from airflow_dcache.server.services.activity import Activity
-from airflow_dcache.server.services.errors import BadRequest, NotAuthenticated, NotFound, ServiceError
+from airflow_dcache.server.services.errors import AlreadyExists, BadRequest, NotAuthenticated, NotFound, ServiceError
 from airflow_dcache.server.services.login import Login
 from airflow_dcache.server.services.namespace import Entry, NamespaceService
 from airflow_dcache.server.services.transfers import TransferService, adler32_hex
@@ -352,13 +352,10 @@ class ThirdPartyCopyService:
             if not entry.inode.on_disk:
                 perm.require_activity(login, Activity.STAGE, req.path)
             return entry
-        parent, name = self.ns.parent_of(login, req.path)
-        node = self.ns.db.child(parent.inode.id, name) if parent is not None else None
-        if node is not None and not req.overwrite:
-            raise PreconditionFailed(f"Destination exists: {req.path}")
-        self.transfers.authorise_upload(login, req.path)
-        if parent is not None:
-            perm.require_mode(login, parent.inode, perm.WRITE | perm.EXECUTE, req.path)
+        try:
+            self.transfers.authorise_upload(login, req.path, replace=req.overwrite)
+        except AlreadyExists as err:  # Overwrite: F onto an existing file
+            raise PreconditionFailed(err.message) from None
         return None
 
     # -- the transfer -------------------------------------------------------------------------

@@ -19,12 +19,27 @@ from typing import Any
 
 from airflow_dcache.server.services import permissions as perm
 from airflow_dcache.server.services.activity import Activity
-from airflow_dcache.server.services.errors import BadRequest, Conflict, InsufficientStorage, PayloadTooLarge
+from airflow_dcache.server.services.errors import (
+    AlreadyExists,
+    BadRequest,
+    Conflict,
+    InsufficientStorage,
+    PayloadTooLarge,
+)
 from airflow_dcache.server.services.events import TransferEvent
 from airflow_dcache.server.services.login import Login
 from airflow_dcache.server.services.namespace import DEFAULT_FILE_MODE, Entry, NamespaceService
-from airflow_dcache.server.storage.namespace_db import REGULAR, new_pnfsid, now_ms
+from airflow_dcache.server.storage.namespace_db import REGULAR, Inode, new_pnfsid, now_ms
 from airflow_dcache.server.storage.pool import Pool, PoolUpload
+
+
+@dataclass(frozen=True)
+class UploadTarget:
+    """Where an upload will land: the parent (None if it must be created) and any file it replaces."""
+
+    parent: Entry | None
+    name: str
+    existing: Inode | None
 
 
 @dataclass(frozen=True)
@@ -105,8 +120,14 @@ class TransferService:
         self.allow_overwrite = allow_overwrite
         self.max_upload = max_upload
 
-    def authorise_upload(self, login: Login, path: str) -> bool:
-        """Check everything that can be checked before the body arrives; True if it will overwrite."""
+    def authorise_upload(self, login: Login, path: str, *, replace: bool = True) -> UploadTarget:
+        """Check everything that can be checked before the body arrives, and say what was found.
+
+        Called before the body is read and again at commit (the namespace may have changed
+        meanwhile); the commit uses the returned target instead of walking the path a third time.
+        With ``replace=False`` an existing file is refused (AlreadyExists) before the DELETE
+        right is asked for, since nothing would be deleted.
+        """
         perm.require_activity(login, Activity.UPLOAD, path)
         ns = self.ns.ns_path(login, path)
         perm.require_within(login, ns, path)
@@ -114,17 +135,19 @@ class TransferService:
             raise BadRequest(f"Cannot upload to a directory path: {path}")
         parent, name = self.ns.parent_of(login, path)
         if parent is None:
-            return False  # parents are created at commit, with the same checks
+            return UploadTarget(None, name, None)  # parents are created at commit, with the same checks
         perm.require_mode(login, parent.inode, perm.WRITE | perm.EXECUTE, path)
         node = self.ns.db.child(parent.inode.id, name)
         if node is None:
-            return False
+            return UploadTarget(parent, name, None)
         if node.is_dir:
             raise Conflict(f"Is a directory: {path}")
+        if not replace:
+            raise AlreadyExists(f"Destination exists: {path}")
         if not self.allow_overwrite:
             raise Conflict(f"File exists and overwriting is disabled: {path}")
         perm.require_activity(login, Activity.DELETE, path)
-        return True
+        return UploadTarget(parent, name, node)
 
     def size_limit(self, login: Login) -> int | None:
         limits = [x for x in (self.max_upload, login.max_upload) if x is not None]
@@ -194,13 +217,12 @@ class TransferService:
     def _commit(self, login: Login, path: str, file_id: str, size: int, adler: str, md5: str | None,
                 xattrs: dict[str, str]) -> tuple[Entry, bool]:
         """Enter the finished replica into the namespace, replacing any previous file atomically."""
-        overwrite = self.authorise_upload(login, path)  # re-check: the namespace may have changed
-        parent, name = self.ns.parent_of(login, path)
+        target = self.authorise_upload(login, path)  # re-check: the namespace may have changed
+        parent, name, old = target.parent, target.name, target.existing
         if parent is None:
             parent = self.ns.mkdir(login, posixpath.dirname(path), parents=True, activity=Activity.UPLOAD)
-        perm.require_mode(login, parent.inode, perm.WRITE | perm.EXECUTE, path)
+            perm.require_mode(login, parent.inode, perm.WRITE | perm.EXECUTE, path)
         db = self.ns.db
-        old = db.child(parent.inode.id, name) if overwrite else None
         with db.transaction():
             if old is not None:
                 db.delete(old.id)

@@ -15,14 +15,13 @@ from airflow_dcache.server.services.errors import (
     AlreadyExists,
     BadRequest,
     Conflict,
-    NotAllowed,
     NotEmpty,
     NotFound,
     PermissionDenied,
 )
 from airflow_dcache.server.services.events import EventBus, NamespaceEvent
 from airflow_dcache.server.services.login import Login, is_within, join_under
-from airflow_dcache.server.storage.namespace_db import DIR, REGULAR, ROOT_ID, Inode, NamespaceDB
+from airflow_dcache.server.storage.namespace_db import DIR, ROOT_ID, Inode, NamespaceDB
 from airflow_dcache.server.storage.pool import Pool
 
 DEFAULT_DIR_MODE = 0o755
@@ -322,5 +321,3 @@ class NamespaceService:
         self.emit("IN_ATTRIB", entry.inode)
         return entry
 
-
-__all__ = ["DIR", "REGULAR", "Entry", "NamespaceService", "NotAllowed"]

@@ -47,8 +47,7 @@ OUTPUT_ONLY = ("IN_IGNORED", "IN_ISDIR", "IN_Q_OVERFLOW", "IN_UNMOUNT")
 # ("self"), or both, as dCache's InotifyEvent kinds.
 CHILD_ONLY = frozenset({"IN_CREATE", "IN_DELETE", "IN_MOVED_FROM", "IN_MOVED_TO"})
 SELF_ONLY = frozenset({"IN_DELETE_SELF", "IN_MOVE_SELF"})
-CHILD_AND_SELF = frozenset({"IN_OPEN", "IN_ACCESS", "IN_MODIFY", "IN_ATTRIB", "IN_CLOSE_WRITE",
-                            "IN_CLOSE_NOWRITE"})
+# Every other kind (IN_OPEN, IN_ACCESS, IN_MODIFY, IN_ATTRIB, IN_CLOSE_*) goes to both.
 
 
 def mask_names(mask: int) -> list[str]:

@@ -9,14 +9,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import secrets
 import subprocess
 import sys
 from pathlib import Path
 
 import requests
 
-from airflow_dcache.server.storage.users import hash_password, write_users
+from airflow_dcache.server.storage.users import hash_password, new_password, write_users
 
 SAMPLE_USERS = [
     {"username": "admin", "uid": 0, "gids": [0], "home": "/", "roles": ["admin"]},
@@ -38,7 +37,7 @@ def _credentials(data_dir: Path) -> dict[str, str]:
     if cred_file.exists():
         return dict(json.loads(cred_file.read_text()))
     data_dir.mkdir(parents=True, exist_ok=True)
-    passwords = {str(u["username"]): secrets.token_urlsafe(12) for u in SAMPLE_USERS}
+    passwords = {str(u["username"]): new_password(12) for u in SAMPLE_USERS}
     write_users(data_dir / "users.json", [
         dict(u, password_hash=hash_password(passwords[str(u["username"])]), root="/") for u in SAMPLE_USERS
     ])
@@ -95,7 +94,7 @@ Try:
   curl -u alice:{passwords['alice']} '{urls['api']}/namespace/home/alice?children=true&checksum=true'
   curl -u alice:{passwords['alice']} -X POST -H 'Content-Type: application/macaroon-request' \\
        -d '{{"caveats":["activity:DOWNLOAD"],"validity":"PT10M"}}' {urls['webdav']}/home/alice/hello.txt
-  rclone lsl :webdav,url={urls['webdav']},user=alice,pass=$(rclone obscure {passwords['alice']}):/home/alice
+  rclone lsl :webdav,url={urls['webdav']},user=alice,pass=$(rclone obscure -- {passwords['alice']}):/home/alice
 
 identity check: {who.get('status')} as {who.get('username')}
 """ + ("" if args.once else "Press Ctrl-C to stop."), flush=True)

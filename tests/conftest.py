@@ -6,7 +6,6 @@ Tests talk to it over HTTP(S) only, exactly as clients of a production dCache wo
 from __future__ import annotations
 
 import json
-import secrets
 import signal
 import subprocess
 import sys
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from airflow_dcache.server.storage.users import hash_password, write_users
+from airflow_dcache.server.storage.users import hash_password, new_password, write_users
 
 USERS = [
     {"username": "admin", "uid": 0, "gids": [0], "home": "/", "roles": ["admin"]},
@@ -62,7 +61,7 @@ class DCacheServer:
 def start_server(base: Path, *extra: str, tls: tuple[Path, Path] | None = None,
                  ca_pem: str | None = None, user_fields: dict[str, dict[str, object]] | None = None) -> DCacheServer:
     base.mkdir(parents=True, exist_ok=True)
-    passwords = {str(u["username"]): secrets.token_urlsafe(12) for u in USERS}
+    passwords = {str(u["username"]): new_password(12) for u in USERS}
     users_file = base / "users.json"
     # Few PBKDF2 rounds keep start-up and first logins fast; the format is the production one.
     write_users(users_file, [

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.skipif(shutil.which("rclone") is None, reason="rclone n
 
 
 def rclone(server, *args: str, user: str = "alice") -> subprocess.CompletedProcess[str]:
-    obscured = subprocess.run(["rclone", "obscure", server.passwords[user]], capture_output=True, text=True,
+    obscured = subprocess.run(["rclone", "obscure", "--", server.passwords[user]], capture_output=True, text=True,
                               check=True).stdout.strip()
     remote = f":webdav,url='{server.webdav}',vendor=other,user={user},pass={obscured}:"
     cmd = ["rclone", "--config", "/dev/null", "--retries", "1", "--low-level-retries", "1",

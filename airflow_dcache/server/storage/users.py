@@ -124,9 +124,20 @@ def write_users(path: Path, users: list[dict[str, Any]]) -> None:
     os.replace(tmp, path)
 
 
+def new_password(nbytes: int = 18) -> str:
+    """A random URL-safe password that never starts with ``-``.
+
+    A leading dash makes command-line tools (``rclone obscure``, ``curl -u``) read the password as an option.
+    """
+    while True:
+        password = secrets.token_urlsafe(nbytes)
+        if not password.startswith("-"):
+            return password
+
+
 def write_dev_users(path: Path) -> str:
     """Create a development users file with one ``admin`` user; return its random password."""
-    password = secrets.token_urlsafe(18)
+    password = new_password()
     write_users(
         path,
         [{"username": "admin", "password_hash": hash_password(password), "uid": 0, "gids": [0],

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -148,3 +149,15 @@ def start_dcache(tmp_path: Path) -> Iterator:
         server.stop()
 
 pytest_plugins = ["tests.kafka_broker"]
+
+
+@pytest.fixture
+def refused_port() -> Iterator[int]:
+    """A loopback port that refuses connections for the whole test.
+
+    The socket stays bound but never listens, so a connect gets a reset at once and no other process
+    can take the port meanwhile (a port freed by closing a socket can be reused by anything).
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield int(sock.getsockname()[1])

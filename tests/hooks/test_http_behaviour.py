@@ -178,10 +178,10 @@ def test_post_is_never_retried(run: Callable[..., Any], set_conn: Callable[..., 
     assert len(srv.requests) == 1
 
 
-def test_unreachable_server_is_a_typed_error(run: Callable[..., Any], set_conn: Callable[..., str]) -> None:
-    with FakeServer(lambda r: Reply()) as srv:
-        url = srv.url
-    conn_id = set_conn(host=url, login="alice", password=PASSWORD, extra={"retries": 0, "timeout": 2})
+def test_unreachable_server_is_a_typed_error(run: Callable[..., Any], set_conn: Callable[..., str],
+                                             refused_port: int) -> None:
+    conn_id = set_conn(host=f"http://127.0.0.1:{refused_port}", login="alice", password=PASSWORD,
+                       extra={"retries": 0, "timeout": 2})
     with pytest.raises(exc.DCacheConnectionError):
         run(conn_id, "whoami")
 

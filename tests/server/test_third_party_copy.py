@@ -388,10 +388,8 @@ def test_remote_forbidden_status_is_reported(site_a, fake):
     assert get(site_a, target).status_code == 404
 
 
-def test_unreachable_port_fails_quickly(site_a):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+def test_unreachable_port_fails_quickly(site_a, refused_port):
+    port = refused_port
     started = time.monotonic()
     _, ok, message = outcome(copy(site_a, f"/home/alice/{unique()}", {"Source": f"http://127.0.0.1:{port}/x"}))
     assert not ok

@@ -125,8 +125,8 @@ def md5_base64(hexdigest: str) -> str:
 
 
 def compare(local: Mapping[str, str], remote: Mapping[str, str]) -> tuple[str, str, str] | None:
-    """Return ``(algorithm, local, remote)`` for the first algorithm both sides have, else ``None``."""
-    for algorithm in ("adler32", "md5", "sha-256", "sha-512", "sha"):
+    """Return ``(algorithm, local, remote)`` for the strongest algorithm both sides have, else ``None``."""
+    for algorithm in ("sha-512", "sha-256", "sha", "md5", "adler32"):
         if algorithm in local and algorithm in remote:
             return algorithm, local[algorithm], remote[algorithm]
     return None

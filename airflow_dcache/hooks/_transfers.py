@@ -22,14 +22,15 @@ from airflow_dcache.hooks._perfmarkers import PerfMarkerParser, TransferOutcome
 from airflow_dcache.hooks._protocol import door_url, mask_url, normalize_path
 from airflow_dcache.hooks._settings import ConnectionSettings
 
-ChecksumMode = Literal["adler32", "md5", "none"]
+ChecksumMode = Literal["adler32", "md5", "sha-256", "sha-512", "none"]
+_MODES = ("adler32", "md5", "sha-256", "sha-512", "none")
 CHUNK_SIZE = 1024 * 1024
 TPC_CREDENTIALS = frozenset({"none", "gridsite", "oidc"})
 
 
 def check_mode(mode: str) -> ChecksumMode:
-    if mode not in ("adler32", "md5", "none"):
-        raise ValueError("checksum must be 'adler32', 'md5' or 'none'")
+    if mode not in _MODES:
+        raise ValueError(f"checksum must be one of {', '.join(repr(m) for m in _MODES)}; got {mode!r}")
     return mode  # type: ignore[return-value]
 
 
@@ -43,7 +44,7 @@ def upload_headers(mode: ChecksumMode, md5_hex: str | None, size: int | None) ->
     """``Want-Digest`` asks the pool to report what it stored; ``Content-MD5`` makes dCache verify."""
     headers = {"Content-Type": "application/octet-stream"}
     if mode != "none":
-        headers["Want-Digest"] = "adler32,md5" if mode == "md5" else "adler32"
+        headers["Want-Digest"] = ",".join(local_algorithms(mode))  # the pool computes these and reports one
     if md5_hex:
         headers["Content-MD5"] = _checksums.md5_base64(md5_hex)
     if size is not None:
@@ -53,7 +54,7 @@ def upload_headers(mode: ChecksumMode, md5_hex: str | None, size: int | None) ->
 
 def local_algorithms(mode: ChecksumMode) -> tuple[str, ...]:
     # adler32 is always computed: it is cheap and is the checksum dCache stores by default.
-    return ("adler32", "md5") if mode == "md5" else ("adler32",)
+    return ("adler32",) if mode in ("adler32", "none") else ("adler32", mode)
 
 
 def remaining_size(stream: IO[bytes]) -> int | None:

@@ -12,7 +12,7 @@ import os
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime, timedelta
-from typing import IO, Any, Literal, TypeVar
+from typing import IO, Any, TypeVar
 
 import requests
 from airflow.sdk.log import mask_secret
@@ -499,7 +499,7 @@ class DCacheHook(DCacheHookBase):
         source: str | os.PathLike[str] | IO[bytes],
         path: str,
         *,
-        checksum: Literal["adler32", "md5", "none"] = "adler32",
+        checksum: tx.ChecksumMode = "adler32",
         overwrite: bool = True,
         make_parents: bool = False,
         xattrs: Mapping[str, Any] | None = None,
@@ -509,8 +509,9 @@ class DCacheHook(DCacheHookBase):
         """Stream a local file or binary stream to ``path`` and verify what the server stored.
 
         ``adler32``: hashed while sending, compared with the server's ``Digest`` (HEAD as a fallback);
-        on mismatch the remote file is deleted. ``md5``: computed first and sent as ``Content-MD5`` so
-        dCache itself refuses corrupted data (needs a seekable source).
+        on mismatch the remote file is deleted. ``sha-256``/``sha-512``: the same, with the pool asked to
+        compute that checksum too (``Want-Digest``), so the file is stored with it. ``md5``: computed first
+        and sent as ``Content-MD5`` so dCache itself refuses corrupted data (needs a seekable source).
         """
         mode = tx.check_mode(checksum)
         path = normalize_path(path)

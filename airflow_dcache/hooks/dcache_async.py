@@ -13,7 +13,7 @@ import os
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from datetime import datetime, timedelta
-from typing import IO, Any, Literal, TypeVar
+from typing import IO, Any, TypeVar
 
 import httpx
 from airflow.sdk.log import amask_secret
@@ -511,7 +511,7 @@ class DCacheAsyncHook(DCacheHookBase):
         source: str | os.PathLike[str] | IO[bytes],
         path: str,
         *,
-        checksum: Literal["adler32", "md5", "none"] = "adler32",
+        checksum: tx.ChecksumMode = "adler32",
         overwrite: bool = True,
         make_parents: bool = False,
         xattrs: Mapping[str, Any] | None = None,

@@ -86,7 +86,10 @@ def test_content_md5_is_base64() -> None:
     assert md5_base64(MD5.hex()) == base64.b64encode(MD5).decode()
 
 
-def test_compare_prefers_adler32_and_needs_overlap() -> None:
-    assert compare({"adler32": "a", "md5": "b"}, {"md5": "c", "adler32": "a"}) == ("adler32", "a", "a")
+def test_compare_prefers_the_strongest_shared_algorithm_and_needs_overlap() -> None:
+    # a corrupted transfer whose adler32 happens to collide is still caught by the stronger hash
+    assert compare({"adler32": "a", "md5": "b"}, {"md5": "c", "adler32": "a"}) == ("md5", "b", "c")
+    assert compare({"adler32": "a", "sha-256": "s", "md5": "m"}, {"sha-256": "s", "md5": "m", "adler32": "a"}) \
+        == ("sha-256", "s", "s")
     assert compare({"md5": "b"}, {"md5": "c"}) == ("md5", "b", "c")
     assert compare({"adler32": "a"}, {"md5": "b"}) is None

@@ -178,22 +178,24 @@ def test_move_without_overwrite(run: Run, alice_id: str, workdir: str, source: P
 # ---------------------------------------------------------------------------------------- data
 
 
-@pytest.mark.parametrize("checksum", ["adler32", "md5", "none"])
+@pytest.mark.parametrize("checksum", ["adler32", "md5", "sha-256", "sha-512", "none"])
 def test_upload_download_round_trip(
     run: Run, alice_id: str, workdir: str, source: Path, tmp_path: Path, checksum: str
 ) -> None:
     path = f"{workdir}/data.bin"
     up = run(alice_id, "upload", source, path, checksum=checksum)
     assert up.size == len(DATA) and up.checksums["adler32"] == ADLER
-    assert up.verified_by == {"adler32": "adler32", "md5": "md5", "none": None}[checksum]
+    assert up.verified_by == (None if checksum == "none" else checksum)
     target = tmp_path / "back.bin"
     down = run(alice_id, "download", path, target)
     assert target.read_bytes() == DATA
     assert down.checksums["adler32"] == ADLER and down.verified_by == "adler32"
     sums = run(alice_id, "checksum", path)
     assert sums["adler32"] == ADLER
-    if checksum == "md5":
-        assert sums["md5"] == hashlib.md5(DATA).hexdigest()
+    if checksum not in ("adler32", "none"):  # the pool was asked to compute it, so the file keeps it
+        stored = run(alice_id, "checksum", path, (checksum,))
+        assert stored == {checksum: hashlib.new(checksum.replace("-", ""), DATA).hexdigest()}
+        assert up.checksums[checksum] == stored[checksum]
 
 
 def test_upload_stream_and_download_to_stream(run: Run, alice_id: str, workdir: str) -> None:

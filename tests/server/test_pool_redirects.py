@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 import shutil
 import subprocess
@@ -79,3 +81,15 @@ def test_redirected_put_is_refused_at_the_door(redirecting):
     r = requests.put(f"{redirecting.webdav}/home/alice/denied", data=b"x", auth=redirecting.auth("bob"),
                      headers={"Expect": "100-continue"}, allow_redirects=False)
     assert r.status_code == 403
+
+
+def test_pool_upload_computes_the_checksum_the_client_wants(redirecting):
+    auth = redirecting.auth("alice")
+    url = f"{redirecting.webdav}/home/alice/sha.bin"
+    data = os.urandom(50_000)
+    door = requests.put(url, data=b"", auth=auth, headers={"Expect": "100-continue"}, allow_redirects=False)
+    assert door.status_code == 307
+    sha = base64.b64encode(hashlib.sha256(data).digest()).decode()
+    r = requests.put(door.headers["Location"], data=data, headers={"Want-Digest": "sha-256"})
+    assert r.status_code == 201 and r.headers["Digest"] == f"sha-256={sha}"
+    assert requests.head(url, auth=auth, headers={"Want-Digest": "sha-256"}).headers["Digest"] == f"sha-256={sha}"

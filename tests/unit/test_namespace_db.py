@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import sqlite3
+
+import pytest
+
 from airflow_dcache.server.storage.namespace_db import DIR, REGULAR, ROOT_ID, NamespaceDB
 
 
@@ -37,3 +41,23 @@ def test_directory_cache_follows_changes(tmp_path):
     again = db.insert(db.resolve(["renamed"])[1].id, "b", REGULAR, mode=0o644, uid=0, gid=0)
     chain = db.resolve(["renamed", "b", "f"])
     assert [n.id for n in chain] == [ROOT_ID, chain[1].id, again.id]  # a file now: the walk stops there
+
+
+def test_optional_checksums_are_stored_and_older_namespaces_gain_their_columns(tmp_path):
+    path = tmp_path / "ns.db"
+    db = NamespaceDB(path)
+    f = db.insert(ROOT_ID, "f", REGULAR, mode=0o644, uid=0, gid=0, adler32="0000abcd",
+                  digests={"md5": "aa", "sha256": "bb"})
+    assert (db.get(f.id).md5, db.get(f.id).sha256, db.get(f.id).sha1) == ("aa", "bb", None)
+    with pytest.raises(ValueError, match="unknown checksum columns"):
+        db.insert(ROOT_ID, "g", REGULAR, mode=0o644, uid=0, gid=0, digests={"crc32": "1"})
+    db.close()
+    old = sqlite3.connect(path)  # a namespace written before SHA checksums existed
+    for column in ("sha1", "sha256", "sha512"):
+        old.execute(f"ALTER TABLE inode DROP COLUMN {column}")
+    old.commit()
+    old.close()
+    db = NamespaceDB(path)
+    node = db.get(f.id)
+    assert node is not None and (node.adler32, node.md5, node.sha256) == ("0000abcd", "aa", None)
+    db.close()

@@ -1,13 +1,21 @@
-"""RFC 3230 ``Want-Digest`` negotiation and ``Digest`` values from stored checksums."""
+"""Checksum negotiation on the wire: RFC 3230 ``Want-Digest``/``Digest`` and RFC 9530 ``Want-Repr-Digest``.
+
+dCache answers with the checksums a file already has (it does not compute one on a read), breaks
+ties strongest first, and lets ``Want-Repr-Digest`` win when a request carries both headers. On an
+upload the same headers choose which checksums the pool computes besides adler32.
+"""
 
 from __future__ import annotations
 
-import base64
+from collections.abc import Mapping
 
+from airflow_dcache.server.services import checksums
+from airflow_dcache.server.services.checksums import Algorithm
 from airflow_dcache.server.storage.namespace_db import Inode
 
 # dCache breaks ties in this order (strongest first).
-_PREFERENCE = ["sha-512", "sha-256", "sha", "md5", "adler32"]
+_PREFERENCE = [checksums.SHA512, checksums.SHA256, checksums.SHA1, checksums.MD5, checksums.ADLER32]
+_REPR_ALGORITHMS = (checksums.SHA256, checksums.SHA512)  # the only ones dCache offers through RFC 9530
 
 
 def parse_want_digest(value: str) -> list[tuple[str, float]]:
@@ -27,26 +35,73 @@ def parse_want_digest(value: str) -> list[tuple[str, float]]:
     return wanted
 
 
-def available(node: Inode) -> dict[str, str]:
-    """Stored checksums as RFC 3230 values: adler32 in hex, md5 as base64 of the raw digest."""
-    values = {}
-    if node.adler32:
-        values["adler32"] = node.adler32
-    if node.md5:
-        values["md5"] = base64.b64encode(bytes.fromhex(node.md5)).decode()
-    return values
+def parse_want_repr_digest(value: str) -> list[tuple[str, float]]:
+    """``sha-256=10, sha-512=3`` → [("sha-256", 10), ("sha-512", 3)] (RFC 9530 preferences 0 to 10).
+
+    A bare name counts as preference 1; a value that is not an integer counts as 0 (not wanted).
+    """
+    wanted: list[tuple[str, float]] = []
+    for item in value.split(","):
+        name, sep, pref = item.strip().partition("=")
+        name = name.strip().lower()
+        if not name:
+            continue
+        try:
+            weight = float(int(pref.strip())) if sep else 1.0
+        except ValueError:
+            weight = 0.0
+        wanted.append((name, weight))
+    return wanted
+
+
+def _best(wanted: list[tuple[str, float]], have: dict[Algorithm, str],
+          allowed: tuple[Algorithm, ...] = checksums.ALL) -> tuple[Algorithm, str] | None:
+    """The stored checksum with the highest weight, ties broken by dCache's preference."""
+    choices = []
+    for token, weight in wanted:
+        algorithm = checksums.BY_TOKEN.get(token)
+        if algorithm in have and algorithm in allowed and weight > 0:
+            choices.append((weight, -_PREFERENCE.index(algorithm), algorithm))
+    if not choices:
+        return None
+    _, _, algorithm = max(choices)
+    return algorithm, have[algorithm]
 
 
 def digest_header(want: str, node: Inode) -> str | None:
-    """The best stored checksum the client asked for, by q-value then dCache's preference."""
-    have = available(node)
-    choices = [(q, -_PREFERENCE.index(n), n) for n, q in parse_want_digest(want) if n in have and q > 0]
-    if not choices:
-        return None
-    _, _, name = max(choices)
-    return f"{name}={have[name]}"
+    """The ``Digest`` value for a ``Want-Digest`` request header, or None when nothing asked for is stored."""
+    best = _best(parse_want_digest(want), checksums.stored(node))
+    return None if best is None else f"{best[0].token}={best[0].header_value(best[1])}"
+
+
+def repr_digest_header(want: str, node: Inode) -> str | None:
+    """The ``Repr-Digest`` value (``sha-256=:<base64>:``) for a ``Want-Repr-Digest`` request header."""
+    best = _best(parse_want_repr_digest(want), checksums.stored(node), _REPR_ALGORITHMS)
+    return None if best is None else f"{best[0].token}=:{best[0].header_value(best[1])}:"
+
+
+def response_headers(request_headers: Mapping[str, str], node: Inode,
+                     default: str | None = None) -> dict[str, str]:
+    """``Repr-Digest`` or ``Digest`` for a reply, from the request's wishes (``default`` when it has none)."""
+    want_repr = request_headers.get("Want-Repr-Digest")
+    if want_repr:
+        value = repr_digest_header(want_repr, node)
+        return {"Repr-Digest": value} if value else {}
+    want = request_headers.get("Want-Digest") or default
+    value = digest_header(want, node) if want else None
+    return {"Digest": value} if value else {}
+
+
+def upload_algorithms(request_headers: Mapping[str, str]) -> list[Algorithm]:
+    """The checksums an upload must compute besides adler32: everything its Want-(Repr-)Digest names."""
+    tokens = [t for t, q in parse_want_digest(request_headers.get("Want-Digest", "")) if q > 0]
+    tokens += [t for t, w in parse_want_repr_digest(request_headers.get("Want-Repr-Digest", "")) if w > 0
+               and checksums.BY_TOKEN.get(t) in _REPR_ALGORITHMS]
+    return checksums.optional_for_tokens(tokens)
 
 
 def checksums_property(node: Inode) -> str:
-    """dCache's ``Checksums`` WebDAV property: ``md5=…,adler32=…``."""
-    return ",".join(f"{k}={v}" for k, v in sorted(available(node).items(), key=lambda kv: kv[0] != "md5"))
+    """dCache's ``Checksums`` WebDAV property: ``md5=…,adler32=…`` (RFC 3230 syntax, md5 first)."""
+    have = checksums.stored(node)
+    order = sorted(have, key=lambda a: a is checksums.ADLER32)
+    return ",".join(f"{a.token}={a.header_value(have[a])}" for a in order)

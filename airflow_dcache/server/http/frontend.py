@@ -10,6 +10,7 @@ from aiohttp import web
 
 from airflow_dcache.server.http.auth import Authenticator
 from airflow_dcache.server.http.paths import parse_raw_path
+from airflow_dcache.server.services import checksums
 from airflow_dcache.server.services.errors import BadRequest, NotAuthenticated, NotFound, PermissionDenied
 from airflow_dcache.server.services.login import Login
 from airflow_dcache.server.services.namespace import Entry, NamespaceService
@@ -18,7 +19,6 @@ from airflow_dcache.server.services.tape import TapeService, lifetime_ms
 API = "/api/v1"
 MAX_JSON_BODY = 1 << 20
 _FLAGS = ("children", "locality", "locations", "qos", "checksum", "xattr", "labels", "optional")
-_CHECKSUM_TYPES = {"adler32": "ADLER32", "md5": "MD5_TYPE"}
 SUCCESS = {"status": "success"}
 
 
@@ -157,8 +157,7 @@ class Frontend:
         if flags.get("labels"):
             doc["labels"] = self.ns.labels(entry)
         if flags.get("checksum") and not node.is_dir:
-            doc["checksums"] = [{"type": _CHECKSUM_TYPES[k], "value": v}
-                                for k, v in (("adler32", node.adler32), ("md5", node.md5)) if v]
+            doc["checksums"] = [{"type": a.enum, "value": v} for a, v in checksums.stored(node).items()]
         if flags.get("optional"):
             doc.update({"atime": node.atime, "ctime": node.ctime, "owner": node.uid, "group": node.gid})
             if not node.is_dir:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from airflow_dcache.server.http.digests import digest_header
+from airflow_dcache.server.http import digests
 from airflow_dcache.server.http.paths import parse_raw_path
 from airflow_dcache.server.http.streaming import READ_CHUNK, DownloadResponse, content_type, request_body
 from airflow_dcache.server.services.errors import BadRequest
@@ -38,10 +38,8 @@ class PoolMover:
     async def read(self, request: web.Request) -> web.StreamResponse:
         mover = self._claim(request, "read")
         entry = self.ns.open_for_read(mover.login, mover.path)
-        headers = {"Content-Type": content_type(entry.inode.name)}
-        want = request.headers.get("Want-Digest")
-        if want and (digest := digest_header(want, entry.inode)):
-            headers["Digest"] = digest
+        headers = {"Content-Type": content_type(entry.inode.name),
+                   **digests.response_headers(request.headers, entry.inode)}
         started = now_ms()
 
         def sent(count: int) -> None:
@@ -51,13 +49,10 @@ class PoolMover:
 
     async def write(self, request: web.Request) -> web.Response:
         mover = self._claim(request, "write")
-        want = request.headers.get("Want-Digest", "")
         result = await self.transfers.upload(
             mover.login, mover.path, request_body(request), client=request.remote or "",
             content_length=request.content_length, content_md5=request.headers.get("Content-MD5"),
-            want_md5="md5" in want.lower(), xattrs=mover.xattrs,
+            algorithms=digests.upload_algorithms(request.headers), xattrs=mover.xattrs,
         )
-        headers = {}
-        if digest := digest_header(want or "adler32", result.entry.inode):
-            headers["Digest"] = digest
+        headers = digests.response_headers(request.headers, result.entry.inode, default="adler32")
         return web.Response(status=201 if result.created else 204, headers=headers)

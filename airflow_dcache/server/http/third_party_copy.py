@@ -14,7 +14,7 @@ import logging
 
 from aiohttp import web
 
-from airflow_dcache.server.http.digests import digest_header
+from airflow_dcache.server.http import digests
 from airflow_dcache.server.services.errors import BadRequest
 from airflow_dcache.server.services.login import Login
 from airflow_dcache.server.services.third_party_copy import (
@@ -109,11 +109,8 @@ class ThirdPartyCopyHandler:
         await self.service.check_host(req.remote)
 
         headers = {"Content-Type": CONTENT_TYPE, "Cache-Control": "no-cache"}
-        want = request.headers.get("Want-Digest")
-        if req.direction is Direction.PUSH and want and entry is not None:
-            digest = digest_header(want, entry.inode)
-            if digest:
-                headers["Digest"] = digest
+        if req.direction is Direction.PUSH and entry is not None:
+            headers.update(digests.response_headers(request.headers, entry.inode))
         response = web.StreamResponse(status=202, reason="Accepted", headers=headers)
         response.enable_chunked_encoding()
         await response.prepare(request)  # the headers go out now, before any transfer work

@@ -9,10 +9,10 @@ from urllib.parse import quote
 
 from aiohttp import HttpVersion11, web
 
+from airflow_dcache.server.http import digests
 from airflow_dcache.server.http import propfind as pf
 from airflow_dcache.server.http import proppatch as pp
 from airflow_dcache.server.http.auth import Authenticator
-from airflow_dcache.server.http.digests import digest_header
 from airflow_dcache.server.http.paths import parse_raw_path, path_from_url
 from airflow_dcache.server.http.streaming import READ_CHUNK, DownloadResponse, content_type, request_body
 from airflow_dcache.server.http.third_party_copy import ThirdPartyCopyHandler
@@ -100,9 +100,7 @@ class WebDavDoor:
             return headers
         headers["Accept-Ranges"] = "bytes"
         headers["Content-Type"] = content_type(node.name)
-        want = request.headers.get("Want-Digest")
-        if want and (digest := digest_header(want, node)):
-            headers["Digest"] = digest
+        headers.update(digests.response_headers(request.headers, node))
         return headers
 
     def _etag(self, entry: Entry) -> str:
@@ -210,16 +208,13 @@ class WebDavDoor:
             self.transfers.authorise_upload(login, path)  # refuse at the door, before any redirect
             mover = self.redirects.movers.create("write", login, path, self.ns.ns_path(login, path), xattrs)
             raise web.HTTPTemporaryRedirect(self._pool_url(request, mover))
-        want = request.headers.get("Want-Digest", "")
         result = await self.transfers.upload(
             login, path, request_body(request), client=request.remote or "",
             content_length=request.content_length, content_md5=request.headers.get("Content-MD5"),
-            want_md5="md5" in want.lower(), xattrs=xattrs, extra=door_details(request),
+            algorithms=digests.upload_algorithms(request.headers), xattrs=xattrs, extra=door_details(request),
         )
-        headers = {"ETag": self._etag(result.entry)}
-        digest = digest_header(want or "adler32", result.entry.inode)
-        if digest:
-            headers["Digest"] = digest
+        headers = {"ETag": self._etag(result.entry),
+                   **digests.response_headers(request.headers, result.entry.inode, default="adler32")}
         return web.Response(status=201 if result.created else 204, headers=headers)
 
     async def delete(self, request: web.Request, login: Login, path: str, trailing: bool) -> web.Response:

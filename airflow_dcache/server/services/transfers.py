@@ -1,7 +1,7 @@
 """Uploads and downloads: streaming to a pool with checksums, committed atomically.
 
 An upload is authorised before any byte is read, written to a pool temp file while adler32 (and
-md5 when asked) are computed, verified, fsynced, and only then entered into the namespace, so a
+md5/SHA when asked) are computed, verified, fsynced, and only then entered into the namespace, so a
 failed or rejected upload never becomes visible and never replaces the previous file.
 """
 
@@ -10,15 +10,16 @@ from __future__ import annotations
 import asyncio
 import base64
 import errno
-import hashlib
 import posixpath
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from dataclasses import dataclass
 from typing import Any
 
+from airflow_dcache.server.services import checksums
 from airflow_dcache.server.services import permissions as perm
 from airflow_dcache.server.services.activity import Activity
+from airflow_dcache.server.services.checksums import Algorithm
 from airflow_dcache.server.services.errors import (
     AlreadyExists,
     BadRequest,
@@ -46,8 +47,6 @@ class UploadTarget:
 class UploadResult:
     entry: Entry
     created: bool
-    adler32: str
-    md5: str | None
 
 
 def adler32_hex(value: int) -> str:
@@ -76,12 +75,14 @@ class _ChecksummingSink:
     and renamed in a single call, so it costs one thread hand-off instead of three.
     """
 
-    def __init__(self, pool: Pool, file_id: str, *, md5: bool, expected_md5: bytes | None) -> None:
+    def __init__(self, pool: Pool, file_id: str, *, algorithms: Collection[Algorithm],
+                 expected_md5: bytes | None) -> None:
         self.pool = pool
         self.file_id = file_id
         self.upload: PoolUpload | None = None
         self.adler = 1
-        self.md5 = hashlib.md5() if md5 or expected_md5 is not None else None
+        wanted = set(algorithms) | ({checksums.MD5} if expected_md5 is not None else set())
+        self.hashes = {a: a.new() for a in checksums.OPTIONAL if a in wanted}
         self.expected_md5 = expected_md5
         self.size = 0  # bytes accepted (counted on the event loop, ahead of the writes)
 
@@ -90,23 +91,25 @@ class _ChecksummingSink:
             self.upload = self.pool.start_upload(self.file_id)
         for piece in pieces:
             self.adler = zlib.adler32(piece, self.adler)
-            if self.md5 is not None:
-                self.md5.update(piece)
+            for h in self.hashes.values():
+                h.update(piece)
         if pieces:
             self.upload.writev(pieces)
 
-    def finish(self, pieces: list[bytes]) -> bytes | None:
-        """Write the last pieces, check Content-MD5, then make the replica durable and visible."""
+    def finish(self, pieces: list[bytes]) -> dict[str, str]:
+        """Write the last pieces, check Content-MD5, then make the replica durable and visible.
+
+        Returns the optional checksums in hex by namespace column.
+        """
         self.consume(pieces)
         assert self.upload is not None
-        digest = self.md5.digest() if self.md5 is not None else None
-        if self.expected_md5 is not None and digest != self.expected_md5:
-            raise BadRequest(
-                f"Checksum mismatch (expected=[2:{self.expected_md5.hex()}], "
-                f"actual=[1:{adler32_hex(self.adler)}, 2:{digest.hex() if digest else ''}])"
-            )
+        digests = {a.key: h.hexdigest() for a, h in self.hashes.items()}
+        if self.expected_md5 is not None and digests["md5"] != self.expected_md5.hex():
+            actual = ", ".join([f"1:{adler32_hex(self.adler)}",
+                                *(f"{a.type_code}:{digests[a.key]}" for a in self.hashes)])
+            raise BadRequest(f"Checksum mismatch (expected=[2:{self.expected_md5.hex()}], actual=[{actual}])")
         self.upload.commit()
-        return digest
+        return digests
 
     def abort(self) -> None:
         if self.upload is not None:
@@ -155,7 +158,8 @@ class TransferService:
 
     async def upload(
         self, login: Login, path: str, body: AsyncIterator[bytes], *, client: str,
-        content_length: int | None = None, content_md5: str | None = None, want_md5: bool = False,
+        content_length: int | None = None, content_md5: str | None = None,
+        algorithms: Collection[Algorithm] = (),
         xattrs: dict[str, str] | None = None, extra: dict[str, Any] | None = None,
     ) -> UploadResult:
         self.authorise_upload(login, path)
@@ -168,7 +172,7 @@ class TransferService:
         loop = asyncio.get_running_loop()
         # File I/O and hashing run in worker threads (both release the GIL): the event loop keeps
         # serving other requests, and the next chunk is received while the previous one is written.
-        sink = _ChecksummingSink(self.ns.pool, file_id, md5=want_md5, expected_md5=expected_md5)
+        sink = _ChecksummingSink(self.ns.pool, file_id, algorithms=algorithms, expected_md5=expected_md5)
         pending: asyncio.Future[None] | None = None
         batch: list[bytes] = []
         batched = 0
@@ -189,7 +193,7 @@ class TransferService:
                 pending = None
             if content_length is not None and sink.size != content_length:
                 raise BadRequest(f"Body ended after {sink.size} of {content_length} bytes")
-            digest = await loop.run_in_executor(None, sink.finish, batch)
+            digests = await loop.run_in_executor(None, sink.finish, batch)
         except BaseException as err:
             if pending is not None:
                 await asyncio.gather(pending, return_exceptions=True)
@@ -200,21 +204,21 @@ class TransferService:
             raise
         adler = sink.adler
         try:
-            entry, created = self._commit(login, path, file_id, sink.size, adler32_hex(adler),
-                                          digest.hex() if digest else None, xattrs or {})
+            entry, created = self._commit(login, path, file_id, sink.size, adler32_hex(adler), digests,
+                                          xattrs or {})
         except BaseException:
             self._discard(file_id)
             raise
         self.ns.events.publish(TransferEvent(
             "upload", entry.ns_path, entry.inode.id, entry.inode.size, sink.size, started, now_ms(),
             login.username, login.uid, login.gids, client, extra=dict(extra or {})))
-        return UploadResult(entry, created, adler32_hex(adler), digest.hex() if digest else None)
+        return UploadResult(entry, created)
 
     def _discard(self, file_id: str) -> None:
         """Remove a replica nobody can reach any more, off the event loop."""
         asyncio.get_running_loop().run_in_executor(None, self.ns.pool.remove, file_id)
 
-    def _commit(self, login: Login, path: str, file_id: str, size: int, adler: str, md5: str | None,
+    def _commit(self, login: Login, path: str, file_id: str, size: int, adler: str, digests: dict[str, str],
                 xattrs: dict[str, str]) -> tuple[Entry, bool]:
         """Enter the finished replica into the namespace, replacing any previous file atomically."""
         target = self.authorise_upload(login, path)  # re-check: the namespace may have changed
@@ -227,7 +231,7 @@ class TransferService:
             if old is not None:
                 db.delete(old.id)
             node = db.insert(parent.inode.id, name, REGULAR, mode=DEFAULT_FILE_MODE, uid=login.uid,
-                             gid=login.primary_gid, size=size, adler32=adler, md5=md5, inode_id=file_id)
+                             gid=login.primary_gid, size=size, adler32=adler, digests=digests, inode_id=file_id)
             if xattrs:
                 db.set_xattrs(node.id, xattrs)
         if old is not None:

@@ -9,9 +9,9 @@ from __future__ import annotations
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 ROOT_ID = "0" * 36
@@ -38,6 +38,9 @@ CREATE TABLE IF NOT EXISTS inode (
     on_tape INTEGER NOT NULL DEFAULT 0,
     disk_sticky INTEGER NOT NULL DEFAULT 1,
     qos_target TEXT,
+    sha1 TEXT,
+    sha256 TEXT,
+    sha512 TEXT,
     UNIQUE (parent, name)
 );
 CREATE TABLE IF NOT EXISTS xattr (
@@ -61,7 +64,7 @@ CREATE TABLE IF NOT EXISTS label (
 """
 
 _COLUMNS = ("id, parent, name, type, size, mode, uid, gid, crtime, ctime, mtime, atime, adler32, md5, "
-            "on_disk, on_tape, disk_sticky, qos_target")
+            "on_disk, on_tape, disk_sticky, qos_target, sha1, sha256, sha512")
 _DIR_CACHE_SIZE = 100_000
 _PLACEHOLDERS = ",".join("?" * len(_COLUMNS.split(",")))
 
@@ -86,6 +89,9 @@ class Inode:
     on_tape: int = 0
     disk_sticky: int = 1
     qos_target: str | None = None
+    sha1: str | None = None
+    sha256: str | None = None
+    sha512: str | None = None
 
     @property
     def is_dir(self) -> bool:
@@ -111,6 +117,14 @@ class Inode:
         return "disk" if disk else "volatile"
 
 
+_FIELDS = tuple(f.name for f in fields(Inode))
+assert ", ".join(_FIELDS) == _COLUMNS, "Inode fields and _COLUMNS must list the same columns in the same order"
+
+
+def _row(node: Inode) -> tuple[object, ...]:
+    return tuple(getattr(node, name) for name in _FIELDS)
+
+
 def new_pnfsid() -> str:
     """A dCache-style PNFS-ID: 36 upper-case hex characters."""
     return ("0000" + uuid.uuid4().hex).upper()
@@ -134,10 +148,8 @@ class NamespaceDB:
         self._migrate()
         if self.get(ROOT_ID) is None:
             t = now_ms()
-            self._conn.execute(
-                f"INSERT INTO inode ({_COLUMNS}) VALUES ({_PLACEHOLDERS})",
-                (ROOT_ID, None, "", DIR, 512, 0o755, 0, 0, t, t, t, t, None, None, 1, 0, 1, None),
-            )
+            root = Inode(ROOT_ID, None, "", DIR, 512, 0o755, 0, 0, t, t, t, t, None, None)
+            self._conn.execute(f"INSERT INTO inode ({_COLUMNS}) VALUES ({_PLACEHOLDERS})", _row(root))
 
     def close(self) -> None:
         self._conn.close()
@@ -146,7 +158,8 @@ class NamespaceDB:
         """Add columns that newer versions introduced to a namespace created by an older one."""
         have = {r[1] for r in self._conn.execute("PRAGMA table_info(inode)").fetchall()}
         for column, decl in (("on_disk", "INTEGER NOT NULL DEFAULT 1"), ("on_tape", "INTEGER NOT NULL DEFAULT 0"),
-                             ("disk_sticky", "INTEGER NOT NULL DEFAULT 1"), ("qos_target", "TEXT")):
+                             ("disk_sticky", "INTEGER NOT NULL DEFAULT 1"), ("qos_target", "TEXT"),
+                             ("sha1", "TEXT"), ("sha256", "TEXT"), ("sha512", "TEXT")):
             if column not in have:
                 self._conn.execute(f"ALTER TABLE inode ADD COLUMN {column} {decl}")
 
@@ -250,17 +263,17 @@ class NamespaceDB:
     # -- writes ------------------------------------------------------------------------------
     def insert(
         self, parent_id: str, name: str, kind: str, *, mode: int, uid: int, gid: int, size: int = 0,
-        adler32: str | None = None, md5: str | None = None, inode_id: str | None = None,
+        adler32: str | None = None, digests: Mapping[str, str] | None = None, inode_id: str | None = None,
     ) -> Inode:
+        """``digests``: the optional checksums in hex by column name (md5, sha1, sha256, sha512)."""
         t = now_ms()
+        extra = dict(digests or {})
         node = Inode(inode_id or new_pnfsid(), parent_id, name, kind, size, mode, uid, gid, t, t, t, t,
-                     adler32, md5)
-        self._conn.execute(
-            f"INSERT INTO inode ({_COLUMNS}) VALUES ({_PLACEHOLDERS})",
-            (node.id, node.parent, node.name, node.type, node.size, node.mode, node.uid, node.gid,
-             node.crtime, node.ctime, node.mtime, node.atime, node.adler32, node.md5, node.on_disk,
-             node.on_tape, node.disk_sticky, node.qos_target),
-        )
+                     adler32, extra.pop("md5", None), sha1=extra.pop("sha1", None),
+                     sha256=extra.pop("sha256", None), sha512=extra.pop("sha512", None))
+        if extra:
+            raise ValueError(f"unknown checksum columns: {sorted(extra)}")
+        self._conn.execute(f"INSERT INTO inode ({_COLUMNS}) VALUES ({_PLACEHOLDERS})", _row(node))
         self._touch_dir(parent_id, t)
         return node
 

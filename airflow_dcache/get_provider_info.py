@@ -91,6 +91,12 @@ def get_provider_info() -> dict[str, Any]:
                         "description": "Retries of idempotent requests on connection errors and 5xx.",
                         "schema": {"type": ["integer", "null"], "default": 3, "minimum": 0},
                     },
+                    "roles": {
+                        "label": "Roles",
+                        "description": "Roles to assert at login, comma-separated (e.g. admin); "
+                        "dCache leaves held roles inactive otherwise.",
+                        "schema": {"type": ["string", "null"]},
+                    },
                 },
             }
         ],

@@ -102,6 +102,7 @@ class UserInfo:
     home: str | None = None
     root: str | None = None
     roles: list[str] = field(default_factory=list)
+    unasserted_roles: list[str] = field(default_factory=list)  # held, but not asserted by this login
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -118,6 +119,7 @@ class UserInfo:
             home=data.get("homeDirectory"),
             root=data.get("rootDirectory"),
             roles=_list(data.get("roles")),
+            unasserted_roles=_list(data.get("unassertedRoles")),
             raw=data,
         )
 

@@ -146,17 +146,22 @@ class TokenFileReader:
 
 
 def auth_headers(settings: ConnectionSettings, token: str | None = None) -> dict[str, str]:
-    """The ``Authorization`` header for the configured scheme; ``token`` overrides for token files."""
+    """The ``Authorization`` header for the configured scheme; ``token`` overrides for token files.
+
+    Roles a user holds are inactive in dCache until the login asserts them, so configured ``roles``
+    go out as a ``Roles`` header with every gPlazma login (a macaroon carries no roles).
+    """
     kind = settings.auth_type
+    headers = {"Roles": ",".join(settings.roles)} if settings.roles and kind is not AuthType.MACAROON else {}
     if kind is AuthType.BASIC:
         raw = f"{settings.login or ''}:{settings.password or ''}".encode()
-        return {"Authorization": "Basic " + base64.b64encode(raw).decode("ascii")}
-    if kind in (AuthType.BEARER, AuthType.MACAROON, AuthType.TOKEN_FILE):
+        headers["Authorization"] = "Basic " + base64.b64encode(raw).decode("ascii")
+    elif kind in (AuthType.BEARER, AuthType.MACAROON, AuthType.TOKEN_FILE):
         value = token if token is not None else settings.token
         if not value:
             raise DCacheError(f"auth_type {kind.value} has no token")
-        return {"Authorization": f"Bearer {value}"}
-    return {}  # x509 authenticates in the TLS handshake; none is anonymous
+        headers["Authorization"] = f"Bearer {value}"
+    return headers  # x509 authenticates in the TLS handshake; none is anonymous
 
 
 def client_cert(settings: ConnectionSettings) -> str | tuple[str, str] | None:

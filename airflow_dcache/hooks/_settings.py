@@ -66,6 +66,7 @@ class ConnectionSettings:
     verify: bool = True
     timeout: float = DEFAULT_TIMEOUT
     retries: int = DEFAULT_RETRIES
+    roles: tuple[str, ...] = ()
 
     @property
     def api_url(self) -> str:
@@ -136,6 +137,22 @@ def parse_int(value: Any, name: str, default: int) -> int:
     if result < 0:
         raise InvalidConnection(f"extra {name!r} must not be negative, got {value!r}")
     return result
+
+
+def parse_roles(value: Any) -> tuple[str, ...]:
+    """``["admin"]`` from the form or JSON, ``"admin,observer"`` from a URI; each a plain token."""
+    if value is None or value == "":
+        return ()
+    if isinstance(value, str):
+        items = [v.strip() for v in value.split(",")]
+    elif isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        items = [v.strip() for v in value]
+    else:
+        raise InvalidConnection(f"extra 'roles' must be a list of names or a comma-separated string, got {value!r}")
+    bad = [v for v in items if not v or not v.replace("-", "").replace("_", "").isalnum()]
+    if bad:
+        raise InvalidConnection(f"extra 'roles' has an invalid role name: {bad[0]!r}")
+    return tuple(dict.fromkeys(items))
 
 
 def _origin(scheme: str, host: str, port: int | None, path: str = "") -> str:
@@ -263,4 +280,5 @@ def settings_from_connection(conn: ConnectionLike) -> ConnectionSettings:
         verify=parse_bool(_extra(extras, "verify"), "verify", True),
         timeout=parse_float(_extra(extras, "timeout"), "timeout", DEFAULT_TIMEOUT),
         retries=parse_int(_extra(extras, "retries"), "retries", DEFAULT_RETRIES),
+        roles=parse_roles(_extra(extras, "roles")),
     )

@@ -24,7 +24,7 @@ def alice_id(set_conn: ConnFactory, dcache_server: Any) -> str:
 
 @pytest.fixture
 def admin_id(set_conn: ConnFactory, dcache_server: Any) -> str:
-    return server_conn(set_conn, dcache_server, "admin")
+    return server_conn(set_conn, dcache_server, "admin", roles="admin")
 
 
 def test_qos_classes(run: Run, alice_id: str) -> None:
@@ -82,3 +82,20 @@ def test_well_known_is_at_the_frontend_origin() -> None:
     )
     operation = ops.tape_api_endpoints(settings)
     assert next(operation).url == "https://door:3880/.well-known/wlcg-tape-rest-api"
+
+
+def test_roles_are_asserted_only_when_configured(run: Run, set_conn: ConnFactory, dcache_server: Any,
+                                                 alice: DCacheHook, workdir: str) -> None:
+    plain = server_conn(set_conn, dcache_server, "admin")
+    me = run(plain, "whoami")
+    assert me.roles == [] and me.unasserted_roles == ["admin"]
+    alice.upload(io.BytesIO(b"r"), f"{workdir}/r.dat")
+    pnfsid = alice.stat(f"{workdir}/r.dat").pnfsid
+    with pytest.raises(PermissionDenied):
+        run(plain, "stat_by_pnfsid", pnfsid)
+    asserted = server_conn(set_conn, dcache_server, "admin", roles="admin")
+    me = run(asserted, "whoami")
+    assert me.roles == ["admin"] and me.unasserted_roles == []
+    pretender = server_conn(set_conn, dcache_server, "alice", roles=["admin"])
+    with pytest.raises(AuthenticationFailed, match="not authorised to assert role admin"):
+        run(pretender, "whoami")

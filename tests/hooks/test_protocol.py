@@ -118,6 +118,15 @@ def test_no_header_for_tls_or_anonymous(kind: AuthType) -> None:
     assert auth_headers(settings(auth_type=kind)) == {}
 
 
+def test_roles_header_goes_with_every_gplazma_login_but_not_a_macaroon() -> None:
+    roles = ("admin", "observer")
+    assert auth_headers(settings(auth_type=AuthType.BASIC, login="a", password="p", roles=roles))["Roles"] \
+        == "admin,observer"
+    assert auth_headers(settings(auth_type=AuthType.BEARER, token="oidc", roles=roles))["Roles"] == "admin,observer"
+    assert auth_headers(settings(auth_type=AuthType.X509, roles=roles)) == {"Roles": "admin,observer"}
+    assert "Roles" not in auth_headers(settings(auth_type=AuthType.MACAROON, token="m", roles=roles))
+
+
 def test_token_file_is_reread_only_when_it_changes(tmp_path: Path) -> None:
     token_file = tmp_path / "token"
     token_file.write_text("first-token\n")

@@ -195,3 +195,24 @@ def test_from_airflow_json(monkeypatch: pytest.MonkeyPatch) -> None:
     )
     s = settings_from_connection(BaseHook.get_connection("dc_json"))
     assert (s.auth_type, s.token, s.timeout) == (AuthType.BEARER, "abc.def.ghi", 5.0)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(None, ()), ("", ()), ("admin", ("admin",)), ("admin, observer", ("admin", "observer")),
+     (["admin", "admin"], ("admin",))],
+)
+def test_roles_extra(value: Any, expected: tuple[str, ...]) -> None:
+    settings = settings_from_connection(conn(host="https://d", login="u", password="p", extra={"roles": value}))
+    assert settings.roles == expected
+
+
+@pytest.mark.parametrize("value", [["admin", 3], {"admin": True}, "admin,,x", "ad min", 7])
+def test_roles_extra_rejects(value: Any) -> None:
+    with pytest.raises(InvalidConnection, match="roles"):
+        settings_from_connection(conn(host="https://d", login="u", password="p", extra={"roles": value}))
+
+
+def test_roles_from_a_uri() -> None:
+    settings = settings_from_connection(Connection.from_uri("dcache://u:p@door.example.org:2880/?roles=admin", conn_id="r"))
+    assert settings.roles == ("admin",)

@@ -21,7 +21,9 @@ def test_dev_users_file_json_line_and_sigterm(tmp_path):
         assert info["api"] == info["frontend"] + "/api/v1" and info["pid"] == proc.pid
         password = proc.stderr.readline().strip().removeprefix("admin password: ")
         r = requests.get(f"{info['api']}/user", auth=("admin", password))
-        assert r.json()["username"] == "admin" and r.json()["roles"] == ["admin"]
+        assert r.json()["username"] == "admin" and r.json()["unassertedRoles"] == ["admin"]
+        asserted = requests.get(f"{info['api']}/user", auth=("admin#admin", password)).json()
+        assert asserted["roles"] == ["admin"] and "unassertedRoles" not in asserted
         users = json.loads((tmp_path / "users.json").read_text())
         assert password not in (tmp_path / "users.json").read_text()  # only the hash is stored
         assert users["users"][0]["username"] == "admin"

@@ -24,7 +24,32 @@ def test_user_authenticated_and_anonymous(dcache_server, alice):
                    "homeDirectory": "/home/alice", "rootDirectory": "/"}
     assert requests.get(f"{dcache_server.api}/user").json() == {"status": "ANONYMOUS"}
     admin = requests.get(f"{dcache_server.api}/user", auth=dcache_server.auth("admin")).json()
-    assert admin["roles"] == ["admin"]
+    assert admin["unassertedRoles"] == ["admin"] and "roles" not in admin  # held, not asked for
+    for how in ({"auth": ("admin#admin", dcache_server.passwords["admin"])},
+                {"auth": dcache_server.auth("admin"), "headers": {"Roles": "admin"}}):
+        admin = requests.get(f"{dcache_server.api}/user", **how).json()
+        assert admin["roles"] == ["admin"] and "unassertedRoles" not in admin
+
+
+@pytest.mark.parametrize("how", ["suffix", "header"])
+def test_asserting_a_role_one_does_not_hold_fails_the_login(dcache_server, how):
+    user, password = dcache_server.auth("alice")
+    kwargs = ({"auth": (f"{user}#admin", password)} if how == "suffix"
+              else {"auth": (user, password), "headers": {"Roles": "admin"}})
+    for url in (f"{dcache_server.api}/user", f"{dcache_server.webdav}/home/alice/"):
+        r = requests.get(url, **kwargs)
+        assert r.status_code == 401, (url, r.status_code)
+    assert "not authorised to assert role admin" in requests.get(f"{dcache_server.api}/user", **kwargs).text
+
+
+def test_admin_only_endpoint_needs_the_role_asserted(dcache_server, alice):
+    alice.put(f"{dcache_server.webdav}/home/alice/byid-role", data=b"x")
+    pnfsid = alice.get(f"{dcache_server.api}/namespace/home/alice/byid-role").json()["pnfsId"]
+    plain = requests.get(f"{dcache_server.api}/id/{pnfsid}", auth=dcache_server.auth("admin"))
+    assert plain.status_code == 403  # root by uid, but the admin role was not asserted
+    asserted = requests.get(f"{dcache_server.api}/id/{pnfsid}", auth=dcache_server.auth("admin"),
+                            headers={"Roles": "admin"})
+    assert asserted.status_code == 200 and asserted.json()["path"] == "/home/alice/byid-role"
 
 
 def test_get_file_attributes_with_flags(alice, base):

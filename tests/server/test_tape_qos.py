@@ -198,7 +198,8 @@ def test_lookup_by_pnfsid_is_admin_only(tape_server):
     path, _ = upload(tape_server, "byid")
     pnfsid = qos_state(tape_server, path)["pnfsId"]
     assert requests.get(f"{tape_server.api}/id/{pnfsid}", auth=tape_server.auth("alice")).status_code == 403
-    doc = requests.get(f"{tape_server.api}/id/{pnfsid}", auth=tape_server.auth("admin")).json()
+    doc = requests.get(f"{tape_server.api}/id/{pnfsid}", auth=tape_server.auth("admin"),
+                       headers={"Roles": "admin"}).json()
     assert doc["path"] == path and doc["fileName"] == path.rsplit("/", 1)[1] and "checksums" in doc
 
 

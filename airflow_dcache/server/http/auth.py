@@ -11,6 +11,7 @@ import base64
 import binascii
 import hashlib
 from collections import OrderedDict
+from collections.abc import Set as AbstractSet
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -39,9 +40,27 @@ _DN_KEYS = {"countryName": "C", "stateOrProvinceName": "ST", "localityName": "L"
             "organizationalUnitName": "OU", "commonName": "CN", "domainComponent": "DC", "emailAddress": "emailAddress"}
 
 
-def login_for_user(user: User) -> Login:
+def desired_roles(request: web.Request, from_username: str = "") -> set[str]:
+    """Roles the request asks for: ``user#role1,role2`` in a Basic username and the ``Roles`` header."""
+    wanted = {r.strip() for r in from_username.split(",") if r.strip()}
+    for header in request.headers.getall("Roles", []):
+        wanted.update(r.strip() for r in header.split(",") if r.strip())
+    return wanted
+
+
+def login_for_user(user: User, wanted: AbstractSet[str] = frozenset()) -> Login:
+    """The login of a users-file account, with the roles it asked for asserted (as gPlazma's roles plugin).
+
+    Asking for a role the account does not hold fails the login; holding one without asking for it
+    leaves it unasserted, so an admin account works with ordinary rights unless it says otherwise.
+    """
+    missing = sorted(wanted - set(user.roles))
+    if missing:
+        raise NotAuthenticated(f"User {user.username} is not authorised to assert role {', '.join(missing)}")
+    asserted = tuple(r for r in user.roles if r in wanted)
     return Login(uid=user.uid, gids=user.gids, username=user.username, home=user.home, root=user.root,
-                 admin=user.admin)
+                 admin="admin" in asserted, roles=asserted,
+                 unasserted_roles=tuple(r for r in user.roles if r not in wanted))
 
 
 class Authenticator:
@@ -72,7 +91,7 @@ class Authenticator:
         scheme, _, value = header[0].strip().partition(" ")
         scheme = scheme.lower()
         if scheme == "basic":
-            return self._basic(value.strip())
+            return self._basic(value.strip(), request)
         if scheme == "bearer":
             if not (self.tls or self.allow_insecure_macaroons):
                 raise NotAuthenticated("not allowed to send bearer token unencrypted")
@@ -89,7 +108,7 @@ class Authenticator:
         user = self.users_by_dn.get(dn)
         if user is None:
             raise NotAuthenticated(f"Certificate subject is not mapped to a user: {dn}")
-        return login_for_user(user)
+        return login_for_user(user, desired_roles(request))
 
     def _bearer(self, token: str, request: web.Request) -> Login:
         if not token:
@@ -98,7 +117,7 @@ class Authenticator:
             raise NotAuthenticated("Bearer token is not a macaroon; no other token types are accepted")
         return self.macaroons.login(token, request.remote or "")
 
-    def _basic(self, value: str) -> Login:
+    def _basic(self, value: str, request: web.Request) -> Login:
         try:
             decoded = base64.b64decode(value, validate=True).decode("utf-8")
         except (binascii.Error, UnicodeDecodeError):
@@ -106,7 +125,7 @@ class Authenticator:
         username, sep, password = decoded.partition(":")
         if not sep:
             raise NotAuthenticated("Malformed Basic credentials: missing ':'")
-        username = username.split("#", 1)[0]  # dCache's user#role1,role2 form
+        username, _, roles = username.partition("#")  # dCache's user#role1,role2 form
         key = hashlib.sha256(decoded.encode()).digest()
         user = self._verified.get(key)
         if user is None:
@@ -117,4 +136,4 @@ class Authenticator:
             self._verified[key] = user
             if len(self._verified) > _CACHE_SIZE:
                 self._verified.popitem(last=False)
-        return login_for_user(user)
+        return login_for_user(user, desired_roles(request, roles))

@@ -57,7 +57,7 @@ class BulkRequests:
             bad = [s for s in statuses if s not in _STATUSES]
             if bad:
                 raise BadRequest(f"Unknown status value(s): {', '.join(bad)}")
-        rows = self.bulk.db.requests(owner_uid=None if login.admin else login.uid, statuses=statuses)
+        rows = self.bulk.db.requests(owner_uid=None if login.superuser else login.uid, statuses=statuses)
         path = request.query.get("path")
         docs = []
         for row in rows:

@@ -116,8 +116,10 @@ class Frontend:
         doc: dict[str, Any] = {"status": "AUTHENTICATED", "uid": login.uid, "gids": list(login.gids),
                                "username": login.username, "homeDirectory": login.home,
                                "rootDirectory": login.root}
-        if login.admin:
-            doc["roles"] = ["admin"]
+        if login.roles:
+            doc["roles"] = list(login.roles)
+        if login.unasserted_roles:
+            doc["unassertedRoles"] = list(login.unasserted_roles)
         return json_response(doc)
 
     # -- GET -------------------------------------------------------------------------------------

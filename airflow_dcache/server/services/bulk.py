@@ -346,7 +346,7 @@ class BulkService:
         row = self.db.get(rid)
         if row is None:
             raise NotFound(f"request {rid[:64]} not found")
-        if not login.admin and row.owner_uid != login.uid:
+        if not login.superuser and row.owner_uid != login.uid:
             raise PermissionDenied(f"request {rid[:64]} belongs to another user")
         return row
 

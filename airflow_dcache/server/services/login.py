@@ -17,6 +17,10 @@ class Login:
     absolute namespace path (already joined with root) outside which nothing is visible except
     the ancestors of the restriction itself, as dCache's PrefixRestriction does. ``activities``
     is the set a macaroon allows; a password login allows everything.
+
+    ``admin`` is the *asserted* admin role: as in dCache, a user who holds a role has it only when the
+    login asks for it (``user#admin`` or a ``Roles: admin`` header); otherwise it is listed in
+    ``unasserted_roles``. Root (uid 0) bypasses namespace permissions whatever its roles, as Chimera does.
     """
 
     uid: int
@@ -25,12 +29,19 @@ class Login:
     home: str = "/"
     root: str = "/"
     admin: bool = False
+    roles: tuple[str, ...] = ()
+    unasserted_roles: tuple[str, ...] = ()
     path_restriction: str | None = None
     activities: frozenset[Activity] = field(default=ALL_ACTIVITIES)
     expiry: datetime | None = None
     max_upload: int | None = None
     macaroon_iid: str | None = None
     anonymous: bool = False
+
+    @property
+    def superuser(self) -> bool:
+        """Bypasses POSIX permission checks and ownership rules: the asserted admin role, or uid 0."""
+        return self.admin or (self.uid == 0 and not self.anonymous)
 
     @property
     def primary_gid(self) -> int:

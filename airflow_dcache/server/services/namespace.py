@@ -252,7 +252,7 @@ class NamespaceService:
 
     # -- attributes ----------------------------------------------------------------------------
     def _require_owner(self, login: Login, entry: Entry) -> None:
-        if not login.admin and entry.inode.uid != login.uid:
+        if not login.superuser and entry.inode.uid != login.uid:
             raise perm.deny(login, f"Permission denied: only the owner may change {entry.path}")
 
     def _for_update(self, login: Login, path: str) -> Entry:
@@ -273,7 +273,7 @@ class NamespaceService:
     def chgrp(self, login: Login, path: str, gid: int) -> Entry:
         entry = self._for_update(login, path)
         self._require_owner(login, entry)
-        if not login.admin and gid not in login.gids:
+        if not login.superuser and gid not in login.gids:
             raise PermissionDenied(f"Permission denied: not a member of group {gid}")
         self.db.set_group(entry.inode.id, gid)
         self.emit("IN_ATTRIB", entry.inode)
@@ -282,7 +282,7 @@ class NamespaceService:
     def authorise_attr_write(self, login: Login, path: str) -> Entry:
         """Owner or writer may change attributes, labels and QoS (UPDATE_METADATA for macaroons)."""
         entry = self._for_update(login, path)
-        if not (login.admin or entry.inode.uid == login.uid or perm.mode_allows(login, entry.inode, perm.WRITE)):
+        if not (login.superuser or entry.inode.uid == login.uid or perm.mode_allows(login, entry.inode, perm.WRITE)):
             raise perm.deny(login, f"Permission denied: {path}")
         return entry
 

@@ -241,7 +241,7 @@ class TapeService:
 
     def unpin(self, login: Login, path: str, pin_id: str | None = None) -> int:
         entry = self._for_stage(login, path)
-        removed = self.db.remove_pins(entry.inode.id, pin_id=pin_id, uid=None if login.admin else login.uid)
+        removed = self.db.remove_pins(entry.inode.id, pin_id=pin_id, uid=None if login.superuser else login.uid)
         self._evict_if_unneeded(entry.inode.id)
         return removed
 

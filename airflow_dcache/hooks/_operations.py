@@ -772,3 +772,24 @@ def event_types(s: ConnectionSettings) -> Operation[list[str]]:
     """``["inotify", "metronome"]`` on dCache; ``SYSTEM`` events are not a subscribable type."""
     call = Call("GET", api_url(s, "events/eventTypes"), dict(_JSON))
     return _string_list(_json((yield call), call), call, "event type list")
+
+
+EVENT_SCHEMA_PARTS = ("selector", "event")
+
+
+def event_schema(s: ConnectionSettings, event_type: str, part: str = "selector") -> Operation[dict[str, Any]]:
+    """The JSON Schema a type's subscription selector (``selector``) or its events (``event``) follow.
+
+    dCache publishes both under ``/events/eventTypes/{type}/…``, so a selector can be checked before
+    subscribing and a consumer can validate what it receives.
+    """
+    if part not in EVENT_SCHEMA_PARTS:
+        raise ValueError(f"part must be one of {EVENT_SCHEMA_PARTS}, got {part!r}")
+    if not event_type or "/" in event_type:
+        raise ValueError(f"event_type must be a single name such as 'inotify', got {event_type!r}")
+    call = Call("GET", api_url(s, f"events/eventTypes/{quote(event_type, safe='')}/{part}"), dict(_JSON))
+    doc = _json((yield call), call)
+    if not isinstance(doc, dict):
+        raise UnexpectedResponse(f"{part} schema of {event_type} is not a JSON object", method=call.method,
+                                 url=call.url)
+    return doc

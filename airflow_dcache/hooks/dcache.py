@@ -394,6 +394,10 @@ class DCacheHook(DCacheHookBase):
     def event_types(self) -> list[str]:
         return self._run(ops.event_types(self.settings))
 
+    def event_schema(self, event_type: str, part: str = "selector") -> dict[str, Any]:
+        """JSON Schema of ``event_type``'s selector (``part="selector"``) or of its events (``"event"``)."""
+        return self._run(ops.event_schema(self.settings, event_type, part))
+
     def stream_events(
         self,
         channel_url: str,

@@ -399,6 +399,10 @@ class DCacheAsyncHook(DCacheHookBase):
     async def event_types(self) -> list[str]:
         return await self._run(ops.event_types(await self.aget_settings()))
 
+    async def event_schema(self, event_type: str, part: str = "selector") -> dict[str, Any]:
+        """JSON Schema of ``event_type``'s selector (``part="selector"``) or of its events (``"event"``)."""
+        return await self._run(ops.event_schema(await self.aget_settings(), event_type, part))
+
     async def stream_events(
         self,
         channel_url: str,

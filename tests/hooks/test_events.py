@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import json
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -107,6 +108,19 @@ def test_subscription_errors(run: Run, alice_id: str, channel: str, workdir: str
 
 def test_event_types(run: Run, alice_id: str) -> None:
     assert run(alice_id, "event_types") == ["inotify", "metronome"]
+
+
+def test_event_schemas(run: Run, alice_id: str) -> None:
+    selector = run(alice_id, "event_schema", "inotify")
+    assert selector["type"] == "object" and "path" in selector["properties"]
+    event = run(alice_id, "event_schema", "inotify", "event")
+    assert event["type"] == "object" and "mask" in json.dumps(event)
+    with pytest.raises(NotFound):
+        run(alice_id, "event_schema", "no-such-type")
+    with pytest.raises(ValueError, match="part"):
+        run(alice_id, "event_schema", "inotify", "schema")
+    with pytest.raises(ValueError, match="single name"):
+        run(alice_id, "event_schema", "inotify/../x")
 
 
 def test_anonymous_is_refused(run: Run, set_conn: ConnFactory, dcache_server: Any) -> None:

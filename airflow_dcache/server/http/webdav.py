@@ -9,7 +9,7 @@ from urllib.parse import quote
 
 from aiohttp import HttpVersion11, web
 
-from airflow_dcache.server.http import digests
+from airflow_dcache.server.http import digests, locks
 from airflow_dcache.server.http import propfind as pf
 from airflow_dcache.server.http import proppatch as pp
 from airflow_dcache.server.http.auth import Authenticator
@@ -17,7 +17,7 @@ from airflow_dcache.server.http.paths import parse_raw_path, path_from_url
 from airflow_dcache.server.http.streaming import READ_CHUNK, DownloadResponse, content_type, request_body
 from airflow_dcache.server.http.third_party_copy import ThirdPartyCopyHandler
 from airflow_dcache.server.services.billing.door import door_details
-from airflow_dcache.server.services.errors import BadRequest, NotAllowed, NotAuthenticated, NotFound
+from airflow_dcache.server.services.errors import BadRequest, Conflict, NotAllowed, NotAuthenticated, NotFound
 from airflow_dcache.server.services.login import Login
 from airflow_dcache.server.services.macaroons import MacaroonService
 from airflow_dcache.server.services.movers import Mover, RedirectPolicy
@@ -28,7 +28,8 @@ from airflow_dcache.server.storage.namespace_db import now_ms
 
 MACAROON_REQUEST = "application/macaroon-request"
 MAX_SMALL_BODY = 1 << 20  # PROPFIND, PROPPATCH and macaroon requests
-METHODS = ("OPTIONS", "HEAD", "GET", "PUT", "DELETE", "MKCOL", "MOVE", "COPY", "PROPFIND", "PROPPATCH", "POST")
+METHODS = ("OPTIONS", "HEAD", "GET", "PUT", "DELETE", "MKCOL", "MOVE", "COPY", "PROPFIND", "PROPPATCH", "POST",
+           "LOCK", "UNLOCK")
 
 
 async def read_small_body(request: web.Request, what: str) -> bytes:
@@ -59,6 +60,7 @@ class WebDavDoor:
             "OPTIONS": self.options, "HEAD": self.head, "GET": self.get, "PUT": self.put,
             "DELETE": self.delete, "MKCOL": self.mkcol, "MOVE": self.move, "COPY": self.copy,
             "PROPFIND": self.propfind, "PROPPATCH": self.proppatch, "POST": self.post,
+            "LOCK": self.lock, "UNLOCK": self.unlock,
         }
 
     def install(self, app: web.Application) -> None:
@@ -82,7 +84,7 @@ class WebDavDoor:
 
     # -- read side -----------------------------------------------------------------------------
     async def options(self, request: web.Request, login: Login, path: str, trailing: bool) -> web.Response:
-        return web.Response(status=200, headers={"DAV": "1", "Allow": ", ".join(METHODS),
+        return web.Response(status=200, headers={"DAV": "1, 2", "Allow": ", ".join(METHODS),
                                                  "MS-Author-Via": "DAV"})
 
     async def head(self, request: web.Request, login: Login, path: str, trailing: bool) -> web.StreamResponse:
@@ -222,6 +224,31 @@ class WebDavDoor:
         entry = self.ns.delete(login, path, recursive=True)
         if not entry.inode.is_dir:
             self.transfers.remove_finished(login, entry, request.remote or "", extra=door_details(request))
+        return web.Response(status=204)
+
+    async def lock(self, request: web.Request, login: Login, path: str, trailing: bool) -> web.Response:
+        """dCache's fake lock: granted at once with zero lifetime; 201 for a name not yet bound (nothing is created)."""
+        self._require_login(login)
+        wanted = locks.parse_lock(await read_small_body(request, "LOCK"), request.headers.get("Depth"))
+        try:
+            entry = self.ns.stat(login, path)
+            status, is_dir = 200, entry.inode.is_dir
+        except NotFound:
+            parent = path.rsplit("/", 1)[0] or "/"
+            try:
+                self.ns.stat(login, parent)
+            except NotFound:
+                raise Conflict(f"Parent collection does not exist: {parent}") from None
+            status, is_dir = 201, False
+        token = locks.new_token()
+        body = locks.render_lock(wanted, token, pf.href(path, is_dir))
+        return web.Response(status=status, body=body, content_type="application/xml", charset="utf-8",
+                            headers={"Lock-Token": f"<{token}>", "Timeout": locks.TIMEOUT})
+
+    async def unlock(self, request: web.Request, login: Login, path: str, trailing: bool) -> web.Response:
+        self._require_login(login)
+        locks.parse_lock_token(request.headers.get("Lock-Token"))
+        self.ns.stat(login, path)  # 404 for a name that does not exist, as for any other method
         return web.Response(status=204)
 
     async def mkcol(self, request: web.Request, login: Login, path: str, trailing: bool) -> web.Response:

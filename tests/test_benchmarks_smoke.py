@@ -1,0 +1,38 @@
+"""Each benchmark runs end to end on a tiny workload, so a change to the service cannot silently break it.
+
+These check that the benchmarks work, not how fast anything is: exit status 0 (targets met) and 1
+(targets missed) are both fine here; 2 means a row or a server failed.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def bench(tmp_path: Path, *args: str, timeout: float = 240) -> dict:
+    out = tmp_path / "result.json"
+    done = subprocess.run([sys.executable, "-m", "airflow_dcache.cli", "bench", *args, "--out", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode in (0, 1), done.stdout[-2000:] + done.stderr[-2000:]
+    return json.loads(out.read_text())
+
+
+def test_transfer_benchmark_runs(tmp_path: Path) -> None:
+    result = bench(tmp_path, "transfer", "--sizes", "1M", "--repeat", "1", "--only", "ours")
+    assert result
+
+
+def test_events_benchmark_runs(tmp_path: Path) -> None:
+    result = bench(tmp_path, "events", "--rates", "20", "--duration", "1", "--channels", "3",
+                   "--fanout-uploads", "2", "--fanout-rate", "2", "--poll-intervals", "0.5", "--poll-rate", "5")
+    assert result
+
+
+def test_billing_benchmark_runs(tmp_path: Path) -> None:
+    result = bench(tmp_path, "billing", "--events", "200", "--repeat", "1")
+    assert result

@@ -139,8 +139,9 @@ def start_dcache(tmp_path: Path) -> Iterator:
     """Factory for a server with custom flags, stopped at the end of the test."""
     started: list[DCacheServer] = []
 
-    def factory(*extra: str, name: str = "custom") -> DCacheServer:
-        server = start_server(tmp_path / name, *extra)
+    def factory(*extra: str, name: str = "custom",
+                user_fields: dict[str, dict[str, object]] | None = None) -> DCacheServer:
+        server = start_server(tmp_path / name, *extra, user_fields=user_fields)
         started.append(server)
         return server
 

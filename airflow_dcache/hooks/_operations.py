@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from collections.abc import Generator, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -775,6 +776,7 @@ def event_types(s: ConnectionSettings) -> Operation[list[str]]:
 
 
 EVENT_SCHEMA_PARTS = ("selector", "event")
+_EVENT_TYPE = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")  # never "." or "..", which URL normalisation would resolve
 
 
 def event_schema(s: ConnectionSettings, event_type: str, part: str = "selector") -> Operation[dict[str, Any]]:
@@ -785,9 +787,9 @@ def event_schema(s: ConnectionSettings, event_type: str, part: str = "selector")
     """
     if part not in EVENT_SCHEMA_PARTS:
         raise ValueError(f"part must be one of {EVENT_SCHEMA_PARTS}, got {part!r}")
-    if not event_type or "/" in event_type:
+    if not _EVENT_TYPE.fullmatch(event_type):
         raise ValueError(f"event_type must be a single name such as 'inotify', got {event_type!r}")
-    call = Call("GET", api_url(s, f"events/eventTypes/{quote(event_type, safe='')}/{part}"), dict(_JSON))
+    call = Call("GET", api_url(s, f"events/eventTypes/{event_type}/{part}"), dict(_JSON))
     doc = _json((yield call), call)
     if not isinstance(doc, dict):
         raise UnexpectedResponse(f"{part} schema of {event_type} is not a JSON object", method=call.method,

@@ -119,8 +119,9 @@ def test_event_schemas(run: Run, alice_id: str) -> None:
         run(alice_id, "event_schema", "no-such-type")
     with pytest.raises(ValueError, match="part"):
         run(alice_id, "event_schema", "inotify", "schema")
-    with pytest.raises(ValueError, match="single name"):
-        run(alice_id, "event_schema", "inotify/../x")
+    for bad in ("inotify/../x", "..", ".", "", "ino tify"):
+        with pytest.raises(ValueError, match="single name"):
+            run(alice_id, "event_schema", bad)
 
 
 def test_anonymous_is_refused(run: Run, set_conn: ConnFactory, dcache_server: Any) -> None:

@@ -207,12 +207,13 @@ def test_roles_extra(value: Any, expected: tuple[str, ...]) -> None:
     assert settings.roles == expected
 
 
-@pytest.mark.parametrize("value", [["admin", 3], {"admin": True}, "admin,,x", "ad min", 7])
+@pytest.mark.parametrize("value", [["admin", 3], {"admin": True}, "admin,,x", "ad min", 7, "管理", "²", "a\r\nX: y"])
 def test_roles_extra_rejects(value: Any) -> None:
     with pytest.raises(InvalidConnection, match="roles"):
         settings_from_connection(conn(host="https://d", login="u", password="p", extra={"roles": value}))
 
 
 def test_roles_from_a_uri() -> None:
-    settings = settings_from_connection(Connection.from_uri("dcache://u:p@door.example.org:2880/?roles=admin", conn_id="r"))
+    uri = "dcache://u:p@door.example.org:2880/?roles=admin"
+    settings = settings_from_connection(Connection.from_uri(uri, conn_id="r"))
     assert settings.roles == ("admin",)

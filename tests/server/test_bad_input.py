@@ -110,10 +110,17 @@ def test_bad_depth_and_overwrite(dcache_server):
     assert r.status_code == 400
 
 
-def test_malformed_propfind_xml(dcache_server):
-    r = requests.request("PROPFIND", f"{dcache_server.webdav}/home/alice", data=b"<propfind><oops",
+@pytest.mark.parametrize("body", [
+    b"<propfind><oops",
+    b'<?xml version="1.0" encoding="no-such-codec"?><propfind xmlns="DAV:"><allprop/></propfind>',
+    b'<?xml version="1.0" encoding="utf-16"?><propfind/>',
+])
+@pytest.mark.parametrize("method", ["PROPFIND", "PROPPATCH"])
+def test_malformed_xml_bodies(dcache_server, method, body):
+    """Syntax errors, unknown encodings and undecodable text are all the client's fault: 400, never 500."""
+    r = requests.request(method, f"{dcache_server.webdav}/home/alice", data=body,
                          headers={"Depth": "0"}, auth=dcache_server.auth("alice"))
-    assert r.status_code == 400 and "Malformed PROPFIND" in r.json()["detail"]
+    assert r.status_code == 400 and f"Malformed {method}" in r.json()["detail"]
 
 
 def test_bad_content_md5(dcache_server):

@@ -93,9 +93,25 @@ def test_frontend_and_propfind_list_every_stored_checksum(dcache_server, alice, 
 
 def test_content_md5_mismatch_names_every_computed_type_and_stores_nothing(alice, home):
     wrong = base64.b64encode(hashlib.md5(b"other").digest()).decode()
-    r = alice.put(f"{home}/f", data=DATA, headers={"Content-MD5": wrong, "Want-Digest": "sha-256"})
+    r = alice.put(f"{home}/f", data=DATA, headers={"Content-MD5": wrong, "Want-Digest": "sha-512,sha-256,sha"})
     assert r.status_code == 400
-    assert f"actual=[1:{adler()}, 2:{hashlib.md5(DATA).hexdigest()}, 5:{hashlib.sha256(DATA).hexdigest()}]" \
-        in r.reason
+    actual = (f"actual=[1:{adler()}, 2:{hashlib.md5(DATA).hexdigest()}, 4:{hashlib.sha1(DATA).hexdigest()}, "
+              f"5:{hashlib.sha256(DATA).hexdigest()}, 6:{hashlib.sha512(DATA).hexdigest()}])")
+    assert r.reason.endswith(actual) and r.json()["detail"].endswith(actual)  # the whole text, not cut short
     assert alice.head(f"{home}/f").status_code == 404
+
+
+def test_unanswerable_want_repr_digest_falls_back_to_want_digest(alice, home):
+    r = alice.put(f"{home}/f", data=DATA, headers={"Want-Repr-Digest": "md5=10"})
+    assert r.headers["Digest"] == f"adler32={adler()}" and "Repr-Digest" not in r.headers  # PUT's default
+    both = alice.head(f"{home}/f", headers={"Want-Repr-Digest": "sha-256=5", "Want-Digest": "adler32"})
+    assert both.headers["Digest"] == f"adler32={adler()}" and "Repr-Digest" not in both.headers
+
+
+def test_want_repr_digest_preferences_are_clamped_and_parameters_ignored(alice, home):
+    assert alice.put(f"{home}/f", data=DATA, headers={"Want-Digest": "sha-256,sha-512"}).status_code == 201
+    r = alice.head(f"{home}/f", headers={"Want-Repr-Digest": "sha-256=99, sha-512=10"})
+    assert r.headers["Repr-Digest"] == f"sha-512=:{b64('sha512')}:"  # 99 counts as 10; ties go to the stronger
+    r = alice.head(f"{home}/f", headers={"Want-Repr-Digest": "sha-512=-3;x=1, sha-256=2;q"})
+    assert r.headers["Repr-Digest"] == f"sha-256=:{b64('sha256')}:"
 

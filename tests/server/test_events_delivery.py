@@ -47,7 +47,7 @@ def test_upload_sequence_and_envelope(dcache_server, alice):
         raw = sse.raw.decode()
         assert raw.startswith(f'event: inotify\nid: 0\ndata: {{"event":{{"name":"file.dat","mask":["IN_CREATE"]}},'
                               f'"subscription":"{sub}"}}\n\n')
-        # Another user's change in the watched directory is delivered too (admin bypasses modes).
+        # Another user's change in the watched directory is delivered too (root, uid 0, bypasses modes).
         put(dcache_server, "admin", f"{d}/by-admin")
         assert inotify(sse.collect(5)) == [("by-admin", [k]) for k in UPLOAD]
 

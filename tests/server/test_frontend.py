@@ -141,3 +141,30 @@ def test_permission_denied_is_403(dcache_server, alice, base):
     alice.put(f"{dav}/f", data=b"x")
     r = requests.post(f"{ns}/f", json={"action": "chmod", "mode": 0o777}, auth=dcache_server.auth("bob"))
     assert r.status_code == 403
+
+
+def test_who_bypasses_permissions(start_dcache):
+    """Root by uid always; anyone else only with the admin role asserted, as dCache (Chimera + roles)."""
+    server = start_dcache("--allow-insecure-macaroons", user_fields={"bob": {"roles": ["admin"]}})
+    private = f"{server.webdav}/home/alice/private"
+    assert requests.request("MKCOL", private, auth=server.auth("alice")).status_code == 201
+    assert requests.post(f"{server.api}/namespace/home/alice/private", auth=server.auth("alice"),
+                         json={"action": "chmod", "mode": 0o700}).status_code == 201
+    bob, bob_pw = server.auth("bob")
+    assert requests.put(f"{private}/b1", data=b"x", auth=(bob, bob_pw)).status_code == 403  # role not asserted
+    assert requests.put(f"{private}/b2", data=b"x", auth=(f"{bob}#admin", bob_pw)).status_code == 201
+    assert requests.put(f"{private}/b3", data=b"x", auth=(bob, bob_pw),
+                        headers={"Roles": "admin"}).status_code == 201
+    assert requests.put(f"{private}/r1", data=b"x", auth=server.auth("admin")).status_code == 201  # uid 0
+    # a macaroon minted by root acts as root, narrowed by its caveats: modes do not stop it, caveats do
+    minted = requests.post(f"{server.webdav}/home/alice/private/r1", auth=server.auth("admin"),
+                           headers={"Content-Type": "application/macaroon-request"},
+                           data='{"caveats": ["activity:DOWNLOAD"]}').json()["macaroon"]
+    bearer = {"Authorization": f"Bearer {minted}"}
+    assert requests.get(f"{private}/r1", headers=bearer).content == b"x"
+    assert requests.put(f"{private}/r1", data=b"y", headers=bearer).status_code == 403
+    # a macaroon never carries roles: a Roles header on it asserts nothing
+    bob_token = requests.post(f"{server.webdav}/home/bob", auth=(bob, bob_pw),
+                              headers={"Content-Type": "application/macaroon-request"}, data="{}").json()["macaroon"]
+    r = requests.put(f"{private}/b4", data=b"x", headers={"Authorization": f"Bearer {bob_token}", "Roles": "admin"})
+    assert r.status_code == 403

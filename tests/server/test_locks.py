@@ -43,6 +43,8 @@ def test_lock_of_an_unbound_name_creates_nothing(alice, home):
     assert r.status_code == 201 and "Lock-Token" in r.headers
     assert alice.head(f"{home}/new.txt").status_code == 404
     assert alice.request("LOCK", f"{home}/missing/new.txt", data=LOCKINFO).status_code == 409
+    assert alice.put(f"{home}/plain", data=b"x").status_code == 201
+    assert alice.request("LOCK", f"{home}/plain/under-a-file", data=LOCKINFO).status_code == 409
 
 
 def test_options_advertises_class_2(alice, home):
@@ -56,6 +58,7 @@ def test_options_advertises_class_2(alice, home):
     ({}, "<D:lockinfo xmlns:D='DAV:'><D:lockscope><D:exclusive/></D:lockscope></D:lockinfo>", "locktype"),
     ({}, "<D:lockinfo xmlns:D='DAV:'", "Malformed LOCK body"),
     ({"Depth": "1"}, LOCKINFO, "Depth"),
+    ({}, '<?xml version="1.0" encoding="no-such-codec"?><D:lockinfo xmlns:D="DAV:"/>', "Malformed LOCK body"),
 ])
 def test_bad_lock_requests_get_400(alice, home, headers, body, message):
     r = alice.request("LOCK", home, data=body, headers=headers)

@@ -60,4 +60,6 @@ def test_optional_checksums_are_stored_and_older_namespaces_gain_their_columns(t
     db = NamespaceDB(path)
     node = db.get(f.id)
     assert node is not None and (node.adler32, node.md5, node.sha256) == ("0000abcd", "aa", None)
+    g = db.insert(ROOT_ID, "g", REGULAR, mode=0o644, uid=0, gid=0, digests={"sha512": "cc", "sha1": "dd"})
+    assert (db.get(g.id).sha512, db.get(g.id).sha1, db.get(f.id).name) == ("cc", "dd", "f")
     db.close()

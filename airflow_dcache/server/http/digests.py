@@ -38,16 +38,19 @@ def parse_want_digest(value: str) -> list[tuple[str, float]]:
 def parse_want_repr_digest(value: str) -> list[tuple[str, float]]:
     """``sha-256=10, sha-512=3`` → [("sha-256", 10), ("sha-512", 3)] (RFC 9530 preferences 0 to 10).
 
-    A bare name counts as preference 1; a value that is not an integer counts as 0 (not wanted).
+    Lenient where RFC 8941 is strict, as servers should be: member parameters are dropped, a bare
+    name (``?1``) counts as preference 1, values are clamped to 0..10, and a value that is not an
+    integer counts as 0 (not wanted).
     """
     wanted: list[tuple[str, float]] = []
     for item in value.split(","):
-        name, sep, pref = item.strip().partition("=")
+        member = item.split(";", 1)[0]
+        name, sep, pref = member.strip().partition("=")
         name = name.strip().lower()
         if not name:
             continue
         try:
-            weight = float(int(pref.strip())) if sep else 1.0
+            weight = float(min(10, max(0, int(pref.strip())))) if sep else 1.0
         except ValueError:
             weight = 0.0
         wanted.append((name, weight))
@@ -82,11 +85,14 @@ def repr_digest_header(want: str, node: Inode) -> str | None:
 
 def response_headers(request_headers: Mapping[str, str], node: Inode,
                      default: str | None = None) -> dict[str, str]:
-    """``Repr-Digest`` or ``Digest`` for a reply, from the request's wishes (``default`` when it has none)."""
+    """``Repr-Digest`` or ``Digest`` for a reply, from the request's wishes (``default`` when it has none).
+
+    ``Want-Repr-Digest`` wins when both are sent, as in dCache; when it names nothing the file has,
+    the reply falls back to ``Want-Digest`` (or the default) rather than carrying no checksum at all.
+    """
     want_repr = request_headers.get("Want-Repr-Digest")
-    if want_repr:
-        value = repr_digest_header(want_repr, node)
-        return {"Repr-Digest": value} if value else {}
+    if want_repr and (repr_value := repr_digest_header(want_repr, node)):
+        return {"Repr-Digest": repr_value}
     want = request_headers.get("Want-Digest") or default
     value = digest_header(want, node) if want else None
     return {"Digest": value} if value else {}

@@ -45,8 +45,9 @@ def status_for(error: e.ServiceError) -> int:
 
 
 def _reason(message: str) -> str:
-    """A reason phrase must be one latin-1 line; keep it short and printable."""
-    text = " ".join(message.split())[:200]
+    """A reason phrase must be one latin-1 line; bounded, yet long enough for a checksum-mismatch text
+    that lists several SHA-512 values (clients such as gfal2 show only the reason)."""
+    text = " ".join(message.split())[:1024]
     return text.encode("latin-1", "replace").decode("latin-1")
 
 

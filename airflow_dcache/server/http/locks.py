@@ -9,11 +9,11 @@ than a lock.
 from __future__ import annotations
 
 import uuid
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from xml.sax.saxutils import escape
 
 from airflow_dcache.server.http.propfind import DAV
+from airflow_dcache.server.http.xmlbody import parse_xml_body
 from airflow_dcache.server.services.errors import BadRequest
 
 TIMEOUT = "Second-0"
@@ -33,10 +33,7 @@ def parse_lock(body: bytes, depth_header: str | None) -> LockRequest:
         raise BadRequest(f"Depth must be 0 or infinity for LOCK, got {depth_header!r}")
     if not body.strip():
         return LockRequest("exclusive", "", depth)
-    try:
-        root = ET.fromstring(body)
-    except ET.ParseError as err:
-        raise BadRequest(f"Malformed LOCK body: {err}") from None
+    root = parse_xml_body(body, "LOCK")
     if root.tag != f"{{{DAV}}}lockinfo":
         raise BadRequest("LOCK body must be a DAV:lockinfo element")
     scope_el = root.find(f"{{{DAV}}}lockscope")

@@ -9,6 +9,7 @@ from email.utils import formatdate
 from urllib.parse import quote
 
 from airflow_dcache.server.http.digests import checksums_property
+from airflow_dcache.server.http.xmlbody import parse_xml_body
 from airflow_dcache.server.services.errors import BadRequest
 from airflow_dcache.server.services.namespace import Entry
 
@@ -36,10 +37,7 @@ class PropfindRequest:
 def parse_propfind(body: bytes) -> PropfindRequest:
     if not body.strip():
         return PropfindRequest(None)
-    try:
-        root = ET.fromstring(body)
-    except ET.ParseError as err:
-        raise BadRequest(f"Malformed PROPFIND body: {err}") from None
+    root = parse_xml_body(body, "PROPFIND")
     if root.tag != f"{{{DAV}}}propfind":
         raise BadRequest("PROPFIND body must be a DAV:propfind element")
     for child in root:

@@ -10,6 +10,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
 from airflow_dcache.server.http.propfind import DAV, XATTR
+from airflow_dcache.server.http.xmlbody import parse_xml_body
 from airflow_dcache.server.services.errors import BadRequest
 
 
@@ -25,10 +26,7 @@ class PropertyChange:
 
 
 def parse_proppatch(body: bytes) -> list[PropertyChange]:
-    try:
-        root = ET.fromstring(body)
-    except ET.ParseError as err:
-        raise BadRequest(f"Malformed PROPPATCH body: {err}") from None
+    root = parse_xml_body(body, "PROPPATCH")
     if root.tag != f"{{{DAV}}}propertyupdate":
         raise BadRequest("PROPPATCH body must be a DAV:propertyupdate element")
     changes = []

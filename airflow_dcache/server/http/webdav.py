@@ -236,8 +236,10 @@ class WebDavDoor:
         except NotFound:
             parent = path.rsplit("/", 1)[0] or "/"
             try:
-                self.ns.stat(login, parent)
+                parent_is_dir = self.ns.stat(login, parent).inode.is_dir
             except NotFound:
+                parent_is_dir = False
+            if not parent_is_dir:
                 raise Conflict(f"Parent collection does not exist: {parent}") from None
             status, is_dir = 201, False
         token = locks.new_token()

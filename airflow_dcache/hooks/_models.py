@@ -209,6 +209,48 @@ class BulkRequestInfo:
         return result
 
 
+@dataclass(frozen=True)
+class ArchivedBulkRequest:
+    """``GET /bulk-requests/archived/{id}``: what dCache keeps of a cleared request (counts, not targets)."""
+
+    id: str
+    status: str
+    activity: str | None = None
+    owner: str | None = None  # "uid:gid"
+    depth: str | None = None
+    target_prefix: str | None = None
+    initial_targets: list[str] = field(default_factory=list)
+    errors: dict[str, int] = field(default_factory=dict)  # error type -> failed targets
+    succeeded: int = 0
+    cancelled: int = 0
+    failed: int = 0
+    arrived_at: int | None = None
+    started_at: int | None = None
+    last_modified: int | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, request_id: str, data: dict[str, Any]) -> ArchivedBulkRequest:
+        errors = data.get("errors")
+        return cls(
+            id=str(data.get("uid") or request_id),
+            status=str(data.get("status", "")),
+            activity=data.get("activity"),
+            owner=data.get("owner"),
+            depth=data.get("depth"),
+            target_prefix=data.get("targetPrefix"),
+            initial_targets=[str(t) for t in _list(data.get("initialTargets"))],
+            errors={str(k): int(v) for k, v in errors.items()} if isinstance(errors, dict) else {},
+            succeeded=int(data.get("succeeded") or 0),
+            cancelled=int(data.get("cancelled") or 0),
+            failed=int(data.get("failed") or 0),
+            arrived_at=data.get("arrivedAt"),
+            started_at=data.get("startedAt"),
+            last_modified=data.get("lastModified"),
+            raw=data,
+        )
+
+
 def bulk_targets(data: dict[str, Any]) -> list[BulkTarget]:
     return [
         BulkTarget(

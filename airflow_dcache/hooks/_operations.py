@@ -20,6 +20,7 @@ from urllib.parse import quote, unquote, urljoin, urlsplit
 from airflow_dcache.exceptions import AlreadyExists, Conflict, NotFound, UnexpectedResponse
 from airflow_dcache.hooks import _caveats, _checksums
 from airflow_dcache.hooks._models import (
+    ArchivedBulkRequest,
     ArchiveInfo,
     BulkRequestInfo,
     BulkSubmission,
@@ -468,6 +469,61 @@ def list_bulk_requests(
     if isinstance(data, dict):  # tolerate a wrapped list
         data = data.get("requests") or data.get("items") or []
     return [d for d in data or [] if isinstance(d, dict)]
+
+
+ARCHIVE_TIME_FORMAT = "%Y/%m/%d-%H:%M:%S"  # dCache's yyyy/MM/dd-HH:mm:ss, read in the server's time zone
+
+
+def _archive_time(value: datetime | str | None, name: str) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    if not isinstance(value, datetime):
+        raise ValueError(f"{name} must be a datetime or a 'yyyy/MM/dd-HH:mm:ss' string, got {value!r}")
+    return value.strftime(ARCHIVE_TIME_FORMAT)
+
+
+def list_archived_bulk_requests(
+    s: ConnectionSettings,
+    *,
+    owner: Iterable[str] | None = None,
+    activity: Iterable[str] | None = None,
+    status: Iterable[str] | None = None,
+    before: datetime | str | None = None,
+    after: datetime | str | None = None,
+    limit: int | None = None,
+) -> Operation[list[dict[str, Any]]]:
+    """Summaries of archived (cleared) requests, oldest first: ``uid``, ``owner``, ``activity``, ``status``,
+    ``lastModified``. ``before``/``after`` bound the last modification; naive datetimes are taken as the
+    server's local time, as dCache reads them."""
+    if limit is not None and (not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"limit must be a positive integer, got {limit!r}")
+    query = {
+        "owner": ",".join(owner) if owner else None,
+        "activity": ",".join(activity) if activity else None,
+        "status": ",".join(x.lower() for x in status) if status else None,
+        "before": _archive_time(before, "before"),
+        "after": _archive_time(after, "after"),
+        "limit": limit,
+    }
+    call = Call("GET", api_url(s, "bulk-requests/archived", query), {"Accept": "application/json"})
+    data = _json((yield call), call)
+    if not isinstance(data, list):
+        raise UnexpectedResponse("archived bulk request list is not a list", method="GET", url=call.url)
+    return [d for d in data if isinstance(d, dict)]
+
+
+def archived_bulk_request(s: ConnectionSettings, request: str) -> Operation[ArchivedBulkRequest]:
+    """An archived request's counts and initial targets. dCache may answer an unknown id with an empty
+    204 instead of 404; both become :class:`NotFound`."""
+    rid = request_id(request)
+    call = Call("GET", api_url(s, f"bulk-requests/archived/{rid}"), {"Accept": "application/json"})
+    info = yield call
+    if info.status == 204 or not info.body.strip():
+        raise NotFound(f"archived bulk request {rid} not found", status=404, method="GET", url=call.url)
+    data = _json(info, call)
+    if not isinstance(data, dict):
+        raise UnexpectedResponse("archived bulk request is not an object", method="GET", url=call.url)
+    return ArchivedBulkRequest.from_json(rid, data)
 
 
 # ----------------------------------------------------------------------------------------- tape

@@ -31,6 +31,7 @@ from airflow_dcache.hooks._base import (
 )
 from airflow_dcache.hooks._checksums import digests_from_headers
 from airflow_dcache.hooks._models import (
+    ArchivedBulkRequest,
     ArchiveInfo,
     BulkRequestInfo,
     BulkSubmission,
@@ -345,6 +346,24 @@ class DCacheHook(DCacheHookBase):
         self, status: Iterable[str] | None = None, owner: str | None = None, path: str | None = None
     ) -> list[dict[str, Any]]:
         return self._run(ops.list_bulk_requests(self.settings, status, owner, path))
+
+    def list_archived_bulk_requests(
+        self,
+        *,
+        owner: Iterable[str] | None = None,
+        activity: Iterable[str] | None = None,
+        status: Iterable[str] | None = None,
+        before: datetime | str | None = None,
+        after: datetime | str | None = None,
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """Summaries of cleared (archived) bulk requests, oldest first; every owner's, as dCache lists them."""
+        return self._run(ops.list_archived_bulk_requests(
+            self.settings, owner=owner, activity=activity, status=status, before=before, after=after, limit=limit))
+
+    def archived_bulk_request(self, request: str) -> ArchivedBulkRequest:
+        """What dCache keeps of a cleared request: initial targets, counts, errors by type."""
+        return self._run(ops.archived_bulk_request(self.settings, request))
 
     # -------------------------------------------------------------------------- storage events
 

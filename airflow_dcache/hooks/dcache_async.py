@@ -29,6 +29,7 @@ from airflow_dcache.hooks._base import (
 )
 from airflow_dcache.hooks._checksums import digests_from_headers
 from airflow_dcache.hooks._models import (
+    ArchivedBulkRequest,
     ArchiveInfo,
     BulkRequestInfo,
     BulkSubmission,
@@ -355,6 +356,25 @@ class DCacheAsyncHook(DCacheHookBase):
         self, status: Iterable[str] | None = None, owner: str | None = None, path: str | None = None
     ) -> list[dict[str, Any]]:
         return await self._run(ops.list_bulk_requests(await self.aget_settings(), status, owner, path))
+
+    async def list_archived_bulk_requests(
+        self,
+        *,
+        owner: Iterable[str] | None = None,
+        activity: Iterable[str] | None = None,
+        status: Iterable[str] | None = None,
+        before: datetime | str | None = None,
+        after: datetime | str | None = None,
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """Same contract as :meth:`DCacheHook.list_archived_bulk_requests`."""
+        return await self._run(ops.list_archived_bulk_requests(
+            await self.aget_settings(), owner=owner, activity=activity, status=status, before=before, after=after,
+            limit=limit))
+
+    async def archived_bulk_request(self, request: str) -> ArchivedBulkRequest:
+        """Same contract as :meth:`DCacheHook.archived_bulk_request`."""
+        return await self._run(ops.archived_bulk_request(await self.aget_settings(), request))
 
     # -------------------------------------------------------------------------- storage events
 

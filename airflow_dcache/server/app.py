@@ -80,7 +80,8 @@ def build_services(config: ServerConfig) -> Services:
     hsm = HsmStore(f"{config.site}-hsm", config.data_dir / "hsm" / config.site)
     tape = TapeService(namespace, hsm, TapeSettings(config.tape_flush_delay, config.tape_stage_delay,
                                                     config.default_qos))
-    bulk = BulkService(BulkDB(config.data_dir / "bulk.db"), namespace, tape)
+    bulk = BulkService(BulkDB(config.data_dir / "bulk.db"), namespace, tape,
+                       archive_after_s=config.bulk_archive_after)
     storage_events = ChannelRegistry(namespace, EventsSettings(disconnect_timeout=config.events_disconnect_timeout),
                                      bus=events)
     return Services(db, pool, events, namespace, transfers, macaroons, tape, bulk, MoverRegistry(), storage_events)

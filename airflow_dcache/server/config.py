@@ -31,6 +31,7 @@ class ServerConfig:
     redirect_reads: bool = False
     redirect_writes: bool = False
     pool_port: int = 0
+    bulk_archive_after: float = 14 * 86400
     kafka_bootstrap: str | None = None  # billing records go to Kafka only when set
     kafka_topic: str = "billing"
     kafka_config: tuple[tuple[str, str], ...] = ()

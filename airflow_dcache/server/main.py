@@ -56,6 +56,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="default seconds an SSE event channel survives without a client")
     parser.add_argument("--tape-flush-delay", type=float, default=1.0, help="seconds before a flush to tape")
     parser.add_argument("--tape-stage-delay", type=float, default=1.0, help="seconds a recall from tape takes")
+    parser.add_argument("--bulk-archive-after", type=float, default=14 * 86400,
+                        help="seconds after which finished bulk requests nobody cleared are archived "
+                             "(dCache's bulk.limits.archiver-window, 14 days)")
     parser.add_argument("--default-qos", choices=["disk", "tape", "disk+tape"], default="disk",
                         help="QoS given to newly uploaded files")
     parser.add_argument("--redirect-reads", action="store_true",
@@ -124,6 +127,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     for name in ("tape_flush_delay", "tape_stage_delay"):
         if not 0 <= getattr(args, name) <= 86400:
             raise SystemExit(f"error: --{name.replace('_', '-')} must be between 0 and 86400 seconds")
+    if not 1 <= args.bulk_archive_after <= 365 * 86400:
+        raise SystemExit("error: --bulk-archive-after must be between 1 second and 365 days")
     kafka = _kafka_options(args)
     return ServerConfig(
         **kafka,
@@ -136,7 +141,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         events_disconnect_timeout=args.events_disconnect_timeout,
         tape_flush_delay=args.tape_flush_delay, tape_stage_delay=args.tape_stage_delay,
         default_qos=args.default_qos, redirect_reads=args.redirect_reads, redirect_writes=args.redirect_writes,
-        pool_port=args.pool_port,
+        pool_port=args.pool_port, bulk_archive_after=args.bulk_archive_after,
     )
 
 

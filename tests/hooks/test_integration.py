@@ -13,6 +13,7 @@ import time
 import uuid
 import zlib
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -382,6 +383,17 @@ def test_bulk_requests(run: Run, alice_id: str, workdir: str, source: Path) -> N
     run(alice_id, "clear_bulk_request", sub.id)
     with pytest.raises(exc.NotFound):
         run(alice_id, "bulk_request_status", sub.id)
+    archived = run(alice_id, "archived_bulk_request", sub.url)  # clearing archived it, as dCache does
+    assert (archived.id, archived.activity, archived.status) == (sub.id, "PIN", "COMPLETED")
+    assert sorted(archived.initial_targets) == sorted(paths) and archived.succeeded == 3 and archived.failed == 0
+    mine = run(alice_id, "list_archived_bulk_requests", activity=["PIN"], status=["completed"],
+               after=datetime.now() - timedelta(hours=1), limit=1000)
+    assert sub.id in [item["uid"] for item in mine]
+    assert run(alice_id, "list_archived_bulk_requests", before="2001/01/01-00:00:00") == []
+    with pytest.raises(exc.NotFound):
+        run(alice_id, "archived_bulk_request", "no-such-request")
+    with pytest.raises(ValueError, match="limit"):
+        run(alice_id, "list_archived_bulk_requests", limit=0)
 
 
 def test_bulk_request_failures_are_reported_per_target(run: Run, alice_id: str, workdir: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from aiohttp import web
@@ -9,9 +10,11 @@ from aiohttp import web
 from airflow_dcache.server.http.frontend import API, Frontend, json_response, parse_nonnegative, read_json_object
 from airflow_dcache.server.services.bulk import BulkService
 from airflow_dcache.server.services.errors import BadRequest
-from airflow_dcache.server.storage.bulk_db import BulkRequestRow, BulkTargetRow
+from airflow_dcache.server.storage.bulk_db import ArchiveFilter, BulkRequestRow, BulkTargetRow
 
 PAGE = 10_000
+ARCHIVE_TIME_FORMAT = "%Y/%m/%d-%H:%M:%S"  # dCache's yyyy/MM/dd-HH:mm:ss, in the server's time zone
+MAX_ARCHIVE_LIMIT = 100_000
 _STATUSES = ("INCOMPLETE", "QUEUED", "STARTED", "COMPLETED", "CANCELLING", "CANCELLED")
 
 
@@ -37,6 +40,8 @@ class BulkRequests:
         base = API + "/bulk-requests"
         app.router.add_post(base, self.submit)
         app.router.add_get(base, self.list)
+        app.router.add_get(base + "/archived", self.archived_list)  # before /{id}, which would match it
+        app.router.add_get(base + "/archived/{id}", self.archived_info)
         app.router.add_get(base + "/{id}", self.info)
         app.router.add_patch(base + "/{id}", self.patch)
         app.router.add_delete(base + "/{id}", self.clear)
@@ -84,6 +89,28 @@ class BulkRequests:
             doc["startedAt"] = row.started_at
         return json_response(doc)
 
+    async def archived_list(self, request: web.Request) -> web.Response:
+        """Summaries of archived requests. As in dCache, this list is not limited to the caller's own."""
+        self.frontend.login(request)
+        flt = ArchiveFilter(
+            owners=_csv(request, "owner"), activities=_csv(request, "activity", upper=True),
+            statuses=_csv(request, "status", upper=True, allowed=("COMPLETED", "CANCELLED")),
+            before=_archive_time(request, "before"), after=_archive_time(request, "after"),
+            limit=_limit(request))
+        docs = [{"uid": a.uid, "owner": a.owner, "activity": a.activity, "lastModified": a.last_modified,
+                 "status": a.status} for a in self.bulk.db.archived_list(flt)]
+        return json_response(docs)
+
+    async def archived_info(self, request: web.Request) -> web.Response:
+        login = self.frontend.login(request)
+        a = self.bulk.archived(login, request.match_info["id"])
+        doc: dict[str, Any] = {
+            "initialTargets": a.initial_targets, "errors": a.errors, "uid": a.uid, "owner": a.owner,
+            "activity": a.activity, "depth": a.depth, "arrivedAt": a.arrived_at, "startedAt": a.started_at,
+            "lastModified": a.last_modified, "status": a.status, "targetPrefix": a.target_prefix,
+            "succeeded": a.succeeded, "cancelled": a.cancelled, "failed": a.failed}
+        return json_response({k: v for k, v in doc.items() if v is not None})
+
     async def patch(self, request: web.Request) -> web.Response:
         login = self.frontend.login(request)
         row = self.bulk.owned(login, request.match_info["id"])
@@ -103,3 +130,32 @@ class BulkRequests:
             raise BadRequest("cancelIfRunning must be true or false")
         self.bulk.clear(login, request.match_info["id"], flag == "true")
         return web.Response(status=204)
+
+
+def _csv(request: web.Request, name: str, *, upper: bool = False,
+         allowed: tuple[str, ...] | None = None) -> frozenset[str] | None:
+    raw = request.query.get(name)
+    if raw is None or not raw.strip():
+        return None
+    values = {v.strip().upper() if upper else v.strip() for v in raw.split(",") if v.strip()}
+    if allowed is not None and (bad := sorted(values - set(allowed))):
+        raise BadRequest(f"Query parameter {name}: {', '.join(b[:20] for b in bad)} is not one of "
+                         f"{', '.join(a.lower() for a in allowed)}")
+    return frozenset(values)
+
+
+def _archive_time(request: web.Request, name: str) -> int | None:
+    raw = request.query.get(name)
+    if raw is None:
+        return None
+    try:
+        return int(datetime.strptime(raw, ARCHIVE_TIME_FORMAT).timestamp() * 1000)
+    except ValueError:
+        raise BadRequest(f"Query parameter {name} must be a date as yyyy/MM/dd-HH:mm:ss, got {raw[:40]!r}") from None
+
+
+def _limit(request: web.Request) -> int:
+    raw = request.query.get("limit", "5000")
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_ARCHIVE_LIMIT:
+        raise BadRequest(f"Query parameter limit must be an integer from 1 to {MAX_ARCHIVE_LIMIT}, got {raw[:20]!r}")
+    return int(raw)

@@ -27,7 +27,7 @@ from airflow_dcache.server.services.errors import (
 from airflow_dcache.server.services.login import Login
 from airflow_dcache.server.services.namespace import NamespaceService
 from airflow_dcache.server.services.tape import TapeService, lifetime_ms, normalise_qos
-from airflow_dcache.server.storage.bulk_db import BulkDB, BulkRequestRow, BulkTargetRow
+from airflow_dcache.server.storage.bulk_db import ArchivedRequest, BulkDB, BulkRequestRow, BulkTargetRow
 from airflow_dcache.server.storage.namespace_db import now_ms
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,8 @@ FINISHED = ("COMPLETED", "CANCELLED")
 MAX_UNFINISHED_PER_USER = 5000
 DEFAULT_PIN_MS = 5 * 60_000
 DEFAULT_STAGE_MS = 2 * 86_400_000
+ARCHIVE_AFTER_S = 14 * 86_400  # dCache's bulk.limits.archiver-window
+ARCHIVER_PERIOD_S = 6 * 3600  # and how often its archiver runs
 _CONCURRENCY = 32
 _KEYS = {"activity", "target", "target_prefix", "expand_directories", "cancel_on_failure", "clear_on_success",
          "clear_on_failure", "prestore", "arguments"}
@@ -83,18 +85,40 @@ def _error_type(err: Exception) -> str:
 
 
 class BulkService:
-    def __init__(self, db: BulkDB, namespace: NamespaceService, tape: TapeService) -> None:
+    def __init__(self, db: BulkDB, namespace: NamespaceService, tape: TapeService, *,
+                 archive_after_s: float = ARCHIVE_AFTER_S) -> None:
         self.db = db
         self.ns = namespace
         self.tape = tape
+        self.archive_after_s = archive_after_s
         self._running: dict[str, asyncio.Task[None]] = {}
         self._limit = asyncio.Semaphore(_CONCURRENCY)
+        self._archiver: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         for row in self.db.requests(statuses=["QUEUED", "STARTED", "CANCELLING"]):
             self._launch(row.id)
+        self._archiver = asyncio.create_task(self._archive_forever(), name="bulk-archiver")
+
+    async def _archive_forever(self) -> None:
+        """Archive finished requests nobody cleared once older than the window (dCache: 14 days, every 6 h)."""
+        period = min(ARCHIVER_PERIOD_S, max(0.2, self.archive_after_s / 2))
+        while True:
+            self.archive_expired()
+            await asyncio.sleep(period)
+
+    def archive_expired(self) -> int:
+        cutoff = now_ms() - int(self.archive_after_s * 1000)
+        done = 0
+        for rid in self.db.finished_before(cutoff):
+            if rid not in self._running:
+                done += self.db.archive(rid)
+        return done
 
     async def stop(self) -> None:
+        if self._archiver is not None:
+            self._archiver.cancel()
+            await asyncio.gather(self._archiver, return_exceptions=True)
         tasks = list(self._running.values())
         for task in tasks:
             task.cancel()
@@ -339,7 +363,7 @@ class BulkService:
         targets = self.db.targets(row.id)
         failed = any(t.state == "FAILED" for t in targets)
         if (status == "COMPLETED" and not failed and row.clear_on_success) or (failed and row.clear_on_failure):
-            self.db.delete(row.id)
+            self.db.archive(row.id)
 
     # -- queries and control ---------------------------------------------------------------------
     def owned(self, login: Login, rid: str) -> BulkRequestRow:
@@ -371,5 +395,14 @@ class BulkService:
             task = self._running.get(rid)
             if task is not None:
                 task.cancel()
-        self.db.delete(rid)
+        self.db.archive(rid)  # as dCache: a cleared request moves to the archive
+
+    def archived(self, login: Login, uid: str) -> ArchivedRequest:
+        """One archived request; only its owner (uid:gid), root or an asserted admin may read it, as dCache."""
+        info = self.db.archived(uid)
+        if info is None:
+            raise NotFound(f"archived request {uid[:64]} not found")
+        if not login.superuser and info.owner != f"{login.uid}:{login.primary_gid}":
+            raise PermissionDenied(f"Subject does not have permission to read archived request {uid[:64]}")
+        return info
 

@@ -38,9 +38,27 @@ CREATE TABLE IF NOT EXISTS bulk_target (
     started_at INTEGER,
     finished_at INTEGER,
     error_type TEXT,
-    error_message TEXT
+    error_message TEXT,
+    initial INTEGER NOT NULL DEFAULT 1
 );
 CREATE INDEX IF NOT EXISTS bulk_target_rid ON bulk_target(rid, tid);
+CREATE TABLE IF NOT EXISTS bulk_archive (
+    uid TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    activity TEXT NOT NULL,
+    depth TEXT NOT NULL,
+    arrived_at INTEGER NOT NULL,
+    started_at INTEGER,
+    last_modified INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    target_prefix TEXT NOT NULL,
+    initial_targets TEXT NOT NULL,
+    errors TEXT NOT NULL,
+    succeeded INTEGER NOT NULL,
+    cancelled INTEGER NOT NULL,
+    failed INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS bulk_archive_modified ON bulk_archive(last_modified);
 """
 
 _REQUEST_COLUMNS = ("id, owner_uid, owner_gid, login, activity, arguments, target_prefix, expand, "
@@ -74,6 +92,40 @@ class BulkRequestRow:
 
 
 @dataclass(frozen=True)
+class ArchivedRequest:
+    """What dCache keeps of a cleared request (its BulkArchivedRequestInfo): counts, not targets."""
+
+    uid: str
+    owner: str  # "uid:gid", as dCache's uidGidKey
+    activity: str
+    depth: str
+    arrived_at: int
+    started_at: int | None
+    last_modified: int
+    status: str
+    target_prefix: str
+    initial_targets: list[str]
+    errors: dict[str, int]  # error type -> number of targets that failed with it
+    succeeded: int
+    cancelled: int
+    failed: int
+
+
+@dataclass(frozen=True)
+class ArchiveFilter:
+    owners: frozenset[str] | None = None
+    activities: frozenset[str] | None = None
+    statuses: frozenset[str] | None = None
+    before: int | None = None  # last modified at or before (epoch ms)
+    after: int | None = None  # last modified at or after (epoch ms)
+    limit: int = 5000
+
+
+_ARCHIVE_COLUMNS = ("uid, owner, activity, depth, arrived_at, started_at, last_modified, status, target_prefix, "
+                    "initial_targets, errors, succeeded, cancelled, failed")
+
+
+@dataclass(frozen=True)
 class BulkTargetRow:
     tid: int
     rid: str
@@ -92,6 +144,9 @@ class BulkDB:
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA foreign_keys=ON")
         self._conn.executescript(_SCHEMA)
+        have = {r[1] for r in self._conn.execute("PRAGMA table_info(bulk_target)").fetchall()}
+        if "initial" not in have:  # a bulk.db from before archiving: every stored target counts as initial
+            self._conn.execute("ALTER TABLE bulk_target ADD COLUMN initial INTEGER NOT NULL DEFAULT 1")
 
     def close(self) -> None:
         self._conn.close()
@@ -151,8 +206,10 @@ class BulkDB:
         return [BulkTargetRow(*r) for r in rows]
 
     def add_target(self, rid: str, path: str, state: str = "CREATED") -> int:
-        cur = self._conn.execute("INSERT INTO bulk_target (rid, path, state, submitted_at) VALUES (?,?,?,?)",
-                                 (rid, path, state, now_ms()))
+        """A target found by expanding a directory (not one the client named)."""
+        cur = self._conn.execute(
+            "INSERT INTO bulk_target (rid, path, state, submitted_at, initial) VALUES (?,?,?,?,0)",
+            (rid, path, state, now_ms()))
         return int(cur.lastrowid or 0)
 
     def update_target(self, tid: int, state: str, *, error: tuple[str, str] | None = None) -> None:
@@ -176,3 +233,63 @@ class BulkDB:
             query += f" AND path IN ({','.join('?' * len(paths))})"
             args += paths
         return self._conn.execute(query, args).rowcount
+
+    # -- archive -----------------------------------------------------------------------------
+    def archive(self, rid: str) -> bool:
+        """Replace a request and its targets by its archive record, atomically (dCache archives on clear)."""
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            row = self.get(rid)
+            if row is None:
+                self._conn.execute("ROLLBACK")
+                return False
+            initial = [r[0] for r in self._conn.execute(
+                "SELECT path FROM bulk_target WHERE rid=? AND initial=1 ORDER BY tid", (rid,))]
+            counts = dict(self._conn.execute(
+                "SELECT state, COUNT(*) FROM bulk_target WHERE rid=? GROUP BY state", (rid,)).fetchall())
+            errors = dict(self._conn.execute(
+                "SELECT COALESCE(error_type, ''), COUNT(*) FROM bulk_target WHERE rid=? AND state='FAILED' "
+                "GROUP BY 1 ORDER BY 1", (rid,)).fetchall())
+            self._conn.execute(
+                f"INSERT OR REPLACE INTO bulk_archive ({_ARCHIVE_COLUMNS}) VALUES ({','.join('?' * 14)})",
+                (rid, f"{row.owner_uid}:{row.owner_gid}", row.activity, row.expand, row.arrived_at, row.started_at,
+                 row.last_modified, row.status, row.target_prefix or "/", json.dumps(initial), json.dumps(errors),
+                 counts.get("COMPLETED", 0) + counts.get("SKIPPED", 0), counts.get("CANCELLED", 0),
+                 counts.get("FAILED", 0)))
+            self._conn.execute("DELETE FROM bulk_request WHERE id=?", (rid,))
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+        return True
+
+    def finished_before(self, cutoff_ms: int) -> list[str]:
+        """Ids of requests in a terminal state not modified since ``cutoff_ms``: the archiver's work."""
+        rows = self._conn.execute(
+            "SELECT id FROM bulk_request WHERE status IN ('COMPLETED','CANCELLED') AND last_modified<=? "
+            "ORDER BY last_modified", (cutoff_ms,)).fetchall()
+        return [r[0] for r in rows]
+
+    def archived(self, uid: str) -> ArchivedRequest | None:
+        r = self._conn.execute(f"SELECT {_ARCHIVE_COLUMNS} FROM bulk_archive WHERE uid=?", (uid,)).fetchone()
+        if r is None:
+            return None
+        values = list(r)
+        values[9], values[10] = json.loads(values[9]), json.loads(values[10])
+        return ArchivedRequest(*values)
+
+    def archived_list(self, flt: ArchiveFilter) -> list[ArchivedRequest]:
+        """Oldest first by last modification, as dCache's archive DAO sorts."""
+        query, args = "SELECT uid FROM bulk_archive WHERE 1=1", []  # type: tuple[str, list[Any]]
+        for column, values in (("owner", flt.owners), ("UPPER(activity)", flt.activities),
+                               ("UPPER(status)", flt.statuses)):
+            if values:
+                query += f" AND {column} IN ({','.join('?' * len(values))})"
+                args += sorted(values)
+        if flt.before is not None:
+            query, args = query + " AND last_modified<=?", [*args, flt.before]
+        if flt.after is not None:
+            query, args = query + " AND last_modified>=?", [*args, flt.after]
+        uids = [r[0] for r in self._conn.execute(query + " ORDER BY last_modified, uid LIMIT ?",
+                                                 [*args, flt.limit]).fetchall()]
+        return [a for a in (self.archived(u) for u in uids) if a is not None]

@@ -148,6 +148,36 @@ def list_dir(
         offset += len(page)
 
 
+LABEL_FLAGS = ("locality", "locations", "qos", "xattr", "labels")
+
+
+def list_labels(s: ConnectionSettings) -> Operation[list[str]]:
+    """``GET /labels``: every label in use (dCache returns a set; sorted here)."""
+    call = Call("GET", api_url(s, "labels"), dict(_JSON))
+    data = _json((yield call), call)
+    if not isinstance(data, dict) or not isinstance(data.get("labels"), list):
+        raise UnexpectedResponse("label list is not an object with a labels list", method="GET", url=call.url)
+    return sorted(str(x) for x in data["labels"])
+
+
+def labelled_files(s: ConnectionSettings, label: str, **flags: Any) -> Operation[list[NamespaceEntry]]:
+    """``GET /labels/{label}``: the label's virtual directory. dCache names each file but gives no path, so
+    an entry's ``path`` is its file name; its ``pnfsid`` identifies it (see ``stat_by_pnfsid``)."""
+    if not isinstance(label, str) or not label.strip() or "/" in label or label.strip() in (".", ".."):
+        raise ValueError(f"label must be a single non-empty name, got {label!r}")
+    unknown = set(flags) - set(LABEL_FLAGS)
+    if unknown:
+        raise TypeError(f"unknown label flags: {sorted(unknown)}; allowed: {LABEL_FLAGS}")
+    query = {k: True for k, v in flags.items() if v}
+    call = Call("GET", api_url(s, f"labels/{quote(label.strip(), safe='')}", query), dict(_JSON))
+    data = _json((yield call), call)
+    children = data.get("children") if isinstance(data, dict) else None
+    if not isinstance(children, list):
+        raise UnexpectedResponse("label directory has no children list", method="GET", url=call.url)
+    return [NamespaceEntry.from_json(str(c["fileName"]), c) for c in children
+            if isinstance(c, dict) and c.get("fileName")]
+
+
 def exists(s: ConnectionSettings, path: str) -> Operation[bool]:
     try:
         yield from stat(s, path)

@@ -347,6 +347,15 @@ class DCacheHook(DCacheHookBase):
     ) -> list[dict[str, Any]]:
         return self._run(ops.list_bulk_requests(self.settings, status, owner, path))
 
+    def list_labels(self) -> list[str]:
+        """Every label in use on the instance (``GET /labels``)."""
+        return self._run(ops.list_labels(self.settings))
+
+    def labelled_files(self, label: str, **flags: Any) -> list[NamespaceEntry]:
+        """Files carrying ``label`` (flags: locality, locations, qos, xattr, labels). dCache gives names, not
+        paths: each entry's ``path`` is the file name and its ``pnfsid`` identifies it."""
+        return self._run(ops.labelled_files(self.settings, label, **flags))
+
     def list_archived_bulk_requests(
         self,
         *,

@@ -357,6 +357,13 @@ class DCacheAsyncHook(DCacheHookBase):
     ) -> list[dict[str, Any]]:
         return await self._run(ops.list_bulk_requests(await self.aget_settings(), status, owner, path))
 
+    async def list_labels(self) -> list[str]:
+        return await self._run(ops.list_labels(await self.aget_settings()))
+
+    async def labelled_files(self, label: str, **flags: Any) -> list[NamespaceEntry]:
+        """Same contract as :meth:`DCacheHook.labelled_files`."""
+        return await self._run(ops.labelled_files(await self.aget_settings(), label, **flags))
+
     async def list_archived_bulk_requests(
         self,
         *,

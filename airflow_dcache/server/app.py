@@ -16,6 +16,7 @@ from airflow_dcache.server.http.bulk import BulkRequests
 from airflow_dcache.server.http.errors import error_middleware
 from airflow_dcache.server.http.events import EventsApi
 from airflow_dcache.server.http.frontend import Frontend
+from airflow_dcache.server.http.labels import Labels
 from airflow_dcache.server.http.pool_mover import PoolMover
 from airflow_dcache.server.http.qos_management import QosManagement
 from airflow_dcache.server.http.tape_rest import TapeRest
@@ -127,6 +128,7 @@ def build_apps(
     frontend.install(frontend_app)
     QosManagement(auth, config.site).install(frontend_app)
     BulkRequests(frontend, services.bulk).install(frontend_app)
+    Labels(frontend).install(frontend_app)
     TapeRest(frontend, services.bulk, config.site).install(frontend_app)
     EventsApi(auth, services.storage_events).install(frontend_app)
     return door_app, frontend_app

@@ -150,6 +150,24 @@ def test_list_dir_paging(run: Run, alice_id: str, workdir: str) -> None:
     assert sorted(names) == ["d1", "d2", "d3"]
 
 
+def test_labels_and_their_files(run: Run, alice_id: str, workdir: str, source: Path) -> None:
+    tag = f"campaign-{uuid.uuid4().hex[:6]}"
+    for name in ("y.bin", "x.bin"):
+        run(alice_id, "upload", source, f"{workdir}/{name}")
+        run(alice_id, "set_labels", f"{workdir}/{name}", [tag])
+    assert tag in run(alice_id, "list_labels")
+    files = run(alice_id, "labelled_files", tag, locality=True, labels=True)
+    assert [(f.path, f.name, f.labels, f.locality) for f in files] == [
+        ("x.bin", "x.bin", [tag], "ONLINE"), ("y.bin", "y.bin", [tag], "ONLINE")]
+    assert files[0].pnfsid == run(alice_id, "stat", f"{workdir}/x.bin").pnfsid
+    with pytest.raises(exc.NotFound):
+        run(alice_id, "labelled_files", f"{tag}-unused")
+    with pytest.raises(ValueError, match="single non-empty name"):
+        run(alice_id, "labelled_files", "a/b")
+    with pytest.raises(TypeError, match="unknown label flags"):
+        run(alice_id, "labelled_files", tag, checksum=True)
+
+
 def test_metadata(run: Run, alice_id: str, workdir: str, source: Path) -> None:
     path = f"{workdir}/meta.bin"
     run(alice_id, "upload", source, path, xattrs={"origin": "airflow run/42"})

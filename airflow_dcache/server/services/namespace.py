@@ -143,6 +143,26 @@ class NamespaceService:
     def labels(self, entry: Entry) -> list[str]:
         return self.db.labels(entry.inode.id)
 
+    def labelled(self, login: Login, label: str) -> list[Entry]:
+        """The label's virtual directory: files with ``label`` that the caller could reach by path.
+
+        dCache lists them without checking the caller; here a file outside the caller's root or
+        credential restriction, or behind a directory it may not search, is left out, so a label
+        never reveals more than the namespace itself would.
+        """
+        perm.require_activity(login, Activity.LIST, f"/labels/{label}")
+        found = []
+        for node in self.db.labelled(label):
+            ns_path = self.db.path_of(node.id)
+            if not (is_within(ns_path, login.root) and login.can_see(ns_path)):
+                continue
+            shown = self.user_path(login, ns_path)
+            try:
+                found.append(self.stat(login, shown))
+            except (NotFound, PermissionDenied):
+                continue
+        return found
+
     # -- directory and entry changes ---------------------------------------------------------
     def mkdir(self, login: Login, path: str, *, parents: bool = False,
               activity: Activity = Activity.MANAGE) -> Entry:

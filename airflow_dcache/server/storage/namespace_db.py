@@ -256,6 +256,16 @@ class NamespaceDB:
         rows = self._conn.execute("SELECT name, value FROM xattr WHERE id=? ORDER BY name", (inode_id,))
         return dict(rows.fetchall())
 
+    def all_labels(self) -> list[str]:
+        return [r[0] for r in self._conn.execute("SELECT DISTINCT label FROM label ORDER BY label")]
+
+    def labelled(self, label: str) -> list[Inode]:
+        """Files carrying ``label``, in name order (the entries of dCache's label virtual directory)."""
+        cols = ", ".join(f"i.{c.strip()}" for c in _COLUMNS.split(","))
+        rows = self._conn.execute(f"SELECT {cols} FROM label l JOIN inode i ON i.id=l.id WHERE l.label=? "
+                                  "ORDER BY i.name, i.id", (label,)).fetchall()
+        return [Inode(*r) for r in rows]
+
     def labels(self, inode_id: str) -> list[str]:
         rows = self._conn.execute("SELECT label FROM label WHERE id=? ORDER BY label", (inode_id,))
         return [r[0] for r in rows.fetchall()]

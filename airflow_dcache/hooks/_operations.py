@@ -163,8 +163,8 @@ def list_labels(s: ConnectionSettings) -> Operation[list[str]]:
 def labelled_files(s: ConnectionSettings, label: str, **flags: Any) -> Operation[list[NamespaceEntry]]:
     """``GET /labels/{label}``: the label's virtual directory. dCache names each file but gives no path, so
     an entry's ``path`` is its file name; its ``pnfsid`` identifies it (see ``stat_by_pnfsid``)."""
-    if not isinstance(label, str) or not label.strip() or "/" in label or label.strip() in (".", ".."):
-        raise ValueError(f"label must be a single non-empty name, got {label!r}")
+    if not isinstance(label, str) or not label.strip() or label.strip() in (".", ".."):
+        raise ValueError(f"label must be a non-empty name other than '.' and '..', got {label!r}")
     unknown = set(flags) - set(LABEL_FLAGS)
     if unknown:
         raise TypeError(f"unknown label flags: {sorted(unknown)}; allowed: {LABEL_FLAGS}")
@@ -505,19 +505,30 @@ ARCHIVE_TIME_FORMAT = "%Y/%m/%d-%H:%M:%S"  # dCache's yyyy/MM/dd-HH:mm:ss, read 
 
 
 def _archive_time(value: datetime | str | None, name: str) -> str | None:
+    """dCache reads these in the server's zone: an aware datetime is converted to this machine's local time,
+    which is right when client and server share a zone (naive datetimes are sent as they are)."""
     if value is None or isinstance(value, str):
         return value
     if not isinstance(value, datetime):
         raise ValueError(f"{name} must be a datetime or a 'yyyy/MM/dd-HH:mm:ss' string, got {value!r}")
+    if value.tzinfo is not None:
+        value = value.astimezone()
     return value.strftime(ARCHIVE_TIME_FORMAT)
+
+
+def _names(value: Iterable[str] | str | None) -> list[str] | None:
+    """A single name may be passed as a plain string; it must not be split into characters."""
+    if value is None:
+        return None
+    return [value] if isinstance(value, str) else list(value)
 
 
 def list_archived_bulk_requests(
     s: ConnectionSettings,
     *,
-    owner: Iterable[str] | None = None,
-    activity: Iterable[str] | None = None,
-    status: Iterable[str] | None = None,
+    owner: Iterable[str] | str | None = None,
+    activity: Iterable[str] | str | None = None,
+    status: Iterable[str] | str | None = None,
     before: datetime | str | None = None,
     after: datetime | str | None = None,
     limit: int | None = None,
@@ -527,6 +538,7 @@ def list_archived_bulk_requests(
     server's local time, as dCache reads them."""
     if limit is not None and (not isinstance(limit, int) or limit < 1):
         raise ValueError(f"limit must be a positive integer, got {limit!r}")
+    owner, activity, status = (_names(v) for v in (owner, activity, status))
     query = {
         "owner": ",".join(owner) if owner else None,
         "activity": ",".join(activity) if activity else None,

@@ -367,9 +367,9 @@ class DCacheAsyncHook(DCacheHookBase):
     async def list_archived_bulk_requests(
         self,
         *,
-        owner: Iterable[str] | None = None,
-        activity: Iterable[str] | None = None,
-        status: Iterable[str] | None = None,
+        owner: Iterable[str] | str | None = None,
+        activity: Iterable[str] | str | None = None,
+        status: Iterable[str] | str | None = None,
         before: datetime | str | None = None,
         after: datetime | str | None = None,
         limit: int | None = None,

@@ -87,6 +87,8 @@ def test_summaries_filter_by_owner_activity_status_time_and_limit(server):
     ({"limit": "0"}, "limit"),
     ({"limit": "-5"}, "limit"),
     ({"limit": "many"}, "limit"),
+    ({"limit": "²"}, "limit"),
+    ({"limit": "9" * 5000}, "limit"),
 ])
 def test_bad_summary_queries_get_400(server, params, needle):
     r = summaries(server, **params)
@@ -115,3 +117,27 @@ def test_archive_window_option_is_checked(tmp_path):
     done = subprocess.run([sys.executable, "-m", "airflow_dcache.cli", "server", "--data-dir", str(tmp_path),
                            "--bulk-archive-after", "0"], capture_output=True, text=True, timeout=60)
     assert done.returncode != 0 and "--bulk-archive-after" in done.stderr
+
+
+def test_clearing_a_running_request_archives_it_as_cancelled(start_dcache):
+    server = start_dcache("--tape-flush-delay", "0.1", "--tape-stage-delay", "30", name="slow-stage")
+    paths = make_files(server, 2, tape=True)
+    url = submit(server, {"activity": "STAGE", "target": paths}).headers["request-url"]
+    rid = url.rsplit("/", 1)[1]
+    wait_for(lambda: requests.get(url, auth=server.auth("alice")).json()["status"] == "STARTED")
+    assert requests.delete(url, params={"cancelIfRunning": "true"}, auth=server.auth("alice")).status_code == 204
+    info = archived(server, rid).json()
+    assert info["status"] == "CANCELLED" and info["cancelled"] == 2 and info["succeeded"] == 0
+    assert [s["uid"] for s in summaries(server, status="cancelled").json()] == [rid]
+
+
+def test_an_asserted_admin_role_reads_any_archived_request(start_dcache):
+    server = start_dcache(*FAST, user_fields={"bob": {"roles": ["admin"]}}, name="roles")
+    paths = make_files(server, 1)
+    url = submit(server, {"activity": "LOG_TARGET", "target": paths, "clearOnSuccess": True}).headers["request-url"]
+    rid = url.rsplit("/", 1)[1]
+    wait_for(lambda: archived(server, rid).status_code == 200)
+    bob, password = server.auth("bob")
+    target = f"{server.api}/bulk-requests/archived/{rid}"
+    assert requests.get(target, auth=(bob, password)).status_code == 403  # holds the role, did not assert it
+    assert requests.get(target, auth=(f"{bob}#admin", password)).json()["uid"] == rid

@@ -43,8 +43,15 @@ def test_a_label_never_shows_files_the_caller_cannot_reach(dcache_server, alice)
     label_file(dcache_server, "bob", f"/home/bob/{tag}.dat", tag)
     bob = requests.get(f"{dcache_server.api}/labels/{tag}", auth=dcache_server.auth("bob")).json()
     assert [c["fileName"] for c in bob["children"]] == [f"{tag}.dat"]  # alice's file is behind a 0700 dir
-    carol = requests.get(f"{dcache_server.api}/labels/{tag}", auth=dcache_server.auth("carol")).json()
-    assert carol["children"] == []  # carol's root is /home/carol: nothing of hers carries the label
+    # carol's root is /home/carol: she sees no file with the label, which looks exactly like no such label
+    carol = requests.get(f"{dcache_server.api}/labels/{tag}", auth=dcache_server.auth("carol"))
+    assert carol.status_code == 404 and carol.json()["detail"] == f"No such file or directory: /{tag}"
+    assert tag not in requests.get(f"{dcache_server.api}/labels", auth=dcache_server.auth("carol")).json()["labels"]
+    hidden = f"hidden-{uuid.uuid4().hex[:6]}"
+    label_file(dcache_server, "alice", f"{private}/also-secret.dat", hidden)
+    assert requests.get(f"{dcache_server.api}/labels/{hidden}", auth=dcache_server.auth("bob")).status_code == 404
+    assert hidden not in requests.get(f"{dcache_server.api}/labels", auth=dcache_server.auth("bob")).json()["labels"]
+    assert hidden in alice.get(f"{dcache_server.api}/labels").json()["labels"]
     everyone = alice.get(f"{dcache_server.api}/labels/{tag}").json()
     assert sorted(c["fileName"] for c in everyone["children"]) == ["secret.dat", f"{tag}.dat"]
 
@@ -52,6 +59,8 @@ def test_a_label_never_shows_files_the_caller_cannot_reach(dcache_server, alice)
 @pytest.mark.parametrize(("url", "status", "needle"), [
     ("/labels?limit=-1", 400, "can not be less than zero"),
     ("/labels?offset=x", 400, "must be an integer value"),
+    ("/labels?offset=%C2%B2", 400, "must be an integer value"),
+    ("/labels?limit=99999999999999999999", 400, "must be an integer value"),
     ("/labels/no-such-label-anywhere", 404, "No such file or directory"),
     ("/labels/a/b", 404, "No such file or directory"),
 ])
@@ -62,3 +71,12 @@ def test_bad_label_requests(dcache_server, alice, url, status, needle):
 
 def test_anonymous_is_refused(dcache_server):
     assert requests.get(f"{dcache_server.api}/labels").status_code == 401
+
+
+def test_labels_with_odd_names_and_empty_pages(dcache_server, alice):
+    tag = f"a/b c-{uuid.uuid4().hex[:6]}"
+    label_file(dcache_server, "alice", f"/home/alice/odd-{uuid.uuid4().hex[:6]}.dat", tag)
+    quoted = requests.utils.quote(tag, safe="")
+    assert [c["fileName"][:4] for c in alice.get(f"{dcache_server.api}/labels/{quoted}").json()["children"]] == ["odd-"]
+    assert alice.get(f"{dcache_server.api}/labels/{quoted}", params={"limit": "0"}).json() == {"children": []}
+    assert alice.get(f"{dcache_server.api}/labels/{quoted}", params={"offset": "5"}).json() == {"children": []}

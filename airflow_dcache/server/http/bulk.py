@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any
 
@@ -97,9 +98,7 @@ class BulkRequests:
             statuses=_csv(request, "status", upper=True, allowed=("COMPLETED", "CANCELLED")),
             before=_archive_time(request, "before"), after=_archive_time(request, "after"),
             limit=_limit(request))
-        docs = [{"uid": a.uid, "owner": a.owner, "activity": a.activity, "lastModified": a.last_modified,
-                 "status": a.status} for a in self.bulk.db.archived_list(flt)]
-        return json_response(docs)
+        return json_response(self.bulk.db.archived_list(flt))
 
     async def archived_info(self, request: web.Request) -> web.Response:
         login = self.frontend.login(request)
@@ -156,6 +155,6 @@ def _archive_time(request: web.Request, name: str) -> int | None:
 
 def _limit(request: web.Request) -> int:
     raw = request.query.get("limit", "5000")
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_ARCHIVE_LIMIT:
+    if not re.fullmatch(r"[0-9]{1,7}", raw) or not 1 <= int(raw) <= MAX_ARCHIVE_LIMIT:
         raise BadRequest(f"Query parameter limit must be an integer from 1 to {MAX_ARCHIVE_LIMIT}, got {raw[:20]!r}")
     return int(raw)

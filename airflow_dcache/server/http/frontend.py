@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import mimetypes
+import re
 from typing import Any
 
 from aiohttp import web
@@ -42,7 +43,7 @@ def parse_nonnegative(request: web.Request, name: str) -> int | None:
     value = request.query.get(name)
     if value is None:
         return None
-    if not value.isdigit():
+    if not re.fullmatch(r"[0-9]{1,18}", value):  # ASCII digits only: str.isdigit() accepts "²", int() does not
         raise BadRequest(f"Query parameter {name} must be an integer >= 0, got {value[:20]!r}")
     return int(value)
 

@@ -7,6 +7,7 @@ labelled file, named by its file name, with the locality/locations/qos/xattr/lab
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from aiohttp import web
@@ -17,16 +18,17 @@ from airflow_dcache.server.services.errors import BadRequest, NotFound
 _CHILD_FLAGS = ("locality", "locations", "qos", "xattr", "labels")
 
 
-def _range(request: web.Request) -> slice:
+def _range(request: web.Request) -> tuple[int, int | None]:
     """dCache's offset/limit handling, with its messages."""
-    try:
-        offset = int(request.query.get("offset", "0"))
-        limit = int(request.query["limit"]) if "limit" in request.query else None
-    except ValueError:
-        raise BadRequest("limit and offset must be an integer value.") from None
+    raw_offset, raw_limit = request.query.get("offset", "0"), request.query.get("limit")
+    for raw in (raw_offset, raw_limit):
+        if raw is not None and not re.fullmatch(r"-?[0-9]{1,9}", raw.strip()):
+            raise BadRequest("limit and offset must be an integer value.")
+    offset = int(raw_offset)
+    limit = None if raw_limit is None else int(raw_limit)
     if offset < 0 or (limit is not None and limit < 0):
         raise BadRequest("limit and offset can not be less than zero.")
-    return slice(offset, None if limit is None else offset + limit)
+    return offset, limit
 
 
 class Labels:
@@ -39,18 +41,21 @@ class Labels:
         app.router.add_get(API + "/labels/{label:.+}", self.virtual_directory)
 
     async def list_labels(self, request: web.Request) -> web.Response:
-        self.frontend.login(request)
-        return json_response({"labels": self.ns.db.all_labels()[_range(request)]})
+        login = self.frontend.login(request)
+        offset, limit = _range(request)
+        labels = self.ns.visible_labels(login)
+        return json_response({"labels": labels[offset:None if limit is None else offset + limit]})
 
     async def virtual_directory(self, request: web.Request) -> web.Response:
         login = self.frontend.login(request)
-        label = request.match_info["label"].strip("/")
-        window = _range(request)
+        label = request.match_info["label"]
+        offset, limit = _range(request)
         flags = {name: parse_bool(request, name) for name in _CHILD_FLAGS}
-        if not label or "/" in label or label not in self.ns.db.all_labels():
+        entries = self.ns.labelled(login, label, offset, limit)
+        if entries is None:  # no such label, or none of its files is visible: the same answer for both
             raise NotFound(f"No such file or directory: /{label}")
         children: list[dict[str, Any]] = []
-        for entry in self.ns.labelled(login, label)[window]:
+        for entry in entries:
             name = entry.inode.name
             children.append(dict(self.frontend.attributes(entry, flags), fileName=name, sourcePath=name))
         return json_response({"children": children})

@@ -101,18 +101,26 @@ class BulkService:
         self._archiver = asyncio.create_task(self._archive_forever(), name="bulk-archiver")
 
     async def _archive_forever(self) -> None:
-        """Archive finished requests nobody cleared once older than the window (dCache: 14 days, every 6 h)."""
+        """Archive finished requests nobody cleared once older than the window (dCache: 14 days, every 6 h).
+
+        A failing pass (a locked or full disk) is logged and retried next period; the archiver never dies.
+        """
         period = min(ARCHIVER_PERIOD_S, max(0.2, self.archive_after_s / 2))
         while True:
-            self.archive_expired()
+            try:
+                await self.archive_expired()
+            except Exception:
+                log.exception("bulk archiver pass failed; retrying in %.0f s", period)
             await asyncio.sleep(period)
 
-    def archive_expired(self) -> int:
-        cutoff = now_ms() - int(self.archive_after_s * 1000)
+    async def archive_expired(self, now: int | None = None) -> int:
+        """One archiver pass; yields to the event loop between requests so a large backlog never stalls it."""
+        cutoff = (now_ms() if now is None else now) - int(self.archive_after_s * 1000)
         done = 0
         for rid in self.db.finished_before(cutoff):
             if rid not in self._running:
                 done += self.db.archive(rid)
+            await asyncio.sleep(0)
         return done
 
     async def stop(self) -> None:
@@ -395,6 +403,7 @@ class BulkService:
             task = self._running.get(rid)
             if task is not None:
                 task.cancel()
+            self.db.set_status(rid, "CANCELLED")  # it is archived now, so it must be in a terminal state
         self.db.archive(rid)  # as dCache: a cleared request moves to the archive
 
     def archived(self, login: Login, uid: str) -> ArchivedRequest:

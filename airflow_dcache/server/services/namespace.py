@@ -7,6 +7,7 @@ and validated by the HTTP layer); results carry both that view and the absolute 
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from airflow_dcache.server.services import permissions as perm
@@ -143,25 +144,41 @@ class NamespaceService:
     def labels(self, entry: Entry) -> list[str]:
         return self.db.labels(entry.inode.id)
 
-    def labelled(self, login: Login, label: str) -> list[Entry]:
+    def labelled(self, login: Login, label: str, offset: int = 0, limit: int | None = None) -> list[Entry] | None:
         """The label's virtual directory: files with ``label`` that the caller could reach by path.
 
         dCache lists them without checking the caller; here a file outside the caller's root or
         credential restriction, or behind a directory it may not search, is left out, so a label
-        never reveals more than the namespace itself would.
+        never reveals more than the namespace itself would. None means the caller sees no file with
+        the label at all, which callers answer exactly like a label that does not exist. The walk
+        stops once the requested page is full.
         """
         perm.require_activity(login, Activity.LIST, f"/labels/{label}")
-        found = []
-        for node in self.db.labelled(label):
+        page: list[Entry] = []
+        seen = 0
+        for entry in self._visible(login, self.db.labelled(label)):
+            seen += 1
+            if seen <= offset:
+                continue
+            if limit is not None and len(page) >= limit:
+                break
+            page.append(entry)
+        return page if seen else None
+
+    def visible_labels(self, login: Login) -> list[str]:
+        """Labels on at least one file the caller can reach (so hidden files do not leak their labels)."""
+        return [label for label in self.db.all_labels()
+                if next(self._visible(login, self.db.labelled(label)), None) is not None]
+
+    def _visible(self, login: Login, nodes: Iterable[Inode]) -> Iterator[Entry]:
+        for node in nodes:
             ns_path = self.db.path_of(node.id)
             if not (is_within(ns_path, login.root) and login.can_see(ns_path)):
                 continue
-            shown = self.user_path(login, ns_path)
             try:
-                found.append(self.stat(login, shown))
+                yield self.stat(login, self.user_path(login, ns_path))
             except (NotFound, PermissionDenied):
                 continue
-        return found
 
     # -- directory and entry changes ---------------------------------------------------------
     def mkdir(self, login: Login, path: str, *, parents: bool = False,

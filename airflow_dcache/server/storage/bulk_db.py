@@ -42,6 +42,7 @@ CREATE TABLE IF NOT EXISTS bulk_target (
     initial INTEGER NOT NULL DEFAULT 1
 );
 CREATE INDEX IF NOT EXISTS bulk_target_rid ON bulk_target(rid, tid);
+CREATE INDEX IF NOT EXISTS bulk_request_finished ON bulk_request(status, last_modified);
 CREATE TABLE IF NOT EXISTS bulk_archive (
     uid TEXT PRIMARY KEY,
     owner TEXT NOT NULL,
@@ -278,9 +279,13 @@ class BulkDB:
         values[9], values[10] = json.loads(values[9]), json.loads(values[10])
         return ArchivedRequest(*values)
 
-    def archived_list(self, flt: ArchiveFilter) -> list[ArchivedRequest]:
-        """Oldest first by last modification, as dCache's archive DAO sorts."""
-        query, args = "SELECT uid FROM bulk_archive WHERE 1=1", []  # type: tuple[str, list[Any]]
+    def archived_list(self, flt: ArchiveFilter) -> list[dict[str, Any]]:
+        """Summaries (uid, owner, activity, lastModified, status), oldest first as dCache's archive DAO sorts.
+
+        One query for the summary columns only: the stored target lists are never decoded for a listing.
+        """
+        query = "SELECT uid, owner, activity, last_modified, status FROM bulk_archive WHERE 1=1"
+        args: list[Any] = []
         for column, values in (("owner", flt.owners), ("UPPER(activity)", flt.activities),
                                ("UPPER(status)", flt.statuses)):
             if values:
@@ -290,6 +295,5 @@ class BulkDB:
             query, args = query + " AND last_modified<=?", [*args, flt.before]
         if flt.after is not None:
             query, args = query + " AND last_modified>=?", [*args, flt.after]
-        uids = [r[0] for r in self._conn.execute(query + " ORDER BY last_modified, uid LIMIT ?",
-                                                 [*args, flt.limit]).fetchall()]
-        return [a for a in (self.archived(u) for u in uids) if a is not None]
+        rows = self._conn.execute(query + " ORDER BY last_modified, uid LIMIT ?", [*args, flt.limit]).fetchall()
+        return [{"uid": r[0], "owner": r[1], "activity": r[2], "lastModified": r[3], "status": r[4]} for r in rows]

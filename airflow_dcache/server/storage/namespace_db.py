@@ -61,6 +61,7 @@ CREATE TABLE IF NOT EXISTS label (
     label TEXT NOT NULL,
     PRIMARY KEY (id, label)
 );
+CREATE INDEX IF NOT EXISTS label_by_label ON label(label, id);
 """
 
 _COLUMNS = ("id, parent, name, type, size, mode, uid, gid, crtime, ctime, mtime, atime, adler32, md5, "

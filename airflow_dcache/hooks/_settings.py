@@ -198,7 +198,9 @@ def door_url_from(host: str | None, port: int | None, schema: str | None, protoc
     if "/" in host:
         raise InvalidConnection(f"host {host!r} has a path but no scheme; use a full URL")
     name, _, maybe_port = host.rpartition(":") if host.count(":") == 1 else ("", "", "")
-    if name and maybe_port.isdigit():
+    if name and not (maybe_port.isascii() and maybe_port.isdigit()):
+        raise InvalidConnection(f"host {host!r} has an invalid port")
+    if name:
         host, port = name, port or int(maybe_port)
     path = "/" + schema.strip("/") if schema and schema.strip("/") else ""
     return _origin(proto or "https", host, port or DEFAULT_DOOR_PORT, path)

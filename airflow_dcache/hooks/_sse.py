@@ -82,7 +82,7 @@ class SSEParser:
         elif name == "id" and "\0" not in value:
             self._id = value
             self.last_event_id = value
-        elif name == "retry" and value.isdigit():
+        elif name == "retry" and value.isascii() and value.isdigit():
             self.retry = int(value)
         return None  # unknown fields are ignored
 

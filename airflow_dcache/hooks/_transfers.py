@@ -178,7 +178,8 @@ class DownloadReceiver:
         self.remote = _checksums.digests_from_headers(headers)
         length = lowered.get("content-length", "")
         # A compressed reply has a Content-Length that does not match the decoded bytes.
-        self.expected = int(length) if length.isdigit() and "content-encoding" not in lowered else None
+        known = length.isascii() and length.isdigit() and "content-encoding" not in lowered
+        self.expected = int(length) if known else None
         self.verify_checksum = verify_checksum
         self.hasher = _checksums.StreamingChecksum(download_algorithms(self.remote))
         self.result = TransferResult(path=path)

@@ -47,7 +47,8 @@ def test_door_url(host: str, port: int | None, schema: str | None, protocol: str
 
 @pytest.mark.parametrize(
     ("host", "protocol"),
-    [(None, None), ("", None), ("ftp://door", None), ("door", "gopher"), ("door/path", None), ("https://u:p@h", None)],
+    [(None, None), ("", None), ("ftp://door", None), ("door", "gopher"), ("door/path", None), ("https://u:p@h", None),
+     ("door:²", None)],
 )
 def test_door_url_rejects(host: str | None, protocol: str | None) -> None:
     with pytest.raises(InvalidConnection):

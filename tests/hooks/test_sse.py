@@ -90,7 +90,7 @@ def test_last_event_id_survives_events_without_id() -> None:
 
 def test_field_forms_and_retry() -> None:
     parser = SSEParser()
-    events = parser.feed("\ufeffevent:inotify\ndata\nretry: 2500\nretry: soon\n\n")
+    events = parser.feed("\ufeffevent:inotify\ndata\nretry: 2500\nretry: soon\nretry: ²\n\n")
     assert events == [StorageEvent("inotify", None, "")]  # "data" without a colon: empty value
     assert parser.retry == 2500
 

@@ -178,7 +178,8 @@ def test_frontend_oversized_body(dcache_server):
     assert r.status_code == 400 and "larger than" in r.json()["detail"]
 
 
-@pytest.mark.parametrize("query", ["children=maybe", "offset=-1", "limit=abc", "locality=2"])
+@pytest.mark.parametrize("query", ["children=maybe", "offset=-1", "limit=abc", "locality=2", "offset=%C2%B2",
+                                   "limit=" + "9" * 5000])
 def test_frontend_bad_query(dcache_server, query):
     r = requests.get(f"{dcache_server.api}/namespace/home/alice?{query}", auth=dcache_server.auth("alice"))
     assert r.status_code == 400 and query.split("=")[0] in r.json()["detail"]

@@ -324,6 +324,7 @@ def test_unreachable_broker_at_start_still_serves_and_spools(start_dcache) -> No
 @pytest.mark.parametrize(("args", "option"), [
     (["--kafka-bootstrap", "localhost"], "--kafka-bootstrap"),
     (["--kafka-bootstrap", "127.0.0.1:99999"], "--kafka-bootstrap"),
+    (["--kafka-bootstrap", "127.0.0.1:²"], "--kafka-bootstrap"),
     (["--kafka-bootstrap", "http://127.0.0.1:9092"], "--kafka-bootstrap"),
     (["--kafka-bootstrap", "127.0.0.1:9092", "--kafka-topic", "bad topic"], "--kafka-topic"),
     (["--kafka-bootstrap", "127.0.0.1:9092", "--kafka-config", "acks=0"], "--kafka-config"),

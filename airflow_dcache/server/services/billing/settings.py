@@ -40,7 +40,7 @@ def parse_bootstrap(text: str) -> str:
             ok_host = bool(_HOST.fullmatch(host))
         if not sep or not ok_host:
             raise BillingConfigError(f"--kafka-bootstrap: {item!r} is not HOST:PORT (in {text!r})")
-        if not port.isdigit() or not 1 <= int(port) <= 65535:
+        if not (port.isascii() and port.isdigit()) or not 1 <= int(port) <= 65535:
             raise BillingConfigError(f"--kafka-bootstrap: bad port in {item!r}: expected 1-65535")
     return ",".join(items)
 

@@ -24,15 +24,18 @@ def bench(tmp_path: Path, *args: str, timeout: float = 240) -> dict:
 
 def test_transfer_benchmark_runs(tmp_path: Path) -> None:
     result = bench(tmp_path, "transfer", "--sizes", "1M", "--repeat", "1", "--only", "ours")
-    assert result
+    rows = result["rows"]
+    assert {r["op"] for r in rows} >= {"PUT", "GET"} and not [r for r in rows if r["error"]]
 
 
 def test_events_benchmark_runs(tmp_path: Path) -> None:
     result = bench(tmp_path, "events", "--rates", "20", "--duration", "1", "--channels", "3",
                    "--fanout-uploads", "2", "--fanout-rate", "2", "--poll-intervals", "0.5", "--poll-rate", "5")
-    assert result
+    assert result["results"]["errors"] == []
+    (rate,) = result["results"]["rate"]
+    assert rate["received"] == rate["uploads"] == 20 and rate["latency"]["p50_ms"] > 0
 
 
 def test_billing_benchmark_runs(tmp_path: Path) -> None:
     result = bench(tmp_path, "billing", "--events", "200", "--repeat", "1")
-    assert result
+    assert all(result["summary"][phase]["records_per_second"] > 0 for phase in ("live", "spool", "drain"))

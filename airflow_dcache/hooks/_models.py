@@ -14,12 +14,21 @@ from typing import Any
 from airflow_dcache.hooks import _checksums
 
 
+class _XComValue:
+    """``to_dict()`` for models that keep the server's ``raw`` document: everything but ``raw``."""
+
+    def to_dict(self) -> dict[str, Any]:
+        result = asdict(self)  # type: ignore[call-overload]
+        result.pop("raw", None)
+        return dict(result)
+
+
 def _list(value: Any) -> list[Any]:
     return list(value) if isinstance(value, list) else []
 
 
 @dataclass(frozen=True)
-class NamespaceEntry:
+class NamespaceEntry(_XComValue):
     """``GET /namespace/{path}`` (or one of its ``children``)."""
 
     path: str
@@ -84,11 +93,6 @@ class NamespaceEntry:
             children=children,
             raw=data,
         )
-
-    def to_dict(self) -> dict[str, Any]:
-        result = asdict(self)
-        result.pop("raw", None)
-        return result
 
 
 @dataclass(frozen=True)
@@ -170,7 +174,7 @@ BULK_FINISHED = frozenset({"COMPLETED", "CANCELLED"})
 
 
 @dataclass(frozen=True)
-class BulkRequestInfo:
+class BulkRequestInfo(_XComValue):
     """``GET /bulk-requests/{id}``, with every page of targets merged."""
 
     id: str
@@ -203,14 +207,9 @@ class BulkRequestInfo:
             raw=data,
         )
 
-    def to_dict(self) -> dict[str, Any]:
-        result = asdict(self)
-        result.pop("raw", None)
-        return result
-
 
 @dataclass(frozen=True)
-class ArchivedBulkRequest:
+class ArchivedBulkRequest(_XComValue):
     """``GET /bulk-requests/archived/{id}``: what dCache keeps of a cleared request (counts, not targets)."""
 
     id: str

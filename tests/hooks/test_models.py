@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from airflow_dcache.hooks._models import (
+    ArchivedBulkRequest,
     BulkRequestInfo,
     MacaroonResponse,
     NamespaceEntry,
@@ -74,3 +75,15 @@ def test_transfer_result_to_dict() -> None:
         "verified_by": "adler32",
         "markers": 0,
     }
+
+
+def test_archived_bulk_request_parsing_and_to_dict() -> None:
+    doc = {"uid": "r1", "status": "COMPLETED", "activity": "PIN", "owner": "1000:1000", "depth": "NONE",
+           "initialTargets": ["/a"], "errors": {"CacheException": 2}, "succeeded": 3, "failed": 2,
+           "arrivedAt": 1, "lastModified": 5, "unmapped": True}
+    info = ArchivedBulkRequest.from_json("fallback", doc)
+    assert (info.id, info.errors, info.cancelled, info.started_at) == ("r1", {"CacheException": 2}, 0, None)
+    out = info.to_dict()
+    assert "raw" not in out and out["initial_targets"] == ["/a"]
+    json.dumps(out)  # XCom-safe
+    assert ArchivedBulkRequest.from_json("fallback", {"errors": "junk"}).id == "fallback"

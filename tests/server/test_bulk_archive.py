@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from datetime import datetime, timedelta
 
 import pytest
@@ -105,9 +104,7 @@ def test_finished_requests_nobody_clears_are_archived_after_the_window_and_survi
     url = submit(server, {"activity": "LOG_TARGET", "target": paths}).headers["request-url"]
     rid = url.rsplit("/", 1)[1]
     finished(server, url)
-    started = time.monotonic()
     wait_for(lambda: archived(server, rid).status_code == 200, timeout=30)
-    assert time.monotonic() - started < 30
     assert requests.get(url, auth=server.auth("alice")).status_code == 404
     server.restart()
     assert archived(server, rid).json()["uid"] == rid

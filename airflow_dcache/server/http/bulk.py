@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from typing import Any
 
@@ -154,7 +153,9 @@ def _archive_time(request: web.Request, name: str) -> int | None:
 
 
 def _limit(request: web.Request) -> int:
-    raw = request.query.get("limit", "5000")
-    if not re.fullmatch(r"[0-9]{1,7}", raw) or not 1 <= int(raw) <= MAX_ARCHIVE_LIMIT:
-        raise BadRequest(f"Query parameter limit must be an integer from 1 to {MAX_ARCHIVE_LIMIT}, got {raw[:20]!r}")
-    return int(raw)
+    limit = parse_nonnegative(request, "limit")
+    if limit is None:
+        return 5000  # dCache's default
+    if not 1 <= limit <= MAX_ARCHIVE_LIMIT:
+        raise BadRequest(f"Query parameter limit must be an integer from 1 to {MAX_ARCHIVE_LIMIT}, got {limit}")
+    return limit

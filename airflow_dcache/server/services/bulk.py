@@ -113,9 +113,9 @@ class BulkService:
                 log.exception("bulk archiver pass failed; retrying in %.0f s", period)
             await asyncio.sleep(period)
 
-    async def archive_expired(self, now: int | None = None) -> int:
+    async def archive_expired(self) -> int:
         """One archiver pass; yields to the event loop between requests so a large backlog never stalls it."""
-        cutoff = (now_ms() if now is None else now) - int(self.archive_after_s * 1000)
+        cutoff = now_ms() - int(self.archive_after_s * 1000)
         done = 0
         for rid in self.db.finished_before(cutoff):
             if rid not in self._running:

@@ -42,7 +42,6 @@ SHA512 = Algorithm("sha512", "sha-512", "SHA512", 6)
 ALL: tuple[Algorithm, ...] = (ADLER32, MD5, SHA1, SHA256, SHA512)
 OPTIONAL: tuple[Algorithm, ...] = (MD5, SHA1, SHA256, SHA512)  # computed at upload only when asked for
 BY_TOKEN = {a.token: a for a in ALL} | {"sha-1": SHA1}  # RFC 3230 says "sha"; accept the common alias
-BY_KEY = {a.key: a for a in ALL}
 
 
 def stored(node: Inode) -> dict[Algorithm, str]:

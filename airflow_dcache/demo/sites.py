@@ -1,0 +1,192 @@
+"""Two bundled dCache-compatible instances, ``main`` (with emulated tape) and ``buffer``, as a site runs them.
+
+The demo and the end-to-end tests need the same picture of a facility: a main instance where
+scientists upload and raw data is archived, and a buffer instance next to compute. Each instance is
+the real service started as a subprocess, exactly as ``airflow-dcache server`` runs in production
+trials, so everything built on it talks HTTP to it like to a dCache.
+
+Identities:
+
+- ``admin`` (uid 0): only used once to lay out the tree, as a site admin would;
+- ``pipeline`` (uid 2000, group ``facility`` 2000): the identity of the Airflow connections. It owns
+  ``/data/processed`` and the buffer's ``/data``, can read uploads and request QoS changes;
+- ``alice``, ``bob`` (group ``facility``): scientists who upload into ``/data/incoming`` and
+  ``/data/videos`` (sticky, group-writable drop boxes).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+from airflow_dcache.server.storage.users import hash_password, new_password, write_users
+
+FACILITY_GID = 2000
+USERS: list[dict[str, object]] = [
+    {"username": "admin", "uid": 0, "gids": [0], "home": "/", "roles": ["admin"]},
+    {"username": "pipeline", "uid": 2000, "gids": [FACILITY_GID], "home": "/home/pipeline"},
+    {"username": "alice", "uid": 1000, "gids": [1000, FACILITY_GID], "home": "/home/alice"},
+    {"username": "bob", "uid": 1001, "gids": [1001, FACILITY_GID], "home": "/home/bob"},
+]
+#: Directories of each site, created by ``pipeline`` (so it owns them) under a ``/data`` the admin makes
+#: group-writable for the facility: (path, mode). Drop boxes are sticky and world-writable.
+LAYOUT: dict[str, list[tuple[str, int]]] = {
+    "main": [("/data/incoming", 0o1777), ("/data/videos", 0o1777), ("/data/processed", 0o755),
+             ("/data/archive", 0o755)],
+    "buffer": [("/data/work", 0o755)],
+}
+
+
+@dataclass
+class Site:
+    """One running instance: its name, URLs and process."""
+
+    name: str
+    webdav: str
+    api: str
+    data_dir: Path
+    process: subprocess.Popen[str]
+    cmd: list[str] = field(repr=False)
+
+    @property
+    def frontend(self) -> str:
+        return self.api.removesuffix("/api/v1")
+
+    def connection(self, user: str, password: str) -> dict[str, object]:
+        """The Airflow connection (JSON form) of ``user`` on this site."""
+        return {
+            "conn_type": "dcache",
+            "host": self.webdav,
+            "login": user,
+            "password": password,
+            "extra": {"frontend_url": self.frontend, "site": self.name, "timeout": 30},
+        }
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def credentials(base: Path, *, iterations: int | None = None) -> dict[str, str]:
+    """Create the users file once and return the passwords; later calls reuse both.
+
+    The passwords stay in a 0600 file beside the users file, since the service itself keeps only hashes.
+    """
+    cred_file = base / "credentials.json"
+    if cred_file.exists():
+        return dict(json.loads(cred_file.read_text()))
+    base.mkdir(parents=True, exist_ok=True)
+    passwords = {str(u["username"]): new_password(16) for u in USERS}
+    extra = {} if iterations is None else {"iterations": iterations}
+    write_users(base / "users.json", [
+        dict(u, password_hash=hash_password(passwords[str(u["username"])], **extra), root="/") for u in USERS
+    ])
+    fd = os.open(cred_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(passwords, f, indent=2)
+    return passwords
+
+
+def start_site(name: str, base: Path, users_file: Path, *extra: str, ports: tuple[int, int] = (0, 0),
+               log: Path | None = None) -> Site:
+    """Start one instance and wait for the JSON line it prints once it listens."""
+    data_dir = base / name
+    data_dir.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "airflow_dcache.cli", "server", "--data-dir", str(data_dir), "--site", name,
+           "--users", str(users_file), "--webdav-port", str(ports[0]), "--frontend-port", str(ports[1]),
+           "--allow-insecure-macaroons", *extra]
+    stderr = open(log, "ab") if log else None  # noqa: SIM115 - handed to the child, closed below
+    try:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=stderr, text=True)
+    finally:
+        if stderr:
+            stderr.close()
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line:
+        proc.wait(timeout=10)
+        raise RuntimeError(f"dCache service {name!r} did not start (exit {proc.returncode}); see {log}")
+    info = json.loads(line)
+    return Site(name, info["webdav"], info["api"], data_dir, proc, cmd)
+
+
+def lay_out(site: Site, passwords: Mapping[str, str], dirs: Iterable[tuple[str, int]]) -> None:
+    """Create the site's tree as a site would: the admin makes ``/data`` the facility's, ``pipeline`` the rest.
+
+    dCache's frontend has no ``chown``, so ownership comes from who creates a directory (MKCOL).
+    """
+    admin, pipeline = ("admin", passwords["admin"]), ("pipeline", passwords["pipeline"])
+    with requests.Session() as s:
+        for path, who, mode in [("/data", admin, 0o775), *((p, pipeline, m) for p, m in dirs)]:
+            r = s.request("MKCOL", site.webdav + path, auth=who, timeout=10)
+            if r.status_code not in (201, 405):
+                raise RuntimeError(f"MKCOL {path} on {site.name}: {r.status_code} {r.reason}")
+            for doc in ({"action": "chgrp", "gid": FACILITY_GID}, {"action": "chmod", "mode": mode}):
+                s.post(f"{site.api}/namespace{path}", json=doc, auth=who, timeout=10).raise_for_status()
+
+
+@dataclass
+class Sites:
+    """The facility: ``main`` and ``buffer``, plus the passwords of their shared users file."""
+
+    main: Site
+    buffer: Site
+    passwords: dict[str, str] = field(repr=False)
+
+    def connections(self, user: str = "pipeline") -> dict[str, str]:
+        """``AIRFLOW_CONN_*`` variables for both sites (JSON form) as ``user``."""
+        pw = self.passwords[user]
+        return {
+            "AIRFLOW_CONN_DCACHE_MAIN": json.dumps(self.main.connection(user, pw)),
+            "AIRFLOW_CONN_DCACHE_BUFFER": json.dumps(self.buffer.connection(user, pw)),
+        }
+
+    def stop(self) -> None:
+        for site in (self.buffer, self.main):
+            site.stop()
+
+
+def start_sites(base: Path, *, main_args: Iterable[str] = (), buffer_args: Iterable[str] = (),
+                ports: Mapping[str, tuple[int, int]] | None = None, fast_hash: bool = False,
+                log_dir: Path | None = None) -> Sites:
+    """Start ``main`` (tape emulation with short delays) and ``buffer`` and lay out their trees.
+
+    :param base: directory for users file, credentials and both instances' data.
+    :param main_args: extra server flags for ``main`` (e.g. ``--kafka-bootstrap``).
+    :param buffer_args: extra server flags for ``buffer``.
+    :param ports: ``{"main": (webdav, frontend), ...}``; port 0 picks a free one.
+    :param fast_hash: few PBKDF2 rounds (tests): same format, faster logins.
+    :param log_dir: where the services' stderr goes (default: inherited).
+    """
+    passwords = credentials(base, iterations=1000 if fast_hash else None)
+    ports = ports or {}
+    logs = {n: (log_dir / f"dcache-{n}.log" if log_dir else None) for n in ("main", "buffer")}
+    main = start_site("main", base, base / "users.json", "--tape-flush-delay", "1", "--tape-stage-delay", "1",
+                      *main_args, ports=ports.get("main", (0, 0)), log=logs["main"])
+    try:
+        buffer = start_site("buffer", base, base / "users.json", *buffer_args, ports=ports.get("buffer", (0, 0)),
+                            log=logs["buffer"])
+    except BaseException:
+        main.stop()
+        raise
+    sites = Sites(main, buffer, passwords)
+    try:
+        lay_out(main, passwords, LAYOUT["main"])
+        lay_out(buffer, passwords, LAYOUT["buffer"])
+    except BaseException:
+        sites.stop()
+        raise
+    return sites

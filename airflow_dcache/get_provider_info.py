@@ -97,7 +97,22 @@ def get_provider_info() -> dict[str, Any]:
                         "dCache leaves held roles inactive otherwise.",
                         "schema": {"type": ["string", "null"]},
                     },
+                    "site": {
+                        "label": "Site name",
+                        "description": "Site in dcache://<site>/<path> asset URIs; default: the connection id "
+                        "with '_' as '-'.",
+                        "schema": {"type": ["string", "null"], "pattern": "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"},
+                    },
                 },
+            }
+        ],
+        "asset-uris": [
+            {"schemes": ["dcache"], "handler": "airflow_dcache.assets.dcache.sanitize_uri"},
+        ],
+        "triggers": [
+            {
+                "integration-name": "dCache",
+                "python-modules": ["airflow_dcache.triggers.storage_events"],
             }
         ],
     }

@@ -68,6 +68,7 @@ class ConnectionSettings:
     timeout: float = DEFAULT_TIMEOUT
     retries: int = DEFAULT_RETRIES
     roles: tuple[str, ...] = ()
+    site: str = "dcache-default"
 
     @property
     def api_url(self) -> str:
@@ -157,6 +158,26 @@ def parse_roles(value: Any) -> tuple[str, ...]:
     if bad:
         raise InvalidConnection(f"extra 'roles' has an invalid role name: {bad[0]!r}")
     return tuple(dict.fromkeys(items))
+
+
+_SITE = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+
+
+def parse_site(value: Any, conn_id: str | None) -> str:
+    """The site name used in ``dcache://<site>/<path>`` asset URIs (a DNS-label-like token).
+
+    Default: the connection id, lower-cased with ``_`` as ``-`` (``dcache_main`` → ``dcache-main``), so
+    assets stay stable when a connection is recreated under the same id.
+    """
+    if value is None:
+        derived = (conn_id or "dcache_default").strip().lower().replace("_", "-")
+        derived = re.sub(r"[^a-z0-9-]", "-", derived).strip("-")[:63].strip("-")
+        return derived or "dcache-default"
+    if not isinstance(value, str) or not _SITE.fullmatch(value.strip()):
+        raise InvalidConnection(
+            f"extra 'site' must be 1-63 lower-case letters, digits or '-' (not at the ends), got {value!r}"
+        )
+    return value.strip()
 
 
 def _origin(scheme: str, host: str, port: int | None, path: str = "") -> str:
@@ -287,4 +308,5 @@ def settings_from_connection(conn: ConnectionLike) -> ConnectionSettings:
         timeout=parse_float(_extra(extras, "timeout"), "timeout", DEFAULT_TIMEOUT),
         retries=parse_int(_extra(extras, "retries"), "retries", DEFAULT_RETRIES),
         roles=parse_roles(_extra(extras, "roles")),
+        site=parse_site(_extra(extras, "site"), getattr(conn, "conn_id", None)),
     )

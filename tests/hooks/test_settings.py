@@ -218,3 +218,17 @@ def test_roles_from_a_uri() -> None:
     uri = "dcache://u:p@door.example.org:2880/?roles=admin"
     settings = settings_from_connection(Connection.from_uri(uri, conn_id="r"))
     assert settings.roles == ("admin",)
+
+
+def test_site_extra_default_and_validation() -> None:
+    from airflow_dcache.hooks._settings import parse_site
+
+    assert settings_from_connection(conn(host="d.example.org", extra={"site": "main"})).site == "main"
+    named = SimpleNamespace(conn_id="dcache_Main", host="d.example.org", port=None, schema=None, login=None,
+                            password=None, extra_dejson={})
+    assert settings_from_connection(named).site == "dcache-main"
+    assert settings_from_connection(conn(host="d.example.org")).site == "dcache-default"
+    assert parse_site(None, "__x__") == "x"
+    for bad in ("Main", "-main", "ma_in", "a" * 64, "main/x"):
+        with pytest.raises(InvalidConnection, match="extra 'site'"):
+            settings_from_connection(conn(host="d.example.org", extra={"site": bad}))

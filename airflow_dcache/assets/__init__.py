@@ -1,0 +1,1 @@
+"""Asset URI support for the ``dcache`` scheme (``dcache://<site>/<path>``)."""

@@ -261,18 +261,18 @@ def test_permission_denied_for_others_private_directory(dcache_server, alice, bo
     assert r.status_code == 201
     requests.put(f"{dcache_server.webdav}{d}/secret", data=b"x", auth=dcache_server.auth("alice"))
     channel = bob.channel()
-    error(bob.session.post(f"{channel}/subscriptions/inotify", json={"path": d}), 400,
+    error(bob.session.post(f"{channel}/subscriptions/inotify", json={"path": d}), 403,
           "Permission denied: Not allowed.")
-    error(bob.session.post(f"{channel}/subscriptions/inotify", json={"path": f"{d}/secret"}), 400,
+    error(bob.session.post(f"{channel}/subscriptions/inotify", json={"path": f"{d}/secret"}), 403,
           "Permission denied: Not allowed.")
     # Execute only: can pass through but not list.
     requests.post(f"{dcache_server.api}/namespace{d}", json={"action": "chmod", "mode": 0o711},
                   auth=dcache_server.auth("alice"))
-    error(bob.session.post(f"{channel}/subscriptions/inotify", json={"path": d}), 400, "Permission denied:")
+    error(bob.session.post(f"{channel}/subscriptions/inotify", json={"path": d}), 403, "Permission denied:")
     # A 0640 file of another user's group-less file: no read for bob.
     requests.post(f"{dcache_server.api}/namespace{d}/secret", json={"action": "chmod", "mode": 0o600},
                   auth=dcache_server.auth("alice"))
-    error(bob.session.post(f"{channel}/subscriptions/inotify", json={"path": f"{d}/secret"}), 400,
+    error(bob.session.post(f"{channel}/subscriptions/inotify", json={"path": f"{d}/secret"}), 403,
           "Permission denied: Not allowed.")
     # Carol is chrooted to /home/carol: her "/" is that directory, alice's tree is out of reach.
     carol = Events(dcache_server, "carol")

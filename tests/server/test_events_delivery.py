@@ -280,12 +280,12 @@ def test_macaroon_channel_sees_only_its_path(dcache_server, alice):
         # Outside the macaroon's path there is nothing to subscribe to.
         other = fresh_dir(dcache_server)
         r = mac.session.post(f"{channel}/subscriptions/inotify", json={"path": other})
-        assert r.status_code == 400 and r.json()["detail"] == "Permission denied: Not allowed."
+        assert r.status_code == 403 and r.json()["detail"] == "Permission denied: Not allowed."
         # A macaroon that may not list cannot watch a directory.
         nolist = Events(dcache_server, "alice", token=mint(dcache_server, f"{d}/sub", caveats=["activity:DOWNLOAD"]))
         try:
             r = nolist.session.post(f"{nolist.channel()}/subscriptions/inotify", json={"path": f"{d}/sub"})
-            assert r.status_code == 400 and r.json()["detail"] == "Permission denied: Not allowed."
+            assert r.status_code == 403 and r.json()["detail"] == "Permission denied: Not allowed."
         finally:
             nolist.cleanup()
     finally:

@@ -20,6 +20,8 @@ from airflow_dcache.server.services import errors as e
 
 log = logging.getLogger(__name__)
 
+CHALLENGE = 'Basic realm="dCache"'
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _STATUS: list[tuple[type[e.ServiceError], int]] = [
@@ -52,14 +54,29 @@ def _reason(message: str) -> str:
 
 
 def error_response(status: int, message: str, *, reason: bool = False,
-                   headers: dict[str, str] | None = None) -> web.Response:
+                   headers: dict[str, str] | None = None, suppress_challenge: bool = False) -> web.Response:
+    """The error as dCache renders it.
+
+    A 401 carries exactly one challenge, ``WWW-Authenticate: Basic realm="dCache"``, as dCache's
+    AuthenticationHandler sets it: clients such as davix (ROOT, gfal2) give up on a single header that
+    lists several schemes. With ``Suppress-WWW-Authenticate`` in the request (browser scripts that
+    must not trigger a password dialog) the challenge is left out and ``Suppress-WWW-Authenticate:
+    suppressed`` is answered instead, also as dCache does.
+    """
     title = HTTPStatus(status).phrase
     body = json.dumps({"status": str(status), "title": title, "detail": message})
     response = web.Response(status=status, text=body, content_type="application/json",
                             reason=_reason(message) if reason else None, headers=headers)
     if status == 401:
-        response.headers["WWW-Authenticate"] = 'Basic realm="dCache", Bearer realm="dCache"'
+        if suppress_challenge:
+            response.headers["Suppress-WWW-Authenticate"] = "suppressed"
+        else:
+            response.headers["WWW-Authenticate"] = CHALLENGE
     return response
+
+
+def _suppressed(request: web.Request) -> bool:
+    return "Suppress-WWW-Authenticate" in request.headers
 
 
 def error_middleware(*, door: bool, status_override: Callable[[e.ServiceError], int | None] | None = None):
@@ -71,12 +88,13 @@ def error_middleware(*, door: bool, status_override: Callable[[e.ServiceError], 
             return await handler(request)
         except e.ServiceError as err:
             status = (status_override(err) if status_override else None) or status_for(err)
-            return error_response(status, err.message, reason=door)
+            return error_response(status, err.message, reason=door, suppress_challenge=_suppressed(request))
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
             return error_response(exc.status, exc.reason or HTTPStatus(exc.status).phrase, reason=door,
-                                  headers={k: v for k, v in exc.headers.items() if k.lower() == "allow"})
+                                  headers={k: v for k, v in exc.headers.items() if k.lower() == "allow"},
+                                  suppress_challenge=_suppressed(request))
         except (ConnectionResetError, BrokenPipeError):
             raise
         except Exception:

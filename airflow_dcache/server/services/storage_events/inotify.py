@@ -4,6 +4,14 @@ A watch is on an object (inode id), not on a path, so it follows the object when
 Watches are indexed by inode id: an event looks up the watches of its parent directory (child
 events) and of the object itself (self events) in two dict lookups, whatever the number of
 channels, and its payload is encoded once per kind, not once per channel.
+
+The right to watch is checked again at delivery, not only at subscription: after ``chmod 700`` of a
+watched directory (or of one above it), a ``chgrp`` or a move out of reach, the subscriber's events
+stop, as a new subscription and a PROPFIND would be refused. dCache checks only the macaroon's
+READ_METADATA restriction at delivery; mode bits are checked here too so names of files in a
+directory the subscriber can no longer list never leak. Each subscription caches its verdict
+against a permission generation that every IN_ATTRIB and move increments, so the namespace is
+consulted once per subscription after a change, not once per event.
 """
 
 from __future__ import annotations
@@ -17,7 +25,13 @@ from typing import Any
 
 from airflow_dcache.server.services import permissions as perm
 from airflow_dcache.server.services.activity import Activity
-from airflow_dcache.server.services.errors import BadRequest, NotAuthenticated, NotFound, PermissionDenied
+from airflow_dcache.server.services.errors import (
+    BadRequest,
+    NotAuthenticated,
+    NotFound,
+    PermissionDenied,
+    ServiceError,
+)
 from airflow_dcache.server.services.events import NamespaceEvent
 from airflow_dcache.server.services.login import Login
 from airflow_dcache.server.services.namespace import Entry, NamespaceService
@@ -31,6 +45,7 @@ _SELECTOR_KEYS = ("path", "flags")
 _IO_KINDS = frozenset({"IN_ACCESS", "IN_MODIFY"})
 _MOVER_END = frozenset({"IN_CLOSE_WRITE", "IN_CLOSE_NOWRITE", "IN_DELETE_SELF"})
 _IO_STATE_LIMIT = 100_000  # objects tracked by the IN_ACCESS/IN_MODIFY limiter before pruning
+_PERMISSION_CHANGES = frozenset({"IN_ATTRIB", "IN_MOVED_FROM", "IN_MOVED_TO", "IN_MOVE_SELF"})
 _IGNORED = json.dumps({"mask": ["IN_IGNORED"]}, separators=(",", ":"))
 _OVERFLOW = json.dumps({"mask": ["IN_Q_OVERFLOW"]}, separators=(",", ":"))
 
@@ -108,6 +123,8 @@ class InotifySubscription(Subscription):
         self.mask = selector.events
         self.oneshot = fl.IN_ONESHOT in selector.modifiers
         self.onlydir = fl.IN_ONLYDIR in selector.modifiers
+        self.allowed_generation = source.generation  # the subscription check just passed
+        self.allowed = True
 
     def update(self, selector: InotifySelector) -> None:
         """A second selector for the same object: replace the flags, or add with IN_MASK_ADD."""
@@ -168,6 +185,7 @@ class InotifySource:
         self.ns = namespace
         self.io_suppression = io_suppression
         self.watches: dict[str, dict[InotifySubscription, None]] = {}
+        self.generation = 0  # bumped by every change that may alter who may see what
         self._io: dict[str, tuple[str, float]] = {}  # inode → (last IN_ACCESS/IN_MODIFY, when)
 
     # -- subscribing -----------------------------------------------------------------------------
@@ -201,8 +219,26 @@ class InotifySource:
         except NotFound:
             raise BadRequest(f"Not found: Problem with path: {path}") from None
         except (PermissionDenied, NotAuthenticated):
-            raise BadRequest("Permission denied: Not allowed.") from None
+            raise PermissionDenied("Permission denied: Not allowed.") from None
         return entry
+
+    def may_deliver(self, sub: InotifySubscription) -> bool:
+        """Whether the channel owner may still watch the object, as a new subscription would check."""
+        if sub.allowed_generation != self.generation:
+            sub.allowed_generation = self.generation
+            sub.allowed = self._still_allowed(sub.channel.login, sub.inode_id)
+        return sub.allowed
+
+    def _still_allowed(self, login: Login, inode_id: str) -> bool:
+        root = login.root.rstrip("/") or "/"
+        try:
+            ns_path = self.ns.db.path_of(inode_id)
+            if root != "/" and not (ns_path == root or ns_path.startswith(root + "/")):
+                return False
+            self._lookup(login, self.ns.user_path(login, ns_path))
+        except (ServiceError, KeyError, ValueError):
+            return False
+        return True
 
     def unwatch(self, sub: InotifySubscription) -> None:
         watchers = self.watches.get(sub.inode_id)
@@ -214,6 +250,8 @@ class InotifySource:
     # -- delivering ------------------------------------------------------------------------------
     def on_event(self, ev: NamespaceEvent) -> None:
         kind = ev.kind
+        if kind in _PERMISSION_CHANGES:
+            self.generation += 1  # before delivery: this very event is filtered by the new rights
         bit = fl.EVENT_BITS.get(kind)
         if bit is None:
             return
@@ -243,8 +281,7 @@ class InotifySource:
             for sub in list(watches.get(ev.inode_id, ())):
                 sub.ignore()
 
-    @staticmethod
-    def _send(watchers: list[InotifySubscription], bit: int, payload: str, target: _Target) -> None:
+    def _send(self, watchers: list[InotifySubscription], bit: int, payload: str, target: _Target) -> None:
         now: float | None = None
         for sub in watchers:
             if not sub.mask & bit or sub.closed:
@@ -257,6 +294,8 @@ class InotifySource:
                 if now > channel.expires_at:
                     continue
             if channel.restricted and not channel.login.can_see(target.path):
+                continue
+            if not self.may_deliver(sub):
                 continue
             channel.deliver(sub, payload)
             if sub.oneshot:

@@ -1,0 +1,58 @@
+"""Extra links: the task pushes a URL while it runs (``persist``); the UI button reads it back.
+
+The URLs point at the connection's own frontend (the REST namespace or request resource), never at a
+host taken from a server reply, and never carry a credential.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar
+from urllib.parse import quote
+
+from airflow.sdk import BaseOperatorLink
+from airflow.sdk.execution_time.xcom import XCom
+
+if TYPE_CHECKING:
+    from airflow.sdk import BaseOperator
+    from airflow.sdk.types import TaskInstanceKey
+
+
+def namespace_url(api_url: str, path: str) -> str:
+    """``{frontend}/api/v1/namespace/{path}``: the file's metadata on the frontend."""
+    return f"{api_url.rstrip('/')}/namespace{quote(path)}"
+
+
+def request_url(api_url: str, api: str, request_id: str) -> str:
+    """The bulk (``/bulk-requests/{id}``) or tape (``/tape/stage/{id}``) request resource."""
+    kind = "bulk-requests" if api == "bulk" else "tape/stage"
+    return f"{api_url.rstrip('/')}/{kind}/{quote(request_id, safe='')}"
+
+
+class _XComLink(BaseOperatorLink):
+    key: ClassVar[str]
+
+    @property
+    def xcom_key(self) -> str:  # the button's value is stored under our own key, not the default
+        return f"_link_{self.key}"
+
+    def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
+        value = XCom.get_value(ti_key=ti_key, key=self.key)
+        return str(value) if value else ""
+
+    @classmethod
+    def persist(cls, context: Any, url: str) -> None:
+        context["ti"].xcom_push(key=cls.key, value=url)
+
+
+class DCacheFileLink(_XComLink):
+    """"dCache file": the frontend namespace URL of the (first) path the task worked on."""
+
+    name = "dCache file"
+    key = "dcache_file_url"
+
+
+class DCacheRequestLink(_XComLink):
+    """"dCache request": the bulk or stage request the task submitted."""
+
+    name = "dCache request"
+    key = "dcache_request_url"

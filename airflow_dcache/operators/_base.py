@@ -1,0 +1,127 @@
+"""Base operator and the blocking side of the waits, shared by the operators and the sensors.
+
+The blocking helpers decide exactly as the triggers do (same pure checks from
+``airflow_dcache.triggers.qos`` / ``.bulk``), so ``deferrable=False`` and ``True`` behave the same.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from functools import cached_property
+from typing import Any
+
+from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowException
+
+from airflow_dcache.exceptions import NotFound
+from airflow_dcache.hooks.dcache import DCacheHook
+from airflow_dcache.triggers._waiting import TRANSIENT, Backoff, event
+from airflow_dcache.triggers.bulk import bulk_outcome, stage_outcome
+from airflow_dcache.triggers.qos import FileCondition, bulk_failure, check_file, summarise
+
+DEFAULT_CONN_ID = DCacheHook.default_conn_name
+
+
+class DCacheBaseOperator(BaseOperator):
+    """Holds the connection id; the hook is built on first use, on the worker.
+
+    :param dcache_conn_id: the ``dcache`` connection (templated).
+    """
+
+    template_fields: Sequence[str] = ("dcache_conn_id",)
+    ui_color = "#8fd3f4"
+
+    def __init__(self, *, dcache_conn_id: str = DEFAULT_CONN_ID, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.dcache_conn_id = dcache_conn_id
+
+    @cached_property
+    def hook(self) -> DCacheHook:
+        return DCacheHook(self.dcache_conn_id)
+
+
+def check_files(
+    hook: DCacheHook, paths: Sequence[str], condition: FileCondition, bulk_request_id: str | None = None
+) -> tuple[list[str], tuple[str, str] | None]:
+    """One pass: the paths not yet meeting ``condition``, and ``(status, message)`` if the wait must end."""
+    if bulk_request_id:
+        failure = bulk_failure(hook.bulk_request_status(bulk_request_id))
+        if failure is not None:
+            return list(paths), failure
+    pending: list[str] = []
+    for path in paths:
+        try:
+            entry = hook.stat(path, **condition.stat_flags())
+        except NotFound:
+            entry = None
+        verdict = check_file(entry, condition)
+        if verdict.failure:
+            return [path], ("error", verdict.failure)
+        if not verdict.met:
+            pending.append(path)
+    return pending, None
+
+
+def wait_files(
+    hook: DCacheHook,
+    paths: Sequence[str],
+    condition: FileCondition,
+    *,
+    deadline: float,
+    backoff: Backoff,
+    bulk_request_id: str | None = None,
+    log: Any = None,
+) -> dict[str, Any]:
+    """Poll until every path meets ``condition`` (blocking); returns the trigger's status event."""
+    pending = list(paths)
+    while True:
+        try:
+            pending, failure = check_files(hook, pending, condition, bulk_request_id)
+        except TRANSIENT as exc:
+            if log is not None:
+                log.warning("dCache unavailable, retrying: %s", exc)
+            failure = None
+        if failure is not None:
+            return event(failure[0], failure[1], pending=pending[:20])
+        if not pending:
+            return event("success", f"{len(paths)} file(s): {condition.describe()}", count=len(paths))
+        if time.time() >= deadline:
+            return event("timeout", f"{len(pending)} file(s) not yet {condition.describe()}: {summarise(pending)}",
+                         pending=pending[:20])
+        if log is not None:
+            log.info("%d file(s) not yet %s", len(pending), condition.describe())
+        time.sleep(backoff.next(deadline))
+
+
+def request_outcome(hook: DCacheHook, api: str, request_id: str) -> dict[str, Any] | None:
+    if api == "bulk":
+        return bulk_outcome(hook.bulk_request_status(request_id))
+    return stage_outcome(hook.stage_status(request_id))
+
+
+def wait_request(
+    hook: DCacheHook, api: str, request_id: str, *, deadline: float, backoff: Backoff, log: Any = None
+) -> dict[str, Any]:
+    """Poll a bulk/stage request until it finishes (blocking); returns the trigger's status event."""
+    while True:
+        try:
+            outcome = request_outcome(hook, api, request_id)
+        except TRANSIENT as exc:
+            if log is not None:
+                log.warning("dCache unavailable, retrying: %s", exc)
+            outcome = None
+        if outcome is not None:
+            return outcome
+        if time.time() >= deadline:
+            return event("timeout", f"request {request_id} still running", request_id=request_id, api=api)
+        time.sleep(backoff.next(deadline))
+
+
+def raise_unless_success(ev: dict[str, Any] | None, what: str) -> dict[str, Any]:
+    """``execute_complete``'s policy: anything but a success event fails the task with its message."""
+    if not isinstance(ev, dict) or "status" not in ev:
+        raise AirflowException(f"{what}: no status event from the trigger ({ev!r})")
+    if ev["status"] != "success":
+        raise AirflowException(f"{what} {ev['status']}: {ev.get('message', '')}")
+    return ev

@@ -1,0 +1,279 @@
+"""Namespace operators: create, move, delete, set attributes and labels, list/select files.
+
+Each one is a thin call of :class:`~airflow_dcache.hooks.dcache.DCacheHook`; arguments are checked at
+DAG parse where they are not templates, again on the worker after rendering.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from airflow_dcache.links.dcache import DCacheFileLink, namespace_url
+from airflow_dcache.operators._base import DCacheBaseOperator
+from airflow_dcache.selection import DEFAULT_MAX_DIRS, DEFAULT_MAX_FILES, Criteria, select
+from airflow_dcache.triggers.qos import normalise_paths
+
+XATTR_MODES = ("EITHER", "CREATE", "MODIFY")
+
+
+def is_template(value: Any) -> bool:
+    """A value still holding Jinja (checked again once rendered on the worker)."""
+    return isinstance(value, str) and ("{{" in value or "{%" in value)
+
+
+def check_path(value: Any, field_name: str) -> None:
+    """Absolute path check at parse time; templates and XComArgs are checked after rendering."""
+    if isinstance(value, str) and not is_template(value) and not value.startswith("/"):
+        raise ValueError(f"{field_name}: {value!r} is not an absolute dCache path")
+
+
+def check_paths(value: Any, field_name: str) -> None:
+    if isinstance(value, (list, tuple)) and not any(is_template(v) for v in value):
+        normalise_paths(value, field_name)
+    else:
+        check_path(value, field_name)
+
+
+class _NamespaceOperator(DCacheBaseOperator):
+    operator_extra_links = (DCacheFileLink(),)
+
+    def _link(self, context: Any, path: str) -> None:
+        DCacheFileLink.persist(context, namespace_url(self.hook.settings.api_url, path))
+
+
+class DCacheCreateDirectoryOperator(_NamespaceOperator):
+    """Create a directory (and, with ``parents``, the missing ones above it).
+
+    :param path: the directory (templated).
+    :param parents: create missing parents too.
+    :param exist_ok: an existing directory is not an error.
+    :return: ``{"path", "created"}`` (``created`` is false when it already existed).
+    """
+
+    template_fields: Sequence[str] = ("path", "dcache_conn_id")
+
+    def __init__(self, *, path: str, parents: bool = True, exist_ok: bool = True, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        check_path(path, "path")
+        self.path = path
+        self.parents = parents
+        self.exist_ok = exist_ok
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        check_path(self.path, "path")
+        created = self.hook.mkdir(self.path, parents=self.parents, exist_ok=self.exist_ok)
+        self._link(context, self.path)
+        self.log.info("%s %s", "created" if created else "already existed:", self.path)
+        return {"path": self.path, "created": created}
+
+
+class DCacheMoveOperator(_NamespaceOperator):
+    """Rename or move a file or directory within one dCache.
+
+    :param source_path: what to move (templated).
+    :param destination_path: the new path (templated).
+    :param overwrite: replace an existing destination.
+    :return: ``{"source", "destination"}``.
+    """
+
+    template_fields: Sequence[str] = ("source_path", "destination_path", "dcache_conn_id")
+
+    def __init__(self, *, source_path: str, destination_path: str, overwrite: bool = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        check_path(source_path, "source_path")
+        check_path(destination_path, "destination_path")
+        self.source_path = source_path
+        self.destination_path = destination_path
+        self.overwrite = overwrite
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        check_path(self.source_path, "source_path")
+        check_path(self.destination_path, "destination_path")
+        self.hook.move(self.source_path, self.destination_path, overwrite=self.overwrite)
+        self._link(context, self.destination_path)
+        self.log.info("moved %s to %s", self.source_path, self.destination_path)
+        return {"source": self.source_path, "destination": self.destination_path}
+
+
+class DCacheDeleteOperator(_NamespaceOperator):
+    """Delete files or directories.
+
+    :param path: a path, a list of paths or of file records from :class:`DCacheListOperator` (templated).
+    :param recursive: delete directories with their content.
+    :param missing_ok: a missing path is not an error.
+    :return: ``{"deleted": [...], "missing": [...]}``.
+    """
+
+    template_fields: Sequence[str] = ("path", "dcache_conn_id")
+
+    def __init__(self, *, path: str | Sequence[Any], recursive: bool = False, missing_ok: bool = False,
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        check_paths(path, "path")
+        self.path = path
+        self.recursive = recursive
+        self.missing_ok = missing_ok
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        deleted: list[str] = []
+        missing: list[str] = []
+        for path in normalise_paths(self.path, "path"):
+            if self.hook.delete(path, recursive=self.recursive, missing_ok=self.missing_ok):
+                deleted.append(path)
+            else:
+                missing.append(path)
+        self.log.info("deleted %d path(s), %d already missing", len(deleted), len(missing))
+        return {"deleted": deleted, "missing": missing}
+
+
+class DCacheSetAttributesOperator(_NamespaceOperator):
+    """Set extended attributes and/or labels on files or directories.
+
+    :param path: a path or a list of paths / file records (templated).
+    :param xattrs: extended attributes to set, ``{name: value}`` (templated).
+    :param labels: labels to add (templated).
+    :param replace_labels: remove labels not in ``labels``.
+    :param xattr_mode: ``EITHER`` (default), ``CREATE`` (fail if present) or ``MODIFY`` (fail if absent).
+    :return: ``{"paths", "xattrs", "labels"}``.
+    """
+
+    template_fields: Sequence[str] = ("path", "xattrs", "labels", "dcache_conn_id")
+
+    def __init__(
+        self,
+        *,
+        path: str | Sequence[Any],
+        xattrs: Mapping[str, Any] | None = None,
+        labels: Sequence[str] | None = None,
+        replace_labels: bool = False,
+        xattr_mode: str = "EITHER",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        check_paths(path, "path")
+        if not xattrs and not labels:
+            raise ValueError("xattrs, labels: give extended attributes or labels to set")
+        if xattr_mode.upper() not in XATTR_MODES:
+            raise ValueError(f"xattr_mode: {xattr_mode!r} is not one of {', '.join(XATTR_MODES)}")
+        if isinstance(labels, str) and not is_template(labels):
+            raise ValueError("labels: expected a list of labels, not a string")
+        self.path = path
+        self.xattrs = xattrs
+        self.labels = labels
+        self.replace_labels = replace_labels
+        self.xattr_mode = xattr_mode.upper()
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        paths = normalise_paths(self.path, "path")
+        labels = list(self.labels or [])
+        for path in paths:
+            if self.xattrs:
+                self.hook.set_xattr(path, dict(self.xattrs), mode=self.xattr_mode)
+            if labels:
+                self.hook.set_labels(path, labels, replace=self.replace_labels)
+        self._link(context, paths[0])
+        return {"paths": paths, "xattrs": dict(self.xattrs or {}), "labels": labels}
+
+
+class DCacheListOperator(_NamespaceOperator):
+    """List a directory and select files: the "file-list service".
+
+    Returns the list of file records described in :mod:`airflow_dcache.selection` (path, name, pnfsid,
+    size, mtime, checksums, locality), sorted by path, and pushes the bare paths under the XCom key
+    ``paths`` so a mapped task can ``.expand(path=list_task.output["paths"])``.
+
+    :param path: the directory to list (templated).
+    :param recursive: descend into subdirectories.
+    :param name_glob: shell pattern on file names (templated).
+    :param path_glob: shell pattern on full paths (templated).
+    :param path_regex: regular expression searched in full paths (templated).
+    :param min_size: smallest size in bytes.
+    :param max_size: largest size in bytes.
+    :param mtime_after: modified at or after (templated, e.g. ``{{ data_interval_start }}``).
+    :param mtime_before: modified before (templated, e.g. ``{{ data_interval_end }}``).
+    :param locality: required locality (``ONLINE``, ``NEARLINE``, ``ONLINE_AND_NEARLINE``; templated).
+    :param labels: labels each file must carry (templated).
+    :param with_checksums: ask the frontend for checksums (one listing flag, no extra request).
+    :param max_files: more matches than this fail the task (an XCom must stay small).
+    :param max_dirs: more directories than this fail the task (a mistaken root must not list a site).
+    """
+
+    template_fields: Sequence[str] = (
+        "path", "name_glob", "path_glob", "path_regex", "mtime_after", "mtime_before", "locality", "labels",
+        "dcache_conn_id",
+    )
+
+    def __init__(
+        self,
+        *,
+        path: str,
+        recursive: bool = False,
+        name_glob: str | None = None,
+        path_glob: str | None = None,
+        path_regex: str | None = None,
+        min_size: int | None = None,
+        max_size: int | None = None,
+        mtime_after: Any = None,
+        mtime_before: Any = None,
+        locality: str | Sequence[str] | None = None,
+        labels: Sequence[str] | None = None,
+        with_checksums: bool = True,
+        max_files: int = DEFAULT_MAX_FILES,
+        max_dirs: int = DEFAULT_MAX_DIRS,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        check_path(path, "path")
+        self.path = path
+        self.recursive = recursive
+        self.name_glob = name_glob
+        self.path_glob = path_glob
+        self.path_regex = path_regex
+        self.min_size = min_size
+        self.max_size = max_size
+        self.mtime_after = mtime_after
+        self.mtime_before = mtime_before
+        self.locality = locality
+        self.labels = labels
+        self.with_checksums = with_checksums
+        self.max_files = max_files
+        self.max_dirs = max_dirs
+        self._criteria(parse_time=True)  # fails at DAG parse on what is not a template
+
+    def _criteria(self, parse_time: bool = False) -> Criteria:
+        def value(v: Any) -> Any:
+            return None if parse_time and is_template(v) else v
+
+        labels = self.labels
+        templated = is_template(labels) or (isinstance(labels, (list, tuple)) and any(map(is_template, labels)))
+        if parse_time and templated:
+            labels = None
+        if isinstance(labels, str) and not is_template(labels):
+            raise ValueError("labels: expected a list of labels, not a string")
+        return Criteria(
+            name_glob=value(self.name_glob) or None,
+            path_glob=value(self.path_glob) or None,
+            path_regex=value(self.path_regex) or None,
+            min_size=self.min_size,
+            max_size=self.max_size,
+            mtime_after=value(self.mtime_after),
+            mtime_before=value(self.mtime_before),
+            locality=value(self.locality) if not isinstance(self.locality, list) else self.locality,
+            labels=tuple(labels or ()),
+        )
+
+    def execute(self, context: Any) -> list[dict[str, Any]]:
+        check_path(self.path, "path")
+        criteria = self._criteria()
+        flags = {"locality": True, "checksum": self.with_checksums, "labels": criteria.needs_labels}
+
+        def list_dir(directory: str) -> Any:
+            return self.hook.list_dir(directory, **flags)
+
+        records = select(list_dir, self.path, criteria, recursive=self.recursive,
+                         max_files=self.max_files, max_dirs=self.max_dirs)
+        self.log.info("selected %d file(s) below %s", len(records), self.path)
+        self._link(context, self.path)
+        context["ti"].xcom_push(key="paths", value=[r["path"] for r in records])
+        return records

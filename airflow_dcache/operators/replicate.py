@@ -1,0 +1,189 @@
+"""Replicate files between two dCache instances (two sites) by HTTP third-party copy.
+
+The data flows door to door; the worker only sends one ``COPY`` per file and reads the performance
+markers (logged by the hook as progress). Both sides are authorised by macaroons minted for that one
+file just before its copy: DOWNLOAD on the source file, UPLOAD (plus DELETE when overwriting) on the
+destination file. The ``COPY`` itself is sent with the macaroon of the side that receives it, and the
+other side's macaroon travels as ``TransferHeaderAuthorization``, so neither site ever sees the
+other's long-lived credential. After each copy the adler32 checksums of both replicas are compared.
+
+Not deferrable: dCache reports a copy's progress and outcome only on the open ``COPY`` response, so
+the request must stay with the worker; killing the task closes it, which makes dCache abandon the
+copy (a pull leaves no partial file).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import posixpath
+from collections.abc import Sequence
+from functools import cached_property
+from typing import Any
+
+from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowException
+
+from airflow_dcache.exceptions import DCacheError
+from airflow_dcache.hooks._settings import AuthType
+from airflow_dcache.hooks.dcache import DCacheHook
+from airflow_dcache.links.dcache import DCacheFileLink, namespace_url
+from airflow_dcache.operators.namespace import check_path, check_paths, is_template
+from airflow_dcache.triggers.qos import normalise_paths
+
+MODES = ("pull", "push")
+
+
+def destination_for(source: str, *, destination_path: str | None, destination_dir: str | None,
+                    source_root: str | None) -> str:
+    """Where ``source`` goes: the explicit path, or below ``destination_dir`` keeping the layout under
+    ``source_root`` (the bare file name when no root is given or the source is outside it)."""
+    if destination_path:
+        return destination_path
+    assert destination_dir is not None
+    relative = posixpath.basename(source)
+    if source_root:
+        root = source_root.rstrip("/") + "/"
+        if source.startswith(root):
+            relative = source[len(root):]
+    return posixpath.join(destination_dir.rstrip("/") or "/", relative)
+
+
+def macaroon_hook(base: DCacheHook, macaroon: str) -> DCacheHook:
+    """A hook on the same door authenticating only with ``macaroon`` (no password, no client cert)."""
+    settings = dataclasses.replace(base.settings, auth_type=AuthType.MACAROON, token=macaroon, login=None,
+                                   password=None, token_file=None, client_cert=None, client_key=None, roles=())
+    return DCacheHook(base.dcache_conn_id, settings=settings)
+
+
+class DCacheReplicateOperator(BaseOperator):
+    """Copy a file or a list of files from one dCache connection to another by HTTP-TPC.
+
+    :param source_conn_id: the dCache holding the files (templated).
+    :param destination_conn_id: the dCache receiving them (templated).
+    :param source_path: a path, a list of paths or file records from the list operator (templated;
+        ``.expand(source_path=...)`` works).
+    :param destination_path: the target of a single file (templated).
+    :param destination_dir: target directory for a list (templated); with ``source_root`` the layout
+        below that root is kept, else files land by name.
+    :param source_root: see ``destination_dir`` (templated).
+    :param mode: ``"pull"`` (the destination fetches; default) or ``"push"`` (the source sends).
+    :param overwrite: replace existing destination files.
+    :param macaroon_validity: seconds each per-file macaroon is valid (default one hour).
+    :param verify_checksum: compare adler32 of source and copy afterwards (a mismatch deletes the copy).
+    :return: ``{"source_conn_id", "destination_conn_id", "mode", "files": [{"source", "destination",
+        "size", "adler32", "markers"}], "destinations": [...]}``; ``destinations`` is also pushed as its own
+        XCom key for mapping the next task over the copies.
+    """
+
+    template_fields: Sequence[str] = (
+        "source_conn_id", "destination_conn_id", "source_path", "destination_path", "destination_dir", "source_root",
+    )
+    operator_extra_links = (DCacheFileLink(),)
+    ui_color = "#8fd3f4"
+
+    def __init__(
+        self,
+        *,
+        source_conn_id: str,
+        destination_conn_id: str,
+        source_path: str | Sequence[Any],
+        destination_path: str | None = None,
+        destination_dir: str | None = None,
+        source_root: str | None = None,
+        mode: str = "pull",
+        overwrite: bool = True,
+        macaroon_validity: int = 3600,
+        verify_checksum: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        check_paths(source_path, "source_path")
+        if (destination_path is None) == (destination_dir is None):
+            raise ValueError("destination_path, destination_dir: give exactly one")
+        check_path(destination_path, "destination_path")
+        check_path(destination_dir, "destination_dir")
+        check_path(source_root, "source_root")
+        if mode not in MODES:
+            raise ValueError(f"mode: {mode!r} is not one of {', '.join(MODES)}")
+        if isinstance(macaroon_validity, bool) or not isinstance(macaroon_validity, int) or macaroon_validity < 60:
+            raise ValueError(f"macaroon_validity: expected whole seconds >= 60, got {macaroon_validity!r}")
+        if destination_path is not None and isinstance(source_path, (list, tuple)) and len(source_path) != 1 \
+                and not is_template(destination_path):
+            raise ValueError("destination_path: names one file; use destination_dir for a list of sources")
+        self.source_conn_id = source_conn_id
+        self.destination_conn_id = destination_conn_id
+        self.source_path = source_path
+        self.destination_path = destination_path
+        self.destination_dir = destination_dir
+        self.source_root = source_root
+        self.mode = mode
+        self.overwrite = overwrite
+        self.macaroon_validity = macaroon_validity
+        self.verify_checksum = verify_checksum
+        self._copy_hooks: list[DCacheHook] = []
+
+    @cached_property
+    def source_hook(self) -> DCacheHook:
+        return DCacheHook(self.source_conn_id)
+
+    @cached_property
+    def destination_hook(self) -> DCacheHook:
+        return DCacheHook(self.destination_conn_id)
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        sources = normalise_paths(self.source_path, "source_path")
+        if self.destination_path and len(sources) != 1:
+            raise ValueError(f"destination_path: names one file but {len(sources)} sources were given")
+        files = []
+        for index, source in enumerate(sources, 1):
+            destination = destination_for(source, destination_path=self.destination_path,
+                                          destination_dir=self.destination_dir, source_root=self.source_root)
+            self.log.info("[%d/%d] %s %s -> %s", index, len(sources), self.mode, source, destination)
+            files.append(self._replicate(source, destination))
+        destinations = [f["destination"] for f in files]
+        DCacheFileLink.persist(context, namespace_url(self.destination_hook.settings.api_url, destinations[0]))
+        context["ti"].xcom_push(key="destinations", value=destinations)
+        return {"source_conn_id": self.source_conn_id, "destination_conn_id": self.destination_conn_id,
+                "mode": self.mode, "files": files, "destinations": destinations}
+
+    def _replicate(self, source: str, destination: str) -> dict[str, Any]:
+        src, dst = self.source_hook, self.destination_hook
+        parent = posixpath.dirname(destination)
+        if parent not in ("", "/"):
+            dst.mkdir(parent)
+        validity = self.macaroon_validity
+        download = src.mint_macaroon(source, activities=["DOWNLOAD"], validity=validity)
+        upload = dst.mint_macaroon(destination, activities=["UPLOAD", "DELETE"] if self.overwrite else ["UPLOAD"],
+                                   validity=validity)
+        if self.mode == "pull":
+            hook = macaroon_hook(dst, upload.macaroon)
+            self._copy_hooks.append(hook)
+            with hook:
+                result = hook.copy_pull(download.target, destination, remote_token=download.macaroon,
+                                        overwrite=self.overwrite)
+        else:
+            hook = macaroon_hook(src, download.macaroon)
+            self._copy_hooks.append(hook)
+            with hook:
+                result = hook.copy_push(source, upload.target, remote_token=upload.macaroon, overwrite=self.overwrite)
+        self._copy_hooks.remove(hook)
+        adler32 = self._verify(source, destination) if self.verify_checksum else None
+        return {"source": source, "destination": destination, "size": result.size, "adler32": adler32,
+                "markers": result.markers}
+
+    def _verify(self, source: str, destination: str) -> str:
+        ours = self.source_hook.checksum(source, ("adler32",)).get("adler32")
+        theirs = self.destination_hook.checksum(destination, ("adler32",)).get("adler32")
+        if not ours or ours != theirs:
+            try:
+                self.destination_hook.delete(destination, missing_ok=True)
+            except DCacheError as exc:
+                self.log.warning("could not delete the bad copy %s: %s", destination, exc)
+            raise AirflowException(
+                f"checksum of the copy {destination} ({theirs}) differs from the source {source} ({ours})")
+        return ours
+
+    def on_kill(self) -> None:
+        """Close the open COPY streams: dCache abandons a copy whose client went away."""
+        for hook in list(self._copy_hooks):
+            hook.close()

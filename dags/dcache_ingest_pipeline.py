@@ -1,0 +1,153 @@
+"""dcache_ingest_pipeline: every HDF5 run uploaded to ``/data/incoming`` on ``main`` is processed and archived.
+
+How it starts
+    By itself: an ``AssetWatcher`` on ``dcache://main/data/incoming`` runs a
+    ``DCacheStorageEventTrigger`` (dCache's SSE storage events: close-after-write and moved-in of
+    ``*.h5``). A burst of uploads arrives as batches of events; the run covers every file of every
+    triggering event. Or by hand: *Trigger* in the UI with ``paths`` (paths or globs on ``main``) —
+    the same tasks, the same function, the seed's "same code interactive and automatic".
+
+What it does, per file (a mapped task group, so each file moves on as soon as its own step is done)
+    1. ``validate``: the file is still this version, non-empty, has a checksum, starts with the HDF5
+       signature (8 bytes read through a pre-authorised URL);
+    2. ``replicate``: HTTP third-party copy ``main`` → ``buffer`` (next to compute), each side
+       authorised by a macaroon for that one file, checksums compared;
+    3. ``preview``: the ``hdf5-preview`` function runs at the buffer site with pre-authorised URLs only
+       (DOWNLOAD on its input, UPLOAD on a private output area) and writes a PNG and a JSON summary;
+    4. ``publish``: third-party copy of the outputs to ``/data/processed/<run>/<file>/`` on ``main``;
+    5. ``archive_rule``: the rule update — QoS of the raw file on ``main`` becomes ``disk+tape``;
+    6. ``drop_buffer_replica``: the file's work area on ``buffer`` is removed;
+    7. ``wait_archived``: until the raw file's locality includes NEARLINE (it is on tape);
+    8. ``record_lineage``: marks the input version processed (xattr, compare-and-set) and emits the
+       lineage record (event key, input checksum, outputs, activation record) as an asset event on
+       ``dcache://main/data/processed``.
+
+Idempotent by the event key: a redelivered event, or a run over files already done, finds the marker
+(``airflow_dcache.done.<dag_id>`` on the input) and skips them — unless ``reprocess`` is set.
+
+Connections: ``dcache_main`` and ``dcache_buffer`` (``site`` extras ``main``/``buffer``). The function
+runtime is ``$AIRFLOW_DCACHE_FUNCTION_RUNTIME`` (``local`` or ``docker``; the demo picks it).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from airflow.sdk import Asset, AssetWatcher, Param, dag, task, task_group
+
+from airflow_dcache.operators import (
+    DCacheDeleteOperator,
+    DCacheFunctionOperator,
+    DCacheReplicateOperator,
+    DCacheSetQosOperator,
+)
+from airflow_dcache.sensors import DCacheFileSensor
+from airflow_dcache.triggers import DCacheStorageEventTrigger
+
+MAIN, BUFFER = "dcache_main", "dcache_buffer"
+RUNTIME = os.environ.get("AIRFLOW_DCACHE_FUNCTION_RUNTIME", "local")
+BUFFER_ROOT, OUTPUT_ROOT = "/data/work", "/data/processed"
+
+incoming = Asset(
+    "dcache://main/data/incoming",
+    watchers=[AssetWatcher(name="incoming_h5", trigger=DCacheStorageEventTrigger(
+        dcache_conn_id=MAIN, paths=["/data/incoming"], recursive=True,
+        events=["IN_CLOSE_WRITE", "IN_MOVED_TO"], include=["*.h5"]))],
+)
+processed = Asset("dcache://main/data/processed")
+
+
+@dag(
+    schedule=[incoming],
+    catchup=False,
+    render_template_as_native_obj=True,
+    max_active_runs=16,
+    tags=["dcache", "ingest", "example"],
+    doc_md=__doc__,
+    params={
+        "paths": Param([], type="array", items={"type": "string"}, title="Files (manual runs)",
+                       description="dCache paths or globs on main, e.g. /data/incoming/*.h5. "
+                                   "Empty: the files of the triggering storage events."),
+        "function": Param("hdf5-preview", type="string", enum=["hdf5-preview"], title="Function"),
+        "function_parameters": Param({}, type="object", title="Function parameters",
+                                     description='e.g. {"frame": 0} for one frame instead of the mean'),
+        "target_qos": Param("disk+tape", type="string", enum=["disk", "tape", "disk+tape"],
+                            title="QoS of the raw file afterwards"),
+        "reprocess": Param(False, type="boolean", title="Reprocess files already done"),
+    },
+)
+def dcache_ingest_pipeline() -> None:
+    @task
+    def collect(params: dict[str, Any], run_id: str, dag_run: Any = None,
+                triggering_asset_events: Any = None) -> list[dict[str, Any]]:
+        """The run's work items: the triggering events' files, or the UI's ``paths``; minus those done."""
+        from airflow_dcache.events import events_from_asset_events
+        from airflow_dcache.hooks import DCacheHook
+        from airflow_dcache.pipelines import steps
+
+        where = {"site": "main", "run_id": run_id, "buffer_root": BUFFER_ROOT, "output_root": OUTPUT_ROOT}
+        with DCacheHook(MAIN) as hook:
+            patterns = steps.split_patterns(params.get("paths"))
+            if patterns:
+                items = steps.work_items_from_selection(steps.select_records(hook, patterns), **where)
+            else:
+                items = steps.work_items_from_events(events_from_asset_events(triggering_asset_events), **where)
+            if not params.get("reprocess"):
+                items = [i for i in items if not steps.already_processed(hook, i, "dcache_ingest_pipeline")]
+        return items
+
+    @task_group(group_id="file")
+    def per_file(item: dict[str, Any]) -> None:
+        @task(multiple_outputs=True)
+        def validate(item: dict[str, Any]) -> dict[str, Any]:
+            from airflow_dcache.hooks import DCacheHook
+            from airflow_dcache.pipelines import steps
+
+            with DCacheHook(MAIN) as hook:
+                return steps.check_hdf5(hook, item)
+
+        checked = validate(item)
+        replicate = DCacheReplicateOperator(
+            task_id="replicate", source_conn_id=MAIN, destination_conn_id=BUFFER,
+            source_path=checked["path"], destination_path=checked["buffer_path"])
+        preview = DCacheFunctionOperator(
+            task_id="preview", dcache_conn_id=BUFFER, runtime=RUNTIME, function="{{ params.function }}",
+            inputs=checked["buffer_path"], output_dir=checked["buffer_output_dir"],
+            parameters="{{ params.function_parameters }}", timeout=300)
+        publish = DCacheReplicateOperator(
+            task_id="publish", source_conn_id=BUFFER, destination_conn_id=MAIN,
+            source_path="{{ ti.xcom_pull(task_ids='file.preview', map_indexes=ti.map_index)['outputs'] }}",
+            destination_dir=checked["output_dir"])
+        archive_rule = DCacheSetQosOperator(
+            task_id="archive_rule", dcache_conn_id=MAIN, path=checked["path"],
+            target_qos="{{ params.target_qos }}", wait_for_completion=False)
+        drop = DCacheDeleteOperator(task_id="drop_buffer_replica", dcache_conn_id=BUFFER,
+                                    path=checked["buffer_dir"], recursive=True, missing_ok=True)
+        archived = DCacheFileSensor(task_id="wait_archived", dcache_conn_id=MAIN, path=checked["path"],
+                                    condition="nearline", poke_interval=1, timeout=600, mode="poke")
+
+        @task(outlets=[processed])
+        def record_lineage(item: dict[str, Any], result: dict[str, Any], copies: dict[str, Any], run_id: str,
+                           dag_run: Any = None, outlet_events: Any = None) -> dict[str, Any]:
+            from airflow_dcache.hooks import DCacheHook
+            from airflow_dcache.pipelines import steps
+
+            published = {o["source"]: o["destination"] for o in copies.get("files", [])}
+            lineage = steps.build_lineage(item, result, output_site="main", dag_id=dag_run.dag_id, run_id=run_id)
+            for out in lineage["outputs"]:
+                out["path"] = published.get(out["path"], out["path"])
+            with DCacheHook(MAIN) as hook:
+                steps.mark_processed(hook, item["path"], dag_run.dag_id, f"{dag_run.dag_id}/{run_id}")
+            outlet_events[processed].extra = lineage
+            return lineage
+
+        lineage = record_lineage(checked, preview.output, publish.output)
+        checked >> replicate >> preview >> publish >> [archive_rule, drop]
+        archive_rule >> archived >> lineage
+        drop >> lineage
+
+    per_file.expand(item=collect())
+
+
+dcache_ingest_pipeline()

@@ -326,10 +326,12 @@ def test_bad_requests(site_a, headers, status, reason):
     assert get(site_a, "/home/alice/bad-input").status_code == 404
 
 
-def test_local_copy_is_not_implemented(site_a):
+def test_copy_to_a_path_is_a_local_webdav_copy(site_a):
+    """A Destination naming this door (a path here) is a plain WebDAV COPY, not a third-party copy."""
     put(site_a, "/home/alice/local-src", b"x")
     r = copy(site_a, "/home/alice/local-src", {"Destination": "/home/alice/local-dst"})
-    assert r.status_code == 501
+    assert r.status_code == 201
+    assert get(site_a, "/home/alice/local-dst").content == b"x"
 
 
 def test_anonymous_refused(site_a, fake):

@@ -13,6 +13,7 @@ from airflow_dcache.server.http.auth import Authenticator
 from airflow_dcache.server.http.paths import parse_raw_path
 from airflow_dcache.server.services import checksums
 from airflow_dcache.server.services.errors import BadRequest, NotAuthenticated, NotFound, PermissionDenied
+from airflow_dcache.server.services.jsonbody import parse_json
 from airflow_dcache.server.services.login import Login
 from airflow_dcache.server.services.namespace import Entry, NamespaceService
 from airflow_dcache.server.services.tape import TapeService, lifetime_ms
@@ -58,10 +59,7 @@ async def read_json_object(request: web.Request) -> dict[str, Any]:
     raw = await request.content.read(MAX_JSON_BODY + 1)
     if len(raw) > MAX_JSON_BODY:
         raise BadRequest(f"Request body larger than {MAX_JSON_BODY} bytes")
-    try:
-        doc = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise BadRequest(f"Request body is not valid JSON: {err}") from None
+    doc = parse_json(raw)
     if not isinstance(doc, dict):
         raise BadRequest("Request body must be a JSON object")
     return doc

@@ -59,6 +59,9 @@ def parse_raw_path(raw: str) -> tuple[str, bool]:
 
 def path_from_url(value: str) -> str:
     """Path part of a ``Destination`` header, which may be an absolute URL or an absolute path."""
-    parts = urlsplit(value)
+    try:
+        parts = urlsplit(value)  # raises ValueError for e.g. "http://[::1" (an unclosed IPv6 bracket)
+    except ValueError as err:
+        raise BadRequest(f"Malformed Destination header: {err}") from None
     raw = parts.path if (parts.scheme or parts.netloc) else value.split("?", 1)[0]
     return parse_raw_path(raw or "/")[0]

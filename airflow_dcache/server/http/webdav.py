@@ -13,12 +13,13 @@ from airflow_dcache.server.http import digests, locks
 from airflow_dcache.server.http import propfind as pf
 from airflow_dcache.server.http import proppatch as pp
 from airflow_dcache.server.http.auth import Authenticator
+from airflow_dcache.server.http.local_copy import LocalCopy, is_local_destination
 from airflow_dcache.server.http.paths import parse_raw_path, path_from_url
 from airflow_dcache.server.http.streaming import READ_CHUNK, DownloadResponse, content_type, request_body
 from airflow_dcache.server.http.third_party_copy import ThirdPartyCopyHandler
 from airflow_dcache.server.services.billing.door import door_details
 from airflow_dcache.server.services.errors import BadRequest, Conflict, NotAllowed, NotAuthenticated, NotFound
-from airflow_dcache.server.services.login import Login
+from airflow_dcache.server.services.login import Login, is_within
 from airflow_dcache.server.services.macaroons import MacaroonService
 from airflow_dcache.server.services.movers import Mover, RedirectPolicy
 from airflow_dcache.server.services.namespace import Entry, NamespaceService
@@ -53,6 +54,7 @@ class WebDavDoor:
         self.tape = tape
         self.ns = namespace
         self.transfers = transfers
+        self.local_copy = LocalCopy(namespace, transfers)
         self.macaroons = macaroons
         self.tls = tls
         self.allow_insecure_macaroons = allow_insecure_macaroons
@@ -282,10 +284,29 @@ class WebDavDoor:
                 pass
             else:
                 raise web.HTTPPreconditionFailed(reason=f"Destination exists: {dst}")
+        replaced = overwrite == "T" and self._clear_move_target(login, path, dst)
         _, created = self.ns.move(login, path, dst, overwrite=overwrite == "T")
-        return web.Response(status=201 if created else 204)
+        return web.Response(status=201 if created and not replaced else 204)
+
+    def _clear_move_target(self, login: Login, src: str, dst: str) -> bool:
+        """``Overwrite: T`` onto a collection (or a collection onto a file) deletes the target first,
+        as dCache's Milton MoveHandler does; rename(2) semantics (file onto file) stay in the service."""
+        if is_within(dst, src) or is_within(src, dst):
+            return False  # into itself or onto an ancestor: the service refuses it, nothing is deleted
+        try:
+            target = self.ns.stat(login, dst)
+        except NotFound:
+            return False
+        source = self.ns.stat(login, src)
+        if target.inode.id == source.inode.id or not (target.inode.is_dir or source.inode.is_dir):
+            return False
+        self.ns.delete(login, dst, recursive=True)
+        return True
 
     async def copy(self, request: web.Request, login: Login, path: str, trailing: bool) -> web.StreamResponse:
+        if is_local_destination(request):
+            self._require_login(login)
+            return await self.local_copy.copy(request, login, path)
         if self.tpc is None:
             raise web.HTTPNotImplemented(reason="HTTP third-party copy is not enabled")
         return await self.tpc.copy(request, login, path, trailing)

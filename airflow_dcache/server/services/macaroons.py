@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import ipaddress
-import json
 import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -28,6 +27,7 @@ from airflow_dcache.macaroons.codec import (
 )
 from airflow_dcache.server.services.activity import ALL_ACTIVITIES, Activity
 from airflow_dcache.server.services.errors import BadRequest, NotAuthenticated
+from airflow_dcache.server.services.jsonbody import parse_json
 from airflow_dcache.server.services.login import Login
 from airflow_dcache.server.storage.macaroon_secrets import MacaroonSecretStore
 
@@ -305,9 +305,9 @@ def _gson_string(value: object) -> object:
 def _parse_request(body: bytes) -> tuple[list[str], str | None]:
     try:
         text = body.decode("utf-8")
-        doc = json.loads(text) if text.strip() else None
-    except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError are both ValueErrors
+    except ValueError as exc:
         raise BadRequest(f"Unable to parse JSON: {exc}") from None
+    doc = parse_json(text, prefix="Unable to parse JSON") if text.strip() else None
     if doc is None:
         return [], None
     if not isinstance(doc, dict):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from dataclasses import dataclass
 
 from airflow_dcache.server.services import permissions as perm
@@ -260,13 +261,19 @@ class TapeService:
             "root", 0, (0,), "", extra={"hsm": self.hsm.name, "hsm_uri": self.hsm.uri(node.id)}))
 
 
+MAX_LIFETIME_MS = 100 * 365 * 86_400_000  # a pin beyond a century is a mistake (and overflows timestamps)
+
+
 def lifetime_ms(value: object, unit: object, *, field: str = "lifetime") -> int:
     """Parse the frontend's ``lifetime`` + ``lifetime-unit`` pair into milliseconds."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0 or not math.isfinite(value):
         raise BadRequest(f"Field '{field}' must be a non-negative number")
     unit_name = "SECONDS" if unit is None else unit
     if not isinstance(unit_name, str) or unit_name.upper() not in LIFETIME_UNITS:
         raise BadRequest(f"Field '{field}-unit' must be one of {', '.join(LIFETIME_UNITS)}")
-    return int(value * LIFETIME_UNITS[unit_name.upper()])
+    millis = value * LIFETIME_UNITS[unit_name.upper()]  # a float may overflow to inf: compare first
+    if not millis <= MAX_LIFETIME_MS:
+        raise BadRequest(f"Field '{field}' is too long: at most {MAX_LIFETIME_MS // 86_400_000} days")
+    return int(millis)
 
 

@@ -226,7 +226,10 @@ def redact(url: str) -> str:
 
 def check_remote_url(url: str) -> str:
     """Validate an absolute remote URL; returns it unchanged or raises :class:`BadRequest`."""
-    parts = urlsplit(url.strip())
+    try:
+        parts = urlsplit(url.strip())  # raises ValueError for e.g. an unclosed IPv6 bracket
+    except ValueError as err:
+        raise BadRequest(f"Malformed remote URL: {err}") from None
     if not (parts.scheme and parts.netloc):
         raise BadRequest(f"Third-party copy needs an absolute URL with a scheme and a host: {url[:200]}")
     if parts.scheme.lower() not in SCHEMES:

@@ -112,7 +112,7 @@ def get_provider_info() -> dict[str, Any]:
         "triggers": [
             {
                 "integration-name": "dCache",
-                "python-modules": ["airflow_dcache.triggers.storage_events"],
+                "python-modules": ["airflow_dcache.triggers.storage_events", "airflow_dcache.triggers.billing"],
             }
         ],
     }

@@ -180,8 +180,10 @@ class DCacheListOperator(_NamespaceOperator):
     """List a directory and select files: the "file-list service".
 
     Returns the list of file records described in :mod:`airflow_dcache.selection` (path, name, pnfsid,
-    size, mtime, checksums, locality), sorted by path, and pushes the bare paths under the XCom key
-    ``paths`` so a mapped task can ``.expand(path=list_task.output["paths"])``.
+    size, mtime, checksums, locality), sorted by path. Every path-taking operator accepts these records,
+    so a mapped task can ``.expand(path=list_task.output)``. The bare paths are also pushed under the
+    XCom key ``paths`` (for templates: ``ti.xcom_pull("select", key="paths")``; Airflow cannot map over a
+    custom key).
 
     :param path: the directory to list (templated).
     :param recursive: descend into subdirectories.

@@ -132,26 +132,26 @@ class DCacheSetQosOperator(_WaitingOperator):
                     locality=sorted(condition.locality), deadline=deadline, bulk_request_id=submission.id,
                     poll_interval=self.poll_interval, max_poll_interval=self.max_poll_interval),
                 method_name="execute_complete",
-                kwargs={"paths": paths, "request_id": submission.id},
             )
         ev = wait_files(self.hook, pending, condition, deadline=deadline, backoff=self._backoff(),
                         bulk_request_id=submission.id, log=self.log)
         raise_unless_success(ev, f"QoS {target}")
         return self._finish(paths, condition, submission.id)
 
-    def execute_complete(self, context: Any, event: dict[str, Any] | None = None, *,
-                         paths: list[str], request_id: str) -> dict[str, Any]:
-        self._request_id = request_id
+    def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Resume after the trigger; everything needed comes from the (re-rendered) fields and the event."""
         condition = FileCondition.build(normalise_qos(self.target_qos), self.wait_for_locality)
         raise_unless_success(event, f"QoS {condition.target_qos}")
-        return self._finish(paths, condition, request_id)
+        assert event is not None
+        return self._finish(normalise_paths(self.path, "path"), condition, str(event.get("bulk_request_id", "")))
 
     def _finish(self, paths: list[str], condition: FileCondition, request_id: str) -> dict[str, Any]:
         self._request_id = None
-        try:
-            self.hook.clear_bulk_request(request_id)  # finished: leave no request behind (dCache archives it)
-        except DCacheError as exc:
-            self.log.info("bulk request %s not cleared: %s", request_id, exc)
+        if request_id:
+            try:
+                self.hook.clear_bulk_request(request_id)  # finished: leave no request behind (dCache archives it)
+            except DCacheError as exc:
+                self.log.info("bulk request %s not cleared: %s", request_id, exc)
         self.log.info("%d file(s) reached %s", len(paths), condition.describe())
         return self._result(paths, condition, request_id, "reached")
 
@@ -211,17 +211,16 @@ class DCachePinOperator(_WaitingOperator):
                 trigger=DCacheQosTrigger(paths=pending, dcache_conn_id=self.dcache_conn_id, locality=["ONLINE"],
                                          deadline=deadline_after(self.timeout), poll_interval=self.poll_interval,
                                          max_poll_interval=self.max_poll_interval),
-                method_name="execute_complete", kwargs={"result": result})
+                method_name="execute_complete")
         if pending:
             raise_unless_success(wait_files(self.hook, pending, condition, deadline=deadline_after(self.timeout),
                                             backoff=self._backoff(), log=self.log), "pin")
         self._pinned = []
         return {**result, "online": True}
 
-    def execute_complete(self, context: Any, event: dict[str, Any] | None = None, *,
-                         result: dict[str, Any]) -> dict[str, Any]:
+    def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> dict[str, Any]:
         raise_unless_success(event, "pin")
-        return {**result, "online": True}
+        return {"paths": normalise_paths(self.path, "path"), "lifetime_seconds": self.lifetime, "online": True}
 
     def on_kill(self) -> None:
         """Killed while waiting: release the pins this task placed (a staging recall is then abandoned)."""

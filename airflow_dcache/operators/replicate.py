@@ -71,8 +71,9 @@ class DCacheReplicateOperator(BaseOperator):
     :param macaroon_validity: seconds each per-file macaroon is valid (default one hour).
     :param verify_checksum: compare adler32 of source and copy afterwards (a mismatch deletes the copy).
     :return: ``{"source_conn_id", "destination_conn_id", "mode", "files": [{"source", "destination",
-        "size", "adler32", "markers"}], "destinations": [...]}``; ``destinations`` is also pushed as its own
-        XCom key for mapping the next task over the copies.
+        "size", "adler32", "markers"}], "destinations": [...]}``; path-taking operators accept this result
+        as their ``path`` (they read ``destinations``), e.g. to delete the copies afterwards;
+        ``destinations`` is also pushed as an XCom key.
     """
 
     template_fields: Sequence[str] = (

@@ -77,9 +77,8 @@ class DCacheStageOperator(_WaitingOperator):
         self._request_id, self._paths = request_id, paths
         DCacheRequestLink.persist(context, request_url(self.hook.settings.api_url, self.api, request_id))
         self.log.info("stage request %s (%s API) for %d file(s)", request_id, self.api, len(paths))
-        result = {"request_id": request_id, "api": self.api, "paths": paths}
         if not self.wait_for_completion:
-            return {**result, "status": "submitted", "counts": {}}
+            return {"request_id": request_id, "api": self.api, "paths": paths, "status": "submitted", "counts": {}}
         outcome = request_outcome(self.hook, self.api, request_id)
         if outcome is None:
             deadline = deadline_after(self.timeout)
@@ -89,18 +88,19 @@ class DCacheStageOperator(_WaitingOperator):
                         request_id=request_id, api=self.api, dcache_conn_id=self.dcache_conn_id, paths=paths,
                         deadline=deadline, poll_interval=self.poll_interval,
                         max_poll_interval=self.max_poll_interval),
-                    method_name="execute_complete", kwargs={"result": result})
+                    method_name="execute_complete")
             outcome = wait_request(self.hook, self.api, request_id, deadline=deadline, backoff=self._backoff(),
                                    log=self.log)
-        return self.execute_complete(context, outcome, result=result)
+        return self.execute_complete(context, outcome)
 
-    def execute_complete(self, context: Any, event: dict[str, Any] | None = None, *,
-                         result: dict[str, Any]) -> dict[str, Any]:
+    def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Resume after the trigger: the event names the request (defer kwargs are not relied upon)."""
         self._request_id = None
-        raise_unless_success(event, f"stage request {result['request_id']}")
+        raise_unless_success(event, "stage request")
         assert event is not None
         self.log.info("%s", event["message"])
-        return {**result, "status": "completed", "counts": event.get("counts", {})}
+        return {"request_id": event.get("request_id"), "api": self.api, "paths": normalise_paths(self.path, "path"),
+                "status": "completed", "counts": event.get("counts", {})}
 
     def on_kill(self) -> None:
         if not (self._request_id and self.cancel_on_kill):

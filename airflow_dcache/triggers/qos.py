@@ -47,12 +47,22 @@ def normalise_qos(value: str | None, field_name: str = "target_qos") -> str | No
 
 
 def normalise_paths(paths: str | Iterable[Any] | None, field_name: str = "paths") -> list[str]:
-    """A path, a list of paths or a list of file records (``{"path": …}`` from the list operator)."""
+    """Paths from what DAG authors pass or upstream tasks return, so operators chain without glue code.
+
+    Accepted: a path; a list of paths; file records (``{"path": …}``, the list operator's items); and the
+    results of these operators: ``{"destinations": [...]}`` (replicate: the copies), ``{"paths": [...]}``
+    (QoS, pin, stage). Mapped tasks can therefore ``.expand(path=upstream.output)``.
+    """
     if paths is None:
         raise ValueError(f"{field_name}: no path given")
     items: Iterable[Any] = [paths] if isinstance(paths, (str, dict)) else paths
     result: list[str] = []
     for item in items:
+        if isinstance(item, dict) and "path" not in item:
+            nested = item.get("destinations", item.get("paths"))
+            if isinstance(nested, list):
+                result.extend(normalise_paths(nested, field_name) if nested else [])
+                continue
         value = item.get("path") if isinstance(item, dict) else item
         if not isinstance(value, str) or not value.startswith("/"):
             raise ValueError(f"{field_name}: {item!r} is not an absolute dCache path")
@@ -193,6 +203,9 @@ class DCacheQosTrigger(BaseTrigger):
     async def run(self) -> AsyncIterator[TriggerEvent]:
         backoff = Backoff(self.poll_interval, self.max_poll_interval)
         what = self.condition.describe()
+        # The event names the request: ``dag.test()`` (3.3.2) resumes with the event only, dropping the
+        # kwargs given to ``defer()``, so operators must not depend on those.
+        ids = {"bulk_request_id": self.bulk_request_id} if self.bulk_request_id else {}
         try:
             async with self._hook() as hook:
                 while True:
@@ -202,20 +215,20 @@ class DCacheQosTrigger(BaseTrigger):
                         self.log.warning("dCache unavailable, retrying: %s", exc)
                         failure = None
                     if failure is not None:
-                        yield TriggerEvent(event(failure[0], failure[1], pending=self._pending[:_SHOWN]))
+                        yield TriggerEvent(event(failure[0], failure[1], pending=self._pending[:_SHOWN], **ids))
                         return
                     if not self._pending:
                         done = f"{len(self.paths)} file(s): {what}"
-                        yield TriggerEvent(event("success", done, count=len(self.paths)))
+                        yield TriggerEvent(event("success", done, count=len(self.paths), **ids))
                         return
                     if self.deadline is not None and time.time() >= self.deadline:
                         yield TriggerEvent(event(
                             "timeout", f"{len(self._pending)} file(s) not yet {what}: {summarise(self._pending)}",
-                            pending=self._pending[:_SHOWN]))
+                            pending=self._pending[:_SHOWN], **ids))
                         return
                     await asyncio.sleep(backoff.next(self.deadline))
         except Exception as exc:  # every failure becomes an event, so execute_complete decides
-            yield TriggerEvent(event("error", error_message(exc), pending=self._pending[:_SHOWN]))
+            yield TriggerEvent(event("error", error_message(exc), pending=self._pending[:_SHOWN], **ids))
 
     async def _round(self, hook: Any) -> tuple[str, str] | None:
         """One pass over the pending files; returns ``(status, message)`` when the wait must end."""

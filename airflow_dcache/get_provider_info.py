@@ -113,6 +113,38 @@ def get_provider_info() -> dict[str, Any]:
             {
                 "integration-name": "dCache",
                 "python-modules": ["airflow_dcache.triggers.storage_events", "airflow_dcache.triggers.billing"],
+            },
+            {
+                "integration-name": "dCache",
+                "python-modules": ["airflow_dcache.triggers.qos", "airflow_dcache.triggers.bulk"],
+            },
+        ],
+        "operators": [
+            {
+                "integration-name": "dCache",
+                "python-modules": [
+                    "airflow_dcache.operators.namespace",
+                    "airflow_dcache.operators.qos",
+                    "airflow_dcache.operators.stage",
+                    "airflow_dcache.operators.replicate",
+                ],
             }
+        ],
+        "sensors": [{"integration-name": "dCache", "python-modules": ["airflow_dcache.sensors.dcache"]}],
+        "transfers": [
+            {
+                "source-integration-name": "Local",
+                "target-integration-name": "dCache",
+                "python-module": "airflow_dcache.transfers.local_to_dcache",
+            },
+            {
+                "source-integration-name": "dCache",
+                "target-integration-name": "Local",
+                "python-module": "airflow_dcache.transfers.dcache_to_local",
+            },
+        ],
+        "extra-links": [
+            "airflow_dcache.links.dcache.DCacheFileLink",
+            "airflow_dcache.links.dcache.DCacheRequestLink",
         ],
     }

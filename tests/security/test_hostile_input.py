@@ -67,7 +67,7 @@ def test_pin_lifetime_overflow(dcache_server, tree, lifetime, unit):
 
 @pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity", "1e400", "-1e999"])
 def test_non_finite_numbers_refused(dcache_server, tree, literal):
-    body = '{"action":"pin","lifetime":%s,"lifetime-unit":"DAYS"}' % literal
+    body = '{"action":"pin","lifetime":' + literal + ',"lifetime-unit":"DAYS"}'
     r = requests.post(f"{dcache_server.api}/namespace{tree}/f", auth=dcache_server.auth("alice"),
                       data=body, headers=JSON)
     assert_json_400(r)

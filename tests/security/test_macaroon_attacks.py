@@ -299,7 +299,8 @@ def test_copy_destination_outside_the_caveat(dcache_server, tree):
     r = requests.request("COPY", f"{dcache_server.webdav}{tree}/sub/b.txt",
                          headers={**bearer(token), "Destination": f"{tree}/copied-out.txt"})
     refused(r)
-    assert requests.get(f"{dcache_server.webdav}{tree}/copied-out.txt", auth=dcache_server.auth("alice")).status_code == 404
+    r = requests.get(f"{dcache_server.webdav}{tree}/copied-out.txt", auth=dcache_server.auth("alice"))
+    assert r.status_code == 404
 
 
 def test_alice_macaroon_on_bobs_private_file(dcache_server, tree):

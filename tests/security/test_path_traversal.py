@@ -2,7 +2,7 @@
 
 carol is chrooted to /home/carol (her "/" is that directory); alice has a file outside it. A variant
 "escapes" if carol reads, creates, lists, moves or copies anything outside her root. Each
-(variant × method) is its own test: 0 escapes, 0 × 5xx.
+(variant x method) is its own test: 0 escapes, 0 x 5xx.
 """
 
 from __future__ import annotations

@@ -11,7 +11,8 @@ import requests
 @pytest.fixture
 def d(dcache_server) -> str:
     path = f"/home/alice/lcopy-{uuid.uuid4().hex[:6]}"
-    assert requests.request("MKCOL", f"{dcache_server.webdav}{path}", auth=dcache_server.auth("alice")).status_code == 201
+    r = requests.request("MKCOL", f"{dcache_server.webdav}{path}", auth=dcache_server.auth("alice"))
+    assert r.status_code == 201
     return path
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -71,6 +72,10 @@ def test_dag_defers_resumes_and_chains(main: DCacheHook, main_site, workdir: str
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0 and "STATE success" in proc.stdout, log[-4000:]
     assert "deferred" in log.lower()  # the mapped QoS tasks really went through their trigger
+    assert "operator extra link" not in log  # the links' get_link ran without error at finalize
+    with sqlite3.connect(home / "airflow.db") as db:
+        links = db.execute("SELECT task_id, value FROM xcom WHERE key = '_link_dcache_file_url'").fetchall()
+    assert any(task == "select" and f"/namespace{workdir}" in str(value) for task, value in links), links
     report = json.loads(out.read_text())
     assert [r["name"] for r in report["selected"]] == ["a.h5", "b.h5"]
     assert sorted(r["paths"][0] for r in report["results"]) == [f"{workdir}/a.h5", f"{workdir}/b.h5"]

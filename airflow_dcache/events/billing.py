@@ -35,6 +35,8 @@ import json
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
+from airflow_dcache.events.model import EventKind, StorageEvent
+
 __all__ = [
     "BillingFields",
     "BillingRecordError",
@@ -247,15 +249,13 @@ def billing_fields(doc: dict[str, Any]) -> BillingFields | None:
     )
 
 
-def billing_event(value: bytes | str | None, *, cursor: str) -> Any:
+def billing_event(value: bytes | str | None, *, cursor: str) -> StorageEvent | None:
     """One Kafka value → a ``StorageEvent`` with ``source="kafka"``, or ``None`` (not a file event).
 
     :param value: the raw Kafka message value.
     :param cursor: where it came from, ``"<topic>:<partition>:<offset>"``.
     :raises BillingRecordError: the value is not valid dCache billing JSON.
     """
-    from airflow_dcache.events.model import EventKind, StorageEvent
-
     fields = billing_fields(parse_billing_record(value))
     if fields is None:
         return None

@@ -1,0 +1,105 @@
+"""Events/s the Kafka billing trigger sustains in its own work: parsing + mapping records, filtering, payloads.
+
+No broker: the records are the bundled service's real serializer output, fed to the producer's
+``build_batch`` (what runs per consumed burst) and the trigger's ``payloads`` (what runs per watcher).
+``.venv/bin/python benchmarks/trigger_billing.py [--records 50000] [--repeat 3]``; JSON to
+``benchmarks/results/trigger-billing.json`` and a table on stdout. Goal: >= 50,000 records/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from airflow_dcache.server.services.billing import records as rec
+from airflow_dcache.triggers.billing import DCacheBillingEventTrigger
+
+RESULTS = Path(__file__).parent / "results"
+
+
+class _Message:
+    """The five methods of ``confluent_kafka.Message`` that ``build_batch`` calls."""
+
+    __slots__ = ("_offset", "_value")
+
+    def __init__(self, offset: int, value: bytes) -> None:
+        self._offset, self._value = offset, value
+
+    def topic(self) -> str:
+        return "billing"
+
+    def partition(self) -> int:
+        return 0
+
+    def offset(self) -> int:
+        return self._offset
+
+    def value(self) -> bytes:
+        return self._value
+
+    def key(self) -> None:
+        return None
+
+
+def records(count: int) -> list[bytes]:
+    """Half pool transfers, half door requests (what an upload publishes), 1 in 10 under /data/in."""
+    pool = rec.Cell("pool_a", "pool", "poolDomain")
+    door = rec.Cell("WebDAV-door01", "door", "webdavDomain")
+    out = []
+    for i in range(count // 2):
+        path = f"/data/{'in' if i % 10 == 0 else 'other'}/run{i}.h5"
+        mover = rec.MoverInfo(cell=pool, date_ms=1_715_674_867_512 + i, session=f"pool:pool_a@poolDomain:{i}",
+                              subject=rec.subject_principals(1000, [1000, 3000], "alice", origin="10.0.0.7"),
+                              pnfsid=f"{i:036X}", file_size=1 << 20, transfer_size=1 << 20, transfer_time=80,
+                              is_write=True, protocol_info=rec.ProtocolInfo("Https", "10.0.0.7", 40000 + i % 1000),
+                              initiator=f"door:x:{i}", billing_path=path, transfer_path=path,
+                              write=rec.IoStats(1.25e8, 1, 80), local_endpoint="10.0.0.2:20000")
+        out.append(rec.encode(rec.transfer_record(mover)))
+        out.append(rec.encode(rec.door_record(rec.DoorRequestInfo(
+            cell=door, date_ms=1_715_674_867_530 + i, session=f"door:x:{i}", subject=mover.subject,
+            client="10.0.0.7", uid=1000, gid=1000, owner="alice", pnfsid=mover.pnfsid, file_size=1 << 20,
+            billing_path=path, transfer_path=path, mover=mover))))
+    return out
+
+
+def run(count: int, repeat: int, burst: int = 5000) -> dict[str, Any]:
+    values = records(count)
+    messages = [_Message(i, v) for i, v in enumerate(values)]
+    trigger = DCacheBillingEventTrigger(topics=["billing"], site="main", include=["/data/in"], exclude=["*.tmp"])
+    producer = DCacheBillingEventTrigger.create_shared_stream_producer(trigger.serialize()[1])
+    parse, total, events = [], [], 0
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        batches = [producer.build_batch(messages[i:i + burst])[0] for i in range(0, len(messages), burst)]
+        t1 = time.perf_counter()
+        events = sum(p["count"] for b in batches for p in trigger.payloads(b))
+        t2 = time.perf_counter()
+        parse.append(count / (t1 - t0))
+        total.append(count / (t2 - t0))
+    return {"records": count, "repeat": repeat, "burst": burst, "matching_events": events,
+            "parse_records_per_s": statistics.median(parse), "records_per_s": statistics.median(total),
+            "goal_records_per_s": 50_000}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=50_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--output", type=Path, default=RESULTS / "trigger-billing.json")
+    args = parser.parse_args(argv)
+    result = run(args.records, args.repeat)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"{'measure':<40} {'value':>12} {'goal':>10}")
+    print(f"{'parse+map (producer), records/s':<40} {result['parse_records_per_s']:>12,.0f} {'':>10}")
+    print(f"{'parse+map+filter+payload, records/s':<40} {result['records_per_s']:>12,.0f} {50_000:>10,}")
+    print(f"{'matching events (1 in 10 uploads)':<40} {result['matching_events']:>12,}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+"""A plain consumer DAG: ``schedule=[asset]``, an SSE watcher on ``$E2E_WATCH_DIR`` at the ``main`` site.
+
+The task flattens ``triggering_asset_events`` with the contract's helper and claims each event with the
+contract's marker (an xattr set with mode CREATE), so a redelivered event is skipped, not redone.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from airflow.sdk import Asset, AssetWatcher, dag, task
+
+from airflow_dcache.triggers import DCacheStorageEventTrigger
+
+WATCH = os.environ.get("E2E_WATCH_DIR", "/data/incoming/e2e")
+MARKER = "airflow_dcache.done.storage_consumer"
+
+incoming = Asset(
+    f"dcache://main{WATCH}",
+    watchers=[AssetWatcher(name="storage_consumer_watch", trigger=DCacheStorageEventTrigger(
+        dcache_conn_id="dcache_main", paths=[WATCH], events=["IN_CLOSE_WRITE"],
+        reconnect_backoff_max=5.0))],
+)
+
+
+@dag(schedule=[incoming], dag_id="storage_consumer", max_active_runs=16)
+def storage_consumer() -> None:
+    @task
+    def process(triggering_asset_events=None, run_id=None) -> dict[str, object]:
+        from airflow_dcache.events import events_from_asset_events
+        from airflow_dcache.exceptions import Conflict
+        from airflow_dcache.hooks import DCacheHook
+
+        started = time.time()
+        done, skipped = [], []
+        with DCacheHook("dcache_main") as hook:
+            for event in events_from_asset_events(triggering_asset_events):
+                try:
+                    hook.set_xattr(event.path, {MARKER: str(run_id)}, mode="CREATE")
+                except Conflict:
+                    skipped.append(event.path)  # processed by an earlier run: a redelivery
+                    continue
+                done.append(event.path)
+        return {"done": done, "skipped": skipped, "started": started}
+
+    process()
+
+
+storage_consumer()

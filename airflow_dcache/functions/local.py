@@ -1,0 +1,153 @@
+"""The ``local`` runtime: the function's ``main.py`` as a subprocess of the worker.
+
+For machines without Docker and for the embedded demo. The function gets a fresh working directory,
+a minimal environment (never the worker's: it holds ``AIRFLOW_CONN_*`` passwords) and the task
+document on stdin. This is not a sandbox; isolation is what the ``docker`` runtime adds. The function
+runs in its own process group so a timeout or ``on_kill`` ends everything it spawned (ffmpeg).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+from airflow_dcache.functions.registry import SDK_DIR, FunctionSource, find_function
+from airflow_dcache.functions.runtime import (
+    LOG_TAIL_BYTES,
+    STDOUT_KEEP_BYTES,
+    FunctionIdentity,
+    FunctionRunError,
+    FunctionRuntime,
+    RunResult,
+    keep_tail,
+    now,
+)
+
+STDERR_KEEP_BYTES = 64 * 1024
+KILL_GRACE_SECONDS = 5.0
+
+
+class LocalRuntime(FunctionRuntime):
+    """Run ``functions/<name>/main.py`` with ``python`` (default: the worker's interpreter).
+
+    :param function: function name (directory under ``functions_dir``).
+    :param functions_dir: where function directories live (default: ``$AIRFLOW_DCACHE_FUNCTIONS_DIR``
+        or the repository's ``functions/``).
+    :param python: interpreter to run the function with.
+    """
+
+    name = "local"
+
+    def __init__(self, function: str, functions_dir: str | os.PathLike[str] | None = None,
+                 python: str | None = None) -> None:
+        super().__init__()
+        self.function = function
+        self.functions_dir = functions_dir
+        self.python = python or sys.executable
+        self._source: FunctionSource | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def source(self) -> FunctionSource:
+        if self._source is None:
+            self._source = find_function(self.function, self.functions_dir)
+        return self._source
+
+    def identify(self) -> FunctionIdentity:
+        src = self.source
+        return FunctionIdentity("local", src.name, src.digest, command=[Path(self.python).name, "main.py"])
+
+    def client_ip(self) -> str | None:
+        return None  # the worker's own address; only the operator knows whether it is loopback
+
+    def run(self, task_document: bytes, *, env: dict[str, str], timeout: float) -> RunResult:
+        src = self.source
+        self._stop_requested.clear()
+        with tempfile.TemporaryDirectory(prefix=f"fn-{src.name}-") as workdir:
+            child_env = {
+                "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+                "LANG": "C.UTF-8",
+                "HOME": workdir,
+                "TMPDIR": workdir,
+                "PYTHONUNBUFFERED": "1",
+                "PYTHONDONTWRITEBYTECODE": "1",
+                "PYTHONPATH": os.pathsep.join([str(src.directory), str(SDK_DIR)]),
+                **env,
+            }
+            stdout, stderr = bytearray(), bytearray()
+            started = now()
+            try:
+                proc = subprocess.Popen(
+                    [self.python, str(src.entrypoint)], cwd=workdir, env=child_env, stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                )
+            except OSError as exc:
+                raise FunctionRunError(f"cannot start {self.python}: {exc}") from exc
+            with self._lock:
+                self._proc = proc
+            readers = [
+                threading.Thread(target=_drain, args=(proc.stdout, stdout, STDOUT_KEEP_BYTES), daemon=True),
+                threading.Thread(target=_drain, args=(proc.stderr, stderr, STDERR_KEEP_BYTES), daemon=True),
+            ]
+            for t in readers:
+                t.start()
+            try:
+                assert proc.stdin is not None
+                proc.stdin.write(task_document)
+                proc.stdin.close()
+            except (BrokenPipeError, OSError):
+                pass  # the function exited without reading; its exit code tells why
+            timed_out = False
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                timed_out = True
+                self._terminate(proc)
+            for t in readers:
+                t.join(timeout=KILL_GRACE_SECONDS)
+            with self._lock:
+                self._proc = None
+            killed = self._stop_requested.is_set()
+            return RunResult(proc.returncode, bytes(stdout), bytes(stderr)[-max(LOG_TAIL_BYTES, STDERR_KEEP_BYTES):],
+                             started, now(), timed_out=timed_out, killed=killed)
+
+    def stop(self) -> None:
+        self._stop_requested.set()
+        with self._lock:
+            proc = self._proc
+        if proc is not None:
+            self._terminate(proc)
+
+    @staticmethod
+    def _terminate(proc: subprocess.Popen[bytes]) -> None:
+        """SIGTERM the process group, SIGKILL after a grace period."""
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(proc.pid, sig)
+            except (ProcessLookupError, PermissionError):
+                return
+            try:
+                proc.wait(timeout=KILL_GRACE_SECONDS)
+                # the leader is gone; make sure no child of the group survives
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                return
+            except subprocess.TimeoutExpired:
+                continue
+
+
+def _drain(stream: Any, buffer: bytearray, limit: int) -> None:
+    read = getattr(stream, "read1", None) or stream.read
+    while True:
+        chunk = read(65536)
+        if not chunk:
+            break
+        keep_tail(buffer, chunk, limit)

@@ -1,0 +1,109 @@
+"""Where function code lives and how it is identified.
+
+A function is a directory ``functions/<name>/`` with ``main.py`` (the entry point, run with the task
+document on stdin), a ``Dockerfile`` and optionally ``function.json`` (description, default
+parameters). The *source digest* is the sha256 over every file of that directory plus the function
+SDK; the same digest names the Docker image tag and is stored as an image label, so a function has the
+same identity in the ``local`` and the ``docker`` runtime and pipelines can version their outputs by it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SDK_DIR = Path(__file__).resolve().parent / "sdk"
+SDK_FILE = SDK_DIR / "dcache_fn.py"
+"""The stdlib-only function SDK; copied into every image and put on the local runtime's PYTHONPATH."""
+
+FUNCTIONS_ENV = "AIRFLOW_DCACHE_FUNCTIONS_DIR"
+IMAGE_REPOSITORY = "airflow-dcache"
+SOURCE_LABEL = "org.airflow-dcache.source-digest"
+_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
+_SKIP_DIRS = {"__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache"}
+
+
+LIBRARY_DIR = Path(__file__).resolve().parent / "library"
+"""Where an installed wheel carries the repository's ``functions/`` (package data, see ``setup.py``)."""
+
+
+def default_functions_dir() -> Path | None:
+    """``$AIRFLOW_DCACHE_FUNCTIONS_DIR``, else the wheel's shipped functions, else the checkout's ``functions/``."""
+    env = os.environ.get(FUNCTIONS_ENV)
+    if env:
+        return Path(env)
+    if LIBRARY_DIR.is_dir():
+        return LIBRARY_DIR
+    candidate = Path(__file__).resolve().parents[2] / "functions"
+    return candidate if candidate.is_dir() else None
+
+
+def check_name(name: str) -> str:
+    """Function names become image names and directory names, so keep them to Docker's alphabet."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise ValueError(f"function: {name!r} is not a valid function name (lowercase letters, digits, . _ -)")
+    return name
+
+
+def _files(root: Path) -> list[Path]:
+    out: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS)
+        out.extend(Path(dirpath) / f for f in sorted(filenames) if not f.endswith((".pyc", ".pyo")))
+    return out
+
+
+def tree_digest(root: Path, extra: dict[str, Path] | None = None) -> str:
+    """``sha256:<hex>`` over (relative path, file sha256) of every file, in sorted order."""
+    entries: list[tuple[str, str]] = []
+    for path in _files(root):
+        entries.append((path.relative_to(root).as_posix(), hashlib.sha256(path.read_bytes()).hexdigest()))
+    for rel, path in (extra or {}).items():
+        entries.append((rel, hashlib.sha256(path.read_bytes()).hexdigest()))
+    h = hashlib.sha256()
+    for rel, digest in sorted(entries):
+        h.update(f"{rel}\0{digest}\n".encode())
+    return "sha256:" + h.hexdigest()
+
+
+@dataclass(frozen=True)
+class FunctionSource:
+    """One function directory and its identity."""
+
+    name: str
+    directory: Path
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def entrypoint(self) -> Path:
+        return self.directory / "main.py"
+
+    @property
+    def digest(self) -> str:
+        """The source digest (function directory + SDK)."""
+        return tree_digest(self.directory, {"dcache_fn.py": SDK_FILE})
+
+    @property
+    def image_tag(self) -> str:
+        """``airflow-dcache/<name>:<digest[:12]>``, the tag ``make function-images`` builds."""
+        return f"{IMAGE_REPOSITORY}/{self.name}:{self.digest.split(':', 1)[1][:12]}"
+
+
+def find_function(name: str, functions_dir: str | os.PathLike[str] | None = None) -> FunctionSource:
+    """Locate ``<functions_dir>/<name>/main.py``; a clear ``ValueError`` naming the field otherwise."""
+    check_name(name)
+    base = Path(functions_dir) if functions_dir is not None else default_functions_dir()
+    if base is None:
+        raise ValueError(f"functions_dir: not given, ${FUNCTIONS_ENV} unset and no functions/ directory found")
+    directory = (base / name).resolve()
+    if not (directory / "main.py").is_file():
+        raise ValueError(f"function: no {name}/main.py under {base}")
+    manifest: dict[str, Any] = {}
+    if (directory / "function.json").is_file():
+        manifest = json.loads((directory / "function.json").read_text())
+    return FunctionSource(name, directory, manifest)

@@ -105,11 +105,12 @@ class DockerRuntime(FunctionRuntime):
             nano_cpus=int(self.cpus * 1e9) if self.cpus else None, mem_limit=self.memory,
         )
         try:
-            created = api.create_container(
-                self.image, command=self.command, stdin_open=True, stdin_once=True, environment=env,
-                working_dir="/tmp", user="65534:65534", host_config=host_config,
-                labels={"org.airflow-dcache.function": self.function},
+            config = api.create_container_config(
+                self.image, self.command, stdin_open=True, environment=env, working_dir="/tmp",
+                user="65534:65534", host_config=host_config, labels={"org.airflow-dcache.function": self.function},
             )
+            config["StdinOnce"] = True  # EOF on stdin once the task document is sent (no SDK keyword for it)
+            created = api.create_container_from_config(config)
         except docker.errors.ImageNotFound:
             raise FunctionRunError(f"image {self.image} is not on the engine (pull policy is never)") from None
         except docker.errors.APIError as exc:

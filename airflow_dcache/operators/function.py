@@ -59,7 +59,10 @@ class DCacheFunctionOutputsLink(BaseOperatorLink):
 
 
 def _templated(value: Any) -> bool:
-    return isinstance(value, str) and "{{" in value
+    """A Jinja string, or an XComArg / mapped-group argument: both are only known when the task runs."""
+    from airflow.sdk.definitions._internal.mixins import ResolveMixin
+
+    return isinstance(value, ResolveMixin) or (isinstance(value, str) and "{{" in value)
 
 
 def input_paths(inputs: Any) -> list[str]:
@@ -161,7 +164,7 @@ class DCacheFunctionOperator(BaseOperator):
             raise ValueError(
                 f"input_activities: unknown or empty {bad or activities!r}; valid: {', '.join(ACTIVITY_NAMES)}"
             )
-        if not isinstance(output_dir, str) or not (output_dir.startswith("/") or _templated(output_dir)):
+        if not _templated(output_dir) and not (isinstance(output_dir, str) and output_dir.startswith("/")):
             raise ValueError(f"output_dir: expected an absolute dCache path, got {output_dir!r}")
         if parameters is not None and not isinstance(parameters, (Mapping, str)):
             raise ValueError("parameters: expected a JSON object")

@@ -25,6 +25,12 @@ What it does, per file (a mapped task group, so each file moves on as soon as it
 Idempotent by the event key: a redelivered event, or a run over files already done, finds the marker
 (``airflow_dcache.done.<dag_id>`` on the input) and skips them — unless ``reprocess`` is set.
 
+Billing instead of SSE
+    Sites that publish dCache billing records to Kafka get the same pipeline as
+    ``dcache_ingest_billing``, scheduled by a ``DCacheBillingEventTrigger`` (write transfers of
+    ``*.h5`` under ``/data/incoming``, pool-to-pool and failed transfers excluded). It is defined when
+    ``$AIRFLOW_DCACHE_BILLING_TOPIC`` names the topic (connection ``kafka_billing``).
+
 Connections: ``dcache_main`` and ``dcache_buffer`` (``site`` extras ``main``/``buffer``). The function
 runtime is ``$AIRFLOW_DCACHE_FUNCTION_RUNTIME`` (``local`` or ``docker``; the demo picks it).
 """
@@ -34,7 +40,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from airflow.sdk import Asset, AssetWatcher, Param, dag, task, task_group
+from airflow.sdk import DAG, Asset, AssetWatcher, Param, dag, task, task_group
 
 from airflow_dcache.operators import (
     DCacheDeleteOperator,
@@ -43,11 +49,12 @@ from airflow_dcache.operators import (
     DCacheSetQosOperator,
 )
 from airflow_dcache.sensors import DCacheFileSensor
-from airflow_dcache.triggers import DCacheStorageEventTrigger
+from airflow_dcache.triggers import DCacheBillingEventTrigger, DCacheStorageEventTrigger
 
 MAIN, BUFFER = "dcache_main", "dcache_buffer"
 RUNTIME = os.environ.get("AIRFLOW_DCACHE_FUNCTION_RUNTIME", "local")
 BUFFER_ROOT, OUTPUT_ROOT = "/data/work", "/data/processed"
+BILLING_TOPIC = os.environ.get("AIRFLOW_DCACHE_BILLING_TOPIC")
 
 incoming = Asset(
     "dcache://main/data/incoming",
@@ -57,97 +64,107 @@ incoming = Asset(
 )
 processed = Asset("dcache://main/data/processed")
 
+PARAMS = {
+    "paths": Param([], type="array", items={"type": "string"}, title="Files (manual runs)",
+                   description="dCache paths or globs on main, e.g. /data/incoming/*.h5. "
+                               "Empty: the files of the triggering storage events."),
+    "function": Param("hdf5-preview", type="string", enum=["hdf5-preview"], title="Function"),
+    "function_parameters": Param({}, type="object", title="Function parameters",
+                                 description='e.g. {"frame": 0} for one frame instead of the mean'),
+    "target_qos": Param("disk+tape", type="string", enum=["disk", "tape", "disk+tape"],
+                        title="QoS of the raw file afterwards"),
+    "reprocess": Param(False, type="boolean", title="Reprocess files already done"),
+}
 
-@dag(
-    schedule=[incoming],
-    catchup=False,
-    render_template_as_native_obj=True,
-    max_active_runs=16,
-    tags=["dcache", "ingest", "example"],
-    doc_md=__doc__,
-    params={
-        "paths": Param([], type="array", items={"type": "string"}, title="Files (manual runs)",
-                       description="dCache paths or globs on main, e.g. /data/incoming/*.h5. "
-                                   "Empty: the files of the triggering storage events."),
-        "function": Param("hdf5-preview", type="string", enum=["hdf5-preview"], title="Function"),
-        "function_parameters": Param({}, type="object", title="Function parameters",
-                                     description='e.g. {"frame": 0} for one frame instead of the mean'),
-        "target_qos": Param("disk+tape", type="string", enum=["disk", "tape", "disk+tape"],
-                            title="QoS of the raw file afterwards"),
-        "reprocess": Param(False, type="boolean", title="Reprocess files already done"),
-    },
-)
-def dcache_ingest_pipeline() -> None:
-    @task
-    def collect(params: dict[str, Any], run_id: str, dag_run: Any = None,
-                triggering_asset_events: Any = None) -> list[dict[str, Any]]:
-        """The run's work items: the triggering events' files, or the UI's ``paths``; minus those done."""
-        from airflow_dcache.events import events_from_asset_events
-        from airflow_dcache.hooks import DCacheHook
-        from airflow_dcache.pipelines import steps
 
-        where = {"site": "main", "run_id": run_id, "buffer_root": BUFFER_ROOT, "output_root": OUTPUT_ROOT}
-        with DCacheHook(MAIN) as hook:
-            patterns = steps.split_patterns(params.get("paths"))
-            if patterns:
-                items = steps.work_items_from_selection(steps.select_records(hook, patterns), **where)
-            else:
-                items = steps.work_items_from_events(events_from_asset_events(triggering_asset_events), **where)
-            if not params.get("reprocess"):
-                items = [i for i in items if not steps.already_processed(hook, i, "dcache_ingest_pipeline")]
-        return items
+def ingest_pipeline(dag_id: str, source: Asset) -> DAG:
+    """The pipeline scheduled on ``source``: the SSE and the billing variant share every task."""
 
-    @task_group(group_id="file")
-    def per_file(item: dict[str, Any]) -> None:
-        @task(multiple_outputs=True)
-        def validate(item: dict[str, Any]) -> dict[str, Any]:
+    @dag(dag_id=dag_id, schedule=[source], catchup=False, render_template_as_native_obj=True, max_active_runs=16,
+         tags=["dcache", "ingest", "example"], doc_md=__doc__, params=PARAMS)
+    def pipeline() -> None:
+        @task
+        def collect(params: dict[str, Any], run_id: str, triggering_asset_events: Any = None) -> list[dict[str, Any]]:
+            """The run's work items: the triggering events' files, or the UI's ``paths``; minus those done."""
+            from airflow_dcache.events import events_from_asset_events
             from airflow_dcache.hooks import DCacheHook
             from airflow_dcache.pipelines import steps
 
+            where = {"site": "main", "run_id": run_id, "buffer_root": BUFFER_ROOT, "output_root": OUTPUT_ROOT}
             with DCacheHook(MAIN) as hook:
-                return steps.check_hdf5(hook, item)
+                patterns = steps.split_patterns(params.get("paths"))
+                if patterns:
+                    items = steps.work_items_from_selection(steps.select_records(hook, patterns), **where)
+                else:
+                    events = events_from_asset_events(triggering_asset_events)
+                    items = steps.work_items_from_events(events, **where)
+                if not params.get("reprocess"):
+                    items = [i for i in items if not steps.already_processed(hook, i, dag_id)]
+            return items
 
-        checked = validate(item)
-        replicate = DCacheReplicateOperator(
-            task_id="replicate", source_conn_id=MAIN, destination_conn_id=BUFFER,
-            source_path=checked["path"], destination_path=checked["buffer_path"])
-        preview = DCacheFunctionOperator(
-            task_id="preview", dcache_conn_id=BUFFER, runtime=RUNTIME, function="{{ params.function }}",
-            inputs=checked["buffer_path"], output_dir=checked["buffer_output_dir"],
-            parameters="{{ params.function_parameters }}", timeout=300)
-        publish = DCacheReplicateOperator(
-            task_id="publish", source_conn_id=BUFFER, destination_conn_id=MAIN,
-            source_path="{{ ti.xcom_pull(task_ids='file.preview', map_indexes=ti.map_index)['outputs'] }}",
-            destination_dir=checked["output_dir"])
-        archive_rule = DCacheSetQosOperator(
-            task_id="archive_rule", dcache_conn_id=MAIN, path=checked["path"],
-            target_qos="{{ params.target_qos }}", wait_for_completion=False)
-        drop = DCacheDeleteOperator(task_id="drop_buffer_replica", dcache_conn_id=BUFFER,
-                                    path=checked["buffer_dir"], recursive=True, missing_ok=True)
-        archived = DCacheFileSensor(task_id="wait_archived", dcache_conn_id=MAIN, path=checked["path"],
-                                    condition="nearline", poke_interval=1, timeout=600, mode="poke")
+        @task_group(group_id="file")
+        def per_file(item: dict[str, Any]) -> None:
+            @task(multiple_outputs=True)
+            def validate(item: dict[str, Any]) -> dict[str, Any]:
+                from airflow_dcache.hooks import DCacheHook
+                from airflow_dcache.pipelines import steps
 
-        @task(outlets=[processed])
-        def record_lineage(item: dict[str, Any], result: dict[str, Any], copies: dict[str, Any], run_id: str,
-                           dag_run: Any = None, outlet_events: Any = None) -> dict[str, Any]:
-            from airflow_dcache.hooks import DCacheHook
-            from airflow_dcache.pipelines import steps
+                with DCacheHook(MAIN) as hook:
+                    return steps.check_hdf5(hook, item)
 
-            published = {o["source"]: o["destination"] for o in copies.get("files", [])}
-            lineage = steps.build_lineage(item, result, output_site="main", dag_id=dag_run.dag_id, run_id=run_id)
-            for out in lineage["outputs"]:
-                out["path"] = published.get(out["path"], out["path"])
-            with DCacheHook(MAIN) as hook:
-                steps.mark_processed(hook, item["path"], dag_run.dag_id, f"{dag_run.dag_id}/{run_id}")
-            outlet_events[processed].extra = lineage
-            return lineage
+            checked = validate(item)
+            replicate = DCacheReplicateOperator(
+                task_id="replicate", source_conn_id=MAIN, destination_conn_id=BUFFER,
+                source_path=checked["path"], destination_path=checked["buffer_path"])
+            preview = DCacheFunctionOperator(
+                task_id="preview", dcache_conn_id=BUFFER, runtime=RUNTIME, function="{{ params.function }}",
+                inputs=checked["buffer_path"], output_dir=checked["buffer_output_dir"],
+                parameters="{{ params.function_parameters }}", timeout=300)
+            publish = DCacheReplicateOperator(
+                task_id="publish", source_conn_id=BUFFER, destination_conn_id=MAIN,
+                source_path="{{ ti.xcom_pull(task_ids='file.preview', map_indexes=ti.map_index)['outputs'] }}",
+                destination_dir=checked["output_dir"])
+            archive_rule = DCacheSetQosOperator(
+                task_id="archive_rule", dcache_conn_id=MAIN, path=checked["path"],
+                target_qos="{{ params.target_qos }}", wait_for_completion=False)
+            drop = DCacheDeleteOperator(task_id="drop_buffer_replica", dcache_conn_id=BUFFER,
+                                        path=checked["buffer_dir"], recursive=True, missing_ok=True)
+            archived = DCacheFileSensor(task_id="wait_archived", dcache_conn_id=MAIN, path=checked["path"],
+                                        condition="nearline", poke_interval=1, timeout=600, mode="poke")
 
-        lineage = record_lineage(checked, preview.output, publish.output)
-        checked >> replicate >> preview >> publish >> [archive_rule, drop]
-        archive_rule >> archived >> lineage
-        drop >> lineage
+            @task(outlets=[processed])
+            def record_lineage(item: dict[str, Any], result: dict[str, Any], copies: dict[str, Any], run_id: str,
+                               outlet_events: Any = None) -> dict[str, Any]:
+                """Mark the input version processed (compare-and-set) and emit the lineage asset event."""
+                from airflow_dcache.hooks import DCacheHook
+                from airflow_dcache.pipelines import steps
 
-    per_file.expand(item=collect())
+                published = {o["source"]: o["destination"] for o in copies.get("files", [])}
+                lineage = steps.build_lineage(item, result, output_site="main", dag_id=dag_id, run_id=run_id)
+                for out in lineage["outputs"]:
+                    out["path"] = published.get(out["path"], out["path"])
+                with DCacheHook(MAIN) as hook:
+                    steps.mark_processed(hook, item["path"], dag_id, f"{dag_id}/{run_id}")
+                outlet_events[processed].extra = lineage
+                return lineage
+
+            lineage = record_lineage(checked, preview.output, publish.output)
+            checked >> replicate >> preview >> publish >> [archive_rule, drop]
+            archive_rule >> archived >> lineage
+            drop >> lineage
+
+        per_file.expand(item=collect())
+
+    return pipeline()
 
 
-dcache_ingest_pipeline()
+dcache_ingest_pipeline = ingest_pipeline("dcache_ingest_pipeline", incoming)
+
+if BILLING_TOPIC:
+    incoming_billing = Asset(
+        "dcache://main/data/incoming-billing",  # one asset per watcher: the SSE one has its own
+        watchers=[AssetWatcher(name="incoming_h5_billing", trigger=DCacheBillingEventTrigger(
+            kafka_config_id="kafka_billing", topics=[BILLING_TOPIC], site="main", include=["/data/incoming"],
+            name_regex=r".*\.h5", kinds=["closed_after_write"]))],
+    )
+    dcache_ingest_billing = ingest_pipeline("dcache_ingest_billing", incoming_billing)

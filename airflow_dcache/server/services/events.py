@@ -24,6 +24,7 @@ class NamespaceEvent:
     name: str
     is_dir: bool
     cookie: str | None = None
+    access_changed: bool = False  # mode or group changed: who may see the object (and below) may differ
 
 
 @dataclass(frozen=True)

@@ -97,9 +97,10 @@ class NamespaceService:
         return Entry(self.user_path(login, parent_ns), parent_ns, node), name
 
     def emit(self, kind: str, node: Inode, *, cookie: str | None = None,
-              parent_id: str | None = None, name: str | None = None) -> None:
+             parent_id: str | None = None, name: str | None = None, access_changed: bool = False) -> None:
         self.events.publish(NamespaceEvent(kind, node.id, parent_id if parent_id is not None else node.parent,
-                                           name if name is not None else node.name, node.is_dir, cookie))
+                                           name if name is not None else node.name, node.is_dir, cookie,
+                                           access_changed))
 
     # -- reads -------------------------------------------------------------------------------
     def stat(self, login: Login, path: str) -> Entry:
@@ -304,7 +305,7 @@ class NamespaceService:
         entry = self._for_update(login, path)
         self._require_owner(login, entry)
         self.db.set_mode(entry.inode.id, mode)
-        self.emit("IN_ATTRIB", entry.inode)
+        self.emit("IN_ATTRIB", entry.inode, access_changed=True)
         return entry
 
     def chgrp(self, login: Login, path: str, gid: int) -> Entry:
@@ -313,7 +314,7 @@ class NamespaceService:
         if not login.superuser and gid not in login.gids:
             raise PermissionDenied(f"Permission denied: not a member of group {gid}")
         self.db.set_group(entry.inode.id, gid)
-        self.emit("IN_ATTRIB", entry.inode)
+        self.emit("IN_ATTRIB", entry.inode, access_changed=True)
         return entry
 
     def authorise_attr_write(self, login: Login, path: str) -> Entry:

@@ -10,8 +10,9 @@ watched directory (or of one above it), a ``chgrp`` or a move out of reach, the 
 stop, as a new subscription and a PROPFIND would be refused. dCache checks only the macaroon's
 READ_METADATA restriction at delivery; mode bits are checked here too so names of files in a
 directory the subscriber can no longer list never leak. Each subscription caches its verdict
-against a permission generation that every IN_ATTRIB and move increments, so the namespace is
-consulted once per subscription after a change, not once per event.
+against a permission generation that every chmod, chgrp (events with ``access_changed``) and move
+increments, so the namespace is consulted once per subscription after such a change, not once per
+event; an upload's IN_ATTRIB or an xattr change leaves the cached verdicts alone.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ _SELECTOR_KEYS = ("path", "flags")
 _IO_KINDS = frozenset({"IN_ACCESS", "IN_MODIFY"})
 _MOVER_END = frozenset({"IN_CLOSE_WRITE", "IN_CLOSE_NOWRITE", "IN_DELETE_SELF"})
 _IO_STATE_LIMIT = 100_000  # objects tracked by the IN_ACCESS/IN_MODIFY limiter before pruning
-_PERMISSION_CHANGES = frozenset({"IN_ATTRIB", "IN_MOVED_FROM", "IN_MOVED_TO", "IN_MOVE_SELF"})
+_MOVES = frozenset({"IN_MOVED_FROM", "IN_MOVED_TO", "IN_MOVE_SELF"})
 _IGNORED = json.dumps({"mask": ["IN_IGNORED"]}, separators=(",", ":"))
 _OVERFLOW = json.dumps({"mask": ["IN_Q_OVERFLOW"]}, separators=(",", ":"))
 
@@ -250,7 +251,7 @@ class InotifySource:
     # -- delivering ------------------------------------------------------------------------------
     def on_event(self, ev: NamespaceEvent) -> None:
         kind = ev.kind
-        if kind in _PERMISSION_CHANGES:
+        if ev.access_changed or kind in _MOVES:
             self.generation += 1  # before delivery: this very event is filtered by the new rights
         bit = fl.EVENT_BITS.get(kind)
         if bit is None:

@@ -182,3 +182,31 @@ async def test_events_published_from_a_worker_thread_reach_the_loop(world):
     assert [f["event"] for f in frames(conn)] == [{"name": "f", "mask": ["IN_ATTRIB"]}]
     assert threads == [threading.get_ident()]  # delivered on the loop thread, not the worker
     await registry.shutdown()
+
+
+async def test_delivery_verdict_is_cached_and_invalidated_by_access_changes(world, monkeypatch):
+    """The namespace is asked once per subscription after chmod/chgrp/move, not once per event."""
+    ns, bus = world
+    registry = ChannelRegistry(ns, EventsSettings(), bus=bus)
+    root = Login(uid=0, gids=(0,), username="root")
+    bob = Login(uid=1001, gids=(1001,), username="bob")
+    ns.mkdir(root, "/d")
+    ns.chmod(root, "/d", 0o755)
+    channel = registry.create(bob, None)
+    registry.inotify.subscribe(channel, bob, {"path": "/d", "flags": ["IN_CREATE"]}, "http://x/c")
+    checks = []
+    original = registry.inotify._still_allowed
+    monkeypatch.setattr(registry.inotify, "_still_allowed", lambda *a: checks.append(a) or original(*a))
+    for i in range(5):
+        ns.mkdir(root, f"/d/a{i}")
+    ns.set_xattrs(root, "/d", {"k": "v"})  # IN_ATTRIB without an access change
+    ns.mkdir(root, "/d/after-xattr")
+    assert checks == []  # the verdict from subscribe time still holds
+    ns.chmod(root, "/d", 0o700)
+    for i in range(5):
+        ns.mkdir(root, f"/d/hidden{i}")
+    assert len(checks) == 1
+    names = [e["event"].get("name") for e in (json.loads(f.split(b"data: ", 1)[1]) for _, f in channel.backlog)]
+    assert names == [f"a{i}" for i in range(5)] + ["after-xattr"]
+    registry.delete(channel)
+    await registry.shutdown()

@@ -63,6 +63,12 @@ def _strip_query(url: str) -> str:
     return urllib.parse.urlsplit(url)._replace(query="", fragment="").geturl()
 
 
+def _bearer_from_url(url: str) -> str | None:
+    """``Bearer <macaroon>`` from a pre-authorised ``?authz=`` URL (the frontend takes headers only)."""
+    tokens = urllib.parse.parse_qs(urllib.parse.urlsplit(url).query).get("authz")
+    return f"Bearer {tokens[0]}" if tokens else None
+
+
 class _SameOriginRedirects(urllib.request.HTTPRedirectHandler):
     """Follow a door's redirect to a pool, but never carry an Authorization header to another origin."""
 
@@ -206,8 +212,9 @@ class Task:
                                             "labels": "true", "offset": offset, "limit": limit})
             url = item.frontend_url + ("&" if "?" in item.frontend_url else "?") + query
             headers = {"Accept": "application/json"}
-            if item.authorization:
-                headers["Authorization"] = item.authorization
+            credential = item.authorization or _bearer_from_url(item.url)
+            if credential:
+                headers["Authorization"] = credential
             with self._open(urllib.request.Request(url, headers=headers), f"list {item.path}") as r:
                 body = json.loads(r.read())
             children = body.get("children") or []

@@ -1,5 +1,5 @@
 # The two entry points of a fresh machine: `make demo` and `make test`.
-.PHONY: demo test lint bench venv
+.PHONY: demo test lint bench venv function-images
 
 venv:
 	@scripts/bootstrap
@@ -18,3 +18,7 @@ lint: venv
 bench: venv
 	@scripts/system-deps
 	.venv/bin/airflow-dcache bench transfer
+
+function-images: venv
+	@scripts/system-deps
+	scripts/function-images

@@ -130,6 +130,7 @@ def get_provider_info() -> dict[str, Any]:
                 ],
             }
         ],
+                    "airflow_dcache.operators.function",
         "sensors": [{"integration-name": "dCache", "python-modules": ["airflow_dcache.sensors.dcache"]}],
         "transfers": [
             {
@@ -148,3 +149,4 @@ def get_provider_info() -> dict[str, Any]:
             "airflow_dcache.links.dcache.DCacheRequestLink",
         ],
     }
+            "airflow_dcache.operators.function.DCacheFunctionOutputsLink",

@@ -127,10 +127,10 @@ def get_provider_info() -> dict[str, Any]:
                     "airflow_dcache.operators.qos",
                     "airflow_dcache.operators.stage",
                     "airflow_dcache.operators.replicate",
+                    "airflow_dcache.operators.function",
                 ],
             }
         ],
-                    "airflow_dcache.operators.function",
         "sensors": [{"integration-name": "dCache", "python-modules": ["airflow_dcache.sensors.dcache"]}],
         "transfers": [
             {
@@ -147,6 +147,6 @@ def get_provider_info() -> dict[str, Any]:
         "extra-links": [
             "airflow_dcache.links.dcache.DCacheFileLink",
             "airflow_dcache.links.dcache.DCacheRequestLink",
+            "airflow_dcache.operators.function.DCacheFunctionOutputsLink",
         ],
     }
-            "airflow_dcache.operators.function.DCacheFunctionOutputsLink",

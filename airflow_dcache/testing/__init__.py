@@ -1,0 +1,1 @@
+"""``airflow_dcache.testing``: the bundled dCache-compatible service as pytest fixtures."""

@@ -66,9 +66,11 @@ def _templated(value: Any) -> bool:
 
 
 def input_paths(inputs: Any) -> list[str]:
-    """Normalise ``inputs``: a path, a list of paths, a file list (``[{"path": ...}]``) or ``{"files": [...]}``."""
+    """Normalise ``inputs``: a path, a file record, a list of either, or ``{"files": [...]}`` (select-files)."""
     if isinstance(inputs, Mapping) and "files" in inputs:
         inputs = inputs["files"]
+    elif isinstance(inputs, Mapping):  # one file record, e.g. one mapped element of a file list
+        inputs = [inputs]
     if isinstance(inputs, str):
         inputs = [inputs]
     if not isinstance(inputs, Sequence) or isinstance(inputs, (bytes, bytearray)):

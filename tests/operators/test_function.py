@@ -262,6 +262,7 @@ def test_input_paths_accepts_file_lists() -> None:
     assert input_paths("/a/b") == ["/a/b"]
     assert input_paths([{"path": "/a/b", "size": 1}, "/c"]) == ["/a/b", "/c"]
     assert input_paths({"files": [{"path": "/x//y/"}]}) == ["/x/y"]
+    assert input_paths({"path": "/one", "size": 3}) == ["/one"]
     with pytest.raises(ValueError, match="inputs"):
         input_paths(["relative"])
     with pytest.raises(ValueError, match="inputs"):

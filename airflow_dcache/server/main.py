@@ -15,6 +15,7 @@ from typing import Any
 
 from airflow_dcache.server.app import run_until_stopped
 from airflow_dcache.server.config import ServerConfig
+from airflow_dcache.server.http import log_filters
 from airflow_dcache.server.services.billing.settings import (
     BillingConfigError,
     parse_bootstrap,
@@ -163,6 +164,7 @@ def prepare_users(config: ServerConfig) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log_filters.install()
     config = config_from_args(args)
     try:
         users = load_users(prepare_users(config))

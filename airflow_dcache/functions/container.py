@@ -97,7 +97,6 @@ class DockerRuntime(FunctionRuntime):
         import docker.errors
         import requests
 
-        self._stop_requested.clear()
         api = self.client.api
         host_config = api.create_host_config(
             network_mode="host", read_only=True, tmpfs={"/tmp": "rw,size=2g,mode=1777"},
@@ -124,6 +123,9 @@ class DockerRuntime(FunctionRuntime):
         try:
             sock = api.attach_socket(cid, params={"stdin": 1, "stream": 1})
             raw = getattr(sock, "_sock", sock)
+            if self._stop_requested.is_set():  # on_kill came before the container existed
+                raw.close()
+                return RunResult(None, b"", b"", now(), now(), killed=True)
             api.start(cid)
             try:
                 raw.sendall(task_document)

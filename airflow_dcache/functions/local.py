@@ -70,7 +70,6 @@ class LocalRuntime(FunctionRuntime):
 
     def run(self, task_document: bytes, *, env: dict[str, str], timeout: float) -> RunResult:
         src = self.source
-        self._stop_requested.clear()
         with tempfile.TemporaryDirectory(prefix=f"fn-{src.name}-") as workdir:
             child_env = {
                 "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
@@ -93,6 +92,8 @@ class LocalRuntime(FunctionRuntime):
                 raise FunctionRunError(f"cannot start {self.python}: {exc}") from exc
             with self._lock:
                 self._proc = proc
+            if self._stop_requested.is_set():  # on_kill came before the process existed
+                self._terminate(proc)
             readers = [
                 threading.Thread(target=_drain, args=(proc.stdout, stdout, STDOUT_KEEP_BYTES), daemon=True),
                 threading.Thread(target=_drain, args=(proc.stderr, stderr, STDERR_KEEP_BYTES), daemon=True),
@@ -111,6 +112,8 @@ class LocalRuntime(FunctionRuntime):
             except subprocess.TimeoutExpired:
                 timed_out = True
                 self._terminate(proc)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)  # nothing the function spawned outlives it
             for t in readers:
                 t.join(timeout=KILL_GRACE_SECONDS)
             with self._lock:

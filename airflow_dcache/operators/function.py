@@ -192,6 +192,7 @@ class DCacheFunctionOperator(BaseOperator):
         self.docker_url = docker_url
         self.dcache_conn_id = dcache_conn_id
         self._runtime: FunctionRuntime | None = None
+        self._kill_requested = False
 
     @cached_property
     def hook(self) -> DCacheHook:
@@ -216,6 +217,8 @@ class DCacheFunctionOperator(BaseOperator):
         paths = input_paths(self.inputs)
         check_name(self.function)
         runtime = self._runtime = self.make_runtime()
+        if self._kill_requested:  # on_kill arrived while the task was still preparing
+            runtime.stop()
         try:
             identity = runtime.identify()
         except (FunctionRunError, ValueError) as exc:
@@ -293,6 +296,7 @@ class DCacheFunctionOperator(BaseOperator):
 
     def on_kill(self) -> None:
         """Stop the container or subprocess; ``execute`` then removes the private output area."""
+        self._kill_requested = True
         if self._runtime is not None:
             self._runtime.stop()
 

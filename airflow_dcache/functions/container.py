@@ -53,7 +53,7 @@ class DockerRuntime(FunctionRuntime):
         self.command = command
         self._client: Any = None
         self._container_id: str | None = None
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entered when a signal handler calls stop()
 
     @property
     def client(self) -> Any:
@@ -155,7 +155,8 @@ class DockerRuntime(FunctionRuntime):
         with self._lock:
             cid = self._container_id
         if cid is not None:
-            self._kill(cid)
+            # Called from a SIGTERM handler on the thread blocked in ``wait``: kill from another thread.
+            threading.Thread(target=self._kill, args=(cid,), name="fn-stop", daemon=True).start()
 
     # ------------------------------------------------------------------------------ helpers
 

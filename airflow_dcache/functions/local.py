@@ -53,7 +53,7 @@ class LocalRuntime(FunctionRuntime):
         self.python = python or sys.executable
         self._source: FunctionSource | None = None
         self._proc: subprocess.Popen[bytes] | None = None
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entered when a signal handler calls stop()
 
     @property
     def source(self) -> FunctionSource:
@@ -127,7 +127,9 @@ class LocalRuntime(FunctionRuntime):
         with self._lock:
             proc = self._proc
         if proc is not None:
-            self._terminate(proc)
+            # on_kill runs in a SIGTERM handler on the thread that is waiting for the process: only
+            # hand the work to another thread, never wait here.
+            threading.Thread(target=self._terminate, args=(proc,), name="fn-stop", daemon=True).start()
 
     @staticmethod
     def _terminate(proc: subprocess.Popen[bytes]) -> None:

@@ -267,3 +267,54 @@ def test_input_paths_accepts_file_lists() -> None:
         input_paths(["relative"])
     with pytest.raises(ValueError, match="inputs"):
         input_paths(["/a", "/a"])
+
+
+SIGTERM_CHILD = """
+import json, signal, sys
+from airflow_dcache.operators.function import DCacheFunctionOperator
+from tests.functions.support import FakeTI
+kwargs = json.loads(sys.argv[1])
+op = DCacheFunctionOperator(task_id="t", function="misbehave", **kwargs)
+signal.signal(signal.SIGTERM, lambda *_: op.on_kill())  # what Airflow's task runner installs
+try:
+    op.execute({"ti": FakeTI(), "run_id": "sigterm"})
+except Exception as exc:
+    print("FAILED", str(exc).splitlines()[0], flush=True)
+    sys.exit(1)
+print("SUCCEEDED", flush=True)
+"""
+
+
+def test_sigterm_runs_on_kill_like_the_task_runner(runtime: dict, dc: Any, area: str, alice_conn: str,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """on_kill from a SIGTERM handler on the thread that waits for the function (the real situation)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    kwargs = {k: v for k, v in runtime.items() if not k.startswith("_")}
+    if runtime["_build"] is not None:
+        kwargs["image"] = runtime["_build"]("misbehave")
+    else:
+        kwargs["functions_dir"] = str(FIXTURE_FUNCTIONS)
+    kwargs.update(inputs=[], output_dir=f"{area}/out", parameters={"mode": "sleep", "seconds": 120}, timeout=200,
+                  dcache_conn_id=alice_conn)
+    child = subprocess.Popen([sys.executable, "-c", SIGTERM_CHILD, json.dumps(kwargs)], stdout=subprocess.PIPE,
+                             text=True, env={**os.environ, "PYTHONPATH": os.getcwd()})
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            tmp = [n for n in names(dc, f"{area}/out") if n.startswith(".tmp-")] if dc.exists(f"{area}/out") else []
+            if tmp and dc.exists(f"{area}/out/{tmp[0]}/partial.bin"):
+                break
+            time.sleep(0.2)
+        child.send_signal(signal.SIGTERM)
+        out, _ = child.communicate(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode == 1 and "FAILED function misbehave failed: killed (on_kill)" in out, out
+    listing = names(dc, f"{area}/out")
+    assert len(listing) == 1 and listing[0].endswith(".failed.json"), listing

@@ -14,6 +14,7 @@ from airflow_dcache.functions.record import build_record, record_name
 from airflow_dcache.functions.registry import check_name, find_function, tree_digest
 from airflow_dcache.functions.runtime import FunctionIdentity, RunResult, log_text, parse_result
 from airflow_dcache.functions.taskdoc import SCHEMA, TaskDocument, TaskInput, TaskOutput
+from tests.functions.support import *  # noqa: F403 - fixtures
 from tests.functions.support import FIXTURE_FUNCTIONS
 
 MAC_IN, MAC_OUT = "MDAxY2xvY2F0aW9uIGlucHV0", "MDAxY2xvY2F0aW9uIG91dHB1dA"
@@ -97,3 +98,11 @@ def test_local_stop_before_start_kills_at_once() -> None:
     doc = json.dumps({"schema": SCHEMA, "parameters": {"mode": "sleep", "seconds": 60}}).encode()
     outcome = runtime.run(doc, env={}, timeout=120)
     assert outcome.killed and outcome.exit_code != 0 and outcome.duration < 60
+
+
+def test_choose_runtime(docker_url: str) -> None:
+    from airflow_dcache.functions import choose_runtime
+
+    assert choose_runtime(docker_url="unix:///nonexistent/docker.sock") == "local"
+    assert choose_runtime("no-such-image-anywhere", docker_url=docker_url) == "local"
+    assert choose_runtime(docker_url=docker_url) == "docker"

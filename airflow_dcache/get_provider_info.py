@@ -144,6 +144,10 @@ def get_provider_info() -> dict[str, Any]:
                 "python-module": "airflow_dcache.transfers.dcache_to_local",
             },
         ],
+        "task-decorators": [
+            {"name": "dcache_function",
+             "class-name": "airflow_dcache.decorators.dcache_function.dcache_function_task"},
+        ],
         "extra-links": [
             "airflow_dcache.links.dcache.DCacheFileLink",
             "airflow_dcache.links.dcache.DCacheRequestLink",

@@ -38,10 +38,10 @@ DEFAULT_SOCKET = "unix:///run/airflow-dcache-docker.sock"
 
 def docker_client(base_url: str | None = None, timeout: int = 600) -> Any:
     """A Docker SDK client for ``base_url``, ``$DOCKER_HOST`` or this project's engine socket."""
-    import docker
+    from docker.client import DockerClient
 
     url = base_url or os.environ.get("DOCKER_HOST") or DEFAULT_SOCKET
-    return docker.DockerClient(base_url=url, version="auto", timeout=timeout)
+    return DockerClient(base_url=url, version="auto", timeout=timeout)
 
 
 def debian_mirror() -> str:

@@ -1,4 +1,5 @@
-"""The function operator through ``dag.test()``: select-files -> hdf5-preview mapped over the selected files.
+"""The function operator through ``dag.test()``: select-files -> hdf5-preview mapped over the selected files,
+and ``@task.dcache_function`` choosing its inputs from the selection.
 
 Covers what direct ``execute`` calls cannot: templated fields and XComArgs resolved by Airflow, mapped
 task instances (one activation record per map index), the return value as XCom, and the extra link's
@@ -49,6 +50,12 @@ DAG = textwrap.dedent('''
 
         report(preview.output)
 
+        @task.dcache_function(function="hdf5-preview", output_dir=OUT + "/decorated", dcache_conn_id="fn_dag")
+        def first_frame(result):
+            return {"inputs": result["files"][:1], "parameters": {"frame": 1}}
+
+        first_frame(select.output)
+
     d = previews()
     if __name__ == "__main__":
         print("STATE", d.test().state)
@@ -96,4 +103,7 @@ def test_select_then_mapped_preview(dc: Any, area: str, dcache_server: Any, tmp_
     assert {("select", "activation_record"), ("preview", "activation_record"), ("preview", "output_url"),
             ("preview", "return_value")} <= keys
     assert all(dcache_server.passwords["alice"] not in str(value) for *_, value in rows)
+    decorated = [json.loads(v) for task, _, key, v in rows if task == "first_frame" and key == "return_value"]
+    assert decorated and decorated[0]["summaries"][0]["preview"] == "frame 1"
+    assert decorated[0]["outputs"][0]["path"].startswith(f"{area}/out/decorated/a.")
     assert not any("authz=" in str(value) and "authz=***" not in str(value) for *_, value in rows)

@@ -109,6 +109,9 @@ def get_provider_info() -> dict[str, Any]:
         "asset-uris": [
             {"schemes": ["dcache"], "handler": "airflow_dcache.assets.dcache.sanitize_uri"},
         ],
+        "plugins": [
+            {"name": "dcache", "plugin-class": "airflow_dcache.plugins.dcache.DCachePlugin"},
+        ],
         "triggers": [
             {
                 "integration-name": "dCache",

@@ -1,0 +1,258 @@
+"""The dCache view's FastAPI app, mounted by the API server under ``/dcache``.
+
+``/dcache/ui/`` is the page (HTML + a little vanilla JS, embedded in the Airflow UI as an external
+view); ``/dcache/api/...`` are its JSON endpoints and the live-events stream. Every route depends on
+Airflow's authentication (:mod:`.security`); dCache is reached only through the provider's hooks with
+the chosen connection, and DAG runs / assets only through Airflow's REST API as the caller.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
+from pydantic import BaseModel, Field
+
+from airflow_dcache.exceptions import DCacheError
+from airflow_dcache.plugins import lineage, live, storage, watchers
+from airflow_dcache.plugins.airflow_api import AirflowClient
+from airflow_dcache.plugins.security import ViewerDep, authenticate, login_url, may_trigger, require_viewer
+from airflow_dcache.plugins.validation import (
+    InvalidInput,
+    clean_conn_id,
+    clean_dag_id,
+    clean_page,
+    clean_path,
+    clean_prefixes,
+)
+
+log = logging.getLogger(__name__)
+STATIC = Path(__file__).parent / "static"
+MAX_TRIGGER_FILES = 1000
+_PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; "
+                               "script-src 'self'; connect-src 'self'; frame-ancestors 'self'",
+}
+
+
+def prefixes() -> tuple[str, ...]:
+    from airflow.configuration import conf
+
+    return clean_prefixes(conf.get("dcache", "ui_path_prefixes", fallback=""))
+
+
+def conn_ids() -> list[str]:
+    return [c["conn_id"] for c in storage.offered_connections()]
+
+
+def site_of(conn_id: str) -> str:
+    return next((c["site"] for c in storage.offered_connections() if c["conn_id"] == conn_id), "")
+
+
+class TriggerBody(BaseModel):
+    """``POST /api/trigger``: a run of ``dag_id`` on ``paths`` with the DAG's other params."""
+
+    dag_id: str
+    paths: list[str] = Field(default_factory=list)
+    params: dict[str, Any] = Field(default_factory=dict)
+    conn: str | None = None
+    note: str | None = Field(default=None, max_length=1000)
+
+
+def create_app() -> FastAPI:
+    app = FastAPI(title="dCache view", description="Browse dCache, watch events, run functions.",
+                  docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.exception_handler(InvalidInput)
+    async def _invalid(_: Request, exc: InvalidInput) -> JSONResponse:
+        return JSONResponse({"detail": exc.message, "field": exc.field}, status_code=400)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        first = (exc.errors() or [{}])[0]
+        field = ".".join(str(p) for p in first.get("loc", ())[1:]) or "request"
+        return JSONResponse({"detail": first.get("msg", "invalid request"), "field": field}, status_code=400)
+
+    @app.exception_handler(DCacheError)
+    async def _dcache(_: Request, exc: DCacheError) -> JSONResponse:
+        return JSONResponse({"detail": f"dCache: {getattr(exc, 'message', None) or type(exc).__name__}"},
+                            status_code=storage.error_status(exc))
+
+    # ------------------------------------------------------------------ page
+
+    @app.get("/ui/", include_in_schema=False)
+    async def page(request: Request) -> Response:
+        try:
+            await require_viewer(await authenticate(request, None))
+        except HTTPException as exc:
+            if exc.status_code == 401:
+                return RedirectResponse(login_url(str(request.url.path)), status_code=302)
+            raise
+        return FileResponse(STATIC / "index.html", headers=_PAGE_HEADERS)
+
+    @app.get("/ui", include_in_schema=False)
+    async def page_slash(request: Request) -> Response:
+        return RedirectResponse(str(request.url.path) + "/", status_code=307)
+
+    @app.get("/ui/static/{name}", include_in_schema=False)
+    async def static(name: str, _: ViewerDep) -> Response:
+        allowed = {"app.js": "text/javascript", "app.css": "text/css", "icon.svg": "image/svg+xml"}
+        if name not in allowed:
+            raise HTTPException(404, "not found")
+        return FileResponse(STATIC / name, media_type=allowed[name], headers={"Cache-Control": "no-cache"})
+
+    @app.get("/icon.svg", include_in_schema=False)
+    async def icon() -> Response:  # the navigation icon is fetched before any page: no data in it
+        return FileResponse(STATIC / "icon.svg", media_type="image/svg+xml")
+
+    # ------------------------------------------------------------------ dCache
+
+    @app.get("/api/connections")
+    async def connections(caller: ViewerDep) -> dict[str, Any]:
+        return {"connections": storage.offered_connections(), "prefixes": list(prefixes()),
+                "user": caller.name}
+
+    @app.get("/api/browse")
+    async def browse(caller: ViewerDep, conn: str, path: str = "/", offset: int | None = Query(None),
+                     limit: int | None = Query(None)) -> dict[str, Any]:
+        conn_id = clean_conn_id(conn, conn_ids())
+        clean = clean_path(path, prefixes=prefixes())
+        off, lim = clean_page(offset, limit)
+        return {"conn": conn_id, **await storage.browse(conn_id, clean, off, lim)}
+
+    @app.get("/api/file")
+    async def file_details(caller: ViewerDep, conn: str, path: str) -> dict[str, Any]:
+        conn_id = clean_conn_id(conn, conn_ids())
+        clean = clean_path(path, prefixes=prefixes())
+        info = await storage.details(conn_id, clean)
+        async with AirflowClient(caller.token) as api:
+            events = await _lineage_events(api)
+        runs = lineage.merge_runs(lineage.runs_from_lineage(events, site_of(conn_id), clean), info["markers"])
+        return {"conn": conn_id, "site": site_of(conn_id), **info, "runs": runs}
+
+    @app.get("/api/events")
+    async def events(caller: ViewerDep, conn: str, path: str) -> Response:
+        conn_id = clean_conn_id(conn, conn_ids())
+        clean = clean_path(path, prefixes=prefixes())
+        try:
+            stream = await live.LiveStream.open(conn_id, clean, storage.hook)
+        except live.TooManyStreams as exc:
+            raise HTTPException(429, str(exc)) from None
+        return StreamingResponse(stream.events(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+    @app.get("/api/events/status")
+    async def event_status(caller: ViewerDep, conn: str, path: str, kind: str,
+                           is_dir: bool = False) -> dict[str, Any]:
+        from airflow_dcache.events.model import EventKind
+        from airflow_dcache.exceptions import NotFound
+
+        conn_id = clean_conn_id(conn, conn_ids())
+        clean = clean_path(path, prefixes=prefixes())
+        if kind not in {k.value for k in EventKind}:
+            raise InvalidInput("kind", f"not an event kind: {kind!r}")
+        exists, size, found_markers = False, None, []
+        if not is_dir:
+            try:
+                async with storage.hook(conn_id) as h:
+                    entry = await h.stat(clean, xattr=True)
+                exists, size = True, entry.size
+                found_markers = storage.markers(entry.xattrs or {})
+            except NotFound:
+                pass
+        async with AirflowClient(caller.token) as api:
+            assets = await api.dcache_assets()
+        result = watchers.classify(site=site_of(conn_id), path=clean, kind=kind, is_dir=is_dir, size=size,
+                                   exists=exists, markers=found_markers, watchers=watchers.load_watchers(assets))
+        return {"path": clean, **result}
+
+    # ------------------------------------------------------------------ Airflow (as the caller)
+
+    @app.get("/api/dags")
+    async def function_dags(caller: ViewerDep) -> dict[str, Any]:
+        """DAGs that take a ``paths`` param (the ones a file selection can be handed to), with their params."""
+        async with AirflowClient(caller.token) as api:
+            result = []
+            for dag in await api.dags():
+                try:
+                    details = await api.dag_details(dag["dag_id"])
+                except HTTPException:
+                    continue
+                params = details.get("params") or {}
+                if "paths" in params:
+                    result.append({"dag_id": dag["dag_id"], "description": dag.get("description"),
+                                   "is_paused": dag.get("is_paused"), "params": params,
+                                   "may_trigger": may_trigger(caller, dag["dag_id"])})
+        return {"dags": result}
+
+    @app.post("/api/trigger")
+    async def trigger(caller: ViewerDep, body: TriggerBody, request: Request) -> dict[str, Any]:
+        _same_origin(request)
+        dag_id = clean_dag_id(body.dag_id)
+        if not body.paths:
+            raise InvalidInput("paths", "select at least one file")
+        if len(body.paths) > MAX_TRIGGER_FILES:
+            raise InvalidInput("paths", f"at most {MAX_TRIGGER_FILES} files per run")
+        paths = [clean_path(p, field=f"paths[{i}]", prefixes=prefixes()) for i, p in enumerate(body.paths)]
+        if "paths" in body.params:
+            raise InvalidInput("params.paths", "give the files in 'paths', not in params")
+        if body.conn is not None:
+            clean_conn_id(body.conn, conn_ids())
+        if not may_trigger(caller, dag_id):
+            raise HTTPException(403, f"you may not trigger {dag_id}")
+        note = body.note or f"dCache view: {len(paths)} file(s) selected by {caller.name}"
+        async with AirflowClient(caller.token) as api:  # Airflow decides again, as the user
+            run = await api.trigger(dag_id, {**body.params, "paths": paths}, note=note)
+        run_id = str(run["dag_run_id"])
+        return {"dag_id": dag_id, "run_id": run_id, "state": run.get("state"),
+                "url": f"../../dags/{quote(dag_id, safe='')}/runs/{quote(run_id, safe='')}"}
+
+    @app.get("/api/lag")
+    async def lag(caller: ViewerDep) -> dict[str, Any]:
+        async with AirflowClient(caller.token) as api:
+            rows = []
+            assets = await api.dcache_assets()
+            for asset in assets:
+                if not asset.get("watchers"):
+                    continue
+                events = await api.asset_events(int(asset["id"]), limit=50)
+                last_runs: dict[str, Any] = {}
+                for ref in asset.get("scheduled_dags") or []:
+                    runs = await api.dag_runs(ref["dag_id"], limit=1)
+                    last_runs[ref["dag_id"]] = runs[0] if runs else None
+                rows.append(lineage.lag_summary(asset, events, last_runs))
+        try:
+            watched = watchers.watcher_views(watchers.load_watchers(assets))
+        except Exception:  # the lag table does not depend on the trigger rows
+            watched = []
+        return {"assets": rows, "watchers": watched}
+
+    return app
+
+
+def _same_origin(request: Request) -> None:
+    """State-changing calls ride on the UI's cookie: refuse a cross-site form or script (CSRF)."""
+    origin = request.headers.get("origin")
+    if origin and urlsplit(origin).netloc != request.headers.get("host", ""):
+        raise HTTPException(403, "cross-origin request refused")
+    if "application/json" not in request.headers.get("content-type", ""):
+        raise HTTPException(415, "send JSON")
+
+
+async def _lineage_events(api: AirflowClient) -> list[dict[str, Any]]:
+    """Recent asset events of dCache assets that pipelines write to (those with producing tasks)."""
+    events: list[dict[str, Any]] = []
+    for asset in await api.dcache_assets():
+        if asset.get("producing_tasks"):
+            events.extend(await api.asset_events(int(asset["id"]), limit=500))
+    return events
+
+
+app = create_app()

@@ -1,109 +1,81 @@
-"""``airflow-dcache demo``: the bundled service with sample users and data, ready for curl and rclone.
+"""``airflow-dcache demo``: a facility in a box, with files going from upload to tape through Airflow.
 
-The service runs as a child process exactly as a user would start it, and the sample data is
-written through its WebDAV door, so the demo exercises the same paths as real clients.
+It starts what a site runs — two dCache-compatible instances (``main`` with emulated tape,
+``buffer`` next to compute), Airflow 3.3 (scheduler, triggerer, dag-processor, API server) with this
+provider and the example DAGs of ``dags/`` — then uploads sample data as a scientist would. The
+uploads alone start the pipelines (storage events → asset watcher → DAG run); the demo only
+watches, through Airflow's REST API, and prints each file's stages and a summary table.
+
+``--once`` stops everything afterwards and exits 0 only if every sample passed every stage.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
+import shutil
+import signal
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
-import requests
-
-from airflow_dcache.server.storage.users import hash_password, new_password, write_users
-
-SAMPLE_USERS = [
-    {"username": "admin", "uid": 0, "gids": [0], "home": "/", "roles": ["admin"]},
-    {"username": "alice", "uid": 1000, "gids": [1000, 2000], "home": "/home/alice"},
-    {"username": "bob", "uid": 1001, "gids": [1001, 2000], "home": "/home/bob"},
-]
+DEFAULT_DIR = Path("var/demo")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data-dir", type=Path, default=Path("var/demo"))
-    parser.add_argument("--webdav-port", type=int, default=2880)
-    parser.add_argument("--frontend-port", type=int, default=3880)
-    parser.add_argument("--once", action="store_true", help="seed, check, print and stop (for scripts)")
-
-
-def _credentials(data_dir: Path) -> dict[str, str]:
-    """Create the demo users once; later runs reuse the same passwords."""
-    cred_file = data_dir / "credentials.json"
-    if cred_file.exists():
-        return dict(json.loads(cred_file.read_text()))
-    data_dir.mkdir(parents=True, exist_ok=True)
-    passwords = {str(u["username"]): new_password(12) for u in SAMPLE_USERS}
-    write_users(data_dir / "users.json", [
-        dict(u, password_hash=hash_password(passwords[str(u["username"])]), root="/") for u in SAMPLE_USERS
-    ])
-    fd = os.open(cred_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(passwords, f, indent=2)
-    return passwords
-
-
-def _seed(webdav: str, api: str, passwords: dict[str, str]) -> None:
-    """Idempotently create the sample tree through the door, as any client would."""
-    admin = ("admin", passwords["admin"])
-    with requests.Session() as s:
-        for d in ("/data", "/data/incoming", "/data/processed"):
-            r = s.request("MKCOL", webdav + d, auth=admin, timeout=10)
-            if r.status_code not in (201, 405):
-                raise RuntimeError(f"MKCOL {d}: {r.status_code} {r.reason}")
-        for d in ("/data/incoming", "/data/processed"):  # shared drop boxes, like a facility's
-            s.post(f"{api}/namespace{d}", json={"action": "chmod", "mode": 0o1777}, auth=admin,
-                   timeout=10).raise_for_status()
-        for user in ("alice", "bob"):
-            s.put(f"{webdav}/home/{user}/hello.txt", data=f"hello {user}\n".encode(),
-                  auth=(user, passwords[user]), timeout=10).raise_for_status()
-        s.put(f"{webdav}/data/incoming/sample-001.dat", data=os.urandom(64 * 1024), auth=admin,
-              timeout=10).raise_for_status()
+    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DIR,
+                        help="where the sites, Airflow and logs live (wiped at start; default var/demo)")
+    parser.add_argument("--airflow-port", type=int, default=8080, help="Airflow UI/API port (0: a free one)")
+    parser.add_argument("--h5-files", type=int, default=3, help="number of HDF5 sample runs to upload")
+    parser.add_argument("--no-video", action="store_true", help="skip the de-shake video sample")
+    parser.add_argument("--runtime", choices=["auto", "docker", "local"], default="auto",
+                        help="function runtime (auto: docker if an engine and the images are there)")
+    parser.add_argument("--timeout", type=float, default=300, help="seconds to wait for the samples")
+    parser.add_argument("--once", action="store_true",
+                        help="stop after the summary; exit 0 only if every sample passed every stage")
 
 
 def run(args: argparse.Namespace) -> int:
-    data_dir = args.data_dir.resolve()
-    passwords = _credentials(data_dir)
-    cmd = [sys.executable, "-m", "airflow_dcache.cli", "server", "--data-dir", str(data_dir),
-           "--users", str(data_dir / "users.json"), "--webdav-port", str(args.webdav_port),
-           "--frontend-port", str(args.frontend_port), "--allow-insecure-macaroons"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    from airflow_dcache.demo.runner import DemoRunner
+
+    base = args.data_dir.resolve()
+    if base.exists():
+        shutil.rmtree(base)
+    runner = DemoRunner(base, airflow_port=args.airflow_port, h5_files=args.h5_files, video=not args.no_video,
+                        runtime=args.runtime, timeout=args.timeout)
+    stop_requested: list[Any] = []
+
+    def _terminate(signum: int, frame: Any) -> None:
+        stop_requested.append(signum)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _terminate)
     try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        if not line:
-            print("error: the service did not start (is the port in use?)", file=sys.stderr)
-            return proc.wait() or 1
-        urls = json.loads(line)
-        _seed(urls["webdav"], urls["api"], passwords)
-        who = requests.get(urls["api"] + "/user", auth=("alice", passwords["alice"]), timeout=10).json()
-        print(f"""
-dCache-compatible service is running (data in {data_dir})
-  WebDAV door : {urls['webdav']}
-  Frontend    : {urls['api']}
-  users       : {', '.join(f'{u}/{p}' for u, p in passwords.items())}
-  (credentials are kept in {data_dir / 'credentials.json'})
-
-Try:
-  curl -u alice:{passwords['alice']} {urls['webdav']}/home/alice/hello.txt
-  curl -u alice:{passwords['alice']} -T README.md {urls['webdav']}/home/alice/README.md
-  curl -u alice:{passwords['alice']} '{urls['api']}/namespace/home/alice?children=true&checksum=true'
-  curl -u alice:{passwords['alice']} -X POST -H 'Content-Type: application/macaroon-request' \\
-       -d '{{"caveats":["activity:DOWNLOAD"],"validity":"PT10M"}}' {urls['webdav']}/home/alice/hello.txt
-  rclone lsl :webdav,url={urls['webdav']},user=alice,pass=$(rclone obscure -- {passwords['alice']}):/home/alice
-
-identity check: {who.get('status')} as {who.get('username')}
-""" + ("" if args.once else "Press Ctrl-C to stop."), flush=True)
+        ok = runner.run()
         if args.once:
-            return 0
-        return proc.wait()
+            return 0 if ok else 1
+        print("\nEverything keeps running: explore the UI, upload more files "
+              f"(see {base / 'README.txt'}). Press Ctrl-C to stop.", flush=True)
+        while True:
+            time.sleep(3600)
     except KeyboardInterrupt:
-        return 0
+        print("\nstopping ...", flush=True)
+        return 0 if not stop_requested else 128 + int(stop_requested[0])
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            proc.wait(timeout=10)
+        runner.stop()
+
+
+def repository_root() -> Path:
+    return Path(__file__).resolve().parents[2]
+
+
+def default_dags_folder() -> Path:
+    env = os.environ.get("AIRFLOW_DCACHE_DAGS")
+    return Path(env) if env else repository_root() / "dags"
+
+
+if __name__ == "__main__":  # pragma: no cover
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    sys.exit(run(parser.parse_args()))

@@ -73,8 +73,8 @@ class ProgressTracker:
                 value = self.api.xcom(dag_id, run_id, self.pipelines[dag_id].collect_task)
             except Exception:  # not pushed yet
                 return None
-            self._collected[key] = [str(item.get("name") or str(item.get("path", "")).rsplit("/", 1)[-1])
-                                    for item in (value or []) if isinstance(item, Mapping)]
+            items = [i.get("item", i) for i in (value or []) if isinstance(i, Mapping)]  # expand_kwargs wraps
+            self._collected[key] = [str(i.get("name") or str(i.get("path", "")).rsplit("/", 1)[-1]) for i in items]
         return self._collected[key]
 
     def poll(self) -> None:

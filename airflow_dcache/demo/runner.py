@@ -12,39 +12,53 @@ from pathlib import Path
 from airflow_dcache.demo.airflow_stack import AirflowStack
 from airflow_dcache.demo.progress import FileProgress, Pipeline, ProgressTracker, summary_table
 from airflow_dcache.demo.samples import write_cxi, write_shaky_video
-from airflow_dcache.demo.sites import Sites, start_sites
+from airflow_dcache.demo.sites import Sites, start_sites, wait_for_watches
 
 INGEST = Pipeline("dcache_ingest_pipeline", [
-    ("validate", "validate"), ("replicate", "to buffer"), ("preview", "function"),
-    ("archive_rule", "QoS rule"), ("drop_buffer_replica", "buffer clean"), ("wait_archived", "archived"),
-    ("record_lineage", "lineage"),
+    ("file.validate", "validate"), ("file.replicate", "to buffer"), ("file.preview", "function"),
+    ("file.publish", "publish"), ("file.archive_rule", "QoS rule"), ("file.drop_buffer_replica", "buffer clean"),
+    ("file.wait_archived", "archived"), ("file.record_lineage", "lineage"),
 ])
-DESHAKE = Pipeline("dcache_video_deshake", [("deshake", "function"), ("record_lineage", "lineage")])
+DESHAKE = Pipeline("dcache_video_deshake", [("video.deshake", "function"), ("video.record_lineage", "lineage")])
 #: How many watched directories the example DAGs subscribe to (incoming, videos).
 WATCHED_PATHS = 2
+
+
+def pipeline_task(dag_id: str, name: str) -> str:
+    """The full task id of a stage (``file.record_lineage``) in the pipeline ``dag_id``."""
+    pipeline = INGEST if dag_id == INGEST.dag_id else DESHAKE
+    return next(t for t, _ in pipeline.stages if t.endswith("." + name))
 
 
 def _say(text: str) -> None:
     print(text, flush=True)
 
 
-def docker_runtime_available(repo: Path) -> tuple[bool, str]:
-    """Start (or find) the project's Docker engine and the function images; (usable, reason)."""
-    script = repo / "scripts" / "docker-engine"
+def docker_runtime(repo: Path, functions: tuple[str, ...] = ("hdf5-preview", "deshake")) -> tuple[str | None, str]:
+    """Start (or find) the project's Docker engine and build the function images (cached by content).
+
+    Returns ``(DOCKER_HOST, reason)``; ``DOCKER_HOST`` is ``None`` when containers cannot run here.
+    """
+    engine = repo / "scripts" / "docker-engine"
     images = repo / "scripts" / "function-images"
-    if not script.exists() or not shutil.which("dockerd"):
-        return False, "no Docker engine installed"
+    if not engine.exists() or not shutil.which("dockerd"):
+        return None, "no Docker engine installed (apt-get install docker.io)"
     try:
-        out = subprocess.run([str(script), "start"], capture_output=True, text=True, timeout=90)
+        out = subprocess.run([str(engine), "start"], capture_output=True, text=True, timeout=120)
     except (OSError, subprocess.TimeoutExpired) as exc:
-        return False, f"Docker engine did not start ({exc})"
-    if out.returncode != 0:
-        return False, f"Docker engine did not start: {(out.stderr or out.stdout).strip()[-200:]}"
-    if images.exists():
-        built = subprocess.run([str(images), "--check"], capture_output=True, text=True, timeout=60)
-        if built.returncode != 0:
-            return False, "function images are not built yet (run `make function-images`)"
-    return True, "Docker engine running"
+        return None, f"the Docker engine did not start ({exc})"
+    if out.returncode != 0 or "DOCKER_HOST=" not in out.stdout:
+        return None, f"the Docker engine did not start: {(out.stderr or out.stdout).strip()[-200:]}"
+    host = out.stdout.strip().splitlines()[-1].split("=", 1)[1]
+    _say("functions  : building function images if their sources changed (the first build takes minutes)")
+    try:
+        built = subprocess.run([str(images), *functions], capture_output=True, text=True, timeout=1800,
+                               env={**os.environ, "DOCKER_HOST": host})
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return None, f"the function images could not be built ({exc})"
+    if built.returncode != 0:
+        return None, f"the function images could not be built: {(built.stderr or built.stdout).strip()[-300:]}"
+    return host, "Docker engine and images ready"
 
 
 class DemoRunner:
@@ -65,42 +79,41 @@ class DemoRunner:
         self.sites: Sites | None = None
         self.stack: AirflowStack | None = None
         self.uploaded_at: dict[str, float] = {}
+        self.docker_host: str | None = None
 
     # -- steps ---------------------------------------------------------------------------------
     def _choose_runtime(self) -> str:
-        if self.runtime != "auto":
-            return self.runtime
-        ok, reason = docker_runtime_available(self.repo)
-        if ok:
-            _say(f"functions  : docker runtime ({reason})")
+        """``docker`` where an engine and the images can be had, else ``local`` — said in one line."""
+        if self.runtime == "local":
+            _say("functions  : local runtime (subprocesses), as asked")
+            return "local"
+        host, reason = docker_runtime(self.repo)
+        if host:
+            self.docker_host = host
+            _say(f"functions  : docker runtime ({reason}, {host})")
             return "docker"
-        _say(f"functions  : local runtime (subprocesses), because: {reason}")
+        if self.runtime == "docker":
+            raise RuntimeError(f"--runtime docker: {reason}")
+        _say(f"functions  : local runtime (subprocesses), because {reason}")
         return "local"
 
     def _start_airflow(self, runtime: str) -> AirflowStack:
         assert self.sites is not None
         env = dict(self.sites.connections())
         env["AIRFLOW_DCACHE_FUNCTION_RUNTIME"] = runtime
+        if self.docker_host:
+            env["DOCKER_HOST"] = self.docker_host
         self.stack = AirflowStack(self.base / "airflow", self.dags, env, api_port=self.airflow_port)
         self.stack.start()
         self.stack.wait_dags([INGEST.dag_id, DESHAKE.dag_id])
         return self.stack
 
-    def _wait_for_watchers(self, timeout: float = 60) -> None:
-        """Uploads before the triggers subscribed would be found only by a reconcile: wait for the subscriptions."""
-        from airflow_dcache.hooks import DCacheHook
-
-        assert self.sites is not None
-        deadline = time.monotonic() + timeout
-        count = 0
-        with DCacheHook("dcache_main") as hook:
-            while time.monotonic() < deadline:
-                count = sum(len(hook.list_subscriptions(ch)) for ch in hook.list_channels())
-                if count >= WATCHED_PATHS:
-                    return
-                time.sleep(0.5)
-        raise TimeoutError(f"the storage-event triggers subscribed to {count} of {WATCHED_PATHS} directories "
-                           f"after {timeout:.0f} s; see {self.base / 'airflow' / 'component-logs' / 'triggerer.log'}")
+    def _wait_for_watchers(self, timeout: float = 90) -> None:
+        try:
+            wait_for_watches("dcache_main", WATCHED_PATHS, timeout=timeout)
+        except TimeoutError as exc:
+            log = self.base / "airflow" / "component-logs" / "triggerer.log"
+            raise TimeoutError(f"{exc}: {log}") from None
 
     def _upload_samples(self) -> dict[str, str]:
         """Upload as ``alice`` through the WebDAV door, like a beamline's acquisition would."""
@@ -140,7 +153,8 @@ class DemoRunner:
                 t = datetime.fromisoformat(started.replace("Z", "+00:00")).timestamp()
                 cols["upload→run"] = f"{t - self.uploaded_at[fp.name]:.1f}s"
             try:
-                lineage = self.stack.api.xcom(fp.dag_id, fp.run_id, "record_lineage", map_index=fp.map_index or 0)
+                task_id = pipeline_task(fp.dag_id, "record_lineage")
+                lineage = self.stack.api.xcom(fp.dag_id, fp.run_id, task_id, map_index=fp.map_index or 0)
             except Exception:
                 lineage = None
             if isinstance(lineage, Mapping):

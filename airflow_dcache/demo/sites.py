@@ -8,8 +8,11 @@ trials, so everything built on it talks HTTP to it like to a dCache.
 Identities:
 
 - ``admin`` (uid 0): only used once to lay out the tree, as a site admin would;
-- ``pipeline`` (uid 2000, group ``facility`` 2000): the identity of the Airflow connections. It owns
-  ``/data/processed`` and the buffer's ``/data``, can read uploads and request QoS changes;
+- ``pipeline`` (uid 2000, group ``facility`` 2000): the identity of the Airflow connections, the site's
+  data-management agent. It owns ``/data/processed`` and the buffer's ``/data`` and holds dCache's
+  ``admin`` role, which its connections assert: changing the QoS of a scientist's file needs the
+  owner's or an admin's right in dCache. The functions never see this identity — they get per-file
+  macaroons minted from it;
 - ``alice``, ``bob`` (group ``facility``): scientists who upload into ``/data/incoming`` and
   ``/data/videos`` (sticky, group-writable drop boxes).
 """
@@ -32,7 +35,7 @@ from airflow_dcache.server.storage.users import hash_password, new_password, wri
 FACILITY_GID = 2000
 USERS: list[dict[str, object]] = [
     {"username": "admin", "uid": 0, "gids": [0], "home": "/", "roles": ["admin"]},
-    {"username": "pipeline", "uid": 2000, "gids": [FACILITY_GID], "home": "/home/pipeline"},
+    {"username": "pipeline", "uid": 2000, "gids": [FACILITY_GID], "home": "/home/pipeline", "roles": ["admin"]},
     {"username": "alice", "uid": 1000, "gids": [1000, FACILITY_GID], "home": "/home/alice"},
     {"username": "bob", "uid": 1001, "gids": [1001, FACILITY_GID], "home": "/home/bob"},
 ]
@@ -60,15 +63,12 @@ class Site:
     def frontend(self) -> str:
         return self.api.removesuffix("/api/v1")
 
-    def connection(self, user: str, password: str) -> dict[str, object]:
-        """The Airflow connection (JSON form) of ``user`` on this site."""
-        return {
-            "conn_type": "dcache",
-            "host": self.webdav,
-            "login": user,
-            "password": password,
-            "extra": {"frontend_url": self.frontend, "site": self.name, "timeout": 30},
-        }
+    def connection(self, user: str, password: str, roles: tuple[str, ...] = ()) -> dict[str, object]:
+        """The Airflow connection (JSON form) of ``user`` on this site, asserting ``roles`` at login."""
+        extra: dict[str, object] = {"frontend_url": self.frontend, "site": self.name, "timeout": 30}
+        if roles:
+            extra["roles"] = ",".join(roles)
+        return {"conn_type": "dcache", "host": self.webdav, "login": user, "password": password, "extra": extra}
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -149,9 +149,10 @@ class Sites:
     def connections(self, user: str = "pipeline") -> dict[str, str]:
         """``AIRFLOW_CONN_*`` variables for both sites (JSON form) as ``user``."""
         pw = self.passwords[user]
+        roles = tuple(str(r) for u in USERS if u["username"] == user for r in u.get("roles", []))  # type: ignore[attr-defined]
         return {
-            "AIRFLOW_CONN_DCACHE_MAIN": json.dumps(self.main.connection(user, pw)),
-            "AIRFLOW_CONN_DCACHE_BUFFER": json.dumps(self.buffer.connection(user, pw)),
+            "AIRFLOW_CONN_DCACHE_MAIN": json.dumps(self.main.connection(user, pw, roles)),
+            "AIRFLOW_CONN_DCACHE_BUFFER": json.dumps(self.buffer.connection(user, pw, roles)),
         }
 
     def stop(self) -> None:
@@ -190,3 +191,26 @@ def start_sites(base: Path, *, main_args: Iterable[str] = (), buffer_args: Itera
         sites.stop()
         raise
     return sites
+
+
+def wait_for_watches(conn_id: str, count: int, *, timeout: float = 90) -> None:
+    """Wait until the connection's user holds ``count`` inotify subscriptions (the watchers are listening).
+
+    Uploads made before a trigger subscribed are found only by a reconcile listing; demos and tests
+    wait here instead, so every run starts from a live event.
+    """
+    import time
+
+    from airflow_dcache.hooks import DCacheHook
+
+    deadline = time.monotonic() + timeout
+    found = 0
+    with DCacheHook(conn_id) as hook:
+        while time.monotonic() < deadline:
+            found = sum(1 for ch in hook.list_channels() for sub in hook.list_subscriptions(ch)
+                        if "/subscriptions/inotify/" in sub)
+            if found >= count:
+                return
+            time.sleep(0.5)
+    raise TimeoutError(f"{found} of {count} storage-event watches subscribed after {timeout:.0f} s "
+                       "(see the triggerer's log)")

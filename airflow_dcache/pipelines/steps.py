@@ -42,8 +42,15 @@ def marker_name(consumer: str) -> str:
 
 
 def run_folder(run_id: str) -> str:
-    """A run id as one safe path component (``asset_triggered__2026-…+00:00`` has ``:`` and ``+``)."""
-    return _UNSAFE.sub("_", run_id)
+    """A run id as one short, safe path component.
+
+    ``asset_triggered__2026-12-02T01:36:02.368204+00:00_LDaLRoEa`` becomes
+    ``2026-12-02T013602_LDaLRoEa``: the run type prefix, sub-seconds and the UTC offset go (run ids are
+    UTC), ``:`` and ``+`` are not safe in every client's paths; the random suffix keeps it unique.
+    """
+    text = re.sub(r"^[a-z_]+__", "", run_id)
+    text = re.sub(r"(T\d\d):?(\d\d):?(\d\d)(\.\d+)?(\+00:?00)?", r"\1\2\3", text)
+    return _UNSAFE.sub("_", text)
 
 
 def _item(path: str, name: str, *, pnfsid: str | None, size: int | None, key: str, site: str, run_id: str,

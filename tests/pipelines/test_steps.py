@@ -7,7 +7,8 @@ import pytest
 from airflow_dcache.events import StorageEvent
 from airflow_dcache.pipelines import steps
 
-WHERE = {"site": "main", "run_id": "asset_triggered__2026-12-02T01:36:02.368204+00:00_AbCd", "buffer_root": "/data/work",
+WHERE = {"site": "main", "run_id": "asset_triggered__2026-12-02T01:36:02.368204+00:00_AbCd",
+         "buffer_root": "/data/work",
          "output_root": "/data/processed"}
 
 

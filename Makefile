@@ -1,11 +1,12 @@
 # The two entry points of a fresh machine: `make demo` and `make test`.
-.PHONY: demo test lint bench venv function-images
+.PHONY: demo test lint bench venv function-images docs dist compose-config
 
 venv:
 	@scripts/bootstrap
 
 demo: venv
-	.venv/bin/airflow-dcache demo
+	@scripts/system-deps --demo
+	.venv/bin/airflow-dcache demo $(ARGS)
 
 test: venv
 	@scripts/system-deps
@@ -18,7 +19,18 @@ lint: venv
 bench: venv
 	@scripts/system-deps
 	.venv/bin/airflow-dcache bench transfer
+	.venv/bin/python scripts/plot_benchmarks.py
 
 function-images: venv
 	@scripts/system-deps
 	scripts/function-images
+
+docs: venv
+	.venv/bin/python scripts/plot_benchmarks.py
+	.venv/bin/mkdocs build --strict
+
+dist: venv
+	.venv/bin/python -m build --outdir dist . && .venv/bin/twine check --strict dist/*
+
+compose-config:
+	docker-compose -f docker-compose.yaml config -q

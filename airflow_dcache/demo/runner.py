@@ -127,7 +127,9 @@ class DemoRunner:
             p = write_cxi(samples / f"run{i + 1:03d}.h5", seed=i, frames=8 + i)
             local.append((p, "/data/incoming/" + p.name))
             files[p.name] = INGEST.dag_id
-        if self.video:
+        if self.video and not shutil.which("ffmpeg"):
+            _say("  (no ffmpeg on this machine: the de-shake video sample is skipped)")
+        elif self.video:
             v = write_shaky_video(samples / "phone-video.mp4")
             local.append((v, "/data/videos/" + v.name))
             files[v.name] = DESHAKE.dag_id

@@ -80,6 +80,7 @@ class DCacheHook(DCacheHookBase):
     """Talk to a dCache instance (WebDAV door and frontend) described by a ``dcache`` connection.
 
     :param dcache_conn_id: id of a connection of type ``dcache``.
+    :param kwargs: passed on to Airflow's ``BaseHook``.
     """
 
     def __init__(self, dcache_conn_id: str = DCacheHookBase.default_conn_name, **kwargs: Any) -> None:
@@ -115,6 +116,8 @@ class DCacheHook(DCacheHookBase):
             return self._session
 
     def close(self) -> None:
+        """Close the pooled session; the next call opens a new one.
+        """
         with self._lock:
             if self._session is not None:
                 self._session.close()
@@ -266,43 +269,96 @@ class DCacheHook(DCacheHookBase):
         return self._run(ops.whoami(self.settings))
 
     def stat(self, path: str, **flags: Any) -> NamespaceEntry:
-        """Frontend metadata; flags: children, locality, locations, qos, checksum, xattr, labels, optional."""
+        """Frontend metadata; flags: children, locality, locations, qos, checksum, xattr, labels, optional.
+
+        :param path: absolute path in dCache's namespace.
+        :param flags: ``True`` for each extra to fetch: ``children``, ``locality``, ``locations``, ``qos``,
+            ``checksum``, ``xattr``, ``labels``, ``optional``. ``offset``/``limit`` page the children.
+        """
         return self._run(ops.stat(self.settings, path, **flags))
 
     def stat_by_pnfsid(self, pnfsid: str) -> NamespaceEntry:
-        """``GET /api/v1/id/{pnfsid}``: admins only on dCache (``PermissionDenied`` otherwise)."""
+        """``GET /api/v1/id/{pnfsid}``: admins only on dCache (``PermissionDenied`` otherwise).
+
+        :param pnfsid: the file's PNFS id.
+        """
         return self._run(ops.stat_by_pnfsid(self.settings, pnfsid))
 
     def list_dir(self, path: str, *, page_size: int | None = None, **flags: Any) -> list[NamespaceEntry]:
-        """Directory entries (frontend ``children=true``); set ``page_size`` for very large directories."""
+        """Directory entries (frontend ``children=true``); set ``page_size`` for very large directories.
+
+        :param path: absolute path in dCache's namespace.
+        :param page_size: entries per request (``offset``/``limit`` paging); ``None`` asks for all at once.
+        :param flags: extras per entry, as for :meth:`stat`.
+        """
         return self._run(ops.list_dir(self.settings, path, page_size, **flags))
 
     def exists(self, path: str) -> bool:
+        """Whether ``path`` exists (a frontend stat; ``NotFound`` means no).
+
+        :param path: absolute path in dCache's namespace.
+        """
         return self._run(ops.exists(self.settings, path))
 
     def mkdir(self, path: str, *, parents: bool = True, exist_ok: bool = True) -> bool:
-        """Create a directory (MKCOL); returns False when it already existed."""
+        """Create a directory (MKCOL); returns False when it already existed.
+
+        :param path: absolute path in dCache's namespace.
+        :param parents: create missing parent directories too.
+        :param exist_ok: when ``False``, an existing directory is an error.
+        """
         return self._run(ops.mkdir(self.settings, path, parents, exist_ok))
 
     def move(self, source: str, destination: str, *, overwrite: bool = False) -> None:
-        """Rename or move within this dCache (WebDAV MOVE)."""
+        """Rename or move within this dCache (WebDAV MOVE).
+
+        :param source: path to move.
+        :param destination: new path on the same dCache.
+        :param overwrite: replace an existing ``destination``.
+        """
         self._run(ops.move(self.settings, source, destination, overwrite))
 
     def delete(self, path: str, *, recursive: bool = False, missing_ok: bool = False) -> bool:
-        """Delete a file or directory; returns False if it was missing and ``missing_ok``."""
+        """Delete a file or directory; returns False if it was missing and ``missing_ok``.
+
+        :param path: absolute path in dCache's namespace.
+        :param recursive: delete a directory with everything in it.
+        :param missing_ok: return ``False`` instead of raising ``NotFound``.
+        """
         return self._run(ops.delete(self.settings, path, recursive, missing_ok))
 
     def set_xattr(self, path: str, attributes: Mapping[str, Any], *, mode: str = "EITHER") -> None:
+        """Set extended attributes on ``path`` (frontend ``set-xattr``).
+
+        :param path: absolute path in dCache's namespace.
+        :param attributes: names and values; values are sent as strings.
+        :param mode: ``CREATE`` (must not exist yet), ``MODIFY`` (must exist) or ``EITHER``.
+        """
         self._run(ops.set_xattr(self.settings, path, attributes, mode))
 
     def remove_xattr(self, path: str, names: Iterable[str]) -> None:
+        """Remove extended attributes from ``path`` (frontend ``rm-xattr``).
+
+        :param path: absolute path in dCache's namespace.
+        :param names: attribute names to remove.
+        """
         self._run(ops.remove_xattr(self.settings, path, names))
 
     def set_labels(self, path: str, labels: Iterable[str], *, replace: bool = False) -> list[str]:
+        """Add labels to ``path``; returns the labels now set.
+
+        :param path: absolute path in dCache's namespace.
+        :param labels: labels to add.
+        :param replace: also remove the labels not listed.
+        """
         return self._run(ops.set_labels(self.settings, path, labels, replace))
 
     def checksum(self, path: str, algorithms: Iterable[str] = ("adler32", "md5")) -> dict[str, str]:
-        """Stored checksums as lowercase hex, keyed by RFC 3230 name (``adler32``, ``md5``, …)."""
+        """Stored checksums as lowercase hex, keyed by RFC 3230 name (``adler32``, ``md5``, …).
+
+        :param path: absolute path in dCache's namespace.
+        :param algorithms: RFC 3230 names to ask for; ones the file lacks are absent from the result.
+        """
         return self._run(ops.checksum(self.settings, path, algorithms))
 
     # -------------------------------------------------------------------------------- QoS, pins
@@ -310,41 +366,90 @@ class DCacheHook(DCacheHookBase):
     def set_qos(
         self, path: str, target: str | None = None, *, policy: str | None = None, state: int | None = None
     ) -> None:
-        """Request a QoS transition; it runs asynchronously on the server."""
+        """Request a QoS transition; it runs asynchronously on the server.
+
+        :param path: absolute path in dCache's namespace.
+        :param target: ``disk``, ``tape``, ``disk+tape``, ``tape+disk`` or ``volatile``.
+        :param policy: a QoS policy name, instead of ``target`` (give exactly one).
+        :param state: with ``policy``: the index of the state to start in (default 0).
+        """
         self._run(ops.set_qos(self.settings, path, target, policy, state))
 
     def qos_classes(self, kind: str = "file") -> list[str]:
-        """QoS names for ``kind`` ``"file"`` or ``"directory"`` (``/qos-management/qos/{kind}``)."""
+        """QoS names for ``kind`` ``"file"`` or ``"directory"`` (``/qos-management/qos/{kind}``).
+
+        :param kind: ``file`` or ``directory``.
+        """
         return self._run(ops.qos_classes(self.settings, kind))
 
     def qos_capability(self, qos: str, kind: str = "file") -> dict[str, Any]:
-        """``backendCapability`` of one QoS: ``name``, allowed ``transition`` targets, CDMI ``metadata``."""
+        """``backendCapability`` of one QoS: ``name``, allowed ``transition`` targets, CDMI ``metadata``.
+
+        :param qos: a name from :meth:`qos_classes`.
+        :param kind: ``file`` or ``directory``.
+        """
         return self._run(ops.qos_capability(self.settings, qos, kind))
 
     def pin(self, path: str, lifetime: float, unit: str = "SECONDS") -> None:
+        """Pin ``path`` on disk for ``lifetime`` (frontend ``pin`` action).
+
+        :param path: absolute path in dCache's namespace.
+        :param lifetime: how long the pin lasts, in ``unit``.
+        :param unit: ``SECONDS``, ``MINUTES``, ``HOURS`` or ``DAYS``.
+        """
         self._run(ops.pin(self.settings, path, lifetime, unit))
 
     def unpin(self, path: str) -> None:
+        """Remove the pin :meth:`pin` set on ``path`` (frontend ``unpin`` action).
+
+        :param path: absolute path in dCache's namespace.
+        """
         self._run(ops.unpin(self.settings, path))
 
     # ------------------------------------------------------------------------------------ bulk
 
     def submit_bulk_request(self, activity: str, targets: Iterable[str], **options: Any) -> BulkSubmission:
-        """Options: arguments, target_prefix, expand_directories, cancel_on_failure, clear_on_*."""
+        """Submit a bulk request (frontend ``POST /bulk-requests``); returns its id and URL.
+
+        :param activity: ``PIN``, ``UNPIN``, ``STAGE``, ``RELEASE``, ``DELETE``, ``UPDATE_QOS`` or ``LOG_TARGET``.
+        :param targets: paths the activity applies to (at least one).
+        :param options: ``arguments`` (the activity's own), ``target_prefix``, ``expand_directories`` (``NONE``,
+            ``TARGETS``, ``ALL``), ``cancel_on_failure``, ``clear_on_success``, ``clear_on_failure``.
+        """
         return self._run(ops.submit_bulk_request(self.settings, activity, targets, **options))
 
     def bulk_request_status(self, request: str) -> BulkRequestInfo:
+        """State of a bulk request and of each of its targets.
+
+        :param request: the request id, or the URL dCache returned for it.
+        """
         return self._run(ops.bulk_request_status(self.settings, request))
 
     def cancel_bulk_request(self, request: str, paths: Iterable[str] | None = None) -> None:
+        """Cancel a bulk request, or only some of its targets.
+
+        :param request: the request id, or the URL dCache returned for it.
+        :param paths: targets to cancel; ``None`` cancels the whole request.
+        """
         self._run(ops.cancel_bulk_request(self.settings, request, paths))
 
     def clear_bulk_request(self, request: str, *, cancel_if_running: bool = False) -> None:
+        """Clear a bulk request (dCache archives what is left of it).
+
+        :param request: the request id, or the URL dCache returned for it.
+        :param cancel_if_running: cancel the request first if it is still running.
+        """
         self._run(ops.clear_bulk_request(self.settings, request, cancel_if_running))
 
     def list_bulk_requests(
         self, status: Iterable[str] | None = None, owner: str | None = None, path: str | None = None
     ) -> list[dict[str, Any]]:
+        """Bulk requests this user can see, as dCache lists them.
+
+        :param status: only requests in these states, e.g. ``started``, ``completed``.
+        :param owner: only this owner's requests.
+        :param path: dCache's ``path`` filter.
+        """
         return self._run(ops.list_bulk_requests(self.settings, status, owner, path))
 
     def list_labels(self) -> list[str]:
@@ -353,7 +458,11 @@ class DCacheHook(DCacheHookBase):
 
     def labelled_files(self, label: str, **flags: Any) -> list[NamespaceEntry]:
         """Files carrying ``label`` (flags: locality, locations, qos, xattr, labels). dCache gives names, not
-        paths: each entry's ``path`` is the file name and its ``pnfsid`` identifies it."""
+        paths: each entry's ``path`` is the file name and its ``pnfsid`` identifies it.
+
+        :param label: the label to look up.
+        :param flags: extras per entry: ``locality``, ``locations``, ``qos``, ``xattr``, ``labels``.
+        """
         return self._run(ops.labelled_files(self.settings, label, **flags))
 
     def list_archived_bulk_requests(
@@ -366,36 +475,70 @@ class DCacheHook(DCacheHookBase):
         after: datetime | str | None = None,
         limit: int | None = None,
     ) -> list[dict[str, Any]]:
-        """Summaries of cleared (archived) bulk requests, oldest first; every owner's, as dCache lists them."""
+        """Summaries of cleared (archived) bulk requests, oldest first; every owner's, as dCache lists them.
+
+        :param owner: one or more owners to filter on.
+        :param activity: one or more activities to filter on.
+        :param status: one or more final states to filter on.
+        :param before: only requests last modified before this (naive: the server's local time).
+        :param after: only requests last modified after this (naive: the server's local time).
+        :param limit: at most this many summaries.
+        """
         return self._run(ops.list_archived_bulk_requests(
             self.settings, owner=owner, activity=activity, status=status, before=before, after=after, limit=limit))
 
     def archived_bulk_request(self, request: str) -> ArchivedBulkRequest:
-        """What dCache keeps of a cleared request: initial targets, counts, errors by type."""
+        """What dCache keeps of a cleared request: initial targets, counts, errors by type.
+
+        :param request: the request id, or the URL dCache returned for it.
+        """
         return self._run(ops.archived_bulk_request(self.settings, request))
 
     # -------------------------------------------------------------------------- storage events
 
     def create_channel(self, client_id: str | None = None) -> str:
-        """``POST /events/channels``; returns the channel URL (``Location``) exactly as the server gave it."""
+        """``POST /events/channels``; returns the channel URL (``Location``) exactly as the server gave it.
+
+        :param client_id: optional label, so :meth:`list_channels` can find the channel again.
+        """
         return self._run(ops.create_channel(self.settings, client_id))
 
     def list_channels(self, client_id: str | None = None) -> list[str]:
-        """URLs of this user's channels; ``client_id=""`` lists those created without a client id."""
+        """URLs of this user's channels; ``client_id=""`` lists those created without a client id.
+
+        :param client_id: only channels with this client id; ``""`` those without one, ``None`` all.
+        """
         return self._run(ops.list_channels(self.settings, client_id))
 
     def channel_timeout(self, channel_url: str) -> int:
-        """Seconds the channel may stay disconnected before dCache garbage-collects it."""
+        """Seconds the channel may stay disconnected before dCache garbage-collects it.
+
+        :param channel_url: the channel URL as :meth:`create_channel` returned it.
+        """
         return self._run(ops.channel_timeout(self.settings, channel_url))
 
     def set_channel_timeout(self, channel_url: str, seconds: int) -> None:
+        """Set how long the channel may stay disconnected before dCache removes it.
+
+        :param channel_url: the channel URL as :meth:`create_channel` returned it.
+        :param seconds: whole seconds, at least 1.
+        """
         self._run(ops.set_channel_timeout(self.settings, channel_url, seconds))
 
     def delete_channel(self, channel_url: str) -> None:
+        """Delete an event channel, ending its subscriptions and streams.
+
+        :param channel_url: the channel URL as :meth:`create_channel` returned it.
+        """
         self._run(ops.delete_channel(self.settings, channel_url))
 
     def subscribe_inotify(self, channel_url: str, path: str, flags: Iterable[str] | None = None) -> str:
-        """Watch ``path``; returns the subscription URL (the existing one when dCache merged the watch)."""
+        """Watch ``path``; returns the subscription URL (the existing one when dCache merged the watch).
+
+        :param channel_url: the channel URL as :meth:`create_channel` returned it.
+        :param path: file or directory to watch (not recursive).
+        :param flags: inotify event names, e.g. ``IN_CLOSE_WRITE``; ``None`` means every event.
+        """
         return self._run(ops.subscribe_inotify(self.settings, channel_url, path, flags))
 
     def subscribe_metronome(
@@ -407,6 +550,14 @@ class DCacheHook(DCacheHookBase):
         message: str | None = None,
         count: int | None = None,
     ) -> str:
+        """Subscribe to dCache's metronome test source; returns the subscription URL.
+
+        :param channel_url: the channel URL as :meth:`create_channel` returned it.
+        :param delay: seconds between events.
+        :param frequency: events per second, instead of ``delay``.
+        :param message: the text each event carries.
+        :param count: stop after this many events.
+        """
         return self._run(
             ops.subscribe_metronome(
                 self.settings, channel_url, delay=delay, frequency=frequency, message=message, count=count
@@ -414,16 +565,30 @@ class DCacheHook(DCacheHookBase):
         )
 
     def list_subscriptions(self, channel_url: str) -> list[str]:
+        """URLs of the channel's subscriptions.
+
+        :param channel_url: the channel URL as :meth:`create_channel` returned it.
+        """
         return self._run(ops.list_subscriptions(self.settings, channel_url))
 
     def unsubscribe(self, subscription_url: str) -> None:
+        """Cancel one subscription.
+
+        :param subscription_url: the URL a ``subscribe_*`` call returned.
+        """
         self._run(ops.unsubscribe(self.settings, subscription_url))
 
     def event_types(self) -> list[str]:
+        """Event types the frontend offers (e.g. ``inotify``, ``metronome``).
+        """
         return self._run(ops.event_types(self.settings))
 
     def event_schema(self, event_type: str, part: str = "selector") -> dict[str, Any]:
-        """JSON Schema of ``event_type``'s selector (``part="selector"``) or of its events (``"event"``)."""
+        """JSON Schema of ``event_type``'s selector (``part="selector"``) or of its events (``"event"``).
+
+        :param event_type: e.g. ``inotify``.
+        :param part: ``selector`` or ``event``.
+        """
         return self._run(ops.event_schema(self.settings, event_type, part))
 
     def stream_events(
@@ -436,6 +601,10 @@ class DCacheHook(DCacheHookBase):
         """Generator over a channel's SSE stream; same contract as :meth:`DCacheAsyncHook.stream_events`.
 
         Close it (``contextlib.closing``) when stopping early, so the connection is released.
+
+        :param channel_url: the channel URL as :meth:`create_channel` returned it.
+        :param last_event_id: replay what came after this event id.
+        :param read_timeout: seconds to wait for the next bytes; ``None`` waits for ever.
         """
         settings = self.settings
         call = ops.event_stream_call(settings, channel_url, last_event_id)
@@ -463,19 +632,42 @@ class DCacheHook(DCacheHookBase):
         *,
         disk_lifetime: timedelta | int | float | str | None = None,
     ) -> BulkSubmission:
-        """Recall files from tape (WLCG Tape REST); returns the stage request id."""
+        """Recall files from tape (WLCG Tape REST); returns the stage request id.
+
+        :param files: paths, or a mapping of path to its own disk lifetime.
+        :param disk_lifetime: how long the staged copies stay on disk: seconds, ``timedelta`` or ISO-8601
+            (``PT1H``).
+        """
         return self._run(ops.stage(self.settings, files, disk_lifetime))
 
     def stage_status(self, request: str) -> StageRequestInfo:
+        """Progress of a stage request, file by file (WLCG Tape REST).
+
+        :param request: the request id, or the URL dCache returned for it.
+        """
         return self._run(ops.stage_status(self.settings, request))
 
     def cancel_stage(self, request: str, paths: Iterable[str]) -> None:
+        """Cancel the staging of some files of a request.
+
+        :param request: the request id, or the URL dCache returned for it.
+        :param paths: files of the request to cancel.
+        """
         self._run(ops.cancel_stage(self.settings, request, paths))
 
     def delete_stage(self, request: str) -> None:
+        """Delete a stage request on the server.
+
+        :param request: the request id, or the URL dCache returned for it.
+        """
         self._run(ops.delete_stage(self.settings, request))
 
     def release(self, request: str, paths: Iterable[str]) -> None:
+        """Release staged files, so dCache may evict their disk copies.
+
+        :param request: the request id, or the URL dCache returned for it.
+        :param paths: files of the request to release.
+        """
         self._run(ops.release(self.settings, request, paths))
 
     def tape_api_endpoints(self) -> list[dict[str, Any]]:
@@ -483,6 +675,10 @@ class DCacheHook(DCacheHookBase):
         return self._run(ops.tape_api_endpoints(self.settings))
 
     def archive_info(self, paths: Iterable[str]) -> list[ArchiveInfo]:
+        """Locality of each path (e.g. ``ONLINE``, ``NEARLINE``), or the error for it (WLCG ``archiveinfo``).
+
+        :param paths: absolute paths in dCache's namespace.
+        """
         return self._run(ops.archive_info(self.settings, paths))
 
     # ------------------------------------------------------------------------------- macaroons
@@ -498,7 +694,16 @@ class DCacheHook(DCacheHookBase):
         before: datetime | None = None,
         max_upload: int | None = None,
     ) -> MacaroonResponse:
-        """Ask the door for a macaroon limited to ``path``; the token is masked in logs at once."""
+        """Ask the door for a macaroon limited to ``path``; the token is masked in logs at once.
+
+        :param path: the macaroon is limited to this path (dCache adds the ``path:`` caveat).
+        :param caveats: caveat strings or a :class:`~airflow_dcache.macaroons.caveats.CaveatBuilder`.
+        :param activities: allowed activities, e.g. ``DOWNLOAD``, ``LIST``.
+        :param validity: lifetime: seconds, ``timedelta`` or an ISO-8601 duration (no weeks).
+        :param ip: client addresses or subnets, all alternatives in one caveat.
+        :param before: absolute expiry (timezone-aware).
+        :param max_upload: largest upload allowed, in bytes.
+        """
         result = self._run(
             ops.mint_macaroon(
                 self.settings,
@@ -521,7 +726,13 @@ class DCacheHook(DCacheHookBase):
         validity: timedelta | int | float | str,
         ip: Iterable[str] | str | None = None,
     ) -> str:
-        """A pre-authorised URL (``…?authz=<macaroon>``) for handing one file to a worker."""
+        """A pre-authorised URL (``…?authz=<macaroon>``) for handing one file to a worker.
+
+        :param path: the one file the URL is for.
+        :param activities: allowed activities, e.g. ``DOWNLOAD``.
+        :param validity: lifetime: seconds, ``timedelta`` or an ISO-8601 duration.
+        :param ip: client addresses or subnets allowed to use it.
+        """
         return self.mint_macaroon(path, activities=activities, validity=validity, ip=ip).target_with_macaroon
 
     # ------------------------------------------------------------------------------------ data
@@ -544,6 +755,15 @@ class DCacheHook(DCacheHookBase):
         on mismatch the remote file is deleted. ``sha-256``/``sha-512``: the same, with the pool asked to
         compute that checksum too (``Want-Digest``), so the file is stored with it. ``md5``: computed first
         and sent as ``Content-MD5`` so dCache itself refuses corrupted data (needs a seekable source).
+
+        :param source: a local file path or a binary stream.
+        :param path: destination in dCache.
+        :param checksum: ``adler32``, ``md5``, ``sha-256``, ``sha-512`` or ``none`` (see above).
+        :param overwrite: when ``False``, fail if ``path`` exists.
+        :param make_parents: create the parent directory first.
+        :param xattrs: extended attributes set with the file (``xattr.<name>`` on the PUT URL).
+        :param size: bytes to send, when the stream's length cannot be worked out.
+        :param chunk_size: bytes per read.
         """
         mode = tx.check_mode(checksum)
         path = normalize_path(path)
@@ -611,6 +831,11 @@ class DCacheHook(DCacheHookBase):
 
         The door redirects GET to a pool; the redirect is followed without the door credentials, and
         ``Want-Digest`` is sent again so the pool reports a checksum to verify against.
+
+        :param path: absolute path in dCache's namespace.
+        :param destination: a local file path (written atomically) or a binary stream.
+        :param verify: check the received data against the pool's checksum (size only if none).
+        :param chunk_size: bytes per read.
         """
         path = normalize_path(path)
         url = door_url(self.settings, path)
@@ -645,11 +870,21 @@ class DCacheHook(DCacheHookBase):
 
         Options: remote_token (sent as ``TransferHeaderAuthorization``), remote_headers, credential,
         require_checksum, overwrite, want_digest.
+
+        :param remote_url: absolute URL to fetch.
+        :param path: destination in this dCache.
+        :param options: ``remote_token``, ``remote_headers``, ``credential`` (``none``, ``gridsite``, ``oidc``),
+            ``require_checksum``, ``overwrite``, ``want_digest``.
         """
         return self._copy(tx.copy_request(self.settings, path, remote_url, direction="pull", **options))
 
     def copy_push(self, path: str, remote_url: str, **options: Any) -> TransferResult:
-        """Have dCache send ``path`` to ``remote_url`` (HTTP-TPC push); same options as :meth:`copy_pull`."""
+        """Have dCache send ``path`` to ``remote_url`` (HTTP-TPC push); same options as :meth:`copy_pull`.
+
+        :param path: file in this dCache to send.
+        :param remote_url: absolute URL to write to.
+        :param options: as for :meth:`copy_pull`.
+        """
         return self._copy(tx.copy_request(self.settings, path, remote_url, direction="push", **options))
 
     def _copy(self, request: tx.CopyRequest) -> TransferResult:

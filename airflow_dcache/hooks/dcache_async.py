@@ -69,6 +69,7 @@ class DCacheAsyncHook(DCacheHookBase):
     """Async twin of :class:`DCacheHook`; use as ``async with DCacheAsyncHook(conn_id) as hook``.
 
     :param dcache_conn_id: id of a connection of type ``dcache``.
+    :param kwargs: passed on to Airflow's ``BaseHook``.
     """
 
     def __init__(self, dcache_conn_id: str = DCacheHookBase.default_conn_name, **kwargs: Any) -> None:
@@ -108,7 +109,10 @@ class DCacheAsyncHook(DCacheHookBase):
         )
 
     async def get_async_conn(self, *, with_cert: bool = True) -> httpx.AsyncClient:
-        """The shared client; a second one without the client certificate serves cross-origin hops."""
+        """The shared client; a second one without the client certificate serves cross-origin hops.
+
+        :param with_cert: ``False`` gives the client without the client certificate, for hops to another origin.
+        """
         settings = await self.aget_settings()
         if with_cert or not settings.client_cert:
             if self._client is None:
@@ -119,6 +123,8 @@ class DCacheAsyncHook(DCacheHookBase):
         return self._plain_client
 
     async def aclose(self) -> None:
+        """Close the HTTP clients; the next call opens new ones.
+        """
         for client in (self._client, self._plain_client):
             if client is not None:
                 await client.aclose()
@@ -284,39 +290,101 @@ class DCacheAsyncHook(DCacheHookBase):
     # ------------------------------------------------------------------------------- namespace
 
     async def whoami(self) -> UserInfo:
+        """Async form of :meth:`DCacheHook.whoami`.
+        """
         return await self._run(ops.whoami(await self.aget_settings()))
 
     async def stat(self, path: str, **flags: Any) -> NamespaceEntry:
+        """Async form of :meth:`DCacheHook.stat`.
+
+        :param path: absolute path in dCache's namespace.
+        :param flags: ``True`` for each extra to fetch: ``children``, ``locality``, ``locations``, ``qos``,
+            ``checksum``, ``xattr``, ``labels``, ``optional``. ``offset``/``limit`` page the children.
+        """
         return await self._run(ops.stat(await self.aget_settings(), path, **flags))
 
     async def stat_by_pnfsid(self, pnfsid: str) -> NamespaceEntry:
+        """Async form of :meth:`DCacheHook.stat_by_pnfsid`.
+
+        :param pnfsid: the file's PNFS id.
+        """
         return await self._run(ops.stat_by_pnfsid(await self.aget_settings(), pnfsid))
 
     async def list_dir(self, path: str, *, page_size: int | None = None, **flags: Any) -> list[NamespaceEntry]:
+        """Async form of :meth:`DCacheHook.list_dir`.
+
+        :param path: absolute path in dCache's namespace.
+        :param page_size: entries per request (``offset``/``limit`` paging); ``None`` asks for all at once.
+        :param flags: extras per entry, as for :meth:`stat`.
+        """
         return await self._run(ops.list_dir(await self.aget_settings(), path, page_size, **flags))
 
     async def exists(self, path: str) -> bool:
+        """Async form of :meth:`DCacheHook.exists`.
+
+        :param path: absolute path in dCache's namespace.
+        """
         return await self._run(ops.exists(await self.aget_settings(), path))
 
     async def mkdir(self, path: str, *, parents: bool = True, exist_ok: bool = True) -> bool:
+        """Async form of :meth:`DCacheHook.mkdir`.
+
+        :param path: absolute path in dCache's namespace.
+        :param parents: create missing parent directories too.
+        :param exist_ok: when ``False``, an existing directory is an error.
+        """
         return await self._run(ops.mkdir(await self.aget_settings(), path, parents, exist_ok))
 
     async def move(self, source: str, destination: str, *, overwrite: bool = False) -> None:
+        """Async form of :meth:`DCacheHook.move`.
+
+        :param source: path to move.
+        :param destination: new path on the same dCache.
+        :param overwrite: replace an existing ``destination``.
+        """
         await self._run(ops.move(await self.aget_settings(), source, destination, overwrite))
 
     async def delete(self, path: str, *, recursive: bool = False, missing_ok: bool = False) -> bool:
+        """Async form of :meth:`DCacheHook.delete`.
+
+        :param path: absolute path in dCache's namespace.
+        :param recursive: delete a directory with everything in it.
+        :param missing_ok: return ``False`` instead of raising ``NotFound``.
+        """
         return await self._run(ops.delete(await self.aget_settings(), path, recursive, missing_ok))
 
     async def set_xattr(self, path: str, attributes: Mapping[str, Any], *, mode: str = "EITHER") -> None:
+        """Async form of :meth:`DCacheHook.set_xattr`.
+
+        :param path: absolute path in dCache's namespace.
+        :param attributes: names and values; values are sent as strings.
+        :param mode: ``CREATE`` (must not exist yet), ``MODIFY`` (must exist) or ``EITHER``.
+        """
         await self._run(ops.set_xattr(await self.aget_settings(), path, attributes, mode))
 
     async def remove_xattr(self, path: str, names: Iterable[str]) -> None:
+        """Async form of :meth:`DCacheHook.remove_xattr`.
+
+        :param path: absolute path in dCache's namespace.
+        :param names: attribute names to remove.
+        """
         await self._run(ops.remove_xattr(await self.aget_settings(), path, names))
 
     async def set_labels(self, path: str, labels: Iterable[str], *, replace: bool = False) -> list[str]:
+        """Async form of :meth:`DCacheHook.set_labels`.
+
+        :param path: absolute path in dCache's namespace.
+        :param labels: labels to add.
+        :param replace: also remove the labels not listed.
+        """
         return await self._run(ops.set_labels(await self.aget_settings(), path, labels, replace))
 
     async def checksum(self, path: str, algorithms: Iterable[str] = ("adler32", "md5")) -> dict[str, str]:
+        """Async form of :meth:`DCacheHook.checksum`.
+
+        :param path: absolute path in dCache's namespace.
+        :param algorithms: RFC 3230 names to ask for; ones the file lacks are absent from the result.
+        """
         return await self._run(ops.checksum(await self.aget_settings(), path, algorithms))
 
     # -------------------------------------------------------------------------------- QoS, pins
@@ -324,44 +392,103 @@ class DCacheAsyncHook(DCacheHookBase):
     async def set_qos(
         self, path: str, target: str | None = None, *, policy: str | None = None, state: int | None = None
     ) -> None:
+        """Async form of :meth:`DCacheHook.set_qos`.
+
+        :param path: absolute path in dCache's namespace.
+        :param target: ``disk``, ``tape``, ``disk+tape``, ``tape+disk`` or ``volatile``.
+        :param policy: a QoS policy name, instead of ``target`` (give exactly one).
+        :param state: with ``policy``: the index of the state to start in (default 0).
+        """
         await self._run(ops.set_qos(await self.aget_settings(), path, target, policy, state))
 
     async def qos_classes(self, kind: str = "file") -> list[str]:
+        """Async form of :meth:`DCacheHook.qos_classes`.
+
+        :param kind: ``file`` or ``directory``.
+        """
         return await self._run(ops.qos_classes(await self.aget_settings(), kind))
 
     async def qos_capability(self, qos: str, kind: str = "file") -> dict[str, Any]:
+        """Async form of :meth:`DCacheHook.qos_capability`.
+
+        :param qos: a name from :meth:`qos_classes`.
+        :param kind: ``file`` or ``directory``.
+        """
         return await self._run(ops.qos_capability(await self.aget_settings(), qos, kind))
 
     async def pin(self, path: str, lifetime: float, unit: str = "SECONDS") -> None:
+        """Async form of :meth:`DCacheHook.pin`.
+
+        :param path: absolute path in dCache's namespace.
+        :param lifetime: how long the pin lasts, in ``unit``.
+        :param unit: ``SECONDS``, ``MINUTES``, ``HOURS`` or ``DAYS``.
+        """
         await self._run(ops.pin(await self.aget_settings(), path, lifetime, unit))
 
     async def unpin(self, path: str) -> None:
+        """Async form of :meth:`DCacheHook.unpin`.
+
+        :param path: absolute path in dCache's namespace.
+        """
         await self._run(ops.unpin(await self.aget_settings(), path))
 
     # ------------------------------------------------------------------------------------ bulk
 
     async def submit_bulk_request(self, activity: str, targets: Iterable[str], **options: Any) -> BulkSubmission:
+        """Async form of :meth:`DCacheHook.submit_bulk_request`.
+
+        :param activity: ``PIN``, ``UNPIN``, ``STAGE``, ``RELEASE``, ``DELETE``, ``UPDATE_QOS`` or ``LOG_TARGET``.
+        :param targets: paths the activity applies to (at least one).
+        :param options: ``arguments`` (the activity's own), ``target_prefix``, ``expand_directories`` (``NONE``,
+            ``TARGETS``, ``ALL``), ``cancel_on_failure``, ``clear_on_success``, ``clear_on_failure``.
+        """
         return await self._run(ops.submit_bulk_request(await self.aget_settings(), activity, targets, **options))
 
     async def bulk_request_status(self, request: str) -> BulkRequestInfo:
+        """Async form of :meth:`DCacheHook.bulk_request_status`.
+
+        :param request: the request id, or the URL dCache returned for it.
+        """
         return await self._run(ops.bulk_request_status(await self.aget_settings(), request))
 
     async def cancel_bulk_request(self, request: str, paths: Iterable[str] | None = None) -> None:
+        """Async form of :meth:`DCacheHook.cancel_bulk_request`.
+
+        :param request: the request id, or the URL dCache returned for it.
+        :param paths: targets to cancel; ``None`` cancels the whole request.
+        """
         await self._run(ops.cancel_bulk_request(await self.aget_settings(), request, paths))
 
     async def clear_bulk_request(self, request: str, *, cancel_if_running: bool = False) -> None:
+        """Async form of :meth:`DCacheHook.clear_bulk_request`.
+
+        :param request: the request id, or the URL dCache returned for it.
+        :param cancel_if_running: cancel the request first if it is still running.
+        """
         await self._run(ops.clear_bulk_request(await self.aget_settings(), request, cancel_if_running))
 
     async def list_bulk_requests(
         self, status: Iterable[str] | None = None, owner: str | None = None, path: str | None = None
     ) -> list[dict[str, Any]]:
+        """Async form of :meth:`DCacheHook.list_bulk_requests`.
+
+        :param status: only requests in these states, e.g. ``started``, ``completed``.
+        :param owner: only this owner's requests.
+        :param path: dCache's ``path`` filter.
+        """
         return await self._run(ops.list_bulk_requests(await self.aget_settings(), status, owner, path))
 
     async def list_labels(self) -> list[str]:
+        """Async form of :meth:`DCacheHook.list_labels`.
+        """
         return await self._run(ops.list_labels(await self.aget_settings()))
 
     async def labelled_files(self, label: str, **flags: Any) -> list[NamespaceEntry]:
-        """Same contract as :meth:`DCacheHook.labelled_files`."""
+        """Same contract as :meth:`DCacheHook.labelled_files`.
+
+        :param label: the label to look up.
+        :param flags: extras per entry: ``locality``, ``locations``, ``qos``, ``xattr``, ``labels``.
+        """
         return await self._run(ops.labelled_files(await self.aget_settings(), label, **flags))
 
     async def list_archived_bulk_requests(
@@ -374,33 +501,71 @@ class DCacheAsyncHook(DCacheHookBase):
         after: datetime | str | None = None,
         limit: int | None = None,
     ) -> list[dict[str, Any]]:
-        """Same contract as :meth:`DCacheHook.list_archived_bulk_requests`."""
+        """Same contract as :meth:`DCacheHook.list_archived_bulk_requests`.
+
+        :param owner: one or more owners to filter on.
+        :param activity: one or more activities to filter on.
+        :param status: one or more final states to filter on.
+        :param before: only requests last modified before this (naive: the server's local time).
+        :param after: only requests last modified after this (naive: the server's local time).
+        :param limit: at most this many summaries.
+        """
         return await self._run(ops.list_archived_bulk_requests(
             await self.aget_settings(), owner=owner, activity=activity, status=status, before=before, after=after,
             limit=limit))
 
     async def archived_bulk_request(self, request: str) -> ArchivedBulkRequest:
-        """Same contract as :meth:`DCacheHook.archived_bulk_request`."""
+        """Same contract as :meth:`DCacheHook.archived_bulk_request`.
+
+        :param request: the request id, or the URL dCache returned for it.
+        """
         return await self._run(ops.archived_bulk_request(await self.aget_settings(), request))
 
     # -------------------------------------------------------------------------- storage events
 
     async def create_channel(self, client_id: str | None = None) -> str:
+        """Async form of :meth:`DCacheHook.create_channel`.
+
+        :param client_id: optional label, so :meth:`list_channels` can find the channel again.
+        """
         return await self._run(ops.create_channel(await self.aget_settings(), client_id))
 
     async def list_channels(self, client_id: str | None = None) -> list[str]:
+        """Async form of :meth:`DCacheHook.list_channels`.
+
+        :param client_id: only channels with this client id; ``""`` those without one, ``None`` all.
+        """
         return await self._run(ops.list_channels(await self.aget_settings(), client_id))
 
     async def channel_timeout(self, channel_url: str) -> int:
+        """Async form of :meth:`DCacheHook.channel_timeout`.
+
+        :param channel_url: the channel URL as :meth:`create_channel` returned it.
+        """
         return await self._run(ops.channel_timeout(await self.aget_settings(), channel_url))
 
     async def set_channel_timeout(self, channel_url: str, seconds: int) -> None:
+        """Async form of :meth:`DCacheHook.set_channel_timeout`.
+
+        :param channel_url: the channel URL as :meth:`create_channel` returned it.
+        :param seconds: whole seconds, at least 1.
+        """
         await self._run(ops.set_channel_timeout(await self.aget_settings(), channel_url, seconds))
 
     async def delete_channel(self, channel_url: str) -> None:
+        """Async form of :meth:`DCacheHook.delete_channel`.
+
+        :param channel_url: the channel URL as :meth:`create_channel` returned it.
+        """
         await self._run(ops.delete_channel(await self.aget_settings(), channel_url))
 
     async def subscribe_inotify(self, channel_url: str, path: str, flags: Iterable[str] | None = None) -> str:
+        """Async form of :meth:`DCacheHook.subscribe_inotify`.
+
+        :param channel_url: the channel URL as :meth:`create_channel` returned it.
+        :param path: file or directory to watch (not recursive).
+        :param flags: inotify event names, e.g. ``IN_CLOSE_WRITE``; ``None`` means every event.
+        """
         return await self._run(ops.subscribe_inotify(await self.aget_settings(), channel_url, path, flags))
 
     async def subscribe_metronome(
@@ -412,22 +577,44 @@ class DCacheAsyncHook(DCacheHookBase):
         message: str | None = None,
         count: int | None = None,
     ) -> str:
+        """Async form of :meth:`DCacheHook.subscribe_metronome`.
+
+        :param channel_url: the channel URL as :meth:`create_channel` returned it.
+        :param delay: seconds between events.
+        :param frequency: events per second, instead of ``delay``.
+        :param message: the text each event carries.
+        :param count: stop after this many events.
+        """
         operation = ops.subscribe_metronome(
             await self.aget_settings(), channel_url, delay=delay, frequency=frequency, message=message, count=count
         )
         return await self._run(operation)
 
     async def list_subscriptions(self, channel_url: str) -> list[str]:
+        """Async form of :meth:`DCacheHook.list_subscriptions`.
+
+        :param channel_url: the channel URL as :meth:`create_channel` returned it.
+        """
         return await self._run(ops.list_subscriptions(await self.aget_settings(), channel_url))
 
     async def unsubscribe(self, subscription_url: str) -> None:
+        """Async form of :meth:`DCacheHook.unsubscribe`.
+
+        :param subscription_url: the URL a ``subscribe_*`` call returned.
+        """
         await self._run(ops.unsubscribe(await self.aget_settings(), subscription_url))
 
     async def event_types(self) -> list[str]:
+        """Async form of :meth:`DCacheHook.event_types`.
+        """
         return await self._run(ops.event_types(await self.aget_settings()))
 
     async def event_schema(self, event_type: str, part: str = "selector") -> dict[str, Any]:
-        """JSON Schema of ``event_type``'s selector (``part="selector"``) or of its events (``"event"``)."""
+        """JSON Schema of ``event_type``'s selector (``part="selector"``) or of its events (``"event"``).
+
+        :param event_type: e.g. ``inotify``.
+        :param part: ``selector`` or ``event``.
+        """
         return await self._run(ops.event_schema(await self.aget_settings(), event_type, part))
 
     async def stream_events(
@@ -445,6 +632,10 @@ class DCacheAsyncHook(DCacheHookBase):
         because dCache sends no keep-alives on a quiet channel. A channel that is gone raises
         ``NotFound``, another user's ``PermissionDenied``, anonymous access ``AuthenticationFailed``.
         Close the generator when stopping early (``contextlib.aclosing``) to release the connection.
+
+        :param channel_url: the channel URL as :meth:`create_channel` returned it.
+        :param last_event_id: replay what came after this event id.
+        :param read_timeout: seconds to wait for the next bytes; ``None`` waits for ever.
         """
         settings = await self.aget_settings()
         call = ops.event_stream_call(settings, channel_url, last_event_id)
@@ -478,24 +669,54 @@ class DCacheAsyncHook(DCacheHookBase):
         *,
         disk_lifetime: timedelta | int | float | str | None = None,
     ) -> BulkSubmission:
+        """Async form of :meth:`DCacheHook.stage`.
+
+        :param files: paths, or a mapping of path to its own disk lifetime.
+        :param disk_lifetime: how long the staged copies stay on disk: seconds, ``timedelta`` or ISO-8601
+            (``PT1H``).
+        """
         return await self._run(ops.stage(await self.aget_settings(), files, disk_lifetime))
 
     async def stage_status(self, request: str) -> StageRequestInfo:
+        """Async form of :meth:`DCacheHook.stage_status`.
+
+        :param request: the request id, or the URL dCache returned for it.
+        """
         return await self._run(ops.stage_status(await self.aget_settings(), request))
 
     async def cancel_stage(self, request: str, paths: Iterable[str]) -> None:
+        """Async form of :meth:`DCacheHook.cancel_stage`.
+
+        :param request: the request id, or the URL dCache returned for it.
+        :param paths: files of the request to cancel.
+        """
         await self._run(ops.cancel_stage(await self.aget_settings(), request, paths))
 
     async def delete_stage(self, request: str) -> None:
+        """Async form of :meth:`DCacheHook.delete_stage`.
+
+        :param request: the request id, or the URL dCache returned for it.
+        """
         await self._run(ops.delete_stage(await self.aget_settings(), request))
 
     async def release(self, request: str, paths: Iterable[str]) -> None:
+        """Async form of :meth:`DCacheHook.release`.
+
+        :param request: the request id, or the URL dCache returned for it.
+        :param paths: files of the request to release.
+        """
         await self._run(ops.release(await self.aget_settings(), request, paths))
 
     async def tape_api_endpoints(self) -> list[dict[str, Any]]:
+        """Async form of :meth:`DCacheHook.tape_api_endpoints`.
+        """
         return await self._run(ops.tape_api_endpoints(await self.aget_settings()))
 
     async def archive_info(self, paths: Iterable[str]) -> list[ArchiveInfo]:
+        """Async form of :meth:`DCacheHook.archive_info`.
+
+        :param paths: absolute paths in dCache's namespace.
+        """
         return await self._run(ops.archive_info(await self.aget_settings(), paths))
 
     # ------------------------------------------------------------------------------- macaroons
@@ -511,6 +732,16 @@ class DCacheAsyncHook(DCacheHookBase):
         before: datetime | None = None,
         max_upload: int | None = None,
     ) -> MacaroonResponse:
+        """Async form of :meth:`DCacheHook.mint_macaroon`.
+
+        :param path: the macaroon is limited to this path (dCache adds the ``path:`` caveat).
+        :param caveats: caveat strings or a :class:`~airflow_dcache.macaroons.caveats.CaveatBuilder`.
+        :param activities: allowed activities, e.g. ``DOWNLOAD``, ``LIST``.
+        :param validity: lifetime: seconds, ``timedelta`` or an ISO-8601 duration (no weeks).
+        :param ip: client addresses or subnets, all alternatives in one caveat.
+        :param before: absolute expiry (timezone-aware).
+        :param max_upload: largest upload allowed, in bytes.
+        """
         operation = ops.mint_macaroon(
             await self.aget_settings(),
             path,
@@ -532,6 +763,13 @@ class DCacheAsyncHook(DCacheHookBase):
         validity: timedelta | int | float | str,
         ip: Iterable[str] | str | None = None,
     ) -> str:
+        """Async form of :meth:`DCacheHook.presigned_url`.
+
+        :param path: the one file the URL is for.
+        :param activities: allowed activities, e.g. ``DOWNLOAD``.
+        :param validity: lifetime: seconds, ``timedelta`` or an ISO-8601 duration.
+        :param ip: client addresses or subnets allowed to use it.
+        """
         result = await self.mint_macaroon(path, activities=activities, validity=validity, ip=ip)
         return result.target_with_macaroon
 
@@ -549,7 +787,17 @@ class DCacheAsyncHook(DCacheHookBase):
         size: int | None = None,
         chunk_size: int = tx.CHUNK_SIZE,
     ) -> TransferResult:
-        """Same contract as :meth:`DCacheHook.upload`; file reads run in a worker thread."""
+        """Same contract as :meth:`DCacheHook.upload`; file reads run in a worker thread.
+
+        :param source: a local file path or a binary stream.
+        :param path: destination in dCache.
+        :param checksum: ``adler32``, ``md5``, ``sha-256``, ``sha-512`` or ``none`` (see above).
+        :param overwrite: when ``False``, fail if ``path`` exists.
+        :param make_parents: create the parent directory first.
+        :param xattrs: extended attributes set with the file (``xattr.<name>`` on the PUT URL).
+        :param size: bytes to send, when the stream's length cannot be worked out.
+        :param chunk_size: bytes per read.
+        """
         settings = await self.aget_settings()
         mode = tx.check_mode(checksum)
         path = normalize_path(path)
@@ -623,7 +871,13 @@ class DCacheAsyncHook(DCacheHookBase):
         verify: bool = True,
         chunk_size: int = tx.CHUNK_SIZE,
     ) -> TransferResult:
-        """Same contract as :meth:`DCacheHook.download`; file writes run in a worker thread."""
+        """Same contract as :meth:`DCacheHook.download`; file writes run in a worker thread.
+
+        :param path: absolute path in dCache's namespace.
+        :param destination: a local file path (written atomically) or a binary stream.
+        :param verify: check the received data against the pool's checksum (size only if none).
+        :param chunk_size: bytes per read.
+        """
         settings = await self.aget_settings()
         path = normalize_path(path)
         url = door_url(settings, path)
@@ -667,10 +921,23 @@ class DCacheAsyncHook(DCacheHookBase):
     # ------------------------------------------------------------------------ third-party copy
 
     async def copy_pull(self, remote_url: str, path: str, **options: Any) -> TransferResult:
+        """Async form of :meth:`DCacheHook.copy_pull`.
+
+        :param remote_url: absolute URL to fetch.
+        :param path: destination in this dCache.
+        :param options: ``remote_token``, ``remote_headers``, ``credential`` (``none``, ``gridsite``, ``oidc``),
+            ``require_checksum``, ``overwrite``, ``want_digest``.
+        """
         settings = await self.aget_settings()
         return await self._copy(tx.copy_request(settings, path, remote_url, direction="pull", **options))
 
     async def copy_push(self, path: str, remote_url: str, **options: Any) -> TransferResult:
+        """Async form of :meth:`DCacheHook.copy_push`.
+
+        :param path: file in this dCache to send.
+        :param remote_url: absolute URL to write to.
+        :param options: as for :meth:`copy_pull`.
+        """
         settings = await self.aget_settings()
         return await self._copy(tx.copy_request(settings, path, remote_url, direction="push", **options))
 

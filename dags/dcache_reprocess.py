@@ -13,6 +13,14 @@ Why a rerun is safe
     ``/data/processed/reprocess/<file>/<digest[:12]>/``. A rerun of unchanged code writes the same
     version again (identical content, same place); changed code writes a new folder and never
     overwrites results of another version, so old and new outputs can be compared.
+
+The data interval
+    The schedule is a ``CronDataIntervalTimetable``: the run of a day covers ``[day, next day)``. (A
+    bare ``"@daily"`` would give Airflow 3's ``CronTriggerTimetable``, whose data interval is a single
+    instant, so ``mtime_after == mtime_before`` and no file would ever be selected.) A backfill only
+    creates runs whose interval has ended, so files are reprocessed from the day after their upload.
+    ``$AIRFLOW_DCACHE_REPROCESS_SCHEDULE`` sets another cron cadence (the end-to-end tests use one
+    minute, so that a backfill over files uploaded moments ago need not wait for midnight).
 """
 
 from __future__ import annotations
@@ -21,11 +29,13 @@ import os
 
 import pendulum
 from airflow.sdk import Param, dag
+from airflow.timetables.interval import CronDataIntervalTimetable
 
 from airflow_dcache.operators import DCacheFunctionOperator, DCacheListOperator
 
 MAIN = "dcache_main"
 RUNTIME = os.environ.get("AIRFLOW_DCACHE_FUNCTION_RUNTIME", "local")
+SCHEDULE = os.environ.get("AIRFLOW_DCACHE_REPROCESS_SCHEDULE", "@daily")
 
 
 def function_kwargs(record: dict) -> dict:
@@ -35,7 +45,7 @@ def function_kwargs(record: dict) -> dict:
 
 
 @dag(
-    schedule="@daily",
+    schedule=CronDataIntervalTimetable(SCHEDULE, timezone="UTC"),
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=3,

@@ -9,11 +9,13 @@ folder.
 
 from __future__ import annotations
 
+from airflow.configuration import conf
 from airflow.plugins_manager import AirflowPlugin
 
 from airflow_dcache.plugins.app import app
 
 URL_PREFIX = "/dcache"
+NAV_NAME = conf.get("dcache", "ui_nav_name", fallback="dCache") or "dCache"
 
 
 class DCachePlugin(AirflowPlugin):
@@ -22,7 +24,7 @@ class DCachePlugin(AirflowPlugin):
     name = "dcache"
     fastapi_apps = [{"app": app, "url_prefix": URL_PREFIX, "name": "dCache view"}]
     external_views = [{
-        "name": "dCache",
+        "name": NAV_NAME,
         "href": f"{URL_PREFIX}/ui/",
         "destination": "nav",
         "url_route": "dcache",

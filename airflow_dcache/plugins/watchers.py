@@ -80,15 +80,21 @@ def classify(*, site: str, path: str, kind: str, is_dir: bool, size: int | None,
     """``processed`` (with the runs), ``waiting`` (a watcher takes it, no marker yet) or ``filtered``."""
     from airflow_dcache.events.model import EventKind, StorageEvent, format_time
 
-    if markers:
-        return {"status": "processed", "runs": markers, "dags": sorted({m["dag_id"] for m in markers})}
     event = StorageEvent(kind=EventKind(kind), path=path, name=posixpath.basename(path) or "/", is_dir=is_dir,
                          time=format_time(time.time()), source="sse", cursor="", size=size)
-    taking = sorted({d for w in watchers if w.site == site and w.covers(path) and w.trigger.filter.matches(event)
-                     for d in w.dags})
-    if not taking:
-        return {"status": "filtered", "runs": [], "dags": [],
-                "reason": "no watcher on this site matches this event"}
+    covering = [w for w in watchers if w.site == site and w.covers(path)]
+    taking = sorted({d for w in covering if w.trigger.filter.matches(event) for d in w.dags})
+    if covering and not taking:  # e.g. the IN_ATTRIB of the marker itself: not what the watcher takes
+        kind_ok = [w for w in covering if not w.trigger.filter.kinds or event.kind.value in w.trigger.filter.kinds]
+        if kind_ok:
+            reason = "excluded by the watchers' name or size filters"
+        else:
+            reason = "watchers take only " + ", ".join(sorted({k for w in covering for k in w.trigger.events}))
+        return {"status": "filtered", "runs": [], "dags": [], "reason": reason}
+    if markers:  # also without a live watcher: a run of a paused or removed DAG still processed it
+        return {"status": "processed", "runs": markers, "dags": sorted({m["dag_id"] for m in markers})}
+    if not covering:
+        return {"status": "filtered", "runs": [], "dags": [], "reason": "no watcher on this directory"}
     if not exists:
         return {"status": "filtered", "runs": [], "dags": taking, "reason": "the file is gone"}
     return {"status": "waiting", "runs": [], "dags": taking}

@@ -1,10 +1,17 @@
-"""One real Airflow API server (+ dag-processor) with the dCache plugin, and the two bundled sites.
+"""A real Airflow (API server with the dCache plugin, dag-processor, scheduler, triggerer) and the two sites.
 
-Module-scoped: starting Airflow and the sites costs ~20 s on a loaded machine, and the API tests only
-read or create runs, so they share one deployment. The DAG folder holds a copy of the lead's
-``dcache_ingest_pipeline`` (params ``paths``, ``function``, …; an SSE watcher on
-``dcache://main/data/incoming``). Users: ``admin`` (Admin) and ``viewer`` (Viewer: may look, may not
-trigger), both SimpleAuthManager users with generated passwords.
+Module-scoped: starting Airflow and the sites costs ~20 s on a loaded machine, and the tests share one
+deployment. The DAG folder holds
+
+- a copy of the lead's ``dcache_ingest_pipeline`` (params ``paths``, ``function``, …; the DAG the
+  view's "run a function" targets), left **paused**: runs created through the view stay queued, and
+  its watcher is not started, so uploads to ``/data/incoming`` start nothing;
+- ``ui_probe_consumer`` (``tests/plugins/dags``), unpaused: a real SSE watcher on
+  ``dcache://main/data/videos`` (``*.mp4``) whose runs mark their files processed (files named
+  ``*hold*`` stay waiting), so per-event status and lag are about real runs.
+
+Users: ``admin`` (Admin) and ``viewer`` (Viewer: may look, may not trigger), SimpleAuthManager users
+with generated passwords.
 """
 
 from __future__ import annotations
@@ -23,6 +30,8 @@ from airflow_dcache.demo.sites import Sites, start_sites
 
 REPO = Path(__file__).resolve().parents[2]
 INGEST = "dcache_ingest_pipeline"
+PROBE = "ui_probe_consumer"
+VIDEOS = "dcache://main/data/videos"
 
 
 @dataclass
@@ -50,6 +59,22 @@ class UIStack:
             s.headers["Authorization"] = f"Bearer {self.token(user)}"
         return s
 
+    def wait_processed(self, path: str, timeout: float = 180) -> dict[str, object]:
+        """Poll the view's status of a watched file until a run marked it processed."""
+        import time
+
+        s = self.session("admin")
+        deadline = time.monotonic() + timeout
+        doc: dict[str, object] = {}
+        while time.monotonic() < deadline:
+            r = s.get(f"{self.base}/dcache/api/events/status", timeout=30,
+                      params={"conn": "dcache_main", "path": path, "kind": "closed_after_write"})
+            doc = r.json()
+            if doc.get("status") == "processed":
+                return doc
+            time.sleep(1)
+        raise TimeoutError(f"{path} not processed after {timeout} s: {doc}")
+
     def upload(self, path: str, data: bytes, user: str = "alice") -> None:
         r = requests.put(self.sites.main.webdav + path, data=data, auth=(user, self.sites.passwords[user]),
                          timeout=30)
@@ -63,19 +88,23 @@ def ui_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UIStack]:
     dags = tmp / "dags"
     dags.mkdir()
     shutil.copy(REPO / "dags" / f"{INGEST}.py", dags)
+    shutil.copy(Path(__file__).parent / "dags" / f"{PROBE}.py", dags)
     env = {
         **sites.connections(),
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin,viewer:viewer",
-        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",  # runs are created, never executed here
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
         "AIRFLOW_DCACHE_FUNCTION_RUNTIME": "local",
     }
     stack = AirflowStack(tmp / "airflow", dags, env)
     try:
-        stack.start(("dag-processor", "api-server"))
+        stack.start()
         _wait_dag(stack, INGEST)
-        stack.api.unpause(INGEST)  # watchers get their trigger rows only for active DAGs; no scheduler runs
-        _wait_watcher(stack, "dcache://main/data/incoming")
-        yield UIStack(sites, stack, tmp)
+        _wait_dag(stack, PROBE)
+        stack.api.unpause(PROBE)  # a watcher gets its trigger row only while its DAG is active
+        _wait_watcher(stack, VIDEOS)
+        ui = UIStack(sites, stack, tmp)
+        _warm_up(ui)
+        yield ui
     finally:
         stack.stop()
         sites.stop()
@@ -95,6 +124,20 @@ def _wait_dag(stack: AirflowStack, dag_id: str, timeout: float = 180) -> None:
         except requests.HTTPError:
             time.sleep(1)
     raise TimeoutError(f"{dag_id} not parsed after {timeout} s")
+
+
+def _warm_up(ui: UIStack, attempts: int = 12) -> None:
+    """Upload until a file gets processed: the triggerer subscribes some seconds after the trigger row
+    appears, and a watcher's first start reports only what happens after it (no initial listing)."""
+    for i in range(attempts):
+        path = f"/data/videos/warmup-{i}.mp4"
+        ui.upload(path, b"warm-up", user="pipeline")
+        try:
+            ui.wait_processed(path, timeout=15)
+            return
+        except TimeoutError:
+            continue
+    raise TimeoutError("the probe consumer processed no upload; see the triggerer and scheduler logs")
 
 
 def _wait_watcher(stack: AirflowStack, uri: str, timeout: float = 120) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.plugins.conftest import INGEST, UIStack
+from tests.plugins.conftest import INGEST, PROBE, VIDEOS, UIStack
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -268,11 +268,8 @@ def test_event_proxy_refusals_are_http_errors(ui_stack: UIStack) -> None:
     assert r.status_code == 400 and r.json()["field"] == "path"
 
 
-def test_event_status_waiting_filtered_processed(ui_stack: UIStack, main_hook: Any) -> None:
+def test_event_status_waiting_filtered_processed(ui_stack: UIStack) -> None:
     s = ui_stack.session("viewer")
-    # uploaded as the connection's identity, which may then set the marker (an owner's xattr)
-    ui_stack.upload("/data/incoming/status.h5", b"\x89HDF\r\n\x1a\nstatus", user="pipeline")
-    ui_stack.upload("/data/incoming/status.txt", b"text")
 
     def status(path: str, kind: str = "closed_after_write") -> dict[str, Any]:
         r = s.get(f"{ui_stack.base}/dcache/api/events/status", timeout=30,
@@ -280,29 +277,43 @@ def test_event_status_waiting_filtered_processed(ui_stack: UIStack, main_hook: A
         assert r.status_code == 200, r.text
         return dict(r.json())
 
-    assert status("/data/incoming/status.h5") == {"path": "/data/incoming/status.h5", "status": "waiting",
-                                                  "runs": [], "dags": [INGEST]}
-    assert status("/data/incoming/status.txt")["status"] == "filtered"  # the watcher includes *.h5 only
-    assert status("/data/incoming/status.h5", "opened")["status"] == "filtered"  # not a watched kind
-    assert status("/data/processed/paging/f00.dat")["status"] == "filtered"  # no watcher there
-    main_hook.set_xattr("/data/incoming/status.h5", {f"airflow_dcache.done.{INGEST}": f"{INGEST}/run_42"})
-    done = status("/data/incoming/status.h5")
-    assert done["status"] == "processed" and done["runs"][0]["run_id"] == "run_42"
+    # the probe consumer's run leaves *hold* files unmarked: taken by the watcher, never processed
+    ui_stack.upload("/data/videos/status-hold.mp4", b"held", user="pipeline")
+    ui_stack.upload("/data/videos/notes.txt", b"text", user="pipeline")
+    assert status("/data/videos/status-hold.mp4") == {"path": "/data/videos/status-hold.mp4", "status": "waiting",
+                                                      "runs": [], "dags": [PROBE]}
+    assert status("/data/videos/notes.txt")["reason"] == "excluded by the watchers' name or size filters"
+    opened = status("/data/videos/status-hold.mp4", "opened")
+    assert opened["status"] == "filtered" and opened["reason"] == "watchers take only IN_CLOSE_WRITE, IN_MOVED_TO"
+    assert status("/data/processed/paging/f00.dat")["reason"] == "no watcher on this directory"
+    assert status("/data/incoming/x.h5")["status"] == "filtered"  # the paused ingest DAG's watcher is not active
+    assert status("/data/videos/gone.mp4")["reason"] == "the file is gone"
+
+    ui_stack.upload("/data/videos/clip-status.mp4", b"clip", user="pipeline")
+    done = ui_stack.wait_processed("/data/videos/clip-status.mp4")
+    assert done["status"] == "processed" and done["dags"] == [PROBE]
+    run_id = done["runs"][0]["run_id"]  # type: ignore[index]
+    assert ui_stack.stack.api.dag_run(PROBE, run_id)["run_type"] == "asset_triggered"
+
     r = s.get(f"{ui_stack.base}/dcache/api/events/status", timeout=30,
               params={"conn": "dcache_main", "path": "/data/x", "kind": "exploded"})
     assert r.status_code == 400 and r.json()["field"] == "kind"
 
 
-def test_lag_lists_watched_assets(ui_stack: UIStack) -> None:
-    api = ui_stack.stack.api
-    incoming = next(a for a in api.request("GET", "/assets", params={"uri_pattern": "dcache://main/data/incoming"})
-                    ["assets"] if a["uri"] == "dcache://main/data/incoming")
-    batch = {"schema": "airflow-dcache/storage-events/v1", "site": "main", "source": "sse", "batch_id": "b-1",
-             "count": 1, "flush": False,
-             "events": [{"kind": "closed_after_write", "path": "/data/incoming/l.h5", "name": "l.h5",
-                         "is_dir": False, "time": "2026-01-01T00:00:00.000Z", "source": "sse", "cursor": "c#1"}]}
-    api.request("POST", "/assets/events", json={"asset_id": incoming["id"], "extra": {"payload": batch}})
-    doc = ui_stack.session("viewer").get(f"{ui_stack.base}/dcache/api/lag", timeout=60).json()
-    row = next(a for a in doc["assets"] if a["uri"] == "dcache://main/data/incoming")
-    assert row["dags"] == [INGEST] and row["watchers"] == ["incoming_h5"] and row["last_event"]
-    assert doc["watchers"][0]["paths"] == ["/data/incoming"] and doc["watchers"][0]["recursive"] is True
+def test_lag_of_the_watched_asset_comes_from_real_runs(ui_stack: UIStack) -> None:
+    ui_stack.upload("/data/videos/clip-lag.mp4", b"clip", user="pipeline")
+    ui_stack.wait_processed("/data/videos/clip-lag.mp4")
+    deadline = time.monotonic() + 60
+    while True:
+        doc = ui_stack.session("viewer").get(f"{ui_stack.base}/dcache/api/lag", timeout=60).json()
+        row = next(a for a in doc["assets"] if a["uri"] == VIDEOS)
+        if row["recent"] or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert row["dags"] == [PROBE] and row["watchers"] == ["videos_mp4"]
+    assert row["last_event"] and row["last_run_start"]
+    recent = row["recent"][0]
+    assert recent["dag_id"] == PROBE and recent["lag_seconds"] >= 0 and recent["files"] >= 1
+    assert row["median_lag_seconds"] is not None
+    assert [w["paths"] for w in doc["watchers"] if w["asset"] == VIDEOS] == [["/data/videos"]]
+    assert all(w["asset"] != "dcache://main/data/incoming" for w in doc["watchers"])  # paused: not active

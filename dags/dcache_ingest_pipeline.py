@@ -56,6 +56,7 @@ RUNTIME = os.environ.get("AIRFLOW_DCACHE_FUNCTION_RUNTIME", "local")
 BUFFER_ROOT, OUTPUT_ROOT = "/data/work", "/data/processed"
 BILLING_TOPIC = os.environ.get("AIRFLOW_DCACHE_BILLING_TOPIC")
 
+# [START ingest_assets]
 incoming = Asset(
     "dcache://main/data/incoming",
     watchers=[AssetWatcher(name="incoming_h5", trigger=DCacheStorageEventTrigger(
@@ -63,6 +64,7 @@ incoming = Asset(
         events=["IN_CLOSE_WRITE", "IN_MOVED_TO"], include=["*.h5"]))],
 )
 processed = Asset("dcache://main/data/processed")
+# [END ingest_assets]
 
 PARAMS = {
     "paths": Param([], type="array", items={"type": "string"}, title="Files (manual runs)",
@@ -112,6 +114,7 @@ def ingest_pipeline(dag_id: str, source: Asset) -> DAG:
                 with DCacheHook(MAIN) as hook:
                     return steps.check_hdf5(hook, item)
 
+            # [START ingest_per_file]
             checked = validate(item)
             replicate = DCacheReplicateOperator(
                 task_id="replicate", source_conn_id=MAIN, destination_conn_id=BUFFER,
@@ -152,6 +155,7 @@ def ingest_pipeline(dag_id: str, source: Asset) -> DAG:
             checked >> replicate >> preview >> publish >> [archive_rule, drop]
             archive_rule >> archived >> lineage
             drop >> lineage
+            # [END ingest_per_file]
 
         per_file.expand(item=collect())
 
@@ -160,6 +164,7 @@ def ingest_pipeline(dag_id: str, source: Asset) -> DAG:
 
 dcache_ingest_pipeline = ingest_pipeline("dcache_ingest_pipeline", incoming)
 
+# [START ingest_billing]
 if BILLING_TOPIC:
     incoming_billing = Asset(
         "dcache://main/data/incoming-billing",  # one asset per watcher: the SSE one has its own
@@ -168,3 +173,4 @@ if BILLING_TOPIC:
             name_regex=r".*\.h5", kinds=["closed_after_write"]))],
     )
     dcache_ingest_billing = ingest_pipeline("dcache_ingest_billing", incoming_billing)
+# [END ingest_billing]

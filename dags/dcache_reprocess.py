@@ -44,6 +44,7 @@ def function_kwargs(record: dict) -> dict:
     return {"inputs": record["path"], "output_dir": f"/data/processed/reprocess/{stem}"}
 
 
+# [START reprocess_dag]
 @dag(
     schedule=CronDataIntervalTimetable(SCHEDULE, timezone="UTC"),
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
@@ -67,6 +68,7 @@ def dcache_reprocess() -> None:
         task_id="reprocess", dcache_conn_id=MAIN, runtime=RUNTIME, function="{{ params.function }}",
         parameters="{{ params.function_parameters }}", versioned=True, overwrite=True, timeout=300,
     ).expand_kwargs(select.output.map(function_kwargs))
+# [END reprocess_dag]
 
 
 dcache_reprocess()

@@ -52,6 +52,7 @@ def dcache_stage_and_process() -> None:
         return [{"path": r["path"], "output_dir": f"/data/processed/staged/{steps.run_folder(run_id)}/"
                  + r["name"].rsplit(".", 1)[0]} for r in records]
 
+    # [START stage_and_process]
     files = select()
     stage = DCacheStageOperator(task_id="stage", dcache_conn_id=MAIN, api="bulk",
                                 path="{{ ti.xcom_pull(task_ids='select') | map(attribute='path') | list }}",
@@ -67,6 +68,7 @@ def dcache_stage_and_process() -> None:
 
     group = per_file.expand_kwargs(files)
     files >> stage >> group
+    # [END stage_and_process]
 
 
 dcache_stage_and_process()

@@ -30,6 +30,7 @@ MAIN = "dcache_main"
 RUNTIME = os.environ.get("AIRFLOW_DCACHE_FUNCTION_RUNTIME", "local")
 OUTPUT_ROOT = "/data/processed/videos"
 
+# [START video_asset]
 videos = Asset(
     "dcache://main/data/videos",
     watchers=[AssetWatcher(name="videos_mp4", trigger=DCacheStorageEventTrigger(
@@ -37,6 +38,7 @@ videos = Asset(
         events=["IN_CLOSE_WRITE", "IN_MOVED_TO"], include=["*.mp4"]))],
 )
 processed = Asset("dcache://main/data/processed")
+# [END video_asset]
 
 
 @dag(
@@ -74,10 +76,12 @@ def dcache_video_deshake() -> None:
 
     @task_group(group_id="video")
     def per_video(item: dict[str, Any], path: str, output_dir: str) -> None:
+        # [START video_deshake]
         deshake = DCacheFunctionOperator(
             task_id="deshake", dcache_conn_id=MAIN, runtime=RUNTIME, function="deshake",
             inputs=path, output_dir=output_dir,
             parameters="{{ params.function_parameters }}", timeout=600)
+        # [END video_deshake]
 
         @task(outlets=[processed])
         def record_lineage(item: dict[str, Any], result: dict[str, Any], run_id: str, dag_run: Any = None,

@@ -68,8 +68,11 @@ class DCacheSetQosOperator(_WaitingOperator):
     :param target_qos: ``disk``, ``tape`` or ``disk+tape`` (templated).
     :param wait_for_completion: wait until every file has the QoS (else return once submitted).
     :param wait_for_locality: also wait until the locality includes this (``NEARLINE``: archived).
+    :type deferrable: bool
     :param deferrable: wait in the triggerer (default ``[operators] default_deferrable``).
+    :type poll_interval: float
     :param poll_interval: first delay between checks, doubled up to ``max_poll_interval``.
+    :type timeout: float | datetime.timedelta | None
     :param timeout: give up after this many seconds (or a timedelta); default one day.
     :param cancel_on_kill: cancel the bulk request when the task is killed.
     :return: ``{"paths", "target_qos", "locality", "request_id", "status"}``.
@@ -177,6 +180,7 @@ class DCachePinOperator(_WaitingOperator):
     :param path: a path, a list of paths or file records (templated).
     :param lifetime: how long the pin holds, seconds or a timedelta.
     :param wait_for_online: wait until every file's locality includes ONLINE.
+    :type deferrable: bool
     :param deferrable: wait in the triggerer (default ``[operators] default_deferrable``).
     :return: ``{"paths", "lifetime_seconds", "online"}``.
     """

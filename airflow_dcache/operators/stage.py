@@ -37,6 +37,7 @@ class DCacheStageOperator(_WaitingOperator):
     :param api: ``"bulk"`` (dCache bulk ``STAGE``) or ``"tape"`` (WLCG tape REST ``/tape/stage``).
     :param disk_lifetime: how long staged copies stay pinned, seconds or a timedelta (server default if None).
     :param wait_for_completion: wait until the request finished (else return its id at once).
+    :type deferrable: bool
     :param deferrable: wait in the triggerer (default ``[operators] default_deferrable``).
     :param cancel_on_kill: cancel the request when the task is killed.
     :return: ``{"request_id", "api", "paths", "status", "counts"}``.

@@ -73,7 +73,9 @@ class DCacheFileSensor(_DCacheSensor):
     :param target_qos: also wait for this QoS (templated).
     :param locality: also wait until the locality includes this (``ONLINE``, ``NEARLINE``; templated).
     :param checksum: also wait until this checksum (or ``"any"``) is known.
+    :type dcache_conn_id: str
     :param dcache_conn_id: the dCache connection (templated).
+    :type deferrable: bool
     :param deferrable: wait in the triggerer (default ``[operators] default_deferrable``).
     """
 
@@ -148,7 +150,9 @@ class DCacheBulkRequestSensor(_DCacheSensor):
 
     :param request_id: the request id, e.g. ``{{ ti.xcom_pull('stage')['request_id'] }}`` (templated).
     :param api: ``"bulk"`` or ``"tape"``.
+    :type dcache_conn_id: str
     :param dcache_conn_id: the dCache connection (templated).
+    :type deferrable: bool
     :param deferrable: wait in the triggerer (default ``[operators] default_deferrable``).
     """
 

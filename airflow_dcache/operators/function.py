@@ -294,6 +294,21 @@ class DCacheFunctionOperator(BaseOperator):
         return {**value, "outputs": final_outputs, "activation_record": record_path,
                 "function_digest": identity.digest}
 
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """OpenLineage, when its provider is installed: the inputs read and the outputs written, with
+        checksums, and the activation record on each output.
+
+        :param task_instance: the finished task instance (result and record are read back from XCom).
+        """
+        from airflow_dcache.operators import _lineage
+
+        if not _lineage.available():
+            return None
+        inputs, outputs = _lineage.function_datasets(
+            _lineage.pull_result(task_instance), _lineage.pull_result(task_instance, XCOM_RECORD),
+            self.hook.settings.site)
+        return _lineage.operator_lineage(inputs, outputs)
+
     def on_kill(self) -> None:
         """Stop the container or subprocess; ``execute`` then removes the private output area."""
         self._kill_requested = True

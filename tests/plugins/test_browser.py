@@ -133,6 +133,9 @@ def test_browse_details_trigger_and_live_event(ui_stack: UIStack, main_hook: Any
     sync_api.expect(closed("beamline-cam-0001.mp4")).to_contain_text("processed", timeout=180_000)
     sync_api.expect(closed("beamline-cam-0001.mp4").locator("a")).to_contain_text(PROBE)
     page.screenshot(path=str(shots / "live.png"))
+    view.locator("#live-hide-filtered").check()
+    sync_api.expect(closed("shift-notes.txt")).to_be_hidden()
+    sync_api.expect(closed("beamline-cam-0001.mp4")).to_be_visible()
 
     # lag of the watched asset
     view.locator("#tab-lag").click()

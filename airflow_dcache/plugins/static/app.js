@@ -261,7 +261,11 @@
       return;
     }
     if (s.status === "waiting") cell.append(badge("waiting", "waiting"), " ", el("span", { class: "muted", text: s.dags.join(", ") }));
-    else { cell.append(badge("filtered out", "filtered"), " ", el("span", { class: "muted", text: s.reason || "" })); return; }
+    else {
+      cell.append(badge("filtered out", "filtered"), " ", el("span", { class: "muted", text: s.reason || "" }));
+      cell.closest("tr").classList.add("row-filtered");
+      return;
+    }
     if (attempt < 120) setTimeout(() => pollStatus(ev, cell, attempt + 1), 5000);
   }
 
@@ -295,6 +299,7 @@
     $("#run-cancel").addEventListener("click", () => $("#run-dialog").close());
     $("#live-form").addEventListener("submit", startLive);
     $("#live-stop").addEventListener("click", stopLive);
+    $("#live-hide-filtered").addEventListener("change", (e) => $("#live-table").classList.toggle("hide-filtered", e.target.checked));
     $("#live-path").addEventListener("input", (e) => { e.target.dataset.touched = "1"; });
     $("#lag-refresh").addEventListener("click", loadLag);
     $("#conn").addEventListener("change", () => { state.conn = $("#conn").value; state.selected.clear(); selection(); stopLive(); browse("/"); });

@@ -68,3 +68,13 @@ def test_lag_is_run_start_minus_first_upload_of_the_batch() -> None:
     assert row["median_lag_seconds"] == 3.5
     assert row["last_event"].startswith("2026-01-01T00:00:03")
     assert row["last_run_start"].startswith("2026-01-01T00:00:04.5")
+
+
+def test_view_url_links_a_path_on_a_connection() -> None:
+    from airflow_dcache.plugins.urls import view_url
+
+    assert view_url("dcache_main", "//data/incoming/r 1.h5", base_url="https://af.example.org/") == (
+        "https://af.example.org/dcache/ui/?conn=dcache_main&path=%2Fdata%2Fincoming%2Fr+1.h5")
+    assert view_url("dcache_main", "/data", base_url="") == "/dcache/ui/?conn=dcache_main&path=%2Fdata"
+    with pytest.raises(InvalidInput):
+        view_url("dcache_main", "/data/../etc", base_url="")

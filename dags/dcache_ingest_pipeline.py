@@ -137,13 +137,14 @@ def ingest_pipeline(dag_id: str, source: Asset) -> DAG:
 
             @task(outlets=[processed])
             def record_lineage(item: dict[str, Any], result: dict[str, Any], copies: dict[str, Any], run_id: str,
-                               outlet_events: Any = None) -> dict[str, Any]:
+                               params: Any = None, outlet_events: Any = None) -> dict[str, Any]:
                 """Mark the input version processed (compare-and-set) and emit the lineage asset event."""
                 from airflow_dcache.hooks import DCacheHook
                 from airflow_dcache.pipelines import steps
 
                 published = {o["source"]: o["destination"] for o in copies.get("files", [])}
-                lineage = steps.build_lineage(item, result, output_site="main", dag_id=dag_id, run_id=run_id)
+                lineage = steps.build_lineage(item, result, output_site="main", dag_id=dag_id, run_id=run_id,
+                                              function_name=(params or {}).get("function"))
                 for out in lineage["outputs"]:
                     out["path"] = published.get(out["path"], out["path"])
                 with DCacheHook(MAIN) as hook:

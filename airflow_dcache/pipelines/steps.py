@@ -187,9 +187,15 @@ def check_hdf5(hook: Any, item: Mapping[str, Any], *, max_size: int | None = Non
 
 
 def build_lineage(item: Mapping[str, Any], activation: Mapping[str, Any], *, output_site: str, dag_id: str,
-                  run_id: str) -> dict[str, Any]:
-    """The contract's lineage record from a work item and the function's activation record."""
-    function = activation.get("function") or {}
+                  run_id: str, function_name: str | None = None) -> dict[str, Any]:
+    """The contract's lineage record from a work item and the function's activation record or result.
+
+    ``activation`` is either the activation record (``function: {name, digest}``) or what
+    ``DCacheFunctionOperator`` returns (its XCom): the function's result with ``outputs``,
+    ``activation_record`` (the record's path) and ``function_digest`` — which names no function, so
+    pass ``function_name`` (the DAG knows which function it ran).
+    """
+    function = dict(activation.get("function") or {}) if isinstance(activation.get("function"), Mapping) else {}
     outputs = [{"site": output_site, "path": o["path"], "size": o.get("size"), "checksums": o.get("checksums")}
                for o in activation.get("outputs", [])]
     return lineage_record(
@@ -197,8 +203,9 @@ def build_lineage(item: Mapping[str, Any], activation: Mapping[str, Any], *, out
         input={"site": item.get("site") or "main", "path": item["path"], "pnfsid": item.get("pnfsid"),
                "checksums": item.get("checksums") or {}},
         outputs=outputs,
-        function={"name": function.get("name") or activation.get("function_name") or "unknown",
-                  "digest": function.get("digest") or activation.get("digest") or "unknown"},
+        function={"name": function.get("name") or function_name or activation.get("function_name") or "unknown",
+                  "digest": function.get("digest") or activation.get("function_digest") or activation.get("digest")
+                  or "unknown"},
         dag_id=dag_id, run_id=run_id,
-        activation_record=activation.get("record_path"),
+        activation_record=activation.get("activation_record") or activation.get("record_path"),
     )

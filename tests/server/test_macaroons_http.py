@@ -92,7 +92,8 @@ def test_files_created_with_macaroon_belong_to_minter(dcache_server, tree):
 
 def _cases():
     """(id, caveats to mint with, local attenuations, method, path below tree, expected status)."""
-    future = (datetime.now(UTC) + timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    # Built at collection: "future" must outlive a long suite, so a day rather than minutes.
+    future = (datetime.now(UTC) + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
     past = (datetime.now(UTC) - timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
     return [
         ("plain-get", [], [], "GET", "/a.txt", 200),

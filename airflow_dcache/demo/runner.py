@@ -44,6 +44,7 @@ def docker_runtime(repo: Path, functions: tuple[str, ...] = ("hdf5-preview", "de
     if not engine.exists() or not shutil.which("dockerd"):
         return None, "no Docker engine installed (apt-get install docker.io)"
     try:
+        running = subprocess.run([str(engine), "status"], capture_output=True, timeout=30).returncode == 0
         out = subprocess.run([str(engine), "start"], capture_output=True, text=True, timeout=120)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return None, f"the Docker engine did not start ({exc})"
@@ -58,7 +59,7 @@ def docker_runtime(repo: Path, functions: tuple[str, ...] = ("hdf5-preview", "de
         return None, f"the function images could not be built ({exc})"
     if built.returncode != 0:
         return None, f"the function images could not be built: {(built.stderr or built.stdout).strip()[-300:]}"
-    return host, "Docker engine and images ready"
+    return host, "Docker engine and images ready" + ("" if running else " (engine started by the demo)")
 
 
 class DemoRunner:
@@ -80,6 +81,7 @@ class DemoRunner:
         self.stack: AirflowStack | None = None
         self.uploaded_at: dict[str, float] = {}
         self.docker_host: str | None = None
+        self.started_engine = False
 
     # -- steps ---------------------------------------------------------------------------------
     def _choose_runtime(self) -> str:
@@ -90,6 +92,7 @@ class DemoRunner:
         host, reason = docker_runtime(self.repo)
         if host:
             self.docker_host = host
+            self.started_engine = reason.endswith("(engine started by the demo)")
             _say(f"functions  : docker runtime ({reason}, {host})")
             return "docker"
         if self.runtime == "docker":
@@ -232,4 +235,7 @@ See the outputs:
         if self.sites is not None:
             self.sites.stop()
             self.sites = None
+        if self.started_engine:  # leave nothing behind that the demo started
+            subprocess.run([str(self.repo / "scripts" / "docker-engine"), "stop"], capture_output=True, timeout=60)
+            self.started_engine = False
 

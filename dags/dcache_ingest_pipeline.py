@@ -125,7 +125,9 @@ def ingest_pipeline(dag_id: str, source: Asset) -> DAG:
                 parameters="{{ params.function_parameters }}", timeout=300)
             publish = DCacheReplicateOperator(
                 task_id="publish", source_conn_id=BUFFER, destination_conn_id=MAIN,
-                source_path="{{ ti.xcom_pull(task_ids='file.preview', map_indexes=ti.map_index)['outputs'] }}",
+                # the outputs and the activation record: the buffer work area goes away afterwards
+                source_path="{% set r = ti.xcom_pull(task_ids='file.preview', map_indexes=ti.map_index) %}"
+                            "{{ r['outputs'] + [r['activation_record']] }}",
                 destination_dir=checked["output_dir"])
             archive_rule = DCacheSetQosOperator(
                 task_id="archive_rule", dcache_conn_id=MAIN, path=checked["path"],
@@ -147,6 +149,8 @@ def ingest_pipeline(dag_id: str, source: Asset) -> DAG:
                                               function_name=(params or {}).get("function"))
                 for out in lineage["outputs"]:
                     out["path"] = published.get(out["path"], out["path"])
+                if lineage["activation_record"]:
+                    lineage["activation_record"] = published.get(lineage["activation_record"])
                 with DCacheHook(MAIN) as hook:
                     steps.mark_processed(hook, item["path"], dag_id, f"{dag_id}/{run_id}")
                 outlet_events[processed].extra = lineage

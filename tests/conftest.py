@@ -5,8 +5,6 @@ Tests talk to it over HTTP(S) only, exactly as clients of a production dCache wo
 
 from __future__ import annotations
 
-import json
-import signal
 import socket
 import subprocess
 import sys
@@ -17,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from airflow_dcache.server.storage.users import hash_password, new_password, write_users
+from airflow_dcache.testing.server import launch, stop_process
 
 USERS = [
     {"username": "admin", "uid": 0, "gids": [0], "home": "/", "roles": ["admin"]},
@@ -43,20 +42,14 @@ class DCacheServer:
     def restart(self) -> None:
         """Stop and start again on the same data directory (ports change)."""
         self.stop()
-        self.process, info = _launch(self.cmd)
+        self.process, info = launch(self.cmd)
         self.webdav, self.frontend, self.api, self.info = info["webdav"], info["frontend"], info["api"], info
 
     def auth(self, user: str) -> tuple[str, str]:
         return (user, self.passwords[user])
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
 
 
 def start_server(base: Path, *extra: str, tls: tuple[Path, Path] | None = None,
@@ -74,19 +67,9 @@ def start_server(base: Path, *extra: str, tls: tuple[Path, Path] | None = None,
            "--users", str(users_file), "--webdav-port", "0", "--frontend-port", "0", *extra]
     if tls:
         cmd += ["--tls-cert", str(tls[0]), "--tls-key", str(tls[1])]
-    proc, info = _launch(cmd)
+    proc, info = launch(cmd)
     return DCacheServer(info["webdav"], info["frontend"], info["api"], base / "data", passwords, proc, cmd,
                         ca_pem, info)
-
-
-def _launch(cmd: list[str]) -> tuple[subprocess.Popen[str], dict]:
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if not line:
-        proc.wait(timeout=10)
-        raise RuntimeError(f"server did not start (exit {proc.returncode})")
-    return proc, json.loads(line)
 
 
 @pytest.fixture(scope="session")

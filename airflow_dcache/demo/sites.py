@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import Iterable, Mapping
@@ -31,6 +30,7 @@ from pathlib import Path
 import requests
 
 from airflow_dcache.server.storage.users import hash_password, new_password, write_users
+from airflow_dcache.testing.server import launch, stop_process
 
 FACILITY_GID = 2000
 USERS: list[dict[str, object]] = [
@@ -71,13 +71,7 @@ class Site:
         return {"conn_type": "dcache", "host": self.webdav, "login": user, "password": password, "extra": extra}
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
 
 
 def credentials(base: Path, *, iterations: int | None = None) -> dict[str, str]:
@@ -110,16 +104,12 @@ def start_site(name: str, base: Path, users_file: Path, *extra: str, ports: tupl
            "--allow-insecure-macaroons", *extra]
     stderr = open(log, "ab") if log else None  # noqa: SIM115 - handed to the child, closed below
     try:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=stderr, text=True)
+        proc, info = launch(cmd, stderr=stderr)
+    except RuntimeError as exc:
+        raise RuntimeError(f"dCache service {name!r} did not start; see {log}: {exc}") from None
     finally:
         if stderr:
             stderr.close()
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if not line:
-        proc.wait(timeout=10)
-        raise RuntimeError(f"dCache service {name!r} did not start (exit {proc.returncode}); see {log}")
-    info = json.loads(line)
     return Site(name, info["webdav"], info["api"], data_dir, proc, cmd)
 
 

@@ -73,18 +73,27 @@ class DCacheTestServer:
     def restart(self) -> None:
         """Stop and start again on the same data directory (the ports change)."""
         self.stop()
-        self.process, info = _launch(self.cmd)
+        self.process, info = launch(self.cmd)
         self.webdav, self.frontend, self.api, self.info = info["webdav"], info["frontend"], info["api"], info
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL after 15 s; idempotent."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=15)
+        stop_process(self.process)
+
+
+def stop_process(proc: subprocess.Popen[Any], timeout: float = 15) -> None:
+    """Stop a service cleanly: SIGTERM, then SIGKILL after ``timeout`` seconds; idempotent.
+
+    :param proc: the service process.
+    :param timeout: seconds to wait for a clean exit.
+    """
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=timeout)
 
 
 def _tls_files(base: Path) -> tuple[Path, Path, Path]:
@@ -137,16 +146,20 @@ def start_server(base: Path, *flags: str, tls: bool = False, site: str | None = 
     else:
         cmd.append("--allow-insecure-macaroons")
     cmd += list(flags)
-    proc, info = _launch(cmd)
+    proc, info = launch(cmd)
     return DCacheTestServer(info["webdav"], info["frontend"], info["api"], base / "data", passwords, proc, cmd,
                             ca_file, site, info)
 
 
-def _launch(cmd: list[str]) -> tuple[subprocess.Popen[str], dict[str, Any]]:
-    """Start ``cmd`` and read the one JSON line the service prints once it listens (bounded in time)."""
+def launch(cmd: list[str], stderr: Any = None) -> tuple[subprocess.Popen[str], dict[str, Any]]:
+    """Start ``cmd`` and read the one JSON line the service prints once it listens (bounded in time).
+
+    :param cmd: the ``airflow-dcache server`` command line.
+    :param stderr: where the service's log goes (default: inherited).
+    """
     import selectors
 
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=stderr, text=True)
     assert proc.stdout is not None
     with selectors.DefaultSelector() as sel:
         sel.register(proc.stdout, selectors.EVENT_READ)

@@ -248,8 +248,7 @@ async def test_service_restart_new_channel_and_reconcile(
         await asyncio.sleep(1.0)  # the trigger now retries with backoff (and must not die)
         assert not runner.task.done()
         # the service comes back (new ports: the connection is updated, as an admin would)
-        server.process, info = __import__("tests.conftest", fromlist=["_launch"])._launch(server.cmd)
-        server.webdav, server.frontend, server.api = info["webdav"], info["frontend"], info["api"]
+        server.restart()  # stop() already ran: restart only starts it again, on new ports
         set_connection(monkeypatch, server, cid)
         with DCacheHook(cid) as hook:
             await aput(hook, "/home/alice/in/during")  # may land before the new channel exists

@@ -145,3 +145,19 @@ def refused_port() -> Iterator[int]:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         yield int(sock.getsockname()[1])
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "soak: long soak/fuzz variant; runs only with DCACHE_SOAK=1")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Soak variants (reliability, security) run on demand only: ``DCACHE_SOAK=1`` or ``scripts/soak``."""
+    import os
+
+    if os.environ.get("DCACHE_SOAK") == "1":
+        return
+    skip = pytest.mark.skip(reason="soak variant: set DCACHE_SOAK=1 (scripts/soak)")
+    for item in items:
+        if item.get_closest_marker("soak") is not None:
+            item.add_marker(skip)

@@ -157,7 +157,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
     if os.environ.get("DCACHE_SOAK") == "1":
         return
-    skip = pytest.mark.skip(reason="soak variant: set DCACHE_SOAK=1 (scripts/soak)")
+    skip = pytest.mark.skip(reason="soak variant: set DCACHE_SOAK=1 (python -m tests.reliability.soak)")
     for item in items:
         if item.get_closest_marker("soak") is not None:
             item.add_marker(skip)

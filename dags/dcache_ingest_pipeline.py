@@ -88,20 +88,12 @@ def ingest_pipeline(dag_id: str, source: Asset) -> DAG:
         @task
         def collect(params: dict[str, Any], run_id: str, triggering_asset_events: Any = None) -> list[dict[str, Any]]:
             """The run's work items: the triggering events' files, or the UI's ``paths``; minus those done."""
-            from airflow_dcache.events import events_from_asset_events
             from airflow_dcache.hooks import DCacheHook
             from airflow_dcache.pipelines import steps
 
-            where = {"site": "main", "run_id": run_id, "buffer_root": BUFFER_ROOT, "output_root": OUTPUT_ROOT}
             with DCacheHook(MAIN) as hook:
-                patterns = steps.split_patterns(params.get("paths"))
-                if patterns:
-                    items = steps.work_items_from_selection(steps.select_records(hook, patterns), **where)
-                else:
-                    events = events_from_asset_events(triggering_asset_events)
-                    items = steps.work_items_from_events(events, **where)
-                if not params.get("reprocess"):
-                    items = [i for i in items if not steps.already_processed(hook, i, dag_id)]
+                items = steps.collect_work_items(hook, params, triggering_asset_events, consumer=dag_id, site="main",
+                                                 run_id=run_id, buffer_root=BUFFER_ROOT, output_root=OUTPUT_ROOT)
             return items
 
         @task_group(group_id="file")

@@ -59,19 +59,13 @@ def dcache_video_deshake() -> None:
     @task
     def collect(params: dict[str, Any], run_id: str, triggering_asset_events: Any = None) -> list[dict[str, Any]]:
         """One entry per video: the work item and, for the operator's templated fields, its paths."""
-        from airflow_dcache.events import events_from_asset_events
         from airflow_dcache.hooks import DCacheHook
         from airflow_dcache.pipelines import steps
 
-        where = {"site": "main", "run_id": run_id, "buffer_root": "/data/work", "output_root": OUTPUT_ROOT}
         with DCacheHook(MAIN) as hook:
-            patterns = steps.split_patterns(params.get("paths"))
-            if patterns:
-                items = steps.work_items_from_selection(steps.select_records(hook, patterns), **where)
-            else:
-                items = steps.work_items_from_events(events_from_asset_events(triggering_asset_events), **where)
-            if not params.get("reprocess"):
-                items = [i for i in items if not steps.already_processed(hook, i, "dcache_video_deshake")]
+            items = steps.collect_work_items(hook, params, triggering_asset_events, consumer="dcache_video_deshake",
+                                             site="main", run_id=run_id, buffer_root="/data/work",
+                                             output_root=OUTPUT_ROOT)
         return [{"item": i, "path": i["path"], "output_dir": i["output_dir"]} for i in items]
 
     @task_group(group_id="video")

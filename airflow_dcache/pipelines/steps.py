@@ -130,6 +130,26 @@ def select_records(hook: Any, patterns: Sequence[str]) -> list[dict[str, Any]]:
     return [records[p] for p in sorted(records)]
 
 
+def collect_work_items(hook: Any, params: Mapping[str, Any], triggering_asset_events: Any, *, consumer: str,
+                       site: str, run_id: str, buffer_root: str, output_root: str) -> list[dict[str, Any]]:
+    """A run's work items: the UI's ``paths`` when given, else the triggering events' files; minus those done.
+
+    The same function serves the automatic (event) and the interactive (trigger form) runs, so both
+    cover files in one way. Files ``consumer`` already processed are dropped unless ``params['reprocess']``.
+    """
+    from airflow_dcache.events import events_from_asset_events
+
+    where: dict[str, Any] = {"site": site, "run_id": run_id, "buffer_root": buffer_root, "output_root": output_root}
+    patterns = split_patterns(params.get("paths"))
+    if patterns:
+        items = work_items_from_selection(select_records(hook, patterns), **where)
+    else:
+        items = work_items_from_events(events_from_asset_events(triggering_asset_events), **where)
+    if not params.get("reprocess"):
+        items = [i for i in items if not already_processed(hook, i, consumer)]
+    return items
+
+
 def already_processed(hook: Any, item: Mapping[str, Any], consumer: str) -> bool:
     """True if the file at ``item['path']`` is still the same version and carries ``consumer``'s marker."""
     from airflow_dcache.exceptions import NotFound

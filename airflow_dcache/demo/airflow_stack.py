@@ -71,6 +71,16 @@ class AirflowAPI:
             raise requests.HTTPError(f"{method} {path}: {r.status_code} {r.text[:500]}", response=r)
         return r.json() if r.content else None
 
+    def paged(self, path: str, key: str, params: Mapping[str, Any] | None = None, page: int = 100) -> list[Any]:
+        """Every item of a listing: the API caps ``limit`` (``[api] maximum_page_limit``, 100), so page by offset."""
+        items: list[Any] = []
+        while True:
+            doc = self.request("GET", path, params={**(params or {}), "limit": page, "offset": len(items)})
+            batch = list(doc[key])
+            items += batch
+            if len(batch) < page or len(items) >= int(doc.get("total_entries", len(items))):
+                return items
+
     def health(self) -> dict[str, Any]:
         return dict(requests.get(f"{self.base_url}/api/v2/monitor/health", timeout=10).json())
 
@@ -92,14 +102,13 @@ class AirflowAPI:
         return str(self.request("POST", f"/dags/{dag_id}/dagRuns", json=body)["dag_run_id"])
 
     def dag_runs(self, dag_id: str) -> list[dict[str, Any]]:
-        return list(self.request("GET", f"/dags/{dag_id}/dagRuns", params={"limit": 1000})["dag_runs"])
+        return self.paged(f"/dags/{dag_id}/dagRuns", "dag_runs")
 
     def dag_run(self, dag_id: str, run_id: str) -> dict[str, Any]:
         return dict(self.request("GET", f"/dags/{dag_id}/dagRuns/{run_id}"))
 
     def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
-        return list(self.request("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances",
-                                 params={"limit": 1000})["task_instances"])
+        return self.paged(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances", "task_instances")
 
     def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value", map_index: int = -1) -> Any:
         doc = self.request("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}",
@@ -107,14 +116,14 @@ class AirflowAPI:
         return doc.get("value")
 
     def asset_events(self, uri: str | None = None) -> list[dict[str, Any]]:
-        params: dict[str, Any] = {"limit": 1000, "order_by": "timestamp"}
+        params: dict[str, Any] = {"order_by": "timestamp"}
         if uri is not None:
             assets = self.request("GET", "/assets", params={"uri_pattern": uri, "limit": 100})["assets"]
             ids = [a["id"] for a in assets if a["uri"] == uri]
             if not ids:
                 return []
             params["asset_id"] = ids[0]
-        return list(self.request("GET", "/assets/events", params=params)["asset_events"])
+        return self.paged("/assets/events", "asset_events", params)
 
     def wait_for_runs(self, dag_id: str, done: Callable[[list[dict[str, Any]]], bool], *, timeout: float = 120,
                       interval: float = 1.0) -> list[dict[str, Any]]:

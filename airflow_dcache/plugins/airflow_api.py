@@ -65,14 +65,28 @@ class AirflowClient:
     async def get(self, path: str, **params: Any) -> Any:
         return await self.request("GET", path, params={k: v for k, v in params.items() if v is not None})
 
+    async def paged(self, path: str, key: str, *, want: int, page: int = 100, **params: Any) -> list[dict[str, Any]]:
+        """Up to ``want`` items of a collection, page by page: Airflow silently caps ``limit`` at
+        ``[api] maximum_page_limit`` (100 by default), so one big ``limit`` would cut the list short."""
+        items: list[dict[str, Any]] = []
+        offset = 0
+        while len(items) < want:
+            doc = await self.get(path, limit=min(page, want - len(items)), offset=offset, **params)
+            batch = list(doc.get(key) or [])
+            items.extend(batch)
+            offset += len(batch)
+            if not batch or offset >= int(doc.get("total_entries", offset)):
+                break
+        return items[:want]
+
     async def dag_details(self, dag_id: str) -> dict[str, Any]:
         return dict(await self.get(f"/dags/{dag_id}/details"))
 
     async def dags(self, tags: list[str] | None = None) -> list[dict[str, Any]]:
-        params: dict[str, Any] = {"limit": 200, "exclude_stale": True}
+        params: dict[str, Any] = {"exclude_stale": True}
         if tags:
             params["tags"] = tags
-        return list((await self.get("/dags", **params))["dags"])
+        return await self.paged("/dags", "dags", want=1000, **params)
 
     async def trigger(self, dag_id: str, conf: dict[str, Any], note: str | None = None) -> dict[str, Any]:
         body: dict[str, Any] = {"logical_date": None, "conf": conf}
@@ -81,12 +95,12 @@ class AirflowClient:
         return dict(await self.request("POST", f"/dags/{dag_id}/dagRuns", json=body))
 
     async def dcache_assets(self) -> list[dict[str, Any]]:
-        return [a for a in (await self.get("/assets", uri_pattern="dcache://", limit=500))["assets"]
+        return [a for a in await self.paged("/assets", "assets", want=1000, uri_pattern="dcache://")
                 if str(a.get("uri", "")).startswith("dcache://")]
 
     async def asset_events(self, asset_id: int, limit: int = 100) -> list[dict[str, Any]]:
-        return list((await self.get("/assets/events", asset_id=asset_id, limit=limit,
-                                    order_by="-timestamp"))["asset_events"])
+        return await self.paged("/assets/events", "asset_events", want=limit, asset_id=asset_id,
+                                order_by="-timestamp")
 
     async def dag_runs(self, dag_id: str, limit: int = 10) -> list[dict[str, Any]]:
         return list((await self.get(f"/dags/{dag_id}/dagRuns", limit=limit, order_by="-run_after"))["dag_runs"])

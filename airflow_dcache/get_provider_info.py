@@ -153,6 +153,7 @@ def get_provider_info() -> dict[str, Any]:
         ],
         "extra-links": [
             "airflow_dcache.links.dcache.DCacheFileLink",
+            "airflow_dcache.links.dcache.DCacheViewLink",
             "airflow_dcache.links.dcache.DCacheRequestLink",
             "airflow_dcache.operators.function.DCacheFunctionOutputsLink",
         ],

@@ -51,6 +51,31 @@ class DCacheFileLink(_XComLink):
     key = "dcache_file_url"
 
 
+class DCacheViewLink(_XComLink):
+    """"dCache view": the same file in the provider's dCache view of the Airflow UI (details, lineage)."""
+
+    name = "dCache view"
+    key = "dcache_view_url"
+
+
+def persist_file_links(context: Any, conn_id: str, api_url: str, path: str) -> None:
+    """Push both file links of a task: the frontend resource and the file in the dCache view.
+
+    :param context: the task context.
+    :param conn_id: the dCache connection the path belongs to (the view opens it).
+    :param api_url: the connection's frontend API URL.
+    :param path: the dCache path the task worked on.
+    """
+    DCacheFileLink.persist(context, namespace_url(api_url, path))
+    try:
+        from airflow_dcache.plugins.urls import view_url
+
+        url = view_url(conn_id, path)
+    except Exception:  # a link must never fail the task; the button is then simply empty
+        return
+    DCacheViewLink.persist(context, url)
+
+
 class DCacheRequestLink(_XComLink):
     """"dCache request": the bulk or stage request the task submitted."""
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from airflow_dcache.links.dcache import DCacheFileLink, namespace_url
+from airflow_dcache.links.dcache import DCacheFileLink, DCacheViewLink, persist_file_links
 from airflow_dcache.operators._base import DCacheBaseOperator
 from airflow_dcache.selection import DEFAULT_MAX_DIRS, DEFAULT_MAX_FILES, Criteria, select
 from airflow_dcache.triggers.qos import normalise_paths
@@ -36,10 +36,10 @@ def check_paths(value: Any, field_name: str) -> None:
 
 
 class _NamespaceOperator(DCacheBaseOperator):
-    operator_extra_links = (DCacheFileLink(),)
+    operator_extra_links = (DCacheFileLink(), DCacheViewLink())
 
     def _link(self, context: Any, path: str) -> None:
-        DCacheFileLink.persist(context, namespace_url(self.hook.settings.api_url, path))
+        persist_file_links(context, self.dcache_conn_id, self.hook.settings.api_url, path)
 
 
 class DCacheCreateDirectoryOperator(_NamespaceOperator):

@@ -16,7 +16,13 @@ from airflow.sdk import conf
 from airflow.sdk.exceptions import AirflowException
 
 from airflow_dcache.exceptions import DCacheError
-from airflow_dcache.links.dcache import DCacheFileLink, DCacheRequestLink, namespace_url, request_url
+from airflow_dcache.links.dcache import (
+    DCacheFileLink,
+    DCacheRequestLink,
+    DCacheViewLink,
+    persist_file_links,
+    request_url,
+)
 from airflow_dcache.operators._base import DCacheBaseOperator, check_files, raise_unless_success, wait_files
 from airflow_dcache.operators.namespace import check_paths, is_template
 from airflow_dcache.triggers._waiting import (
@@ -79,7 +85,7 @@ class DCacheSetQosOperator(_WaitingOperator):
     """
 
     template_fields: Sequence[str] = ("path", "target_qos", "wait_for_locality", "dcache_conn_id")
-    operator_extra_links = (DCacheFileLink(), DCacheRequestLink())
+    operator_extra_links = (DCacheFileLink(), DCacheViewLink(), DCacheRequestLink())
 
     def __init__(
         self,
@@ -117,7 +123,7 @@ class DCacheSetQosOperator(_WaitingOperator):
         submission = self.hook.submit_bulk_request("UPDATE_QOS", paths, arguments={"targetQos": target})
         self._request_id = submission.id
         api_url = self.hook.settings.api_url
-        DCacheFileLink.persist(context, namespace_url(api_url, paths[0]))
+        persist_file_links(context, self.dcache_conn_id, api_url, paths[0])
         DCacheRequestLink.persist(context, request_url(api_url, "bulk", submission.id))
         self.log.info("QoS %s requested for %d file(s) (bulk request %s)", target, len(paths), submission.id)
         if not self.wait_for_completion:
@@ -186,7 +192,7 @@ class DCachePinOperator(_WaitingOperator):
     """
 
     template_fields: Sequence[str] = ("path", "dcache_conn_id")
-    operator_extra_links = (DCacheFileLink(),)
+    operator_extra_links = (DCacheFileLink(), DCacheViewLink())
 
     def __init__(self, *, path: str | Sequence[Any], lifetime: float | timedelta = 86400,
                  wait_for_online: bool = False, **kwargs: Any) -> None:
@@ -202,7 +208,7 @@ class DCachePinOperator(_WaitingOperator):
         for path in paths:
             self.hook.pin(path, self.lifetime, "SECONDS")
             self._pinned.append(path)
-        DCacheFileLink.persist(context, namespace_url(self.hook.settings.api_url, paths[0]))
+        persist_file_links(context, self.dcache_conn_id, self.hook.settings.api_url, paths[0])
         result = {"paths": paths, "lifetime_seconds": self.lifetime, "online": False}
         if not self.wait_for_online:
             return result

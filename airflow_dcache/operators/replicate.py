@@ -26,7 +26,7 @@ from airflow.sdk.exceptions import AirflowException
 from airflow_dcache.exceptions import DCacheError
 from airflow_dcache.hooks._settings import AuthType
 from airflow_dcache.hooks.dcache import DCacheHook
-from airflow_dcache.links.dcache import DCacheFileLink, namespace_url
+from airflow_dcache.links.dcache import DCacheFileLink, DCacheViewLink, persist_file_links
 from airflow_dcache.operators.namespace import check_path, check_paths, is_template
 from airflow_dcache.triggers.qos import normalise_paths
 
@@ -79,7 +79,7 @@ class DCacheReplicateOperator(BaseOperator):
     template_fields: Sequence[str] = (
         "source_conn_id", "destination_conn_id", "source_path", "destination_path", "destination_dir", "source_root",
     )
-    operator_extra_links = (DCacheFileLink(),)
+    operator_extra_links = (DCacheFileLink(), DCacheViewLink())
     ui_color = "#8fd3f4"
 
     def __init__(
@@ -142,7 +142,8 @@ class DCacheReplicateOperator(BaseOperator):
             self.log.info("[%d/%d] %s %s -> %s", index, len(sources), self.mode, source, destination)
             files.append(self._replicate(source, destination))
         destinations = [f["destination"] for f in files]
-        DCacheFileLink.persist(context, namespace_url(self.destination_hook.settings.api_url, destinations[0]))
+        persist_file_links(context, self.destination_conn_id, self.destination_hook.settings.api_url,
+                           destinations[0])
         context["ti"].xcom_push(key="destinations", value=destinations)
         return {"source_conn_id": self.source_conn_id, "destination_conn_id": self.destination_conn_id,
                 "mode": self.mode, "files": files, "destinations": destinations}

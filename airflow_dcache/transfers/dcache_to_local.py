@@ -6,7 +6,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from airflow_dcache.links.dcache import DCacheFileLink, namespace_url
+from airflow_dcache.links.dcache import DCacheFileLink, DCacheViewLink, persist_file_links
 from airflow_dcache.operators._base import DCacheBaseOperator
 from airflow_dcache.operators.namespace import check_path
 
@@ -22,7 +22,7 @@ class DCacheToLocalFilesystemOperator(DCacheBaseOperator):
     """
 
     template_fields: Sequence[str] = ("path", "local_path", "dcache_conn_id")
-    operator_extra_links = (DCacheFileLink(),)
+    operator_extra_links = (DCacheFileLink(), DCacheViewLink())
 
     def __init__(self, *, path: str, local_path: str, verify: bool = True, make_dirs: bool = True,
                  **kwargs: Any) -> None:
@@ -42,7 +42,7 @@ class DCacheToLocalFilesystemOperator(DCacheBaseOperator):
         if self.make_dirs:
             os.makedirs(parent, exist_ok=True)
         result = self.hook.download(self.path, target, verify=self.verify)
-        DCacheFileLink.persist(context, namespace_url(self.hook.settings.api_url, self.path))
+        persist_file_links(context, self.dcache_conn_id, self.hook.settings.api_url, self.path)
         self.log.info("downloaded %s (%s bytes, verified by %s) to %s", self.path, result.size,
                       result.verified_by, target)
         return {**result.to_dict(), "local_path": target}

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from airflow_dcache.hooks._transfers import check_mode
-from airflow_dcache.links.dcache import DCacheFileLink, namespace_url
+from airflow_dcache.links.dcache import DCacheFileLink, DCacheViewLink, persist_file_links
 from airflow_dcache.operators._base import DCacheBaseOperator
 from airflow_dcache.operators.namespace import check_path
 
@@ -25,7 +25,7 @@ class LocalFilesystemToDCacheOperator(DCacheBaseOperator):
     """
 
     template_fields: Sequence[str] = ("local_path", "path", "xattrs", "dcache_conn_id")
-    operator_extra_links = (DCacheFileLink(),)
+    operator_extra_links = (DCacheFileLink(), DCacheViewLink())
 
     def __init__(
         self,
@@ -57,6 +57,6 @@ class LocalFilesystemToDCacheOperator(DCacheBaseOperator):
             raise FileNotFoundError(f"local_path: {self.local_path!r} is not a file")
         result = self.hook.upload(self.local_path, self.path, checksum=self.checksum,  # type: ignore[arg-type]
                                   overwrite=self.overwrite, make_parents=self.make_parents, xattrs=self.xattrs)
-        DCacheFileLink.persist(context, namespace_url(self.hook.settings.api_url, self.path))
+        persist_file_links(context, self.dcache_conn_id, self.hook.settings.api_url, self.path)
         self.log.info("uploaded %s bytes to %s (verified by %s)", result.size, self.path, result.verified_by)
         return result.to_dict()

@@ -39,3 +39,20 @@ def test_events_benchmark_runs(tmp_path: Path) -> None:
 def test_billing_benchmark_runs(tmp_path: Path) -> None:
     result = bench(tmp_path, "billing", "--events", "200", "--repeat", "1")
     assert all(result["summary"][phase]["records_per_second"] > 0 for phase in ("live", "spool", "drain"))
+
+
+def test_trigger_events_benchmark_runs(tmp_path: Path) -> None:
+    result = bench(tmp_path, "trigger_events", "--rate", "20", "--duration", "1", "--events", "2000",
+                   "--repeat", "1", "--kafka-records", "200", "--dirs", "5", "--idle", "1", timeout=300)
+    res = result["results"]
+    assert res["errors"] == []
+    for trigger in res["latency"]["triggers"].values():
+        assert trigger["seen"] == trigger["yielded"] == res["latency"]["uploads"] == 20
+    assert res["latency"]["polling"]["measured"]["detected"] == 20
+    assert res["throughput"]["events_per_s"] > 0 and res["kafka"]["records_per_s"] > 0
+    assert res["requests"]["watched"] == 5 and res["requests"]["start"]["requests"] > 0
+
+
+def test_trigger_billing_benchmark_runs(tmp_path: Path) -> None:
+    result = bench(tmp_path, "trigger_billing", "--records", "200", "--repeat", "1")
+    assert result["records_per_s"] > 0 and result["matching_events"] > 0

@@ -90,8 +90,9 @@ def format_time(value: datetime | float | int) -> str:
         value = datetime.fromtimestamp(float(value), tz=UTC)
     elif value.tzinfo is None:
         raise ValueError("time must be timezone-aware")
-    value = value.astimezone(UTC)
-    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    u = value.astimezone(UTC)  # field by field: strftime is the slowest part of building an event
+    return (f"{u.year:04d}-{u.month:02d}-{u.day:02d}T{u.hour:02d}:{u.minute:02d}:{u.second:02d}."
+            f"{u.microsecond // 1000:03d}Z")
 
 
 def parse_time(value: str) -> datetime:
@@ -170,7 +171,18 @@ class StorageEvent:
 
     @property
     def key(self) -> str:
-        """Idempotency key: one file version and one kind of change (contract §4)."""
+        """Idempotency key: one file version and one kind of change (contract §4).
+
+        Computed once per event (the batcher, the seen-set and the payload all ask for it): the fields
+        are frozen, so the cached value cannot go stale.
+        """
+        cached = self.__dict__.get("_key")
+        if cached is None:
+            cached = self._compute_key()
+            object.__setattr__(self, "_key", cached)
+        return cached
+
+    def _compute_key(self) -> str:
         if self.pnfsid:
             if self.kind in ONCE_PER_VERSION:
                 return f"{self.pnfsid}:{self.kind.value}"

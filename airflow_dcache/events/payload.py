@@ -86,18 +86,27 @@ class BatchBuilder:
         self.events: list[StorageEvent] = []
         self.bytes = _ENVELOPE_BYTES
         self._keys: set[str] = set()
+        self._last: tuple[StorageEvent, int] | None = None
 
     def __len__(self) -> int:
         return len(self.events)
 
+    def _size(self, event: StorageEvent) -> int:
+        """``event_size``, remembered for the last event asked about (``would_overflow`` then ``add``)."""
+        if self._last is not None and self._last[0] is event:
+            return self._last[1]
+        size = event_size(event)
+        self._last = (event, size)
+        return size
+
     def would_overflow(self, event: StorageEvent) -> bool:
-        return len(self.events) + 1 > self.max_events or self.bytes + event_size(event) > self.max_bytes
+        return len(self.events) + 1 > self.max_events or self.bytes + self._size(event) > self.max_bytes
 
     def add(self, event: StorageEvent) -> bool:
         """Add ``event`` unless its key is already in the batch; returns whether it was added."""
         if event.key in self._keys:
             return False
-        size = event_size(event)
+        size = self._size(event)
         if size > MAX_EVENT_BYTES:
             event = StorageEvent.from_payload({**event.to_payload(), "extra": {"trimmed": True}})
             size = event_size(event)

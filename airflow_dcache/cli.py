@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 BENCHMARKS_DIR = Path(__file__).resolve().parent.parent / "benchmarks"
-BENCHMARKS = ("transfer", "events", "billing", "trigger_events", "trigger_billing")
+BENCHMARKS = ("transfer", "events", "billing", "trigger_events", "trigger_billing", "pipeline")
 
 
 def benchmarks_available() -> bool:

@@ -56,3 +56,8 @@ def test_trigger_events_benchmark_runs(tmp_path: Path) -> None:
 def test_trigger_billing_benchmark_runs(tmp_path: Path) -> None:
     result = bench(tmp_path, "trigger_billing", "--records", "200", "--repeat", "1")
     assert result["records_per_s"] > 0 and result["matching_events"] > 0
+
+
+def test_pipeline_benchmark_runs(tmp_path: Path) -> None:
+    result = bench(tmp_path, "pipeline", "--files", "1", timeout=600)
+    assert result["files"] == 1 and result["latency_seconds"]["archived + lineage"]["p50"] > 0

@@ -15,11 +15,11 @@ refuse such combinations at construction.
 
 from __future__ import annotations
 
+import fnmatch
 import ipaddress
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from fnmatch import fnmatchcase
 from typing import Any
 
 from airflow_dcache.events.model import KIND_BY_MASK, EventKind, StorageEvent
@@ -51,16 +51,31 @@ class PathPattern:
         ):
             raise ValueError(f"{self.field}: '..' is not allowed in a path prefix: {self.text!r}")
 
-    def matches(self, event: StorageEvent) -> bool:
+        # Decide the pattern's form once: ``matches`` runs for every raw event of a stream.
         text = self.text
+        arg: Any
         if text.startswith("re:"):
-            return re.search(text[3:], event.path) is not None
-        if _GLOB_CHARS & set(text):
-            return fnmatchcase(event.path if "/" in text else event.name, text)
-        if text.startswith("/"):
-            prefix = text.rstrip("/") or "/"
-            return prefix == "/" or event.path == prefix or event.path.startswith(prefix + "/")
-        return event.name == text
+            mode, arg = "re", re.compile(text[3:])
+        elif _GLOB_CHARS & set(text):
+            mode, arg = ("glob_path" if "/" in text else "glob_name"), re.compile(fnmatch.translate(text))
+        elif text.startswith("/"):
+            mode, arg = "prefix", text.rstrip("/") or "/"
+        else:
+            mode, arg = "name", text
+        object.__setattr__(self, "_mode", mode)
+        object.__setattr__(self, "_arg", arg)
+
+    def matches(self, event: StorageEvent) -> bool:
+        mode, arg = self._mode, self._arg  # type: ignore[attr-defined]
+        if mode == "prefix":
+            return arg == "/" or event.path == arg or event.path.startswith(arg + "/")
+        if mode == "glob_name":
+            return arg.match(event.name) is not None
+        if mode == "glob_path":
+            return arg.match(event.path) is not None
+        if mode == "re":
+            return arg.search(event.path) is not None
+        return bool(event.name == arg)
 
 
 def _strings(value: Any, name: str) -> tuple[str, ...]:

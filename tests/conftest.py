@@ -15,14 +15,9 @@ from pathlib import Path
 import pytest
 
 from airflow_dcache.server.storage.users import hash_password, new_password, write_users
-from airflow_dcache.testing.server import launch, stop_process
+from airflow_dcache.testing.server import DEFAULT_USERS, launch, stop_process
 
-USERS = [
-    {"username": "admin", "uid": 0, "gids": [0], "home": "/", "roles": ["admin"]},
-    {"username": "alice", "uid": 1000, "gids": [1000, 3000], "home": "/home/alice"},
-    {"username": "bob", "uid": 1001, "gids": [1001, 3000], "home": "/home/bob"},
-    {"username": "carol", "uid": 1002, "gids": [1002], "home": "/", "root": "/home/carol"},
-]
+USERS = [dict(u) for u in DEFAULT_USERS]  # the same users as the pytest plugin's instances
 
 
 @dataclass

@@ -336,8 +336,11 @@ class DCacheStorageEventTrigger(BaseEventTrigger):
                 deadlines.append(flush_due)
             timeout = max(0.0, min(deadlines) - now) if deadlines else 5.0
             item = None
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that arrives together
+            # with an item, and the triggerer's cancel of this trigger would then be lost.
             with contextlib.suppress(TimeoutError):
-                item = await asyncio.wait_for(queue.get(), timeout=timeout)
+                async with asyncio.timeout(timeout):
+                    item = await queue.get()
             now = time.monotonic()
             if item is not None:
                 event, snapshot = item

@@ -26,6 +26,7 @@ import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import requests
 
@@ -58,6 +59,7 @@ class Site:
     data_dir: Path
     process: subprocess.Popen[str]
     cmd: list[str] = field(repr=False)
+    log: Path | None = field(default=None, repr=False)
 
     @property
     def frontend(self) -> str:
@@ -72,6 +74,31 @@ class Site:
 
     def stop(self) -> None:
         stop_process(self.process)
+
+    def kill(self) -> None:
+        """``kill -9``: the crash a fault test needs (no clean shutdown, no SSE ``SHUTDOWN`` event)."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=15)
+
+    def start(self) -> None:
+        """Start the stopped instance again on the same ports and data, so clients' URLs stay valid.
+
+        The URLs printed at the first start are reused as the ports: a restart that moved the
+        instance would look like another site to every connection.
+        """
+        if self.process.poll() is None:
+            raise RuntimeError(f"site {self.name!r} is still running")
+        ports = [urlsplit(self.webdav).port, urlsplit(self.api).port]
+        cmd = list(self.cmd)
+        for flag, port in zip(("--webdav-port", "--frontend-port"), ports, strict=True):
+            cmd[cmd.index(flag) + 1] = str(port)
+        stderr = open(self.log, "ab") if self.log else None  # noqa: SIM115 - handed to the child, closed below
+        try:
+            self.process, _ = launch(cmd, stderr=stderr)
+        finally:
+            if stderr:
+                stderr.close()
 
 
 def credentials(base: Path, *, iterations: int | None = None) -> dict[str, str]:
@@ -110,7 +137,7 @@ def start_site(name: str, base: Path, users_file: Path, *extra: str, ports: tupl
     finally:
         if stderr:
             stderr.close()
-    return Site(name, info["webdav"], info["api"], data_dir, proc, cmd)
+    return Site(name, info["webdav"], info["api"], data_dir, proc, cmd, log)
 
 
 def lay_out(site: Site, passwords: Mapping[str, str], dirs: Iterable[tuple[str, int]]) -> None:

@@ -11,6 +11,7 @@ from aiohttp import web
 
 from airflow_dcache.server.http.auth import Authenticator
 from airflow_dcache.server.http.paths import parse_raw_path
+from airflow_dcache.server.http.swagger import swagger_handler
 from airflow_dcache.server.services import checksums
 from airflow_dcache.server.services.errors import BadRequest, NotAuthenticated, NotFound, PermissionDenied
 from airflow_dcache.server.services.jsonbody import parse_json
@@ -93,6 +94,7 @@ class Frontend:
 
     def install(self, app: web.Application) -> None:
         app.router.add_get(f"{API}/user", self.user)
+        app.router.add_get(f"{API}/swagger.json", swagger_handler(self.auth))
         app.router.add_get(API + "/id/{pnfsid}", self.get_by_id)
         for method, handler in (("GET", self.get_namespace), ("POST", self.post_namespace),
                                 ("DELETE", self.delete_namespace)):

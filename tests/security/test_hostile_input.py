@@ -140,3 +140,85 @@ def test_moderate_nesting_is_still_accepted(dcache_server, tree):
                       data=json.dumps({"action": "mkdir", "name": f"ok-{uuid.uuid4().hex[:4]}",
                                        "extra": [[[{"a": [1]}]]]}), headers=JSON)
     assert r.status_code == 201, r.text
+
+
+# -- Found by schemathesis against /api/v1/swagger.json (tests/security/test_schemathesis.py) --------------
+
+# JSON escapes of unpaired UTF-16 surrogates: json.loads passes them on as lone surrogates, which no
+# UTF-8 sink (SQLite, a header) can encode; bulk, mkdir and set-label answered 500.
+LONE_SURROGATES = ["\\ud800", "\\udfff", "a\\udc00b", "\\ude00\\ud83d"]  # the last: a pair in the wrong order
+SURROGATE_BODIES = {
+    "bulk-target": ("bulk-requests", '{"activity":"PIN","target":["/home/alice/x%s"]}'),
+    "bulk-key": ("bulk-requests", '{"activity":"PIN","target":["/home/alice/x"],"arguments":{"%s":"1"}}'),
+    "mkdir": ("namespace", '{"action":"mkdir","name":"n%s"}'),
+    "channel-client-id": ("events-channels", '{"client-id":"c%s"}'),
+    "stage": ("tape-stage", '{"files":[{"path":"/home/alice/x%s"}]}'),
+    "archiveinfo": ("tape-archiveinfo", '{"paths":["/home/alice/x%s"]}'),
+}
+
+
+@pytest.mark.parametrize("escape", LONE_SURROGATES)
+@pytest.mark.parametrize("case", list(SURROGATE_BODIES))
+def test_lone_surrogate_escapes_refused(dcache_server, tree, case, escape):
+    endpoint, template = SURROGATE_BODIES[case]
+    method, url, headers = _endpoints(dcache_server, tree)[endpoint]
+    r = requests.request(method, url, data=template % escape, headers=headers, auth=dcache_server.auth("alice"))
+    assert "surrogate" in assert_json_400(r)["detail"]
+
+
+def test_lone_surrogate_in_a_label_refused(dcache_server, tree):
+    r = requests.post(f"{dcache_server.api}/namespace{tree}/f", auth=dcache_server.auth("alice"),
+                      data='{"action":"set-label","label":"l\\ud800"}', headers=JSON)
+    assert "surrogate" in assert_json_400(r)["detail"]
+
+
+def test_paired_surrogate_escapes_still_accepted(dcache_server, tree):
+    r = requests.post(f"{dcache_server.api}/namespace{tree}", auth=dcache_server.auth("alice"),
+                      data='{"action":"mkdir","name":"smile-\\ud83d\\ude00"}', headers=JSON)
+    assert r.status_code == 201, r.text
+    r = requests.get(f"{dcache_server.api}/namespace{tree}/smile-%F0%9F%98%80", auth=dcache_server.auth("alice"))
+    assert r.status_code == 200 and r.json()["fileType"] == "DIR"
+
+
+@pytest.mark.parametrize("path", ["/home/alice/a\nb", "/home/alice/a\r\nX-Injected: 1", "\x00\x1f\x7f"])
+def test_stage_cancel_of_a_path_with_control_characters(dcache_server, tree, path):
+    """The 'not part of the request' answer echoed the path into a header: a newline dropped the connection."""
+    auth = dcache_server.auth("alice")
+    r = requests.post(f"{dcache_server.api}/tape/stage", auth=auth, json={"files": [{"path": f"{tree}/f"}]})
+    assert r.status_code == 201, r.text
+    r = requests.post(f"{r.headers['location']}/cancel", auth=auth, json={"paths": [path]})
+    doc = assert_json_400(r)
+    assert r.headers["title"] == "File missing from stage request"
+    assert "is not part of the stage request" in r.headers["detail"] and "X-Injected" not in r.headers
+    assert not any(ord(c) < 0x20 or ord(c) == 0x7F for c in r.headers["detail"])
+    assert doc["detail"] == r.headers["detail"]
+
+
+@pytest.mark.parametrize("lifetimes", ["[" * 100_000, '{"a":' * 5_000 + '"PT1H"' + "}" * 5_000,
+                                       '{"/x": NaN}', '{"/x": "PT1H", "/y": 1e999}'])
+def test_bulk_stage_disk_lifetime_is_parsed_with_the_bounded_reader(dcache_server, tree, lifetimes):
+    """arguments.diskLifetime is JSON inside a string: json.loads of deep nesting raised RecursionError, a 500."""
+    r = requests.post(f"{dcache_server.api}/bulk-requests", auth=dcache_server.auth("alice"), json={
+        "activity": "STAGE", "target": [f"{tree}/f"], "arguments": {"diskLifetime": lifetimes}})
+    assert "diskLifetime" in assert_json_400(r)["detail"]
+
+
+
+@pytest.mark.xfail(strict=True, reason="frontend.read_json_object reads only the first chunk of a body; the fix "
+                                       "(read until EOF, still bounded) is for frontend.py's owner")
+def test_a_json_body_sent_in_two_parts_is_read_whole(dcache_server, tree):
+    """Not a 500, found while writing the test above: read_json_object makes one ``request.content.read(n)``,
+    which returns what has arrived so far, so a body that comes in more than one piece (a 1000-path
+    archiveinfo, 170 kB, failed on loopback) is parsed cut short: a false 400 "Unterminated string".
+    """
+    import time
+
+    def body():
+        yield b'{"paths": ["' + f"{tree}/f".encode()
+        time.sleep(0.3)
+        yield b'"]}'
+
+    r = requests.post(f"{dcache_server.api}/tape/archiveinfo", data=body(), headers=JSON,
+                      auth=dcache_server.auth("alice"))
+    assert r.status_code == 200, r.text
+    assert r.json() == [{"path": f"{tree}/f", "locality": "DISK"}]

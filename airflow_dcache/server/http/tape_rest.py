@@ -7,6 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
+from airflow_dcache.server.http.errors import error_response
 from airflow_dcache.server.http.frontend import API, Frontend, json_response, read_json_object
 from airflow_dcache.server.services.bulk import BulkService
 from airflow_dcache.server.services.errors import BadRequest, ServiceError
@@ -17,6 +18,11 @@ _FILE_STATE = {"CREATED": "SUBMITTED", "READY": "SUBMITTED", "RUNNING": "STARTED
 _LOCALITY = {"ONLINE": "DISK", "NEARLINE": "TAPE", "ONLINE_AND_NEARLINE": "DISK_AND_TAPE", "NONE": "NONE",
              "LOST": "LOST", "UNAVAILABLE": "UNAVAILABLE"}
 MAX_ARCHIVEINFO_PATHS = 1000
+
+
+def _header_text(text: str) -> str:
+    """A client's path fit for a header value: a newline in it made the response unsendable."""
+    return "".join("?" if ord(c) < 0x20 or ord(c) == 0x7F else c for c in text)
 
 
 def _paths(doc: dict[str, Any], key: str = "paths") -> list[str]:
@@ -97,10 +103,10 @@ class TapeRest:
         paths = _paths(await read_json_object(request))
         known = {t.path for t in self.bulk.db.targets(row.id)}
         missing = [p for p in paths if p not in known]
-        if missing:  # dCache answers this one with title/detail response headers, not a JSON body
-            return web.Response(status=400, headers={
-                "title": "File missing from stage request",
-                "detail": f"The file {missing[0][:200]} is not part of the stage request {row.id}"})
+        if missing:  # dCache answers this one with title/detail response headers; the JSON body is ours
+            detail = f"The file {_header_text(missing[0][:200])} is not part of the stage request {row.id}"
+            return error_response(400, detail, headers={"title": "File missing from stage request",
+                                                        "detail": detail})
         self.bulk.cancel(row.id, paths)
         return web.Response(status=200)
 

@@ -24,6 +24,7 @@ from airflow_dcache.server.services.errors import (
     ServiceError,
     TooManyRequests,
 )
+from airflow_dcache.server.services.jsonbody import parse_json
 from airflow_dcache.server.services.login import Login
 from airflow_dcache.server.services.namespace import NamespaceService
 from airflow_dcache.server.services.tape import TapeService, lifetime_ms, normalise_qos
@@ -215,11 +216,11 @@ class BulkService:
             normalise_qos(args.get("targetQos", ""))
         if activity == "STAGE" and "diskLifetime" in args:
             try:
-                lifetimes = json.loads(args["diskLifetime"])
+                lifetimes = parse_json(args["diskLifetime"])  # bounded: json.loads let deep nesting 500
                 assert isinstance(lifetimes, dict)
                 for value in lifetimes.values():
                     parse_duration(value)
-            except (ValueError, AssertionError, CaveatError, TypeError):
+            except (ValueError, AssertionError, CaveatError, TypeError, BadRequest):
                 raise BadRequest("arguments.diskLifetime must be a JSON object of path to ISO-8601 duration") from None
         if activity == "DELETE" and "skipDirs" in args:
             _bool(args["skipDirs"], "arguments.skipDirs")

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 from airflow_dcache.server.services.errors import BadRequest
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
 MAX_DEPTH = 64  # dCache's requests nest 3 or 4 levels; Jackson's own default limit is 1000
 
 
@@ -59,4 +61,26 @@ def parse_json(raw: bytes | str, *, prefix: str = "Request body is not valid JSO
         raise BadRequest(f"{prefix}: {str(err)[:200]}") from None
     if not _depth_ok(doc):
         raise BadRequest(f"{prefix}: nested deeper than {MAX_DEPTH} levels")
+    if _has_lone_surrogate(doc):
+        raise BadRequest(f"{prefix}: a string holds an unpaired surrogate escape (\\uD800-\\uDFFF)")
     return doc
+
+
+def _has_lone_surrogate(doc: Any) -> bool:
+    """True if a key or string holds an unpaired ``\\uD8xx``-style escape.
+
+    ``json.loads`` lets one through as a lone surrogate, which no UTF-8 sink (SQLite, a header, a
+    file name) can encode: every endpoint that stored such a string answered 500.
+    """
+    stack: list[Any] = [doc]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, str):
+            if _SURROGATE.search(value):
+                return True
+        elif isinstance(value, dict):
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+    return False

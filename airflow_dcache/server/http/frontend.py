@@ -10,6 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from airflow_dcache.server.http.auth import Authenticator
+from airflow_dcache.server.http.bodies import read_bounded
 from airflow_dcache.server.http.paths import parse_raw_path
 from airflow_dcache.server.http.swagger import swagger_handler
 from airflow_dcache.server.services import checksums
@@ -57,7 +58,7 @@ async def read_json_object(request: web.Request) -> dict[str, Any]:
             reason=f"Content-Type must be application/json, got {request.content_type or 'none'}")
     if request.content_length is not None and request.content_length > MAX_JSON_BODY:
         raise BadRequest(f"Request body larger than {MAX_JSON_BODY} bytes")
-    raw = await request.content.read(MAX_JSON_BODY + 1)
+    raw = await read_bounded(request, MAX_JSON_BODY)
     if len(raw) > MAX_JSON_BODY:
         raise BadRequest(f"Request body larger than {MAX_JSON_BODY} bytes")
     doc = parse_json(raw)

@@ -13,6 +13,7 @@ from airflow_dcache.server.http import digests, locks
 from airflow_dcache.server.http import propfind as pf
 from airflow_dcache.server.http import proppatch as pp
 from airflow_dcache.server.http.auth import Authenticator
+from airflow_dcache.server.http.bodies import read_bounded
 from airflow_dcache.server.http.local_copy import LocalCopy, is_local_destination
 from airflow_dcache.server.http.paths import parse_raw_path, path_from_url
 from airflow_dcache.server.http.streaming import READ_CHUNK, DownloadResponse, content_type, request_body
@@ -37,7 +38,7 @@ async def read_small_body(request: web.Request, what: str) -> bytes:
     """Read a bounded request body; larger ones are refused before they fill memory."""
     if request.content_length is not None and request.content_length > MAX_SMALL_BODY:
         raise BadRequest(f"{what} body larger than {MAX_SMALL_BODY} bytes")
-    body = await request.content.read(MAX_SMALL_BODY + 1)
+    body = await read_bounded(request, MAX_SMALL_BODY)
     if len(body) > MAX_SMALL_BODY:
         raise BadRequest(f"{what} body larger than {MAX_SMALL_BODY} bytes")
     return body

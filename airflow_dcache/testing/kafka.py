@@ -3,8 +3,10 @@
 :class:`KafkaBroker` has ``bootstrap`` (``127.0.0.1:<port>``), ``create_topic``, ``produce`` and
 ``consume`` (bounded in time, reading from the beginning without a consumer group) helpers, and
 ``stop``/``start``/``restart`` keeping the port. tansu listens on loopback only and keeps its data in
-memory (that build supports no other storage engine), so a restarted broker is empty; it writes its
-log to its own directory. The pytest fixtures ``kafka_broker`` and ``kafka_broker_factory`` live in
+memory by default, so a restarted broker is empty; with ``storage="s3://…"`` and an S3 server
+(:mod:`airflow_dcache.testing.s3`; the build supports no other engine) it keeps records and
+consumer-group offsets across restarts, like a real broker. It writes its log to its own directory.
+The pytest fixtures ``kafka_broker`` and ``kafka_broker_factory`` live in
 :mod:`airflow_dcache.testing.plugin`. The clients need the ``[kafka]`` extra (confluent-kafka).
 """
 
@@ -77,6 +79,10 @@ class KafkaBroker:
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
     starts: int = 0
+    #: ``memory://tansu/`` (lost on restart) or ``s3://<bucket>/`` with ``storage_env`` pointing at an
+    #: S3 server (:mod:`airflow_dcache.testing.s3`): records and group offsets survive a restart.
+    storage: str = "memory://tansu/"
+    storage_env: dict[str, str] = field(default_factory=dict)
 
     @property
     def bootstrap(self) -> str:
@@ -94,9 +100,10 @@ class KafkaBroker:
         self.workdir.mkdir(parents=True, exist_ok=True)
         url = f"tcp://{HOST}:{self.port}"
         cmd = [self.binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
-               "--storage-engine", "memory://tansu/", "--cluster-id", "airflow-dcache-tests"]
+               "--storage-engine", self.storage, "--cluster-id", "airflow-dcache-tests"]
         env = {k: v for k, v in os.environ.items() if k not in ("LISTENER_URL", "ADVERTISED_LISTENER_URL",
                                                                  "STORAGE_ENGINE", "CLUSTER_ID")}
+        env.update(self.storage_env)
         with open(self.log_path, "ab") as log:
             log.write(f"--- start {self.starts + 1}: {' '.join(cmd)}\n".encode())
             log.flush()

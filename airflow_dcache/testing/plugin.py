@@ -144,14 +144,30 @@ def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBrok
 
 @pytest.fixture
 def kafka_broker_factory(tmp_path: Path) -> Iterator[Callable[..., KafkaBroker]]:
-    """``factory(name="broker", start=True)``: a broker the test may stop and start; stopped afterwards."""
+    """``factory(name="broker", start=True, persistent=False)``: a broker the test may stop and start.
+
+    ``persistent=True`` keeps the broker's log in an S3 server (moto, see :mod:`airflow_dcache.testing.s3`),
+    so a restart keeps records and committed offsets as a real broker's would; skips without moto.
+    Everything is stopped afterwards.
+    """
     from airflow_dcache.testing.kafka import KafkaBroker
+    from airflow_dcache.testing.s3 import S3Server, s3_python
 
     binary = _tansu()
     brokers: list[KafkaBroker] = []
+    stores: list[S3Server] = []
 
-    def factory(name: str = "broker", start: bool = True) -> KafkaBroker:
+    def factory(name: str = "broker", start: bool = True, persistent: bool = False) -> KafkaBroker:
         broker = KafkaBroker(binary, tmp_path / f"tansu-{name}")
+        if persistent:
+            python = s3_python()
+            if python is None:
+                pytest.skip("a persistent broker needs moto's S3 server: scripts/bootstrap makes .venv-s3")
+            store = S3Server(python, tmp_path / f"s3-{name}")
+            stores.append(store)
+            store.start()
+            store.create_bucket("tansu")
+            broker.storage, broker.storage_env = "s3://tansu/", store.client_env()
         brokers.append(broker)
         if start:
             broker.start()
@@ -160,6 +176,8 @@ def kafka_broker_factory(tmp_path: Path) -> Iterator[Callable[..., KafkaBroker]]
     yield factory
     for broker in brokers:
         broker.stop()
+    for store in stores:
+        store.stop()
 
 
 @pytest.fixture

@@ -334,6 +334,11 @@ class ChannelWatch:
                 await self._add_tree(path, emit=False, initial=initial)
             self.subscribed_channel = channel
             metric_gauge("watched_dirs", len(self.watched))
+            if initial:
+                # Store the starting point now, before any event: a watcher restarted before its first
+                # cursor commit would otherwise start again "fresh" and take every file that landed
+                # meanwhile for pre-existing. With a stored watermark it reconciles them instead.
+                await self.emit(None)
         return channel
 
     async def _subscribe(self, path: str) -> bool:

@@ -207,6 +207,40 @@ async def test_resume_with_last_event_id_replays_what_came_while_stopped(
         await second.stop()
 
 
+async def test_stopped_before_its_first_commit_still_reports_what_landed_meanwhile(
+    conn_id: str, alice: DCacheHook, workdir: str
+) -> None:
+    """Regression (found by the restart fault test): a watcher stopped within its first commit delay had
+    stored no state, so its successor started "fresh" and took files that landed in between for
+    pre-existing ones. The starting point is now stored as soon as the watch is subscribed."""
+    await aput(alice, f"{workdir}/old")  # before any watcher: pre-existing, never reported
+    store = MemoryStore()
+    slow_ticks = dict(FAST, keepalive=30.0)  # the default: no keep-alive tick moves the cursor meanwhile
+    first = Runner(DCacheStorageEventTrigger(dcache_conn_id=conn_id, paths=[workdir], **slow_ticks), store)
+    await first.ready()
+    for _ in range(100):  # the initial state is written within about a second
+        if store.data:
+            break
+        await asyncio.sleep(0.05)
+    assert store.data, "the watch's starting point was not stored before any event"
+    await aput(alice, f"{workdir}/early")
+    await first.wait_for(lambda ev: len(ev) == 1)
+    await first.stop()  # well within the 5 s commit delay: the cursor past "early" is not stored
+    channel = next(iter(store.data.values()))["channel"]
+    with DCacheHook(conn_id) as hook:
+        hook.delete_channel(channel)  # and the channel is gone too, as after a service restart
+    await aput(alice, f"{workdir}/meanwhile")
+    second = Runner(DCacheStorageEventTrigger(dcache_conn_id=conn_id, paths=[workdir], **slow_ticks), store)
+    try:
+        events = await second.wait_for(lambda ev: any(e.name == "meanwhile" for e in ev))
+        events = await second.settle()
+        # "early" comes again (at least once: the consumer's marker skips it), "old" never does
+        assert sorted(e.name for e in events) == ["early", "meanwhile"]
+        assert all(e.extra.get("reconciled") for e in events)
+    finally:
+        await second.stop()
+
+
 async def test_event_loss_reconciles_by_listing(conn_id: str, alice: DCacheHook, workdir: str) -> None:
     store = MemoryStore()
     first = Runner(DCacheStorageEventTrigger(dcache_conn_id=conn_id, paths=[workdir], **FAST), store)

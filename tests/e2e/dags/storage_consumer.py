@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+from datetime import timedelta
 
 from airflow.sdk import Asset, AssetWatcher, dag, task
 
@@ -24,7 +25,10 @@ incoming = Asset(
 )
 
 
-@dag(schedule=[incoming], dag_id="storage_consumer", max_active_runs=16)
+# Retries: the fault tests restart the dCache service while runs are claiming markers on it; a run
+# that meets the restart must retry, not drop its batch.
+@dag(schedule=[incoming], dag_id="storage_consumer", max_active_runs=16,
+     default_args={"retries": 8, "retry_delay": timedelta(seconds=2)})
 def storage_consumer() -> None:
     @task
     def process(triggering_asset_events=None, run_id=None) -> dict[str, object]:

@@ -10,20 +10,30 @@ other's long-lived credential. After each copy the adler32 checksums of both rep
 Not deferrable: dCache reports a copy's progress and outcome only on the open ``COPY`` response, so
 the request must stay with the worker; killing the task closes it, which makes dCache abandon the
 copy (a pull leaves no partial file).
+
+A site that cannot be reached (connection refused, reset, timed out, after the hook's own short
+connect retries) or that goes away while the ``COPY`` runs fails the task with a
+:class:`~airflow_dcache.exceptions.DCacheConnectionError` that names the site, its connection and
+URL, the step and the cause, e.g. ``destination site 'buffer' (connection dcache_buffer,
+http://buffer:2880) is unreachable while creating /data/work/r1: [Errno 111] Connection refused``.
+It is an ``AirflowException``, so the task's ``retries`` (with ``retry_exponential_backoff``) apply;
+the source is only read, so a retry, a cleared task or a new run starts from the same state.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import posixpath
-from collections.abc import Sequence
+import re
+from collections.abc import Iterator, Sequence
 from functools import cached_property
 from typing import Any
 
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException
 
-from airflow_dcache.exceptions import DCacheError
+from airflow_dcache.exceptions import DCacheConnectionError, DCacheError, TransferFailed
 from airflow_dcache.hooks._settings import AuthType
 from airflow_dcache.hooks.dcache import DCacheHook
 from airflow_dcache.links.dcache import DCacheFileLink, DCacheViewLink, persist_file_links
@@ -46,6 +56,29 @@ def destination_for(source: str, *, destination_path: str | None, destination_di
         if source.startswith(root):
             relative = source[len(root):]
     return posixpath.join(destination_dir.rstrip("/") or "/", relative)
+
+
+_CAUSES = (
+    re.compile(r"\[Errno -?\d+\] [^\"')(]+"),  # [Errno 111] Connection refused
+    re.compile(r"(?i)(?:read|connect) timed out"),
+    re.compile(r"(?i)remote end closed connection[^\"')]*"),
+    re.compile(r"(?i)connection (?:reset|aborted|broken)[^\"')(]*"),
+)
+
+
+def connection_cause(error: DCacheError) -> str:
+    """The root cause of a connection error in a few words (``[Errno 111] Connection refused``).
+
+    The hook's message carries urllib3's whole retry story; the operator's message names the site
+    and step itself, so only the innermost reason is kept (the full text stays on the chained error).
+    """
+    text = error.message
+    for pattern in _CAUSES:
+        found = pattern.findall(text)
+        if found:
+            return str(found[-1]).strip().rstrip(":;,")
+    text = text.removeprefix("cannot reach dCache: ")
+    return text if len(text) <= 300 else text[:297] + "..."
 
 
 def macaroon_hook(base: DCacheHook, macaroon: str) -> DCacheHook:
@@ -148,34 +181,73 @@ class DCacheReplicateOperator(BaseOperator):
         return {"source_conn_id": self.source_conn_id, "destination_conn_id": self.destination_conn_id,
                 "mode": self.mode, "files": files, "destinations": destinations}
 
+    def _site(self, role: str) -> tuple[DCacheHook, str]:
+        """The hook of ``role`` (``source``/``destination``) and how a message names it."""
+        hook = self.source_hook if role == "source" else self.destination_hook
+        conn_id = self.source_conn_id if role == "source" else self.destination_conn_id
+        return hook, f"{role} site {hook.settings.site!r} (connection {conn_id}, {hook.settings.door_url})"
+
+    @contextlib.contextmanager
+    def _step(self, role: str, what: str, source: str) -> Iterator[None]:
+        """Turn "cannot reach" errors of one step into a message naming the site, the step and the cause."""
+        try:
+            yield
+        except DCacheConnectionError as exc:
+            _hook, site = self._site(role)
+            raise DCacheConnectionError(
+                f"{site} is unreachable while {what}: {connection_cause(exc)}; {source} was not replicated",
+                url=exc.url) from exc
+
+    def _went_away(self, role: str, exc: TransferFailed, source: str, destination: str) -> DCacheError:
+        """A copy that ended without an outcome: name the site if it is gone (its connection dropped)."""
+        hook, site = self._site(role)
+        try:
+            hook.exists("/")
+        except DCacheConnectionError as probe:
+            return DCacheConnectionError(
+                f"{site} went away during the copy {source} -> {destination} ({exc.message}) and is unreachable "
+                f"now: {connection_cause(probe)}; an interrupted copy leaves no file behind", url=exc.url)
+        except DCacheError:
+            pass  # it answers (even if only to refuse "/"): the copy failed for its own reason
+        return exc
+
     def _replicate(self, source: str, destination: str) -> dict[str, Any]:
         src, dst = self.source_hook, self.destination_hook
         parent = posixpath.dirname(destination)
         if parent not in ("", "/"):
-            dst.mkdir(parent)
+            with self._step("destination", f"creating {parent}", source):
+                dst.mkdir(parent)
         validity = self.macaroon_validity
-        download = src.mint_macaroon(source, activities=["DOWNLOAD"], validity=validity)
-        upload = dst.mint_macaroon(destination, activities=["UPLOAD", "DELETE"] if self.overwrite else ["UPLOAD"],
-                                   validity=validity)
-        if self.mode == "pull":
-            hook = macaroon_hook(dst, upload.macaroon)
-            self._copy_hooks.append(hook)
-            with hook:
-                result = hook.copy_pull(download.target, destination, remote_token=download.macaroon,
-                                        overwrite=self.overwrite)
-        else:
-            hook = macaroon_hook(src, download.macaroon)
-            self._copy_hooks.append(hook)
-            with hook:
-                result = hook.copy_push(source, upload.target, remote_token=upload.macaroon, overwrite=self.overwrite)
-        self._copy_hooks.remove(hook)
+        with self._step("source", f"authorising the download of {source}", source):
+            download = src.mint_macaroon(source, activities=["DOWNLOAD"], validity=validity)
+        with self._step("destination", f"authorising the upload of {destination}", source):
+            upload = dst.mint_macaroon(destination, activities=["UPLOAD", "DELETE"] if self.overwrite
+                                       else ["UPLOAD"], validity=validity)
+        # the COPY goes to the side that moves the data; the other one is its remote
+        receiver = "destination" if self.mode == "pull" else "source"
+        hook = macaroon_hook(dst, upload.macaroon) if self.mode == "pull" else macaroon_hook(src, download.macaroon)
+        self._copy_hooks.append(hook)
+        try:
+            with self._step(receiver, f"starting the copy {source} -> {destination}", source), hook:
+                if self.mode == "pull":
+                    result = hook.copy_pull(download.target, destination, remote_token=download.macaroon,
+                                            overwrite=self.overwrite)
+                else:
+                    result = hook.copy_push(source, upload.target, remote_token=upload.macaroon,
+                                            overwrite=self.overwrite)
+        except TransferFailed as exc:
+            raise self._went_away(receiver, exc, source, destination) from exc
+        finally:
+            self._copy_hooks.remove(hook)
         adler32 = self._verify(source, destination) if self.verify_checksum else None
         return {"source": source, "destination": destination, "size": result.size, "adler32": adler32,
                 "markers": result.markers}
 
     def _verify(self, source: str, destination: str) -> str:
-        ours = self.source_hook.checksum(source, ("adler32",)).get("adler32")
-        theirs = self.destination_hook.checksum(destination, ("adler32",)).get("adler32")
+        with self._step("source", f"reading the checksum of {source}", source):
+            ours = self.source_hook.checksum(source, ("adler32",)).get("adler32")
+        with self._step("destination", f"reading the checksum of the copy {destination}", source):
+            theirs = self.destination_hook.checksum(destination, ("adler32",)).get("adler32")
         if not ours or ours != theirs:
             try:
                 self.destination_hook.delete(destination, missing_ok=True)

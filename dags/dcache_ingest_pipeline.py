@@ -23,7 +23,17 @@ What it does, per file (a mapped task group, so each file moves on as soon as it
        ``dcache://main/data/processed``.
 
 Idempotent by the event key: a redelivered event, or a run over files already done, finds the marker
-(``airflow_dcache.done.<dag_id>`` on the input) and skips them — unless ``reprocess`` is set.
+(``airflow_dcache.done.<dag_id>`` on the input) and skips them — unless ``reprocess`` is set. The
+marker is set only by ``record_lineage``, the last step, so a failed run leaves none and the next run
+(or the cleared task) processes the file.
+
+When a site is down
+    The two cross-site copies (``replicate``, ``publish``) retry with exponential backoff: 3 retries
+    30 s apart, doubling, at most 10 min (``$AIRFLOW_DCACHE_REPLICATE_RETRIES``,
+    ``$AIRFLOW_DCACHE_REPLICATE_RETRY_DELAY``, ``$AIRFLOW_DCACHE_REPLICATE_MAX_RETRY_DELAY`` in seconds,
+    read when the DAG is parsed). After that the run fails, naming the site that is unreachable;
+    nothing on ``main`` was changed, and re-triggering with the same ``paths`` (or clearing the
+    failed task) completes once the site is back.
 
 Billing instead of SSE
     Sites that publish dCache billing records to Kafka get the same pipeline as
@@ -38,6 +48,7 @@ runtime is ``$AIRFLOW_DCACHE_FUNCTION_RUNTIME`` (``local`` or ``docker``; the de
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from typing import Any
 
 from airflow.sdk import DAG, Asset, AssetWatcher, Param, dag, task, task_group
@@ -55,6 +66,33 @@ MAIN, BUFFER = "dcache_main", "dcache_buffer"
 RUNTIME = os.environ.get("AIRFLOW_DCACHE_FUNCTION_RUNTIME", "local")
 BUFFER_ROOT, OUTPUT_ROOT = "/data/work", "/data/processed"
 BILLING_TOPIC = os.environ.get("AIRFLOW_DCACHE_BILLING_TOPIC")
+
+
+def _env_number(name: str, default: float, *, minimum: float, whole: bool = False) -> float:
+    """A number from the environment at parse time; a bad value is an import error naming the variable."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    kind = "a whole number" if whole else "a number"
+    try:
+        value = int(raw) if whole else float(raw)
+    except ValueError:
+        raise ValueError(f"${name}: expected {kind}, got {raw!r}") from None
+    if not value >= minimum:  # also refuses nan
+        raise ValueError(f"${name}: expected {kind} >= {minimum:g}, got {raw!r}")
+    return value
+
+
+# [START ingest_retries]
+# The cross-site copies retry with exponential backoff: a site down for minutes only delays the run.
+# Waits are retry_delay * 2**(try-1) (Airflow adds up to as much again, deterministic per task), capped.
+REPLICATE_RETRIES: dict[str, Any] = {
+    "retries": int(_env_number("AIRFLOW_DCACHE_REPLICATE_RETRIES", 3, minimum=0, whole=True)),
+    "retry_delay": timedelta(seconds=_env_number("AIRFLOW_DCACHE_REPLICATE_RETRY_DELAY", 30, minimum=1)),
+    "retry_exponential_backoff": 2.0,
+    "max_retry_delay": timedelta(seconds=_env_number("AIRFLOW_DCACHE_REPLICATE_MAX_RETRY_DELAY", 600, minimum=1)),
+}
+# [END ingest_retries]
 
 # [START ingest_assets]
 incoming = Asset(
@@ -110,7 +148,7 @@ def ingest_pipeline(dag_id: str, source: Asset) -> DAG:
             checked = validate(item)
             replicate = DCacheReplicateOperator(
                 task_id="replicate", source_conn_id=MAIN, destination_conn_id=BUFFER,
-                source_path=checked["path"], destination_path=checked["buffer_path"])
+                source_path=checked["path"], destination_path=checked["buffer_path"], **REPLICATE_RETRIES)
             preview = DCacheFunctionOperator(
                 task_id="preview", dcache_conn_id=BUFFER, runtime=RUNTIME, function="{{ params.function }}",
                 inputs=checked["buffer_path"], output_dir=checked["buffer_output_dir"],
@@ -120,7 +158,7 @@ def ingest_pipeline(dag_id: str, source: Asset) -> DAG:
                 # the outputs and the activation record: the buffer work area goes away afterwards
                 source_path="{% set r = ti.xcom_pull(task_ids='file.preview', map_indexes=ti.map_index) %}"
                             "{{ r['outputs'] + [r['activation_record']] }}",
-                destination_dir=checked["output_dir"])
+                destination_dir=checked["output_dir"], **REPLICATE_RETRIES)
             archive_rule = DCacheSetQosOperator(
                 task_id="archive_rule", dcache_conn_id=MAIN, path=checked["path"],
                 target_qos="{{ params.target_qos }}", wait_for_completion=False)

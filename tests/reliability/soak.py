@@ -1,9 +1,10 @@
 """One-command soak runner: ``.venv/bin/python -m tests.reliability.soak [extra pytest args]``.
 
 Runs every ``soak``-marked variant of tests/security and tests/reliability (fuzzing x3000 examples,
+schemathesis x200 per operation, 1,000-file streams with restarts through Airflow,
 kill -9 x100, a 60 s broker outage, 60 s of load by 64 clients) with ``DCACHE_SOAK=1``, collects the
 load figures through ``DCACHE_RESULTS`` and prints them with pytest's summary. Bounded: each test
-has its own time limits; the whole run takes about 10-15 minutes on a 2-core machine.
+has its own time limits; the whole run takes about 25-30 minutes on a 2-core machine.
 """
 
 from __future__ import annotations

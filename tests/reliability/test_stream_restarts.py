@@ -169,14 +169,18 @@ def processed(stack: Any, dag_id: str) -> tuple[Counter, int]:
     return counts, skipped
 
 
-def wait_all_processed(stack: Any, dag_id: str, paths: list[str], timeout: float) -> None:
+def wait_all_processed(stack: Any, dag_id: str, paths: list[str], timeout: float, stall: float = 120) -> None:
+    """Until every path is processed; gives up at ``timeout`` or after ``stall`` s without progress."""
     deadline = time.monotonic() + timeout
     missing = paths
-    while time.monotonic() < deadline:
+    progress_at, last_missing = time.monotonic(), len(paths)
+    while time.monotonic() < deadline and time.monotonic() - progress_at < stall:
         counts, _ = processed(stack, dag_id)
         missing = [p for p in paths if not counts[p]]
         if not missing:
             return
+        if len(missing) < last_missing:
+            progress_at, last_missing = time.monotonic(), len(missing)
         time.sleep(3)
     raise AssertionError(f"{len(missing)} of {len(paths)} files never processed, e.g. {missing[:5]}")
 

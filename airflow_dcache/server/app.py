@@ -94,8 +94,9 @@ def start_billing(config: ServerConfig, services: Services) -> None:
         return
     settings = KafkaSettings(config.kafka_bootstrap, config.kafka_topic, config.kafka_config,
                              client_id=f"dcache-billing-{config.site}")
-    services.billing = build_publisher(config.data_dir, config.pool_name, settings)
+    services.billing = build_publisher(config.billing_spool_dir or config.data_dir, config.pool_name, settings)
     services.events.subscribe(services.billing.on_event)
+    services.transfers.upload_guards.append(services.billing.admit_upload)  # 507 while the spool is full
     services.billing.start()
 
 

@@ -35,6 +35,7 @@ class ServerConfig:
     kafka_bootstrap: str | None = None  # billing records go to Kafka only when set
     kafka_topic: str = "billing"
     kafka_config: tuple[tuple[str, str], ...] = ()
+    billing_spool_dir: Path | None = None  # None: the billing spool lives in data_dir
 
     @property
     def tls(self) -> bool:

@@ -72,6 +72,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kafka-topic", default="billing", help="billing topic (default billing)")
     parser.add_argument("--kafka-config", action="append", default=[], metavar="KEY=VALUE",
                         help="extra librdkafka producer property; repeatable")
+    parser.add_argument("--billing-spool-dir", type=Path, metavar="DIR",
+                        help="where billing records wait for Kafka (default: --data-dir); uploads get 507 "
+                             "while its file system has no room for them")
     parser.add_argument("--log-level", default="WARNING")
 
 
@@ -102,12 +105,23 @@ def _tpc_options(args: argparse.Namespace) -> tuple[str, ...]:
 def _kafka_options(args: argparse.Namespace) -> dict[str, Any]:
     """--kafka-*, checked before anything starts so a typo names its option."""
     if args.kafka_bootstrap is None:
-        if args.kafka_topic != "billing" or args.kafka_config:
-            raise SystemExit("error: --kafka-topic and --kafka-config need --kafka-bootstrap")
+        if args.kafka_topic != "billing" or args.kafka_config or args.billing_spool_dir is not None:
+            raise SystemExit("error: --kafka-topic, --kafka-config and --billing-spool-dir need --kafka-bootstrap")
         return {}
+    spool_dir = args.billing_spool_dir
+    if spool_dir is not None:
+        if spool_dir.exists() and not spool_dir.is_dir():
+            raise SystemExit(f"error: --billing-spool-dir {spool_dir} is not a directory")
+        try:
+            spool_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise SystemExit(f"error: --billing-spool-dir {spool_dir}: {err.strerror or err}") from None
+        if not os.access(spool_dir, os.W_OK | os.X_OK):
+            raise SystemExit(f"error: --billing-spool-dir {spool_dir} is not writable")
     try:
         return {"kafka_bootstrap": parse_bootstrap(args.kafka_bootstrap), "kafka_topic": parse_topic(args.kafka_topic),
-                "kafka_config": parse_config_options(args.kafka_config)}
+                "kafka_config": parse_config_options(args.kafka_config),
+                "billing_spool_dir": spool_dir.resolve() if spool_dir is not None else None}
     except BillingConfigError as err:
         raise SystemExit(f"error: {err}") from None
 

@@ -12,7 +12,7 @@ import base64
 import errno
 import posixpath
 import zlib
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -122,6 +122,10 @@ class TransferService:
         self.ns = namespace
         self.allow_overwrite = allow_overwrite
         self.max_upload = max_upload
+        # Called with the path before an upload's body is read and again right before its commit (no
+        # await between that call, the commit and its events); a guard refuses by raising a ServiceError,
+        # e.g. billing's InsufficientStorage (507) while its spool has no room for the upload's records.
+        self.upload_guards: list[Callable[[str], None]] = []
 
     def authorise_upload(self, login: Login, path: str, *, replace: bool = True) -> UploadTarget:
         """Check everything that can be checked before the body arrives, and say what was found.
@@ -163,6 +167,8 @@ class TransferService:
         xattrs: dict[str, str] | None = None, extra: dict[str, Any] | None = None,
     ) -> UploadResult:
         self.authorise_upload(login, path)
+        for guard in self.upload_guards:
+            guard(path)
         expected_md5 = decode_content_md5(content_md5) if content_md5 is not None else None
         limit = self.size_limit(login)
         if limit is not None and content_length is not None and content_length > limit:
@@ -204,6 +210,8 @@ class TransferService:
             raise
         adler = sink.adler
         try:
+            for guard in self.upload_guards:
+                guard(path)
             entry, created = self._commit(login, path, file_id, sink.size, adler32_hex(adler), digests,
                                           xattrs or {})
         except BaseException:

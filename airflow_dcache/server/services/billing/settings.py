@@ -75,6 +75,7 @@ class KafkaSettings:
     window: int = 1000  # records handed to the producer at once; the rest wait in the spool
     close_timeout: float = 5.0  # seconds a stopping service waits for outstanding acknowledgements
     client_id: str = "dcache-billing"
+    spool_reserve: int | None = None  # bytes kept for the spool (None: 16 MiB, or 1/8 of a smaller file system)
 
     def producer_config(self) -> dict[str, Any]:
         conf: dict[str, Any] = {"bootstrap.servers": self.bootstrap, "client.id": self.client_id, **_DEFAULTS}

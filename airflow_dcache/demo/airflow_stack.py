@@ -28,6 +28,14 @@ import requests
 COMPONENTS = ("scheduler", "triggerer", "dag-processor", "api-server")
 ADMIN = "admin"
 
+#: How long an SQLite connection of any component waits for another's write lock before "database is
+#: locked" (Python's default is 5 s, which a scheduler loop on a loaded 2-core machine can outlast).
+SQLITE_BUSY_TIMEOUT_S = 60.0
+#: ``[database] sql_alchemy_connect_args`` (and ``…_async``) of the stack: import paths of these dicts.
+#: Two dicts, since Airflow adds ``check_same_thread`` to the sync one in place.
+SQLITE_CONNECT_ARGS: dict[str, Any] = {"timeout": SQLITE_BUSY_TIMEOUT_S}
+SQLITE_CONNECT_ARGS_ASYNC: dict[str, Any] = {"timeout": SQLITE_BUSY_TIMEOUT_S}
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -138,6 +146,15 @@ class AirflowAPI:
         states = [(r["dag_run_id"], r["state"]) for r in runs]
         raise TimeoutError(f"{dag_id}: runs not done after {timeout:.0f} s: {states}")
 
+    def create_backfill(self, dag_id: str, from_date: str, to_date: str, *,
+                        dag_run_conf: Mapping[str, Any] | None = None, reprocess_behavior: str = "none",
+                        max_active_runs: int = 10) -> dict[str, Any]:
+        """``POST /backfills`` as the UI's backfill dialog does; returns the backfill (once: see
+        :meth:`AirflowStack.backfill` for the retries SQLite needs)."""
+        body = {"dag_id": dag_id, "from_date": from_date, "to_date": to_date, "dag_run_conf": dict(dag_run_conf or {}),
+                "reprocess_behavior": reprocess_behavior, "max_active_runs": max_active_runs}
+        return dict(self.request("POST", "/backfills", json=body, timeout=120))
+
 
 class AirflowStack:
     """Airflow components as separate processes sharing one ``AIRFLOW_HOME`` and SQLite database.
@@ -206,6 +223,11 @@ class AirflowStack:
         if plugins:
             env["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(Path(plugins).resolve())
         env.update(extra)
+        if env.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "sqlite").startswith("sqlite"):
+            # Every component (and every CLI call with this env) waits out another's write lock.
+            for key, name in (("SQL_ALCHEMY_CONNECT_ARGS", "SQLITE_CONNECT_ARGS"),
+                              ("SQL_ALCHEMY_CONNECT_ARGS_ASYNC", "SQLITE_CONNECT_ARGS_ASYNC")):
+                env.setdefault(f"AIRFLOW__DATABASE__{key}", f"airflow_dcache.demo.airflow_stack.{name}")
         return env
 
     def _run(self, *args: str, timeout: float = 300) -> None:
@@ -301,6 +323,99 @@ class AirflowStack:
         if pending:
             raise TimeoutError(f"DAGs not parsed after {timeout:.0f} s: {sorted(pending)}")
 
+    def revive(self) -> list[str]:
+        """Start again each component whose process has exited, as a supervisor would; returns their names.
+
+        Components stopped on purpose (:meth:`stop_component`) are not started again.
+        """
+        dead = [name for name, proc in self.processes.items() if proc.poll() is not None]
+        for name in dead:
+            self.stop_component(name)
+            self.start_component(name)
+        if dead:
+            self.wait_healthy(list(self.processes))
+        return dead
+
+    def backfill(self, dag_id: str, from_date: str, to_date: str, *, dag_run_conf: Mapping[str, Any] | None = None,
+                 reprocess_behavior: str = "none", max_active_runs: int = 10, attempts: int = 4,
+                 timeout: float = 400) -> dict[str, Any]:
+        """Create a backfill through the REST API and wait until it completed; returns it.
+
+        On SQLite the creation can meet a locked database even with the busy timeout: a read in its
+        savepoint that must become a write after another component committed fails at once. The API
+        answers 503 (500 "Database error" when the lock hit its audit-log insert), after Airflow's own
+        clean-up of the half-made backfill, which deletes the runs it had taken over and can crash a
+        scheduler working on them. So after such an answer the stack is recovered
+        (:meth:`recover_after_lock`) and the request sent again, up to ``attempts`` times in all; a 409
+        (a backfill still running) after a lock is waited out the same way. Airflow refuses a second
+        running backfill of a DAG, so a retry cannot make two.
+        """
+        locked = False
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                created = self.api.create_backfill(dag_id, from_date, to_date, dag_run_conf=dag_run_conf,
+                                                   reprocess_behavior=reprocess_behavior,
+                                                   max_active_runs=max_active_runs)
+                break
+            except requests.HTTPError as exc:
+                conflict = exc.response is not None and exc.response.status_code == 409
+                if not (_database_locked(exc) or (locked and conflict)) or attempt >= attempts:
+                    raise
+                locked = True
+            self.recover_after_lock(dag_id)
+            time.sleep(attempt)
+        return self.wait_backfill(int(created["id"]), timeout=timeout)
+
+    def wait_backfill(self, backfill_id: int, *, timeout: float = 400) -> dict[str, Any]:
+        """Wait until the backfill has ``completed_at`` (starting again any component that exits); returns it."""
+        self._wait_reviving(lambda: self.api.request("GET", f"/backfills/{backfill_id}").get("completed_at"),
+                            timeout, f"backfill {backfill_id} completed")
+        return dict(self.api.request("GET", f"/backfills/{backfill_id}"))
+
+    def recover_after_lock(self, dag_id: str, *, timeout: float = 300) -> dict[str, list[Any]]:
+        """After a backfill creation met a locked database: restart what crashed, end what it left.
+
+        Each unfinished backfill of the DAG is asked to cancel (best effort: the cancel can meet a
+        locked database too), then this waits until the scheduler has marked every one completed (it
+        does once their runs ended, or two minutes after one that got none) and no backfill run of the
+        DAG is queued or running; components that exit meanwhile are started again. Returns
+        ``{"revived": [...], "settled": [backfill ids]}``.
+        """
+        revived = self.revive()
+        unfinished = [int(b["id"]) for b in self.api.paged("/backfills", "backfills", {"dag_id": dag_id})
+                      if not b.get("completed_at")]
+        for backfill_id in unfinished:
+            with contextlib.suppress(requests.HTTPError):  # 409: completed meanwhile; 500/503: locked
+                self.api.request("PUT", f"/backfills/{backfill_id}/cancel")
+
+        def settled() -> bool:
+            open_ids = [b["id"] for b in self.api.paged("/backfills", "backfills", {"dag_id": dag_id})
+                        if not b.get("completed_at")]
+            in_flight = [r for r in self.api.dag_runs(dag_id)
+                         if r.get("run_type") == "backfill" and r.get("state") in ("queued", "running")]
+            return not open_ids and not in_flight
+
+        revived += self._wait_reviving(settled, timeout, f"{dag_id}: backfills settled")
+        return {"revived": revived, "settled": unfinished}
+
+    def _wait_reviving(self, predicate: Callable[[], Any], timeout: float, what: str,
+                       interval: float = 2.0) -> list[str]:
+        """Poll ``predicate`` until true, starting again any component that exits meanwhile."""
+        deadline = time.monotonic() + timeout
+        revived: list[str] = []
+        last: Any = None
+        while time.monotonic() < deadline:
+            revived += self.revive()
+            try:
+                if predicate():
+                    return revived
+            except requests.RequestException as exc:  # a busy API server (2 cores): ask again
+                last = exc
+            time.sleep(interval)
+        raise TimeoutError(f"not {what} after {timeout:.0f} s (last error: {last}; restarted: {revived})")
+
     def log_path(self, name: str) -> Path:
         return self.log_dir / f"{name}.log"
 
@@ -322,6 +437,15 @@ class AirflowStack:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _database_locked(exc: requests.HTTPError) -> bool:
+    """The API's answer to a database error: 503 where a route maps SQLite's lock, 500 "Database error"
+    elsewhere (the detail is hidden, so any database error counts)."""
+    response = exc.response
+    if response is None:
+        return False
+    return response.status_code == 503 or (response.status_code == 500 and "Database error" in response.text)
 
 
 def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:

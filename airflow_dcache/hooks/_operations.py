@@ -44,6 +44,7 @@ from airflow_dcache.hooks._protocol import (
     well_known_url,
 )
 from airflow_dcache.hooks._settings import ConnectionSettings
+from airflow_dcache.hooks._transfers import refuse_directory
 
 T = TypeVar("T")
 
@@ -689,6 +690,103 @@ def ensure_not_exists(s: ConnectionSettings, path: str) -> Operation[None]:
     """Pre-check for uploads with ``overwrite=False``; dCache has no conditional PUT we can rely on."""
     if (yield from exists(s, path)):
         raise AlreadyExists(f"{normalize_path(path)} already exists", method="PUT", url=door_url(s, path))
+
+
+# ------------------------------------------------------------------------------------- byte ranges
+
+_CONTENT_RANGE_RE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
+
+
+def _int_at_least(value: Any, name: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class RangeRead:
+    """``GET`` of ``length`` bytes at ``offset`` of a file: the request, written once for both hooks.
+
+    The reply is streamed by the hook into a :class:`RangeReceiver`, which knows how much of it to
+    read: a ``206`` holds the range, a ``200`` (a server that ignores ``Range``) is the whole file from
+    byte 0 and is read only up to ``offset + length`` (what precedes ``offset`` is dropped, not kept).
+    ``416`` (the range starts at or beyond the end of the file) reads as ``b""``, as a file read past
+    its end does.
+    """
+
+    path: str
+    url: str
+    offset: int
+    length: int
+
+    @property
+    def headers(self) -> dict[str, str]:
+        # identity: a compressed reply could not be cut at a byte offset of the file
+        return {"Range": f"bytes={self.offset}-{self.offset + self.length - 1}", "Accept-Encoding": "identity"}
+
+
+def range_read(s: ConnectionSettings, path: str, offset: int, length: int) -> RangeRead:
+    path = normalize_path(path)
+    offset = _int_at_least(offset, "offset", 0)
+    length = _int_at_least(length, "length", 1)
+    return RangeRead(path, door_url(s, path), offset, length)
+
+
+class RangeReceiver:
+    """Judge a ranged reply's status and headers, keep the wanted bytes of its body, check it was whole.
+
+    ``feed`` each chunk until it returns ``True`` (enough read: close the response) or the body ends;
+    then ``finish`` returns the bytes.
+    """
+
+    def __init__(self, read: RangeRead, info: ResponseInfo, final_url: str) -> None:
+        refuse_directory(read.path, read.url, final_url)
+        self.read = read
+        self.status = info.status
+        self._skip = 0
+        self._kept = bytearray()
+        self._expected: int | None  # bytes the reply must deliver, when known
+        if info.status == 206:
+            content_type = (_header(info, "content-type") or "").lower()
+            match = _CONTENT_RANGE_RE.match(_header(info, "content-range") or "")
+            if content_type.startswith("multipart/") or match is None:
+                raise self._unexpected("206 without a single Content-Range")
+            first, last = int(match.group(1)), int(match.group(2))
+            if first != read.offset or last < first:
+                got = match.group(0).strip()
+                raise self._unexpected(f"asked for bytes from {read.offset}, got Content-Range {got}")
+            self._want = min(read.length, last - first + 1)
+            self._expected = self._want
+        elif info.status == 200:
+            self._skip = read.offset
+            self._want = read.length
+            length = _header(info, "content-length") or ""
+            known = length.isascii() and length.isdigit() and _header(info, "content-encoding") is None
+            self._expected = max(0, min(int(length) - read.offset, read.length)) if known else None
+        elif info.status == 416:
+            self._want, self._expected = 0, 0
+        else:
+            raise self._unexpected(f"unexpected status {info.status} for a range read")
+
+    @property
+    def done(self) -> bool:
+        return len(self._kept) >= self._want
+
+    def feed(self, chunk: bytes) -> bool:
+        if self._skip:
+            dropped = min(self._skip, len(chunk))
+            self._skip -= dropped
+            chunk = chunk[dropped:]
+        self._kept += chunk[: self._want - len(self._kept)]
+        return self.done
+
+    def finish(self) -> bytes:
+        if self._expected is not None and len(self._kept) < self._expected:
+            raise self._unexpected(f"received {len(self._kept)} of {self._expected} bytes")
+        return bytes(self._kept)
+
+    def _unexpected(self, message: str) -> UnexpectedResponse:
+        return UnexpectedResponse(message, status=self.status, method="GET", url=mask_url(self.read.url))
 
 
 # ---------------------------------------------------------------------------------- storage events

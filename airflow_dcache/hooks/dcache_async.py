@@ -918,6 +918,29 @@ class DCacheAsyncHook(DCacheHookBase):
             self.log.info("no checksum from the server for %s; size checked only", path)
         return result
 
+    async def read_range(self, path: str, offset: int, length: int) -> bytes:
+        """Same contract as :meth:`DCacheHook.read_range`.
+
+        :param path: absolute path in dCache's namespace.
+        :param offset: first byte, from 0.
+        :param length: at most this many bytes (at least 1).
+        """
+        read = ops.range_read(await self.aget_settings(), path, offset, length)
+        response = await self._request("GET", read.url, read.headers, follow_redirects=True, ok_statuses=(416,))
+        try:
+            receiver = ops.RangeReceiver(read, self._info(response, b""), str(response.url))
+            if not receiver.done:
+                async for chunk in response.aiter_bytes(min(tx.CHUNK_SIZE, read.offset + read.length)):
+                    if receiver.feed(chunk):
+                        break
+        except httpx.HTTPError as exc:
+            raise DCacheConnectionError(
+                f"range read interrupted: {mask_url(str(exc))}", method="GET", url=mask_url(read.url)
+            ) from None
+        finally:
+            await response.aclose()
+        return receiver.finish()
+
     # ------------------------------------------------------------------------ third-party copy
 
     async def copy_pull(self, remote_url: str, path: str, **options: Any) -> TransferResult:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import timedelta
 from typing import Any
 
 from airflow_dcache.events import EventKind, StorageEvent, lineage_record
@@ -177,11 +176,9 @@ def mark_processed(hook: Any, path: str, consumer: str, value: str) -> bool:
 def check_hdf5(hook: Any, item: Mapping[str, Any], *, max_size: int | None = None) -> dict[str, Any]:
     """Validate an input before it is replicated: exists as this version, non-empty, checksum known, HDF5.
 
-    Only the first 8 bytes are read, through a pre-authorised URL (DOWNLOAD on that file, 5 minutes),
+    Only the first 8 bytes are read (``hook.read_range``: a ranged GET with the hook's own credentials),
     so a multi-GB raw file is not moved to be validated. Returns the item with size and checksums.
     """
-    import requests
-
     entry = hook.stat(item["path"], checksum=True)
     problems = []
     if entry.file_type != "REGULAR":
@@ -194,13 +191,8 @@ def check_hdf5(hook: Any, item: Mapping[str, Any], *, max_size: int | None = Non
         problems.append("no checksum known to dCache")
     if item.get("pnfsid") and entry.pnfsid != item["pnfsid"]:
         problems.append("overwritten since the event (a new version has its own event)")
-    if not problems:
-        url = hook.presigned_url(item["path"], "DOWNLOAD", timedelta(minutes=5))
-        with requests.get(url, headers={"Range": "bytes=0-7"}, timeout=30, stream=True) as r:
-            r.raise_for_status()
-            head = r.raw.read(8)
-        if head != HDF5_SIGNATURE:
-            problems.append("no HDF5 signature")
+    if not problems and hook.read_range(item["path"], 0, len(HDF5_SIGNATURE)) != HDF5_SIGNATURE:
+        problems.append("no HDF5 signature")
     if problems:
         raise ValueError(f"{item['path']}: " + "; ".join(problems))
     return {**item, "size": entry.size, "pnfsid": entry.pnfsid, "checksums": dict(entry.checksums or {})}

@@ -8,22 +8,17 @@ backoff (one request per round, whatever the number of files).
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from typing import Any
-
-from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_dcache.exceptions import DCacheError
 from airflow_dcache.hooks._models import BulkRequestInfo, StageRequestInfo
 from airflow_dcache.triggers._waiting import (
     DEFAULT_MAX_INTERVAL,
     DEFAULT_POLL_INTERVAL,
-    TRANSIENT,
     Backoff,
-    error_message,
+    PollingTrigger,
     event,
 )
 
@@ -68,7 +63,7 @@ def stage_outcome(info: StageRequestInfo) -> dict[str, Any] | None:
     return event("success", f"stage request {info.id} completed ({len(info.files)} file(s))", **common)
 
 
-class DCacheBulkRequestTrigger(BaseTrigger):
+class DCacheBulkRequestTrigger(PollingTrigger):
     """Poll a bulk or tape stage request until it finishes; one status event.
 
     :param request_id: the request id (``BulkSubmission.id``).
@@ -116,36 +111,16 @@ class DCacheBulkRequestTrigger(BaseTrigger):
             },
         )
 
-    def _hook(self) -> Any:
-        from airflow_dcache.hooks.dcache_async import DCacheAsyncHook
-
-        return DCacheAsyncHook(self.dcache_conn_id)
-
-    async def run(self) -> AsyncIterator[TriggerEvent]:
-        backoff = Backoff(self.poll_interval, self.max_poll_interval)
-        ids = {"request_id": self.request_id, "api": self.api}
-        try:
-            async with self._hook() as hook:
-                while True:
-                    try:
-                        outcome = await self._poll(hook)
-                    except TRANSIENT as exc:
-                        self.log.warning("dCache unavailable, retrying: %s", exc)
-                        outcome = None
-                    if outcome is not None:
-                        yield TriggerEvent(outcome)
-                        return
-                    if self.deadline is not None and time.time() >= self.deadline:
-                        yield TriggerEvent(event("timeout", f"request {self.request_id} still running", **ids))
-                        return
-                    await asyncio.sleep(backoff.next(self.deadline))
-        except Exception as exc:
-            yield TriggerEvent(event("error", error_message(exc), **ids))
-
-    async def _poll(self, hook: Any) -> dict[str, Any] | None:
+    async def poll(self, hook: Any) -> dict[str, Any] | None:
         if self.api == "bulk":
             return bulk_outcome(await hook.bulk_request_status(self.request_id))
         return stage_outcome(await hook.stage_status(self.request_id))
+
+    def timeout_event(self) -> dict[str, Any]:
+        return event("timeout", f"request {self.request_id} still running", **self.unfinished_fields())
+
+    def unfinished_fields(self) -> dict[str, Any]:
+        return {"request_id": self.request_id, "api": self.api}
 
     async def on_kill(self) -> None:
         """The user killed the task while deferred: cancel the request on the server."""

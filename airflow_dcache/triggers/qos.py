@@ -8,13 +8,9 @@ transition completes (inotify covers namespace changes only), so polling is the 
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
-
-from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_dcache.exceptions import DCacheError, NotFound
 from airflow_dcache.hooks._models import NamespaceEntry
@@ -22,9 +18,8 @@ from airflow_dcache.selection import has_locality, locality_parts
 from airflow_dcache.triggers._waiting import (
     DEFAULT_MAX_INTERVAL,
     DEFAULT_POLL_INTERVAL,
-    TRANSIENT,
     Backoff,
-    error_message,
+    PollingTrigger,
     event,
 )
 
@@ -141,7 +136,7 @@ def summarise(paths: Sequence[str]) -> str:
     return shown + (f" and {len(paths) - _SHOWN} more" if len(paths) > _SHOWN else "")
 
 
-class DCacheQosTrigger(BaseTrigger):
+class DCacheQosTrigger(PollingTrigger):
     """Poll ``stat`` until every path meets a :class:`FileCondition`; one status event.
 
     :param paths: absolute dCache paths.
@@ -195,40 +190,26 @@ class DCacheQosTrigger(BaseTrigger):
             },
         )
 
-    def _hook(self) -> Any:
-        from airflow_dcache.hooks.dcache_async import DCacheAsyncHook
-
-        return DCacheAsyncHook(self.dcache_conn_id)
-
-    async def run(self) -> AsyncIterator[TriggerEvent]:
-        backoff = Backoff(self.poll_interval, self.max_poll_interval)
-        what = self.condition.describe()
+    def _ids(self) -> dict[str, Any]:
         # The event names the request: ``dag.test()`` (3.3.2) resumes with the event only, dropping the
         # kwargs given to ``defer()``, so operators must not depend on those.
-        ids = {"bulk_request_id": self.bulk_request_id} if self.bulk_request_id else {}
-        try:
-            async with self._hook() as hook:
-                while True:
-                    try:
-                        failure = await self._round(hook)
-                    except TRANSIENT as exc:  # the service may come back before the deadline
-                        self.log.warning("dCache unavailable, retrying: %s", exc)
-                        failure = None
-                    if failure is not None:
-                        yield TriggerEvent(event(failure[0], failure[1], pending=self._pending[:_SHOWN], **ids))
-                        return
-                    if not self._pending:
-                        done = f"{len(self.paths)} file(s): {what}"
-                        yield TriggerEvent(event("success", done, count=len(self.paths), **ids))
-                        return
-                    if self.deadline is not None and time.time() >= self.deadline:
-                        yield TriggerEvent(event(
-                            "timeout", f"{len(self._pending)} file(s) not yet {what}: {summarise(self._pending)}",
-                            pending=self._pending[:_SHOWN], **ids))
-                        return
-                    await asyncio.sleep(backoff.next(self.deadline))
-        except Exception as exc:  # every failure becomes an event, so execute_complete decides
-            yield TriggerEvent(event("error", error_message(exc), pending=self._pending[:_SHOWN], **ids))
+        return {"bulk_request_id": self.bulk_request_id} if self.bulk_request_id else {}
+
+    async def poll(self, hook: Any) -> dict[str, Any] | None:
+        failure = await self._round(hook)
+        if failure is not None:
+            return event(failure[0], failure[1], **self.unfinished_fields())
+        if not self._pending:
+            done = f"{len(self.paths)} file(s): {self.condition.describe()}"
+            return event("success", done, count=len(self.paths), **self._ids())
+        return None
+
+    def timeout_event(self) -> dict[str, Any]:
+        message = f"{len(self._pending)} file(s) not yet {self.condition.describe()}: {summarise(self._pending)}"
+        return event("timeout", message, **self.unfinished_fields())
+
+    def unfinished_fields(self) -> dict[str, Any]:
+        return {"pending": self._pending[:_SHOWN], **self._ids()}
 
     async def _round(self, hook: Any) -> tuple[str, str] | None:
         """One pass over the pending files; returns ``(status, message)`` when the wait must end."""

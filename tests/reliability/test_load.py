@@ -21,16 +21,10 @@ from collections import defaultdict
 import aiohttp
 import pytest
 
+from tests.security.test_fuzz import _rss_kib
+
 CLIENTS = 64
 RSS_LIMIT_KIB = 1_500_000
-
-
-def _rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
 
 
 def _pct(values: list[float], q: float) -> float:

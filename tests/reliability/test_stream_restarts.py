@@ -39,20 +39,7 @@ import requests
 
 from airflow_dcache.demo.sites import Site, Sites, start_sites
 from tests.kafka_broker import CONSUMER_DEFAULTS, KafkaBroker, unique_topic
-
-
-def spool_count(data_dir: Path) -> int:
-    """Billing records the service holds without a broker acknowledgement (its spool's rows)."""
-    import sqlite3
-
-    path = data_dir / "billing-spool.db"
-    if not path.exists():
-        return 0
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
-    try:
-        return int(conn.execute("SELECT COUNT(*) FROM records").fetchone()[0])
-    finally:
-        conn.close()
+from tests.server.test_billing_kafka import spool_count
 
 DAGS = Path(__file__).resolve().parents[1] / "e2e" / "dags"
 DOWN_S = 3.0  # how long a killed service stays down while the clients keep trying
@@ -318,7 +305,7 @@ def billing_stream(tmp_path: Path, airflow_stack: Any, broker: KafkaBroker, coun
             seconds = uploader.run()
         def lost_by_broker() -> set[str]:
             """Files with no transfer record left in the topic although the service's spool is empty."""
-            assert spool_count(sites.main.data_dir) == 0, "the service still holds unacknowledged records"
+            assert spool_count(sites.main) == 0, "the service still holds unacknowledged records"
             records = broker.consume(topic, timeout=60)
             present = {r.json().get("billingPath") for r in records if r.value}
             return {p for p in uploader.paths if p not in present}

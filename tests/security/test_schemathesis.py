@@ -36,6 +36,7 @@ import pytest
 import requests
 
 from tests.conftest import DCacheServer, start_server
+from tests.security.test_fuzz import _rss_kib
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
@@ -51,14 +52,6 @@ PRINCIPALS = {"carol": {}, "admin": {"Roles": "admin"}}
 RSS_LIMIT_KIB = 1_000_000
 
 pytestmark = pytest.mark.skipif(not SCHEMATHESIS.exists(), reason="schemathesis is not installed (dev extra)")
-
-
-def _rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,6 @@ from airflow_dcache.triggers.billing import DCacheBillingEventTrigger
 
 TOPIC = os.environ.get("BILLING_E2E_TOPIC", "billing")
 WATCH = os.environ.get("E2E_WATCH_DIR", "/data/incoming/e2e")
-MARKER = "airflow_dcache.done.billing_consumer"
 
 incoming = Asset(f"dcache://main{WATCH}", watchers=[AssetWatcher(
     name="billing_consumer", trigger=DCacheBillingEventTrigger(
@@ -32,19 +31,15 @@ def billing_consumer() -> None:
     @task
     def process(triggering_asset_events=None, run_id=None) -> dict[str, object]:  # type: ignore[no-untyped-def]
         from airflow_dcache.events import events_from_asset_events
-        from airflow_dcache.exceptions import Conflict
         from airflow_dcache.hooks import DCacheHook
+        from airflow_dcache.pipelines.steps import mark_processed
 
         started = time.time()
         done, skipped = [], []
         with DCacheHook("dcache_main") as hook:
             for event in events_from_asset_events(triggering_asset_events):
-                try:
-                    hook.set_xattr(event.path, {MARKER: str(run_id)}, mode="CREATE")
-                except Conflict:
-                    skipped.append(event.path)  # processed by an earlier run: a redelivery
-                    continue
-                done.append(event.path)
+                claimed = mark_processed(hook, event.path, "billing_consumer", str(run_id))
+                (done if claimed else skipped).append(event.path)  # not claimed: a redelivery
         return {"done": done, "skipped": skipped, "started": started}
 
     process()

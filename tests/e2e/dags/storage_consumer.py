@@ -15,7 +15,6 @@ from airflow.sdk import Asset, AssetWatcher, dag, task
 from airflow_dcache.triggers import DCacheStorageEventTrigger
 
 WATCH = os.environ.get("E2E_WATCH_DIR", "/data/incoming/e2e")
-MARKER = "airflow_dcache.done.storage_consumer"
 
 incoming = Asset(
     f"dcache://main{WATCH}",
@@ -33,19 +32,15 @@ def storage_consumer() -> None:
     @task
     def process(triggering_asset_events=None, run_id=None) -> dict[str, object]:
         from airflow_dcache.events import events_from_asset_events
-        from airflow_dcache.exceptions import Conflict
         from airflow_dcache.hooks import DCacheHook
+        from airflow_dcache.pipelines.steps import mark_processed
 
         started = time.time()
         done, skipped = [], []
         with DCacheHook("dcache_main") as hook:
             for event in events_from_asset_events(triggering_asset_events):
-                try:
-                    hook.set_xattr(event.path, {MARKER: str(run_id)}, mode="CREATE")
-                except Conflict:
-                    skipped.append(event.path)  # processed by an earlier run: a redelivery
-                    continue
-                done.append(event.path)
+                claimed = mark_processed(hook, event.path, "storage_consumer", str(run_id))
+                (done if claimed else skipped).append(event.path)  # not claimed: a redelivery
         return {"done": done, "skipped": skipped, "started": started}
 
     process()

@@ -41,7 +41,9 @@ from airflow_dcache.demo.sites import Site, Sites, start_sites
 from tests.kafka_broker import CONSUMER_DEFAULTS, KafkaBroker, unique_topic
 from tests.server.test_billing_kafka import spool_count
 
-DAGS = Path(__file__).resolve().parents[1] / "e2e" / "dags"
+DAGS = Path(__file__).resolve().parents[1] / "e2e" / "dags"  # storage_consumer.py, also used by the e2e tests
+OWN_DAGS = Path(__file__).resolve().parent / "dags"  # billing_consumer.py: kept out of the e2e folder, whose
+# tests load every DAG there (its asset URI is storage_consumer's, with another trigger)
 DOWN_S = 3.0  # how long a killed service stays down while the clients keep trying
 UPLOAD_DEADLINE_S = 120.0  # one file's upload, retries included
 
@@ -212,10 +214,11 @@ def check_exactly_once(stack: Any, dag_id: str, uploader: StreamUploader, chaos:
 
 
 def dags_folder(tmp_path: Path, dag_file: str) -> Path:
-    """Only the consumer under test: the other e2e DAGs watch the same directory with other triggers."""
+    """Only the consumer under test: the other DAGs watch the same directory with other triggers."""
     folder = tmp_path / "dags"
     folder.mkdir(exist_ok=True)
-    shutil.copy(DAGS / dag_file, folder / dag_file)
+    source = DAGS / dag_file if (DAGS / dag_file).exists() else OWN_DAGS / dag_file
+    shutil.copy(source, folder / dag_file)
     return folder
 
 

@@ -9,7 +9,7 @@ logged safely.
 
 from __future__ import annotations
 
-from airflow.sdk.exceptions import AirflowException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 
 class DCacheError(AirflowException):
@@ -113,6 +113,32 @@ class TransferFailed(DCacheError):
     """A third-party copy ended with ``failure: …``; the message is the remote side's reason."""
 
 
+class VersionChanged(DCacheError, AirflowFailException):
+    """The file at a path is no longer the version a step was given (overwritten, moved or deleted).
+
+    Permanent for the step (an ``AirflowFailException``: no retry can make it the old version again);
+    the newer version is processed by its own event's run.
+    """
+
+
+#: Client errors that a retry may cure: request timeout and rate limiting.
+RETRYABLE_CLIENT_STATUSES = frozenset({408, 429})
+
+
+def is_permanent(exc: BaseException) -> bool:
+    """Whether retrying ``exc`` cannot help: a refusal, not an outage.
+
+    A 4xx other than 408/429 (bad request, refused credential or permission, not found, conflict,
+    too large), a connection that cannot describe a dCache endpoint, and a changed file version are
+    permanent; 5xx, 408, 429, connection errors and anything else are not.
+    """
+    if isinstance(exc, (VersionChanged, InvalidConnection)):
+        return True
+    if isinstance(exc, DCacheError) and exc.status is not None:
+        return 400 <= exc.status < 500 and exc.status not in RETRYABLE_CLIENT_STATUSES
+    return False
+
+
 STATUS_ERRORS: dict[int, type[DCacheError]] = {
     400: BadRequest,
     401: AuthenticationFailed,
@@ -155,5 +181,7 @@ __all__ = [
     "ServerError",
     "TransferFailed",
     "UnexpectedResponse",
+    "VersionChanged",
     "error_class_for_status",
+    "is_permanent",
 ]

@@ -59,12 +59,13 @@ from airflow_dcache.operators import (
     DCacheReplicateOperator,
     DCacheSetQosOperator,
 )
+from airflow_dcache.retry_policy import DCacheRetryPolicy
 from airflow_dcache.sensors import DCacheFileSensor
 from airflow_dcache.triggers import DCacheBillingEventTrigger, DCacheStorageEventTrigger
 
 MAIN, BUFFER = "dcache_main", "dcache_buffer"
 RUNTIME = os.environ.get("AIRFLOW_DCACHE_FUNCTION_RUNTIME", "local")
-BUFFER_ROOT, OUTPUT_ROOT = "/data/work", "/data/processed"
+SOURCE_ROOT, BUFFER_ROOT, OUTPUT_ROOT = "/data/incoming", "/data/work", "/data/processed"
 BILLING_TOPIC = os.environ.get("AIRFLOW_DCACHE_BILLING_TOPIC")
 
 
@@ -114,6 +115,8 @@ PARAMS = {
     "target_qos": Param("disk+tape", type="string", enum=["disk", "tape", "disk+tape"],
                         title="QoS of the raw file afterwards"),
     "reprocess": Param(False, type="boolean", title="Reprocess files already done"),
+    "allow_empty": Param(False, type="boolean", title="Allow a selection that matches nothing",
+                         description="Off: a manual run whose paths match no file fails, naming the pattern."),
 }
 
 
@@ -121,18 +124,36 @@ def ingest_pipeline(dag_id: str, source: Asset) -> DAG:
     """The pipeline scheduled on ``source``: the SSE and the billing variant share every task."""
 
     @dag(dag_id=dag_id, schedule=[source], catchup=False, render_template_as_native_obj=True, max_active_runs=16,
-         tags=["dcache", "ingest", "example"], doc_md=__doc__, params=PARAMS)
+         tags=["dcache", "ingest", "example"], doc_md=__doc__, params=PARAMS,
+         default_args={"retry_policy": DCacheRetryPolicy()})  # a 403/404 or a changed file: fail, do not retry
     def pipeline() -> None:
         @task
-        def collect(params: dict[str, Any], run_id: str, triggering_asset_events: Any = None) -> list[dict[str, Any]]:
-            """The run's work items: the triggering events' files, or the UI's ``paths``; minus those done."""
+        def collect(params: dict[str, Any], run_id: str, ti: Any = None,
+                    triggering_asset_events: Any = None) -> list[dict[str, Any]]:
+            """The run's work items (file versions): the events' files or the UI's ``paths``, minus those done.
+
+            The versions not processed here (done before, replaced, gone) are pushed as XCom ``skipped``
+            with their reasons.
+            """
             from airflow_dcache.hooks import DCacheHook
             from airflow_dcache.pipelines import steps
 
+            skipped: list[dict[str, Any]] = []
             with DCacheHook(MAIN) as hook:
                 items = steps.collect_work_items(hook, params, triggering_asset_events, consumer=dag_id, site="main",
-                                                 run_id=run_id, buffer_root=BUFFER_ROOT, output_root=OUTPUT_ROOT)
+                                                 run_id=run_id, buffer_root=BUFFER_ROOT, output_root=OUTPUT_ROOT,
+                                                 source_root=SOURCE_ROOT, skipped=skipped)
+            ti.xcom_push(key="skipped", value=skipped)
             return items
+
+        @task
+        def clean_up(run_id: str) -> None:
+            """Remove the run's buffer area whatever the outcome, and sweep areas older runs left behind."""
+            from airflow_dcache.hooks import DCacheHook
+            from airflow_dcache.pipelines import steps
+
+            with DCacheHook(BUFFER) as hook:
+                steps.clean_run_area(hook, BUFFER_ROOT, run_id)
 
         @task_group(group_id="file")
         def per_file(item: dict[str, Any]) -> None:
@@ -146,12 +167,15 @@ def ingest_pipeline(dag_id: str, source: Asset) -> DAG:
 
             # [START ingest_per_file]
             checked = validate(item)
+            # every step that acts on the raw file names the version it is for: a file replaced since
+            # the event fails the step at once (VersionChanged), the newer version's own run processes it
             replicate = DCacheReplicateOperator(
                 task_id="replicate", source_conn_id=MAIN, destination_conn_id=BUFFER,
-                source_path=checked["path"], destination_path=checked["buffer_path"], **REPLICATE_RETRIES)
+                source_path=checked["path"], destination_path=checked["buffer_path"],
+                expected_version=checked["version"], **REPLICATE_RETRIES)
             preview = DCacheFunctionOperator(
                 task_id="preview", dcache_conn_id=BUFFER, runtime=RUNTIME, function="{{ params.function }}",
-                inputs=checked["buffer_path"], output_dir=checked["buffer_output_dir"],
+                inputs=checked["buffer_path"], output_dir=checked["buffer_output_dir"], origins=checked["origin"],
                 parameters="{{ params.function_parameters }}", timeout=300)
             publish = DCacheReplicateOperator(
                 task_id="publish", source_conn_id=BUFFER, destination_conn_id=MAIN,
@@ -160,12 +184,13 @@ def ingest_pipeline(dag_id: str, source: Asset) -> DAG:
                             "{{ r['outputs'] + [r['activation_record']] }}",
                 destination_dir=checked["output_dir"], **REPLICATE_RETRIES)
             archive_rule = DCacheSetQosOperator(
-                task_id="archive_rule", dcache_conn_id=MAIN, path=checked["path"],
+                task_id="archive_rule", dcache_conn_id=MAIN, path=checked["path"], expected_version=checked["version"],
                 target_qos="{{ params.target_qos }}", wait_for_completion=False)
             drop = DCacheDeleteOperator(task_id="drop_buffer_replica", dcache_conn_id=BUFFER,
                                         path=checked["buffer_dir"], recursive=True, missing_ok=True)
             archived = DCacheFileSensor(task_id="wait_archived", dcache_conn_id=MAIN, path=checked["path"],
-                                        condition="nearline", poke_interval=1, timeout=600, mode="poke")
+                                        expected_version=checked["version"], condition="nearline", poke_interval=1,
+                                        timeout=600, mode="poke")
 
             @task(outlets=[processed])
             def record_lineage(item: dict[str, Any], result: dict[str, Any], copies: dict[str, Any], run_id: str,
@@ -182,7 +207,7 @@ def ingest_pipeline(dag_id: str, source: Asset) -> DAG:
                 if lineage["activation_record"]:
                     lineage["activation_record"] = published.get(lineage["activation_record"])
                 with DCacheHook(MAIN) as hook:
-                    steps.mark_processed(hook, item["path"], dag_id, f"{dag_id}/{run_id}")
+                    steps.mark_processed(hook, item["path"], dag_id, f"{dag_id}/{run_id}", version=item["version"])
                 outlet_events[processed].extra = lineage
                 return lineage
 
@@ -192,7 +217,9 @@ def ingest_pipeline(dag_id: str, source: Asset) -> DAG:
             drop >> lineage
             # [END ingest_per_file]
 
-        per_file.expand(item=collect())
+        items = collect()
+        # a teardown: runs when the files are done whatever their outcome, and does not decide the run's state
+        per_file.expand(item=items) >> clean_up().as_teardown()
 
     return pipeline()
 

@@ -39,9 +39,19 @@ SCHEDULE = os.environ.get("AIRFLOW_DCACHE_REPROCESS_SCHEDULE", "@daily")
 
 
 def function_kwargs(record: dict) -> dict:
-    """One function run per selected file, its outputs in a per-file folder (versioned below it)."""
-    stem = record["name"].rsplit(".", 1)[0]
-    return {"inputs": record["path"], "output_dir": f"/data/processed/reprocess/{stem}"}
+    """One function run per selected file version, its outputs in a folder of that version (by digest below it).
+
+    The folder is the file's path and pnfsid, never its stem: ``a.h5`` and ``a.hdf5``, or a file
+    re-uploaded under the same name, each keep their own results. The run refuses a file replaced
+    between selection and processing.
+    """
+    from airflow_dcache.events.version import FileVersion
+    from airflow_dcache.pipelines.steps import relative_path, version_folder
+
+    version = FileVersion(pnfsid=record["pnfsid"], size=record.get("size")) if record.get("pnfsid") else None
+    folder = f"{relative_path(record['path'], '/')}/{version_folder(version, record['path'])}"
+    return {"inputs": record["path"], "output_dir": f"/data/processed/reprocess/{folder}",
+            "expected_version": version.id if version else None}
 
 
 # [START reprocess_dag]

@@ -49,8 +49,10 @@ def dcache_stage_and_process() -> None:
             records = steps.select_records(hook, steps.split_patterns(params["paths"]))
         if not records:
             raise ValueError(f"paths: nothing matches {params['paths']}")
-        return [{"path": r["path"], "output_dir": f"/data/processed/staged/{steps.run_folder(run_id)}/"
-                 + r["name"].rsplit(".", 1)[0]} for r in records]
+        # one output folder per file version (its path and pnfsid), never per stem
+        items = steps.work_items_from_selection(records, site="main", run_id=run_id, buffer_root="/data/work",
+                                                output_root="/data/processed/staged")
+        return [{"path": i["path"], "output_dir": i["output_dir"], "version": i["version"]} for i in items]
 
     # [START stage_and_process]
     files = select()
@@ -59,11 +61,12 @@ def dcache_stage_and_process() -> None:
                                 disk_lifetime=3600, wait_for_completion=False)
 
     @task_group(group_id="file")
-    def per_file(path: str, output_dir: str) -> None:
+    def per_file(path: str, output_dir: str, version: dict[str, Any]) -> None:
         online = DCacheFileSensor(task_id="wait_online", dcache_conn_id=MAIN, path=path, condition="online",
-                                  deferrable=True, poke_interval=2, timeout=3600)
+                                  expected_version=version, deferrable=True, poke_interval=2, timeout=3600)
         preview = DCacheFunctionOperator(task_id="preview", dcache_conn_id=MAIN, runtime=RUNTIME,
-                                         function="{{ params.function }}", inputs=path, output_dir=output_dir)
+                                         function="{{ params.function }}", inputs=path, output_dir=output_dir,
+                                         expected_version=version)
         online >> preview
 
     group = per_file.expand_kwargs(files)

@@ -87,7 +87,8 @@ def dcache_video_deshake() -> None:
                 checksums = hook.checksum(item["path"], ("adler32",))
                 lineage = steps.build_lineage({**item, "checksums": checksums}, result, output_site="main",
                                               dag_id=dag_run.dag_id, run_id=run_id, function_name="deshake")
-                steps.mark_processed(hook, item["path"], dag_run.dag_id, f"{dag_run.dag_id}/{run_id}")
+                steps.mark_processed(hook, item["path"], dag_run.dag_id, f"{dag_run.dag_id}/{run_id}",
+                                     version=item["version"])
             outlet_events[processed].extra = lineage
             return lineage
 

@@ -36,6 +36,10 @@ class TaskInput:
     size: int | None = None
     authorization: str | None = None
     frontend_url: str | None = None
+    pnfsid: str | None = None
+    #: The file version this input is a copy of (``{site, path, pnfsid, checksum}``), e.g. for a buffer
+    #: replica; outputs name it so that each result says which upload it derives from.
+    origin: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

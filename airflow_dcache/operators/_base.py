@@ -14,8 +14,10 @@ from typing import Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException
 
+from airflow_dcache.events.version import FileVersion, require_version
 from airflow_dcache.exceptions import NotFound
 from airflow_dcache.hooks.dcache import DCacheHook
+from airflow_dcache.retry_policy import DCacheRetryPolicy
 from airflow_dcache.triggers._waiting import TRANSIENT, Backoff, event
 from airflow_dcache.triggers.bulk import bulk_outcome, stage_outcome
 from airflow_dcache.triggers.qos import FileCondition, bulk_failure, check_file, summarise
@@ -33,12 +35,49 @@ class DCacheBaseOperator(BaseOperator):
     ui_color = "#8fd3f4"
 
     def __init__(self, *, dcache_conn_id: str = DEFAULT_CONN_ID, **kwargs: Any) -> None:
+        kwargs.setdefault("retry_policy", DCacheRetryPolicy())
         super().__init__(**kwargs)
         self.dcache_conn_id = dcache_conn_id
 
     @cached_property
     def hook(self) -> DCacheHook:
         return DCacheHook(self.dcache_conn_id)
+
+
+def expected_versions(paths: Sequence[str], expected: Any, field_name: str = "expected_version"
+                      ) -> dict[str, FileVersion]:
+    """``expected`` as ``{path: FileVersion}`` for ``paths``.
+
+    ``expected`` is ``None`` (no check), one version (an id string such as ``"0000AB…;adler32:0a1b2c3d"``
+    or a version dict, as work items carry it) for a single path, or a mapping of path to version.
+    """
+    if expected is None or expected == "" or expected == {}:
+        return {}
+    if isinstance(expected, FileVersion):
+        expected = expected.id
+    try:
+        if isinstance(expected, str) or (isinstance(expected, dict) and "pnfsid" in expected):
+            if len(paths) != 1:
+                raise ValueError(f"one version was given for {len(paths)} paths; map each path to its version")
+            one = FileVersion.parse(expected) if isinstance(expected, str) else FileVersion.from_json(expected)
+            return {paths[0]: one}
+        if isinstance(expected, dict):
+            versions = {str(p): FileVersion.parse(v) if isinstance(v, str) else FileVersion.from_json(v)
+                        for p, v in expected.items()}
+            missing = [p for p in paths if p not in versions]
+            if missing:
+                raise ValueError(f"no version for {missing[0]}")
+            return {p: versions[p] for p in paths}
+    except ValueError as exc:
+        raise ValueError(f"{field_name}: {exc}") from None
+    raise ValueError(f"{field_name}: expected a version id, a version dict or {{path: version}}, "
+                     f"got {type(expected).__name__}")
+
+
+def check_versions(hook: DCacheHook, versions: dict[str, FileVersion], *, step: str) -> None:
+    """Refuse (``VersionChanged``, permanent) if any file is no longer the version the step was given."""
+    for path, version in versions.items():
+        require_version(hook, path, version, step=step)
 
 
 def check_files(

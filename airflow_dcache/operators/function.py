@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 from airflow.exceptions import AirflowException
 from airflow.sdk import BaseOperator, BaseOperatorLink
 
+from airflow_dcache.events.version import require_version
 from airflow_dcache.functions.record import build_record, record_name, scrub
 from airflow_dcache.functions.registry import check_name
 from airflow_dcache.functions.runtime import FunctionIdentity, FunctionRunError, FunctionRuntime, RunResult
@@ -34,6 +35,8 @@ from airflow_dcache.functions.taskdoc import TaskDocument, TaskInput, TaskOutput
 from airflow_dcache.hooks._protocol import door_url, namespace_url, normalize_path
 from airflow_dcache.hooks.dcache import DCacheHook
 from airflow_dcache.macaroons.caveats import ACTIVITY_NAMES
+from airflow_dcache.operators._base import expected_versions
+from airflow_dcache.retry_policy import DCacheRetryPolicy
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -87,6 +90,22 @@ def input_paths(inputs: Any) -> list[str]:
     return paths
 
 
+def input_origins(origins: Any, count: int) -> list[dict[str, Any] | None]:
+    """``origins`` aligned with the inputs: ``None``, one dict (one input), or a list of dicts/``None``."""
+    if origins is None or origins == [] or origins == {}:
+        return [None] * count
+    if isinstance(origins, Mapping):
+        origins = [origins]
+    if not isinstance(origins, Sequence) or isinstance(origins, str) or len(origins) != count:
+        raise ValueError(f"origins: expected one entry per input ({count}), got {origins!r:.200}")
+    out: list[dict[str, Any] | None] = []
+    for origin in origins:
+        if origin is not None and not isinstance(origin, Mapping):
+            raise ValueError(f"origins: expected objects like {{site, path, pnfsid, checksum}}, got {origin!r:.200}")
+        out.append(dict(origin) if origin else None)
+    return out
+
+
 class DCacheFunctionOperator(BaseOperator):
     """Run a function (``functions/<name>``) on dCache inputs and put its outputs into a dCache directory.
 
@@ -100,6 +119,13 @@ class DCacheFunctionOperator(BaseOperator):
     :param inputs: a dCache path, a list of paths, or a file list from an upstream task (records with
         ``path``, e.g. ``DCacheListOperator``/``select-files`` output; ``{"files": [...]}`` too). Templated.
     :param output_dir: dCache directory the outputs go to (created if missing). Templated.
+    :param origins: for inputs that are copies (a buffer replica), the file version each is a copy of
+        (``{site, path, pnfsid, checksum}``; one dict for one input, or a list aligned with ``inputs``).
+        It reaches the function as ``Input.origin``/``Input.version`` and the activation record, so an
+        output can say which upload it derives from. Templated.
+    :param expected_version: the input version(s) to run on: a version id or dict for one input, or
+        ``{path: version}``. An input replaced since then fails the task at once (``VersionChanged``)
+        instead of running on the newer version in this one's name. Templated.
     :param runtime: ``local`` (subprocess) or ``docker`` (a real engine).
     :param image: image reference for the docker runtime (default ``airflow-dcache/<function>:latest``).
     :param command: command for the docker runtime instead of the image's entry point.
@@ -122,7 +148,7 @@ class DCacheFunctionOperator(BaseOperator):
     """
 
     template_fields: Sequence[str] = ("function", "inputs", "output_dir", "parameters", "env", "image",
-                                      "dcache_conn_id")
+                                      "dcache_conn_id", "origins", "expected_version")
     template_fields_renderers = {"parameters": "json", "env": "json"}
     operator_extra_links = (DCacheFunctionOutputsLink(),)
     ui_color = "#e8f4ff"
@@ -149,8 +175,11 @@ class DCacheFunctionOperator(BaseOperator):
         functions_dir: str | None = None,
         docker_url: str | None = None,
         dcache_conn_id: str = DCacheHook.default_conn_name,
+        origins: Any = None,
+        expected_version: Any = None,
         **kwargs: Any,
     ) -> None:
+        kwargs.setdefault("retry_policy", DCacheRetryPolicy())
         super().__init__(**kwargs)
         if runtime not in RUNTIMES:
             raise ValueError(f"runtime: must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
@@ -191,6 +220,8 @@ class DCacheFunctionOperator(BaseOperator):
         self.functions_dir = functions_dir
         self.docker_url = docker_url
         self.dcache_conn_id = dcache_conn_id
+        self.origins = origins
+        self.expected_version = expected_version
         self._runtime: FunctionRuntime | None = None
         self._kill_requested = False
 
@@ -215,6 +246,8 @@ class DCacheFunctionOperator(BaseOperator):
         parameters = json.loads(self.parameters) if isinstance(self.parameters, str) else dict(self.parameters)
         env = json.loads(self.env) if isinstance(self.env, str) else {str(k): str(v) for k, v in self.env.items()}
         paths = input_paths(self.inputs)
+        origins = input_origins(self.origins, len(paths))
+        versions = expected_versions(paths, self.expected_version)
         check_name(self.function)
         runtime = self._runtime = self.make_runtime()
         if self._kill_requested:  # on_kill arrived while the task was still preparing
@@ -243,18 +276,21 @@ class DCacheFunctionOperator(BaseOperator):
         result: RunResult | None = None
         try:
             task_inputs = []
-            for path in paths:
-                entry = hook.stat(path, checksum=True)
+            for path, origin in zip(paths, origins, strict=True):
+                entry = (require_version(hook, path, versions[path], step=f"function {self.function}")
+                         if path in versions else hook.stat(path, checksum=True))
                 minted = hook.mint_macaroon(path, activities=self.input_activities, validity=validity, ip=ip)
                 secrets.append(minted.macaroon)
                 task_inputs.append(TaskInput(
                     path=path, url=minted.target_with_macaroon, checksums=dict(entry.checksums or {}),
                     size=entry.size if entry.is_file else None,
                     frontend_url=namespace_url(hook.settings, path) if "LIST" in self.input_activities else None,
+                    pnfsid=entry.pnfsid, origin=origin,
                 ))
                 inputs_record.append({"path": path, "pnfsid": entry.pnfsid,
                                       "size": entry.size if entry.is_file else None,
-                                      "checksums": dict(entry.checksums or {})})
+                                      "checksums": dict(entry.checksums or {}),
+                                      **({"origin": origin} if origin else {})})
             upload = hook.mint_macaroon(tmp_dir, activities=["UPLOAD"], validity=validity, ip=ip)
             secrets.append(upload.macaroon)
             document = TaskDocument(

@@ -23,7 +23,14 @@ from airflow_dcache.links.dcache import (
     persist_file_links,
     request_url,
 )
-from airflow_dcache.operators._base import DCacheBaseOperator, check_files, raise_unless_success, wait_files
+from airflow_dcache.operators._base import (
+    DCacheBaseOperator,
+    check_files,
+    check_versions,
+    expected_versions,
+    raise_unless_success,
+    wait_files,
+)
 from airflow_dcache.operators.namespace import check_paths, is_template
 from airflow_dcache.triggers._waiting import (
     DEFAULT_MAX_INTERVAL,
@@ -81,10 +88,14 @@ class DCacheSetQosOperator(_WaitingOperator):
     :type timeout: float | datetime.timedelta | None
     :param timeout: give up after this many seconds (or a timedelta); default one day.
     :param cancel_on_kill: cancel the bulk request when the task is killed.
+    :param expected_version: the file version(s) this rule is for (templated): a version id or dict for
+        one path, or ``{path: version}``. A file replaced since then fails the task at once
+        (``VersionChanged``, not retried) instead of giving the newer version this version's rule.
     :return: ``{"paths", "target_qos", "locality", "request_id", "status"}``.
     """
 
-    template_fields: Sequence[str] = ("path", "target_qos", "wait_for_locality", "dcache_conn_id")
+    template_fields: Sequence[str] = ("path", "target_qos", "wait_for_locality", "dcache_conn_id",
+                                      "expected_version")
     operator_extra_links = (DCacheFileLink(), DCacheViewLink(), DCacheRequestLink())
 
     def __init__(
@@ -95,6 +106,7 @@ class DCacheSetQosOperator(_WaitingOperator):
         wait_for_completion: bool = True,
         wait_for_locality: str | Sequence[str] | None = None,
         cancel_on_kill: bool = True,
+        expected_version: Any = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -108,6 +120,7 @@ class DCacheSetQosOperator(_WaitingOperator):
         self.wait_for_completion = wait_for_completion
         self.wait_for_locality = wait_for_locality
         self.cancel_on_kill = cancel_on_kill
+        self.expected_version = expected_version
         self._request_id: str | None = None
 
     def _result(self, paths: list[str], condition: FileCondition, request_id: str, status: str) -> dict[str, Any]:
@@ -120,6 +133,7 @@ class DCacheSetQosOperator(_WaitingOperator):
         if target is None:
             raise ValueError("target_qos: no QoS given")
         condition = FileCondition.build(target, self.wait_for_locality)
+        check_versions(self.hook, expected_versions(paths, self.expected_version), step=f"QoS {target}")
         submission = self.hook.submit_bulk_request("UPDATE_QOS", paths, arguments={"targetQos": target})
         self._request_id = submission.id
         api_url = self.hook.settings.api_url
@@ -152,6 +166,8 @@ class DCacheSetQosOperator(_WaitingOperator):
         condition = FileCondition.build(normalise_qos(self.target_qos), self.wait_for_locality)
         raise_unless_success(event, f"QoS {condition.target_qos}")
         assert event is not None
+        paths = normalise_paths(self.path, "path")
+        check_versions(self.hook, expected_versions(paths, self.expected_version), step=f"QoS {condition.target_qos}")
         return self._finish(normalise_paths(self.path, "path"), condition, str(event.get("bulk_request_id", "")))
 
     def _finish(self, paths: list[str], condition: FileCondition, request_id: str) -> dict[str, Any]:

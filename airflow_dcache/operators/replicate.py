@@ -33,11 +33,14 @@ from typing import Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException
 
-from airflow_dcache.exceptions import DCacheConnectionError, DCacheError, TransferFailed
+from airflow_dcache.events.version import FileVersion, require_version
+from airflow_dcache.exceptions import DCacheConnectionError, DCacheError, TransferFailed, VersionChanged
 from airflow_dcache.hooks._settings import AuthType
 from airflow_dcache.hooks.dcache import DCacheHook
 from airflow_dcache.links.dcache import DCacheFileLink, DCacheViewLink, persist_file_links
+from airflow_dcache.operators._base import check_versions, expected_versions
 from airflow_dcache.operators.namespace import check_path, check_paths, is_template
+from airflow_dcache.retry_policy import DCacheRetryPolicy
 from airflow_dcache.triggers.qos import normalise_paths
 
 MODES = ("pull", "push")
@@ -103,6 +106,10 @@ class DCacheReplicateOperator(BaseOperator):
     :param overwrite: replace existing destination files.
     :param macaroon_validity: seconds each per-file macaroon is valid (default one hour).
     :param verify_checksum: compare adler32 of source and copy afterwards (a mismatch deletes the copy).
+    :param expected_version: the source file version(s) to copy (templated): a version id or dict for one
+        source, or ``{path: version}``. The source is checked before the copy, and the copy's checksum
+        against the version's afterwards: a source replaced meanwhile fails the task at once
+        (``VersionChanged``, the copy deleted) instead of copying the newer version in this one's name.
     :return: ``{"source_conn_id", "destination_conn_id", "mode", "files": [{"source", "destination",
         "size", "adler32", "markers"}], "destinations": [...]}``; path-taking operators accept this result
         as their ``path`` (they read ``destinations``), e.g. to delete the copies afterwards;
@@ -111,6 +118,7 @@ class DCacheReplicateOperator(BaseOperator):
 
     template_fields: Sequence[str] = (
         "source_conn_id", "destination_conn_id", "source_path", "destination_path", "destination_dir", "source_root",
+        "expected_version",
     )
     operator_extra_links = (DCacheFileLink(), DCacheViewLink())
     ui_color = "#8fd3f4"
@@ -128,8 +136,10 @@ class DCacheReplicateOperator(BaseOperator):
         overwrite: bool = True,
         macaroon_validity: int = 3600,
         verify_checksum: bool = True,
+        expected_version: Any = None,
         **kwargs: Any,
     ) -> None:
+        kwargs.setdefault("retry_policy", DCacheRetryPolicy())
         super().__init__(**kwargs)
         check_paths(source_path, "source_path")
         if (destination_path is None) == (destination_dir is None):
@@ -154,6 +164,7 @@ class DCacheReplicateOperator(BaseOperator):
         self.overwrite = overwrite
         self.macaroon_validity = macaroon_validity
         self.verify_checksum = verify_checksum
+        self.expected_version = expected_version
         self._copy_hooks: list[DCacheHook] = []
 
     @cached_property
@@ -168,12 +179,15 @@ class DCacheReplicateOperator(BaseOperator):
         sources = normalise_paths(self.source_path, "source_path")
         if self.destination_path and len(sources) != 1:
             raise ValueError(f"destination_path: names one file but {len(sources)} sources were given")
+        versions = expected_versions(sources, self.expected_version)
+        with self._step("source", "checking the source versions", sources[0]):
+            check_versions(self.source_hook, versions, step="replicate")
         files = []
         for index, source in enumerate(sources, 1):
             destination = destination_for(source, destination_path=self.destination_path,
                                           destination_dir=self.destination_dir, source_root=self.source_root)
             self.log.info("[%d/%d] %s %s -> %s", index, len(sources), self.mode, source, destination)
-            files.append(self._replicate(source, destination))
+            files.append(self._replicate(source, destination, versions.get(source)))
         destinations = [f["destination"] for f in files]
         persist_file_links(context, self.destination_conn_id, self.destination_hook.settings.api_url,
                            destinations[0])
@@ -211,7 +225,7 @@ class DCacheReplicateOperator(BaseOperator):
             pass  # it answers (even if only to refuse "/"): the copy failed for its own reason
         return exc
 
-    def _replicate(self, source: str, destination: str) -> dict[str, Any]:
+    def _replicate(self, source: str, destination: str, version: FileVersion | None = None) -> dict[str, Any]:
         src, dst = self.source_hook, self.destination_hook
         parent = posixpath.dirname(destination)
         if parent not in ("", "/"):
@@ -240,6 +254,8 @@ class DCacheReplicateOperator(BaseOperator):
         finally:
             self._copy_hooks.remove(hook)
         adler32 = self._verify(source, destination) if self.verify_checksum else None
+        if version is not None:
+            self._verify_version(source, destination, version)
         return {"source": source, "destination": destination, "size": result.size, "adler32": adler32,
                 "markers": result.markers}
 
@@ -256,6 +272,23 @@ class DCacheReplicateOperator(BaseOperator):
             raise AirflowException(
                 f"checksum of the copy {destination} ({theirs}) differs from the source {source} ({ours})")
         return ours
+
+    def _verify_version(self, source: str, destination: str, version: FileVersion) -> None:
+        """The copy is of ``version``: its checksum matches the version's, and the source is still it."""
+        try:
+            if version.checksum:
+                algo, value = version.checksum.split(":", 1)
+                copied = self.destination_hook.checksum(destination, (algo,)).get(algo)
+                if copied is not None and copied.lower() != value:
+                    raise VersionChanged(f"{source} changed since the event: the copy {destination} has {algo} "
+                                         f"{copied}, the version to process ({version.describe()}) has {value}")
+            require_version(self.source_hook, source, version, step="replicate")
+        except VersionChanged:
+            try:
+                self.destination_hook.delete(destination, missing_ok=True)
+            except DCacheError as exc:
+                self.log.warning("could not delete the copy of another version %s: %s", destination, exc)
+            raise
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
         """OpenLineage, when its provider is installed: each source file read and each copy written.

@@ -1,38 +1,53 @@
 """The steps the example pipelines share: which files a run covers, validation, "already processed", lineage.
 
 Every example DAG (SSE- or Kafka-triggered ingest, UI runs, the daily reprocess, stage-and-process)
-covers a list of *work items*, one per input file version, computed by :func:`work_items_from_events`
-or :func:`work_items_from_selection`. A work item is plain JSON, so it travels in XCom and feeds
-mapped task groups:
+covers a list of *work items*, one per input **file version** (pnfsid plus checksum, see
+:mod:`airflow_dcache.events.version`), computed by :func:`work_items_from_events` or
+:func:`work_items_from_selection`. A work item is plain JSON, so it travels in XCom and feeds mapped
+task groups:
 
 .. code-block:: json
 
-    {"path": "/data/incoming/run001.h5", "name": "run001.h5", "pnfsid": "0000AB…", "size": 43502,
-     "key": "0000AB…:closed_after_write", "site": "main", "buffer_dir": "/data/work/<run>/run001",
-     "buffer_path": "/data/work/<run>/run001/run001.h5", "buffer_output_dir": "/data/work/<run>/run001/out",
-     "output_dir": "/data/processed/<run>/run001"}
+    {"path": "/data/incoming/x/run001.h5", "name": "run001.h5", "pnfsid": "0000AB…", "size": 43502,
+     "version": {"pnfsid": "0000AB…", "checksum": "adler32:…", "size": 43502, "mtime": …, "id": "…"},
+     "key": "0000AB…:closed_after_write", "site": "main", "relative_path": "x/run001.h5",
+     "buffer_dir": "/data/work/<run>/0000AB…", "buffer_path": "/data/work/<run>/0000AB…/in/run001.h5",
+     "buffer_output_dir": "/data/work/<run>/0000AB…/out",
+     "output_dir": "/data/processed/<run>/x/run001.h5/0000AB…"}
 
-Everything a file leaves on the buffer site sits under its ``buffer_dir``, so removing that one
-directory drops the replica and the function's outputs once they are published on ``main``.
+Where things go is derived from the version and the full path, never from the name's stem: the same
+name in two run folders, a file called ``.h5``, or a re-upload of one path within a run each get their
+own work area (``<buffer_root>/<run>/<pnfsid>``) and their own output folder
+(``<output_root>/<run>/<path below the watched root>/<pnfsid>``). ``<run>`` is unique per run id. Everything a
+file leaves on the buffer site sits under its ``buffer_dir``, and everything a run leaves under
+:func:`run_area`, which the run's clean-up removes whatever the outcome.
 
 "Already processed" is the marker of the event contract (§6): the extended attribute
-``airflow_dcache.done.<consumer>`` on the input file version, set with ``CREATE`` (a compare-and-set
-in dCache's namespace), so two runs racing on one event cannot both commit.
+``airflow_dcache.done.<consumer>`` = ``<version id> <dag_id>/<run_id>`` on the input, set with ``CREATE``
+(a compare-and-set in dCache's namespace) after checking that the file is still that version, so two
+runs racing on one version cannot both commit, and a marker never counts for another version.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, MutableSequence, Sequence
 from typing import Any
 
 from airflow_dcache.events import EventKind, StorageEvent, lineage_record
+from airflow_dcache.events.version import FileVersion, parse_marker, require_version, version_marker
+
+log = logging.getLogger(__name__)
 
 MARKER_PREFIX = "airflow_dcache.done."
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 #: Kinds that mean "a new file version is complete and can be processed".
 READY_KINDS = frozenset({EventKind.CLOSED_AFTER_WRITE, EventKind.MOVED_IN})
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
+#: Longest output folder path built from an input's path; longer ones are named by a digest instead.
+MAX_DERIVED_PATH = 1024
 
 
 def marker_name(consumer: str) -> str:
@@ -41,57 +56,113 @@ def marker_name(consumer: str) -> str:
 
 
 def run_folder(run_id: str) -> str:
-    """A run id as one short, safe path component.
+    """A run id as one short, safe path component, unique per run id.
 
     ``asset_triggered__2026-12-02T01:36:02.368204+00:00_LDaLRoEa`` becomes
-    ``2026-12-02T013602_LDaLRoEa``: the run type prefix, sub-seconds and the UTC offset go (run ids are
-    UTC), ``:`` and ``+`` are not safe in every client's paths; the random suffix keeps it unique.
+    ``2026-12-02T013602_LDaLRoEa-1a2b3c4d``: the run type prefix, sub-seconds and the UTC offset go
+    (``:`` and ``+`` are not safe in every client's paths), and a digest of the whole run id keeps two
+    runs apart that the readable part does not (two manual runs in one second, custom run ids).
     """
     text = re.sub(r"^[a-z_]+__", "", run_id)
     text = re.sub(r"(T\d\d):?(\d\d):?(\d\d)(\.\d+)?(\+00:?00)?", r"\1\2\3", text)
-    return _UNSAFE.sub("_", text)
+    readable = _UNSAFE.sub("_", text)[:80].strip(".") or "run"
+    return f"{readable}-{hashlib.sha256(run_id.encode()).hexdigest()[:8]}"
 
 
-def _item(path: str, name: str, *, pnfsid: str | None, size: int | None, key: str, site: str, run_id: str,
-          buffer_root: str, output_root: str) -> dict[str, Any]:
+def run_area(buffer_root: str, run_id: str) -> str:
+    """Everything one run puts on the buffer site: removed by the run's clean-up, whatever the outcome."""
+    return f"{buffer_root.rstrip('/')}/{run_folder(run_id)}"
+
+
+def relative_path(path: str, source_root: str | None) -> str:
+    """``path`` below ``source_root`` (the watched directory), else without its leading ``/``."""
+    root = (source_root or "").rstrip("/")
+    if root and path.startswith(root + "/"):
+        return path[len(root) + 1:]
+    return path.lstrip("/")
+
+
+def version_folder(version: FileVersion | None, path: str) -> str:
+    """One path component naming a file version: its pnfsid (a digest of the path without one)."""
+    if version is not None:
+        return _UNSAFE.sub("_", version.pnfsid)
+    return "v-" + hashlib.sha256(path.encode()).hexdigest()[:24]
+
+
+def _item(path: str, name: str, *, version: FileVersion | None, size: int | None, key: str, site: str,
+          run_id: str, buffer_root: str, output_root: str, source_root: str | None = None) -> dict[str, Any]:
     folder = run_folder(run_id)
-    stem = name.rsplit(".", 1)[0] if "." in name else name
-    buffer_dir = f"{buffer_root.rstrip('/')}/{folder}/{stem}"
+    vfolder = version_folder(version, path)
+    buffer_dir = f"{buffer_root.rstrip('/')}/{folder}/{vfolder}"
+    rel = relative_path(path, source_root)
+    output_dir = f"{output_root.rstrip('/')}/{folder}/{rel}/{vfolder}"
+    if len(output_dir.encode()) > MAX_DERIVED_PATH:  # a very deep or long input path: name it by a digest
+        digest = hashlib.sha256(rel.encode()).hexdigest()[:16]
+        output_dir = f"{output_root.rstrip('/')}/{folder}/_long/{digest}/{vfolder}"
     return {
-        "path": path, "name": name, "pnfsid": pnfsid, "size": size, "key": key, "site": site,
-        "buffer_dir": buffer_dir, "buffer_path": f"{buffer_dir}/{name}", "buffer_output_dir": f"{buffer_dir}/out",
-        "output_dir": f"{output_root.rstrip('/')}/{folder}/{stem}",
+        "path": path, "name": name, "pnfsid": version.pnfsid if version else None, "size": size, "key": key,
+        "site": site, "version": version.to_json() if version else None, "relative_path": rel,
+        "buffer_dir": buffer_dir, "buffer_path": f"{buffer_dir}/in/{name}", "buffer_output_dir": f"{buffer_dir}/out",
+        "output_dir": output_dir,
     }
 
 
+def item_version(item: Mapping[str, Any]) -> FileVersion | None:
+    """The version a work item is about (``None`` for an item built without a pnfsid)."""
+    if isinstance(item.get("version"), Mapping) and item["version"].get("pnfsid"):
+        return FileVersion.from_json(item["version"])
+    if item.get("pnfsid"):
+        return FileVersion(pnfsid=str(item["pnfsid"]), size=item.get("size"))
+    return None
+
+
 def work_items_from_events(events: Iterable[StorageEvent], *, site: str, run_id: str, buffer_root: str,
-                           output_root: str, kinds: Iterable[EventKind] = READY_KINDS) -> list[dict[str, Any]]:
-    """One work item per completed file version among ``events`` (dirs and other kinds dropped; by key, once)."""
+                           output_root: str, kinds: Iterable[EventKind] = READY_KINDS,
+                           source_root: str | None = None) -> list[dict[str, Any]]:
+    """One work item per completed file version among ``events`` (dirs and other kinds dropped; by version, once).
+
+    Two events of one version (written, then moved in) are one item; two versions of one path (an
+    overwrite within the burst) are two items, each with its own areas.
+    """
     wanted = frozenset(kinds)
     items: list[dict[str, Any]] = []
     seen: set[str] = set()
     for event in events:
         if event.is_dir or event.kind not in wanted:
             continue
-        # A file both written and moved in is one version: key by pnfsid when there is one.
         identity = event.pnfsid or event.key
         if identity in seen:
             continue
         seen.add(identity)
-        items.append(_item(event.path, event.name, pnfsid=event.pnfsid, size=event.size, key=event.key,
-                           site=site, run_id=run_id, buffer_root=buffer_root, output_root=output_root))
+        checksums = event.extra.get("checksums") if isinstance(event.extra.get("checksums"), Mapping) else None
+        version = (FileVersion.of(_Entry(event.path, event.pnfsid, checksums, event.size))
+                   if event.pnfsid else None)
+        items.append(_item(event.path, event.name, version=version, size=event.size, key=event.key,
+                           site=site, run_id=run_id, buffer_root=buffer_root, output_root=output_root,
+                           source_root=source_root))
     return items
 
 
+class _Entry:
+    """The fields :meth:`FileVersion.of` reads, for sources that are not a stat result."""
+
+    def __init__(self, path: str, pnfsid: str | None, checksums: Mapping[str, str] | None, size: int | None,
+                 mtime: int | None = None) -> None:
+        self.path, self.pnfsid, self.checksums, self.size, self.mtime = path, pnfsid, checksums, size, mtime
+
+
 def work_items_from_selection(records: Iterable[Mapping[str, Any]], *, site: str, run_id: str, buffer_root: str,
-                              output_root: str) -> list[dict[str, Any]]:
+                              output_root: str, source_root: str | None = None) -> list[dict[str, Any]]:
     """Work items for files chosen by path or criteria (UI runs, backfills): keyed like a closed-after-write event."""
     items = []
     for rec in records:
         pnfsid = rec.get("pnfsid")
         key = f"{pnfsid}:{EventKind.CLOSED_AFTER_WRITE.value}" if pnfsid else f"{rec['path']}@manual"
-        items.append(_item(str(rec["path"]), str(rec["name"]), pnfsid=pnfsid, size=rec.get("size"), key=key,
-                           site=site, run_id=run_id, buffer_root=buffer_root, output_root=output_root))
+        version = FileVersion.of(_Entry(str(rec["path"]), pnfsid, rec.get("checksums"), rec.get("size"))) \
+            if pnfsid else None
+        items.append(_item(str(rec["path"]), str(rec["name"]), version=version, size=rec.get("size"), key=key,
+                           site=site, run_id=run_id, buffer_root=buffer_root, output_root=output_root,
+                           source_root=source_root))
     return items
 
 
@@ -109,67 +180,162 @@ def split_patterns(value: str | Sequence[str] | None) -> list[str]:
     return out
 
 
-def select_records(hook: Any, patterns: Sequence[str]) -> list[dict[str, Any]]:
-    """Resolve paths and globs (``/data/incoming/*.h5``) to file-list records, with the selection module."""
+def select_records(hook: Any, patterns: Sequence[str], *, allow_empty: bool = False) -> list[dict[str, Any]]:
+    """Resolve paths and globs (``/data/incoming/*.h5``) to file-list records, with the selection module.
+
+    A pattern that matches nothing (a typo, a wrong folder) is an error naming it, unless
+    ``allow_empty``: a manual run over nothing would otherwise be a green run that did nothing.
+    """
+    from airflow_dcache.exceptions import NotFound
     from airflow_dcache.selection import Criteria, record, select
 
     records: dict[str, dict[str, Any]] = {}
+    unmatched: list[str] = []
     for pattern in patterns:
         if any(c in pattern for c in "*?["):
             root = pattern[: pattern.rfind("/", 0, min(pattern.find(c) for c in "*?[" if c in pattern)) + 1] or "/"
             recursive = "/" in pattern[len(root):]
-            for rec in select(hook.list_dir, root.rstrip("/") or "/", Criteria(path_glob=pattern),
-                              recursive=recursive):
+            try:
+                found = select(hook.list_dir, root.rstrip("/") or "/", Criteria(path_glob=pattern),
+                               recursive=recursive)
+            except NotFound:
+                found = []
+            if not found:
+                unmatched.append(pattern)
+            for rec in found:
                 records[rec["path"]] = rec
         else:
-            entry = hook.stat(pattern, checksum=True)
+            try:
+                entry = hook.stat(pattern, checksum=True)
+            except NotFound:
+                unmatched.append(pattern)
+                continue
             if entry.file_type != "REGULAR":
                 raise ValueError(f"paths: {pattern} is a directory; use a glob such as {pattern.rstrip('/')}/*")
             records[entry.path or pattern] = record(entry)
+    if unmatched and not allow_empty:
+        raise ValueError(f"paths: nothing matches {', '.join(unmatched)} (set allow_empty to run anyway)")
     return [records[p] for p in sorted(records)]
 
 
 def collect_work_items(hook: Any, params: Mapping[str, Any], triggering_asset_events: Any, *, consumer: str,
-                       site: str, run_id: str, buffer_root: str, output_root: str) -> list[dict[str, Any]]:
+                       site: str, run_id: str, buffer_root: str, output_root: str, source_root: str | None = None,
+                       skipped: MutableSequence[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """A run's work items: the UI's ``paths`` when given, else the triggering events' files; minus those done.
 
     The same function serves the automatic (event) and the interactive (trigger form) runs, so both
-    cover files in one way. Files ``consumer`` already processed are dropped unless ``params['reprocess']``.
+    cover files in one way. Each item is checked against the file at its path now and completed with
+    its checksum: a version that is gone or was replaced is not processed here (the newer version
+    has its own event), and a version ``consumer`` already processed is dropped unless
+    ``params['reprocess']``. Every dropped item is logged and appended to ``skipped`` with its reason.
+    A manual selection that matches nothing fails (``params['allow_empty']`` turns that off).
     """
     from airflow_dcache.events import events_from_asset_events
 
-    where: dict[str, Any] = {"site": site, "run_id": run_id, "buffer_root": buffer_root, "output_root": output_root}
+    where: dict[str, Any] = {"site": site, "run_id": run_id, "buffer_root": buffer_root, "output_root": output_root,
+                             "source_root": source_root}
     patterns = split_patterns(params.get("paths"))
     if patterns:
-        items = work_items_from_selection(select_records(hook, patterns), **where)
+        items = work_items_from_selection(
+            select_records(hook, patterns, allow_empty=bool(params.get("allow_empty"))), **where)
     else:
         items = work_items_from_events(events_from_asset_events(triggering_asset_events), **where)
-    if not params.get("reprocess"):
-        items = [i for i in items if not already_processed(hook, i, consumer)]
-    return items
+    kept = []
+    for item in items:
+        reason = current_state(hook, item, consumer, reprocess=bool(params.get("reprocess")))
+        if isinstance(reason, str):
+            log.info("not processing %s (%s): %s", item["path"], item.get("pnfsid"), reason)
+            if skipped is not None:
+                skipped.append({"path": item["path"], "pnfsid": item.get("pnfsid"), "reason": reason})
+            continue
+        kept.append(reason)
+    return kept
 
 
-def already_processed(hook: Any, item: Mapping[str, Any], consumer: str) -> bool:
-    """True if the file at ``item['path']`` is still the same version and carries ``consumer``'s marker."""
+def current_state(hook: Any, item: Mapping[str, Any], consumer: str, *, reprocess: bool = False
+                  ) -> dict[str, Any] | str:
+    """The item completed with its current version (checksum), or why it is not processed (a string)."""
     from airflow_dcache.exceptions import NotFound
 
     try:
-        entry = hook.stat(item["path"], xattr=True)
+        entry = hook.stat(item["path"], xattr=True, checksum=True)
     except NotFound:
-        return True  # gone: nothing left to process
-    if item.get("pnfsid") and entry.pnfsid and entry.pnfsid != item["pnfsid"]:
-        return True  # overwritten since the event: the new version has its own event
-    return marker_name(consumer) in (entry.xattrs or {})
+        return "gone: deleted or moved away since the event"
+    if not entry.is_file:
+        return "not a regular file"
+    if not entry.pnfsid:
+        return "dCache reported no pnfsid"
+    now = FileVersion.of(entry)
+    wanted = item_version(item)
+    if wanted is not None and not now.same_as(wanted):
+        return f"superseded: {wanted.describe()} was replaced by {now.describe()} (processed by its own event)"
+    done = marker_version(entry, consumer)
+    if done is not None and not reprocess:
+        _, dag_id, run_id = done
+        return f"already processed by {dag_id}/{run_id}"
+    fields = dict(item)
+    if wanted is None:  # an event without a pnfsid: the version is the one there now, with its own areas
+        before, after = version_folder(None, item["path"]), version_folder(now, item["path"])
+        for name in ("buffer_dir", "buffer_path", "buffer_output_dir", "output_dir"):
+            if isinstance(fields.get(name), str):
+                fields[name] = fields[name].replace(f"/{before}", f"/{after}")
+    return {**fields, "pnfsid": now.pnfsid, "size": entry.size, "version": now.to_json(),
+            "checksums": dict(entry.checksums or {})}
 
 
-def mark_processed(hook: Any, path: str, consumer: str, value: str) -> bool:
-    """Set the marker with CREATE; False if another run set it first (its result stands)."""
-    from airflow_dcache.exceptions import Conflict
+def marker_version(entry: Any, consumer: str) -> tuple[FileVersion | None, str, str] | None:
+    """``consumer``'s done-marker on ``entry`` if it is for the version there now; else ``None``."""
+    value = (entry.xattrs or {}).get(marker_name(consumer))
+    if value is None:
+        return None
+    version, dag_id, run_id = parse_marker(value)
+    if version is not None and entry.pnfsid and not version.same_as(FileVersion.of(entry)):
+        return None  # a marker for another version (set in the moment of an overwrite): not this one's
+    return version, dag_id, run_id
 
+
+def already_processed(hook: Any, item: Mapping[str, Any], consumer: str) -> bool:
+    """True if the item's version is not there any more, or carries ``consumer``'s marker for that version."""
+    return isinstance(current_state(hook, item, consumer), str)
+
+
+def mark_processed(hook: Any, path: str, consumer: str, value: str, *,
+                   version: FileVersion | Mapping[str, Any] | None = None) -> bool:
+    """Set ``consumer``'s marker with CREATE; False if another run set it first (its result stands).
+
+    With ``version`` (what a work item carries) the marker is a compare-and-set on that version: the
+    file must still be it (else ``VersionChanged``, so a marker for v1 never lands on v2 in v1's
+    name), the value names it, and if the file was replaced in the instant between the check and the
+    write, the marker is taken off the newer version again and ``VersionChanged`` is raised. ``value``
+    is ``<dag_id>/<run_id>``.
+    """
+    from airflow_dcache.exceptions import Conflict, VersionChanged
+
+    name = marker_name(consumer)
+    if version is None:
+        try:
+            hook.set_xattr(path, {name: value}, mode="CREATE")
+        except Conflict:
+            return False
+        return True
+    want = version if isinstance(version, FileVersion) else FileVersion.from_json(version)
+    require_version(hook, path, want, step="marking it processed")
+    dag_id, _, run_id = value.partition("/")
+    marker = version_marker(want, dag_id, run_id)
     try:
-        hook.set_xattr(path, {marker_name(consumer): value}, mode="CREATE")
+        hook.set_xattr(path, {name: marker}, mode="CREATE")
     except Conflict:
-        return False
+        entry = hook.stat(path, xattr=True, checksum=True)
+        if marker_version(entry, consumer) is not None:
+            return False  # this version is marked by another run
+        raise VersionChanged(f"{path} changed while being marked processed: {want.describe()} is gone") from None
+    try:
+        require_version(hook, path, want, step="marking it processed")
+    except VersionChanged:
+        entry = hook.stat(path, xattr=True)
+        if (entry.xattrs or {}).get(name) == marker:
+            hook.remove_xattr(path, [name])
+        raise
     return True
 
 
@@ -179,7 +345,9 @@ def check_hdf5(hook: Any, item: Mapping[str, Any], *, max_size: int | None = Non
     Only the first 8 bytes are read (``hook.read_range``: a ranged GET with the hook's own credentials),
     so a multi-GB raw file is not moved to be validated. Returns the item with size and checksums.
     """
-    entry = hook.stat(item["path"], checksum=True)
+    want = item_version(item)
+    entry = require_version(hook, item["path"], want, step="validate") if want is not None \
+        else hook.stat(item["path"], checksum=True)
     problems = []
     if entry.file_type != "REGULAR":
         problems.append("not a regular file")
@@ -189,13 +357,15 @@ def check_hdf5(hook: Any, item: Mapping[str, Any], *, max_size: int | None = Non
         problems.append(f"larger than {max_size} bytes")
     if not entry.checksums:
         problems.append("no checksum known to dCache")
-    if item.get("pnfsid") and entry.pnfsid != item["pnfsid"]:
-        problems.append("overwritten since the event (a new version has its own event)")
     if not problems and hook.read_range(item["path"], 0, len(HDF5_SIGNATURE)) != HDF5_SIGNATURE:
         problems.append("no HDF5 signature")
     if problems:
         raise ValueError(f"{item['path']}: " + "; ".join(problems))
-    return {**item, "size": entry.size, "pnfsid": entry.pnfsid, "checksums": dict(entry.checksums or {})}
+    version = FileVersion.of(entry)
+    return {**item, "size": entry.size, "pnfsid": entry.pnfsid, "checksums": dict(entry.checksums or {}),
+            "version": version.to_json(),
+            "origin": {"site": item.get("site"), "path": item["path"], "pnfsid": entry.pnfsid,
+                       "checksum": version.checksum, "checksums": dict(entry.checksums or {})}}
 
 
 def build_lineage(item: Mapping[str, Any], activation: Mapping[str, Any], *, output_site: str, dag_id: str,
@@ -221,3 +391,43 @@ def build_lineage(item: Mapping[str, Any], activation: Mapping[str, Any], *, out
         dag_id=dag_id, run_id=run_id,
         activation_record=activation.get("activation_record") or activation.get("record_path"),
     )
+
+
+#: Run areas on the buffer site older than this are swept by a later run's clean-up (a run whose own
+#: clean-up could not reach the buffer, or a cleared task that ran again after it).
+SWEEP_AFTER_S = 24 * 3600
+
+
+def clean_run_area(hook: Any, buffer_root: str, run_id: str, *, sweep_after_s: float = SWEEP_AFTER_S) -> list[str]:
+    """Remove this run's buffer area, then any run area not modified for ``sweep_after_s``; the paths removed.
+
+    The run's own area goes whatever its files' outcome (replicas of failed files, a function's
+    ``.tmp-`` upload area). The sweep catches what a clean-up could not remove (the buffer was down),
+    so nothing accumulates; ``sweep_after_s`` is far longer than any run keeps a replica.
+    """
+    import time
+
+    from airflow_dcache.exceptions import NotFound
+
+    removed = []
+    own = run_area(buffer_root, run_id)
+    try:
+        hook.delete(own, recursive=True, missing_ok=True)
+        removed.append(own)
+    except NotFound:
+        pass
+    cutoff_ms = (time.time() - sweep_after_s) * 1000
+    try:
+        areas = hook.list_dir(buffer_root.rstrip("/") or "/")
+    except NotFound:
+        return removed
+    for area in areas:
+        if area.is_dir and area.path != own and area.mtime is not None and area.mtime < cutoff_ms:
+            try:
+                hook.delete(area.path, recursive=True, missing_ok=True)
+                removed.append(area.path)
+            except Exception as exc:  # one stuck area must not stop the run's own clean-up
+                log.warning("could not sweep %s: %s", area.path, exc)
+    if removed:
+        log.info("removed from the buffer: %s", ", ".join(removed))
+    return removed

@@ -17,8 +17,15 @@ from airflow.sdk import BaseSensorOperator, conf
 from airflow.sdk.exceptions import AirflowException
 
 from airflow_dcache.hooks.dcache import DCacheHook
-from airflow_dcache.operators._base import DEFAULT_CONN_ID, check_files, request_outcome
+from airflow_dcache.operators._base import (
+    DEFAULT_CONN_ID,
+    check_files,
+    check_versions,
+    expected_versions,
+    request_outcome,
+)
 from airflow_dcache.operators.namespace import check_paths, is_template
+from airflow_dcache.retry_policy import DCacheRetryPolicy
 from airflow_dcache.triggers._waiting import DEFAULT_MAX_INTERVAL
 from airflow_dcache.triggers.bulk import DCacheBulkRequestTrigger, check_api
 from airflow_dcache.triggers.qos import DCacheQosTrigger, FileCondition, normalise_paths
@@ -37,6 +44,7 @@ class _DCacheSensor(BaseSensorOperator):
         max_poll_interval: float = DEFAULT_MAX_INTERVAL,
         **kwargs: Any,
     ) -> None:
+        kwargs.setdefault("retry_policy", DCacheRetryPolicy())
         super().__init__(**kwargs)
         self.dcache_conn_id = dcache_conn_id
         self.deferrable = deferrable
@@ -77,9 +85,12 @@ class DCacheFileSensor(_DCacheSensor):
     :param dcache_conn_id: the dCache connection (templated).
     :type deferrable: bool
     :param deferrable: wait in the triggerer (default ``[operators] default_deferrable``).
+    :param expected_version: the file version(s) waited for (templated): a version id or dict for one
+        path, or ``{path: version}``. A file replaced meanwhile fails the task at once
+        (``VersionChanged``) instead of waiting for, and reporting on, the newer version.
     """
 
-    template_fields: Sequence[str] = ("path", "target_qos", "locality", "dcache_conn_id")
+    template_fields: Sequence[str] = ("path", "target_qos", "locality", "dcache_conn_id", "expected_version")
 
     def __init__(
         self,
@@ -89,6 +100,7 @@ class DCacheFileSensor(_DCacheSensor):
         target_qos: str | None = None,
         locality: str | Sequence[str] | None = None,
         checksum: str | None = None,
+        expected_version: Any = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -110,12 +122,23 @@ class DCacheFileSensor(_DCacheSensor):
         self.target_qos = target_qos
         self.locality = locality
         self.checksum = checksum
+        self.expected_version = expected_version
 
     def _condition(self) -> FileCondition:
         return FileCondition.build(self.target_qos, self.locality, self.checksum)
 
+    def _check_versions(self) -> None:
+        paths = normalise_paths(self.path, "path")
+        check_versions(self.hook, expected_versions(paths, self.expected_version),
+                       step=f"waiting until {self._condition().describe()}")
+
+    def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> None:
+        self._check_versions()  # first: a replaced file explains a timeout better than the timeout does
+        super().execute_complete(context, event)
+
     def poke(self, context: Any) -> bool:
         condition = self._condition()
+        self._check_versions()
         pending, failure = check_files(self.hook, normalise_paths(self.path, "path"), condition)
         if failure is not None:
             raise AirflowException(f"{failure[0]}: {failure[1]}")

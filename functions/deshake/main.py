@@ -72,7 +72,7 @@ def run(task: dcache_fn.Task) -> dict[str, Any]:
     videos = []
     for item in task.inputs:
         local = task.download(item)
-        stem = item.name.rsplit(".", 1)[0]
+        stem = item.stem
         stabilised, split = deshake(task, local, stem)
         task.upload(stabilised)
         task.upload(split)

@@ -91,10 +91,11 @@ def run(task: dcache_fn.Task) -> dict[str, Any]:
     for item in task.inputs:
         local = task.download(item)
         image, summary = preview(local, dataset, frame)
-        stem = item.name.rsplit(".", 1)[0]
+        stem = item.stem
         png, js = task.workdir / f"{stem}.preview.png", task.workdir / f"{stem}.summary.json"
         write_png(png, image)
         summary["input"] = item.path
+        summary["input_version"] = item.version  # which upload this result is of (pnfsid, checksum)
         js.write_text(json.dumps(summary, indent=2, sort_keys=True))
         task.upload(png)
         task.upload(js)

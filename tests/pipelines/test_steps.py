@@ -18,10 +18,15 @@ def _event(name: str, kind: str = "closed_after_write", pnfsid: str | None = "P1
                         time="2026-12-02T01:36:02.000Z", source="sse", cursor=cursor, pnfsid=pnfsid, size=10)
 
 
-def test_run_folder_is_short_and_safe() -> None:
-    assert steps.run_folder(WHERE["run_id"]) == "2026-12-02T013602_AbCd"
-    assert steps.run_folder("manual__2026-12-02T01:36:02+00:00") == "2026-12-02T013602"
-    assert steps.run_folder("a b/../c") == "a_b_.._c"
+def test_run_folder_is_short_safe_and_unique_per_run_id() -> None:
+    folder = steps.run_folder(WHERE["run_id"])
+    assert folder.startswith("2026-12-02T013602_AbCd-") and len(folder) == len("2026-12-02T013602_AbCd-") + 8
+    assert steps.run_folder("manual__2026-12-02T01:36:02+00:00").startswith("2026-12-02T013602-")
+    assert "/" not in steps.run_folder("a b/../c") and steps.run_folder("a b/../c").startswith("a_b_.._c-")
+    # two manual runs in one second (sub-seconds differ) and custom run ids never share a folder
+    same_second = {steps.run_folder(f"manual__2026-12-02T01:36:02.{n:06d}+00:00") for n in range(50)}
+    assert len(same_second) == 50
+    assert steps.run_folder("...") != steps.run_folder("..") and steps.run_folder("").startswith("run-")
 
 
 def test_work_items_one_per_file_version_with_its_areas() -> None:
@@ -31,10 +36,12 @@ def test_work_items_one_per_file_version_with_its_areas() -> None:
     assert [i["name"] for i in items] == ["a.h5", "b.h5"]
     a = items[0]
     assert a["key"] == "P1:closed_after_write"
-    assert a["buffer_dir"] == "/data/work/2026-12-02T013602_AbCd/a"
-    assert a["buffer_path"] == a["buffer_dir"] + "/a.h5"
+    run = steps.run_folder(WHERE["run_id"])
+    assert a["buffer_dir"] == f"/data/work/{run}/P1"
+    assert a["buffer_path"] == a["buffer_dir"] + "/in/a.h5"
     assert a["buffer_output_dir"] == a["buffer_dir"] + "/out"
-    assert a["output_dir"] == "/data/processed/2026-12-02T013602_AbCd/a"
+    assert a["output_dir"] == f"/data/processed/{run}/data/incoming/a.h5/P1"
+    assert a["version"]["pnfsid"] == "P1"
 
 
 def test_selected_files_are_keyed_like_uploads() -> None:

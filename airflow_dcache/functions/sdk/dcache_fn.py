@@ -104,7 +104,35 @@ class Input:
         self.checksums: dict[str, str] = dict(doc.get("checksums") or {})
         self.size: int | None = doc.get("size")
         self.frontend_url: str | None = doc.get("frontend_url")
+        self.pnfsid: str | None = doc.get("pnfsid")
+        self.origin: dict[str, Any] | None = doc.get("origin")
         self.name = self.path.rstrip("/").rsplit("/", 1)[-1]
+
+    @property
+    def stem(self) -> str:
+        """The name without its extension, made fit to prefix output names.
+
+        Never empty (``.h5`` gives ``h5``) and at most 200 bytes (a long name is cut and given a digest
+        of the whole name), so ``<stem>.preview.png`` is a valid dCache name for every input name.
+        """
+        base = self.name.rsplit(".", 1)[0] if "." in self.name.lstrip(".") else self.name.lstrip(".")
+        base = base or "input"
+        if len(base.encode()) > 200:
+            import hashlib
+
+            digest = hashlib.sha256(self.name.encode()).hexdigest()[:12]
+            base = base.encode()[:180].decode(errors="ignore") + "-" + digest
+        return base
+
+    @property
+    def version(self) -> dict[str, Any]:
+        """The file version this input is: its origin's (for a replica) or its own path, pnfsid and checksums.
+
+        Put it into outputs so that a result always says which upload it derives from.
+        """
+        if self.origin:
+            return dict(self.origin)
+        return {"path": self.path, "pnfsid": self.pnfsid, "checksums": dict(self.checksums)}
 
     def __repr__(self) -> str:  # never show the URL: it carries the macaroon
         return f"Input({self.path!r})"

@@ -125,12 +125,15 @@ async def details(conn_id: str, path: str) -> dict[str, Any]:
 
 
 def markers(xattrs: dict[str, str]) -> list[dict[str, str]]:
-    """The contract §6 done-markers: ``airflow_dcache.done.<consumer>`` = ``<dag_id>/<run_id>``."""
+    """The contract §6 done-markers: ``airflow_dcache.done.<consumer>`` = ``<version id> <dag_id>/<run_id>``."""
+    from airflow_dcache.events.version import parse_marker
+
     found = []
     for name, value in sorted(xattrs.items()):
         if name.startswith(MARKER_PREFIX):
-            dag_id, _, run_id = str(value).partition("/")
-            found.append({"consumer": name[len(MARKER_PREFIX):], "dag_id": dag_id, "run_id": run_id})
+            version, dag_id, run_id = parse_marker(str(value))
+            found.append({"consumer": name[len(MARKER_PREFIX):], "dag_id": dag_id, "run_id": run_id,
+                          "version": version.id if version else ""})
     return found
 
 

@@ -259,13 +259,16 @@ def test_reprocess_backfill_versioned_idempotent_and_new_version_on_code_change(
     digest1 = find_function("hdf5-preview", functions).digest.split(":", 1)[1][:12]
     stems = [n.removesuffix(".h5") for n in names]
     with DCacheHook("dcache_main") as hook:
-        first = {s: _listing(hook, f"/data/processed/reprocess/{s}") for s in stems}
+        # one folder per file version: the file's path and its pnfsid, never its stem alone
+        folders = {n.removesuffix(".h5"): f"/data/processed/reprocess{directory}/{n}/"
+                   f"{hook.stat(f'{directory}/{n}').pnfsid}" for n in names}
+        first = {s: _listing(hook, folders[s]) for s in stems}
         for stem, files in first.items():
             assert f"{digest1}/" in files and {k for k in files if k.endswith("/")} == {f"{digest1}/"}, files
             assert {f"{digest1}/{stem}.preview.png", f"{digest1}/{stem}.summary.json"} <= set(files), files
             records = [k for k in files if k.startswith(f"{digest1}/.activation-")]
             assert len(records) == 1, files
-            record = _read_json(hook, f"/data/processed/reprocess/{stem}/{records[0]}")
+            record = _read_json(hook, f"{folders[stem]}/{records[0]}")
             assert record["function"]["digest"].endswith(digest1) or digest1 in record["function"]["digest"]
 
         # The same range again: the same outputs in the same place, nothing else.
@@ -273,7 +276,7 @@ def test_reprocess_backfill_versioned_idempotent_and_new_version_on_code_change(
         _backfill(stack, start, end, conf, via="api")
         second_backfill = time.monotonic() - t0
         assert {r["state"] for r in runs_in_range()} == {"success"}
-        again = {s: _listing(hook, f"/data/processed/reprocess/{s}") for s in stems}
+        again = {s: _listing(hook, folders[s]) for s in stems}
         for stem in stems:
             assert set(again[stem]) == set(first[stem]), (stem, again[stem], first[stem])
             for name, (size, adler) in first[stem].items():
@@ -286,7 +289,7 @@ def test_reprocess_backfill_versioned_idempotent_and_new_version_on_code_change(
         digest2 = find_function("hdf5-preview", functions).digest.split(":", 1)[1][:12]
         assert digest2 != digest1
         _backfill(stack, start, end, conf, via="api")
-        changed = {s: _listing(hook, f"/data/processed/reprocess/{s}") for s in stems}
+        changed = {s: _listing(hook, folders[s]) for s in stems}
         for stem in stems:
             old = {k: v for k, v in changed[stem].items() if k.startswith(f"{digest1}/")}
             assert old == again[stem], stem  # byte-for-byte (size and adler32) the same, records included

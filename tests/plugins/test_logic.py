@@ -41,7 +41,10 @@ def test_paging_bounds() -> None:
 
 def test_markers_parse_dag_and_run() -> None:
     assert markers({"airflow_dcache.done.ingest": "ingest/manual__1", "other": "x"}) == [
-        {"consumer": "ingest", "dag_id": "ingest", "run_id": "manual__1"}]
+        {"consumer": "ingest", "dag_id": "ingest", "run_id": "manual__1", "version": ""}]
+    # the versioned form (contract §6): "<version id> <dag_id>/<run_id>"
+    assert markers({"airflow_dcache.done.ingest": "0000AB;adler32:0a1b2c3d ingest/manual__2"}) == [
+        {"consumer": "ingest", "dag_id": "ingest", "run_id": "manual__2", "version": "0000AB;adler32:0a1b2c3d"}]
 
 
 def test_lineage_rows_match_site_and_path_and_merge_markers() -> None:

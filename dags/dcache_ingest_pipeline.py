@@ -207,7 +207,15 @@ def ingest_pipeline(dag_id: str, source: Asset) -> DAG:
                 if lineage["activation_record"]:
                     lineage["activation_record"] = published.get(lineage["activation_record"])
                 with DCacheHook(MAIN) as hook:
-                    steps.mark_processed(hook, item["path"], dag_id, f"{dag_id}/{run_id}", version=item["version"])
+                    claimed = steps.mark_processed(hook, item["path"], dag_id, f"{dag_id}/{run_id}",
+                                                   version=item["version"])
+                    if not claimed:  # another run processed this version first: its result stands, ours goes
+                        steps.discard_outputs(hook, item)
+                if not claimed:
+                    from airflow.sdk.exceptions import AirflowSkipException
+
+                    raise AirflowSkipException(f"{item['path']} ({item['pnfsid']}) was processed by another run "
+                                               "first; this run's outputs were removed")
                 outlet_events[processed].extra = lineage
                 return lineage
 

@@ -10,7 +10,7 @@ How it runs
 Why a rerun is safe
     Outputs are *versioned by the function's digest* (the activation record's image digest, or for the
     ``local`` runtime the sha256 of the function's source tree): they go to
-    ``/data/processed/reprocess/<file>/<digest[:12]>/``. A rerun of unchanged code writes the same
+    ``/data/processed/reprocess/<path of the file>/<pnfsid>/<digest[:12]>/``. A rerun of unchanged code writes the same
     version again (identical content, same place); changed code writes a new folder and never
     overwrites results of another version, so old and new outputs can be compared.
 

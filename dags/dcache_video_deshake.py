@@ -24,6 +24,7 @@ from typing import Any
 from airflow.sdk import Asset, AssetWatcher, Param, dag, task, task_group
 
 from airflow_dcache.operators import DCacheFunctionOperator
+from airflow_dcache.retry_policy import DCacheRetryPolicy
 from airflow_dcache.triggers import DCacheStorageEventTrigger
 
 MAIN = "dcache_main"
@@ -44,6 +45,7 @@ processed = Asset("dcache://main/data/processed")
 @dag(
     schedule=[videos],
     catchup=False,
+    default_args={"retry_policy": DCacheRetryPolicy()},
     render_template_as_native_obj=True,
     tags=["dcache", "video", "example"],
     doc_md=__doc__,
@@ -65,15 +67,15 @@ def dcache_video_deshake() -> None:
         with DCacheHook(MAIN) as hook:
             items = steps.collect_work_items(hook, params, triggering_asset_events, consumer="dcache_video_deshake",
                                              site="main", run_id=run_id, buffer_root="/data/work",
-                                             output_root=OUTPUT_ROOT)
-        return [{"item": i, "path": i["path"], "output_dir": i["output_dir"]} for i in items]
+                                             output_root=OUTPUT_ROOT, source_root="/data/videos")
+        return [{"item": i, "path": i["path"], "output_dir": i["output_dir"], "version": i["version"]} for i in items]
 
     @task_group(group_id="video")
-    def per_video(item: dict[str, Any], path: str, output_dir: str) -> None:
+    def per_video(item: dict[str, Any], path: str, output_dir: str, version: dict[str, Any]) -> None:
         # [START video_deshake]
         deshake = DCacheFunctionOperator(
             task_id="deshake", dcache_conn_id=MAIN, runtime=RUNTIME, function="deshake",
-            inputs=path, output_dir=output_dir,
+            inputs=path, output_dir=output_dir, expected_version=version,
             parameters="{{ params.function_parameters }}", timeout=600)
         # [END video_deshake]
 
@@ -83,12 +85,18 @@ def dcache_video_deshake() -> None:
             from airflow_dcache.hooks import DCacheHook
             from airflow_dcache.pipelines import steps
 
+            # the checksums of the version collected (the path may hold a newer upload by now)
+            lineage = steps.build_lineage(item, result, output_site="main", dag_id=dag_run.dag_id, run_id=run_id,
+                                          function_name="deshake")
             with DCacheHook(MAIN) as hook:
-                checksums = hook.checksum(item["path"], ("adler32",))
-                lineage = steps.build_lineage({**item, "checksums": checksums}, result, output_site="main",
-                                              dag_id=dag_run.dag_id, run_id=run_id, function_name="deshake")
-                steps.mark_processed(hook, item["path"], dag_run.dag_id, f"{dag_run.dag_id}/{run_id}",
-                                     version=item["version"])
+                claimed = steps.mark_processed(hook, item["path"], dag_run.dag_id, f"{dag_run.dag_id}/{run_id}",
+                                               version=item["version"])
+                if not claimed:  # another run processed this version first: its result stands, ours goes
+                    steps.discard_outputs(hook, item)
+            if not claimed:
+                from airflow.sdk.exceptions import AirflowSkipException
+
+                raise AirflowSkipException(f"{item['path']} was processed by another run first")
             outlet_events[processed].extra = lineage
             return lineage
 

@@ -325,10 +325,12 @@ def mark_processed(hook: Any, path: str, consumer: str, value: str, *,
     try:
         hook.set_xattr(path, {name: marker}, mode="CREATE")
     except Conflict:
-        entry = hook.stat(path, xattr=True, checksum=True)
+        entry = require_version(hook, path, want, step="marking it processed", xattr=True)
         if marker_version(entry, consumer) is not None:
-            return False  # this version is marked by another run
-        raise VersionChanged(f"{path} changed while being marked processed: {want.describe()} is gone") from None
+            return False  # this version is marked by another run: its result stands
+        # a marker naming another version sits on this one (left by an overwrite in the instant of a
+        # write): it does not count, so this version's marker replaces it
+        hook.set_xattr(path, {name: marker}, mode="MODIFY")
     try:
         require_version(hook, path, want, step="marking it processed")
     except VersionChanged:
@@ -337,6 +339,11 @@ def mark_processed(hook: Any, path: str, consumer: str, value: str, *,
             hook.remove_xattr(path, [name])
         raise
     return True
+
+
+def discard_outputs(hook: Any, item: Mapping[str, Any]) -> None:
+    """Remove a run's outputs of ``item`` (its own ``output_dir``) when another run's result stands (§6)."""
+    hook.delete(item["output_dir"], recursive=True, missing_ok=True)
 
 
 def check_hdf5(hook: Any, item: Mapping[str, Any], *, max_size: int | None = None) -> dict[str, Any]:

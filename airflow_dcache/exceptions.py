@@ -9,6 +9,8 @@ logged safely.
 
 from __future__ import annotations
 
+import re
+
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 
@@ -123,19 +125,27 @@ class VersionChanged(DCacheError, AirflowFailException):
 
 #: Client errors that a retry may cure: request timeout and rate limiting.
 RETRYABLE_CLIENT_STATUSES = frozenset({408, 429})
+#: How a third-party copy reports the remote side's refusal: ``failure: rejected GET: 403 Forbidden``.
+_REMOTE_REFUSAL = re.compile(r"\brejected (?:GET|PUT|HEAD|DELETE|MKCOL): (\d{3})\b")
 
 
 def is_permanent(exc: BaseException) -> bool:
     """Whether retrying ``exc`` cannot help: a refusal, not an outage.
 
     A 4xx other than 408/429 (bad request, refused credential or permission, not found, conflict,
-    too large), a connection that cannot describe a dCache endpoint, and a changed file version are
-    permanent; 5xx, 408, 429, connection errors and anything else are not.
+    too large) — also when the remote door of a third-party copy answered it — a connection that
+    cannot describe a dCache endpoint, and a changed file version are permanent; 5xx, 408, 429,
+    connection errors and anything else are not.
     """
     if isinstance(exc, (VersionChanged, InvalidConnection)):
         return True
-    if isinstance(exc, DCacheError) and exc.status is not None:
-        return 400 <= exc.status < 500 and exc.status not in RETRYABLE_CLIENT_STATUSES
+    status = exc.status if isinstance(exc, DCacheError) else None
+    if isinstance(exc, TransferFailed) and status is None:
+        # the copy itself was accepted; the *remote* door refused it (its status is only in the message)
+        match = _REMOTE_REFUSAL.search(exc.message)
+        status = int(match.group(1)) if match else None
+    if status is not None:
+        return 400 <= status < 500 and status not in RETRYABLE_CLIENT_STATUSES
     return False
 
 

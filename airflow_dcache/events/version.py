@@ -51,8 +51,10 @@ class FileVersion:
     def __post_init__(self) -> None:
         if not isinstance(self.pnfsid, str) or not self.pnfsid or any(c in self.pnfsid for c in " /;"):
             raise ValueError(f"version field 'pnfsid' must be a dCache file id, got {self.pnfsid!r}")
-        if self.checksum is not None and (":" not in self.checksum or " " in self.checksum):
-            raise ValueError(f"version field 'checksum' must look like 'adler32:0a1b2c3d', got {self.checksum!r}")
+        if self.checksum is not None:
+            if not isinstance(self.checksum, str) or ":" not in self.checksum or " " in self.checksum:
+                raise ValueError(f"version field 'checksum' must look like 'adler32:0a1b2c3d', got {self.checksum!r}")
+            object.__setattr__(self, "checksum", self.checksum.lower())  # hex and algorithm names ignore case
 
     @classmethod
     def of(cls, entry: Any) -> FileVersion:

@@ -250,7 +250,10 @@ class DCacheReplicateOperator(BaseOperator):
                     result = hook.copy_push(source, upload.target, remote_token=upload.macaroon,
                                             overwrite=self.overwrite)
         except TransferFailed as exc:
-            raise self._went_away(receiver, exc, source, destination) from exc
+            error = self._went_away(receiver, exc, source, destination)
+            if error is exc:
+                raise
+            raise error from exc
         finally:
             self._copy_hooks.remove(hook)
         adler32 = self._verify(source, destination) if self.verify_checksum else None

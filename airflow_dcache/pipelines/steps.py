@@ -405,6 +405,13 @@ def build_lineage(item: Mapping[str, Any], activation: Mapping[str, Any], *, out
 SWEEP_AFTER_S = 24 * 3600
 
 
+_RUN_FOLDER = re.compile(r"-[0-9a-f]{8}$")
+
+
+def _older(entry: Any, cutoff_ms: float) -> bool:
+    return entry.mtime is not None and entry.mtime < cutoff_ms
+
+
 def clean_run_area(hook: Any, buffer_root: str, run_id: str, *, sweep_after_s: float = SWEEP_AFTER_S) -> list[str]:
     """Remove this run's buffer area, then any run area not modified for ``sweep_after_s``; the paths removed.
 
@@ -429,12 +436,17 @@ def clean_run_area(hook: Any, buffer_root: str, run_id: str, *, sweep_after_s: f
     except NotFound:
         return removed
     for area in areas:
-        if area.is_dir and area.path != own and area.mtime is not None and area.mtime < cutoff_ms:
-            try:
-                hook.delete(area.path, recursive=True, missing_ok=True)
-                removed.append(area.path)
-            except Exception as exc:  # one stuck area must not stop the run's own clean-up
-                log.warning("could not sweep %s: %s", area.path, exc)
+        # only run areas (run_folder's digest suffix), and only when nothing in them changed lately:
+        # a file's folder changes when its replica or outputs come and go, the area when files start
+        if not area.is_dir or area.path == own or not _RUN_FOLDER.search(area.name) or not _older(area, cutoff_ms):
+            continue
+        try:
+            if any(not _older(child, cutoff_ms) for child in hook.list_dir(area.path)):
+                continue
+            hook.delete(area.path, recursive=True, missing_ok=True)
+            removed.append(area.path)
+        except Exception as exc:  # one stuck area must not stop the run's own clean-up
+            log.warning("could not sweep %s: %s", area.path, exc)
     if removed:
         log.info("removed from the buffer: %s", ", ".join(removed))
     return removed

@@ -134,10 +134,13 @@ def is_permanent(exc: BaseException) -> bool:
 
     A 4xx other than 408/429 (bad request, refused credential or permission, not found, conflict,
     too large) — also when the remote door of a third-party copy answered it — a connection that
-    cannot describe a dCache endpoint, and a changed file version are permanent; 5xx, 408, 429,
+    cannot describe a dCache endpoint, a changed file version, and an unusable path or one outside
+    the allowed roots are permanent; 5xx, 408, 429,
     connection errors and anything else are not.
     """
-    if isinstance(exc, (VersionChanged, InvalidConnection)):
+    from airflow_dcache.paths import InvalidPath, OutsideAllowedRoots
+
+    if isinstance(exc, (VersionChanged, InvalidConnection, InvalidPath, OutsideAllowedRoots)):
         return True
     status = exc.status if isinstance(exc, DCacheError) else None
     if isinstance(exc, TransferFailed) and status is None:

@@ -66,6 +66,12 @@ from airflow_dcache.triggers import DCacheBillingEventTrigger, DCacheStorageEven
 MAIN, BUFFER = "dcache_main", "dcache_buffer"
 RUNTIME = os.environ.get("AIRFLOW_DCACHE_FUNCTION_RUNTIME", "local")
 SOURCE_ROOT, BUFFER_ROOT, OUTPUT_ROOT = "/data/incoming", "/data/work", "/data/processed"
+# [START ingest_roots]
+# The trees this pipeline may act on: files are chosen only below SELECT_ROOTS (the watched tree),
+# whoever triggers the run, and every dCache task refuses paths outside ALLOWED_ROOTS.
+SELECT_ROOTS = [SOURCE_ROOT]
+ALLOWED_ROOTS = [SOURCE_ROOT, BUFFER_ROOT, OUTPUT_ROOT]
+# [END ingest_roots]
 BILLING_TOPIC = os.environ.get("AIRFLOW_DCACHE_BILLING_TOPIC")
 
 
@@ -125,10 +131,11 @@ def ingest_pipeline(dag_id: str, source: Asset) -> DAG:
 
     @dag(dag_id=dag_id, schedule=[source], catchup=False, render_template_as_native_obj=True, max_active_runs=16,
          tags=["dcache", "ingest", "example"], doc_md=__doc__, params=PARAMS,
-         default_args={"retry_policy": DCacheRetryPolicy()})  # a 403/404 or a changed file: fail, do not retry
+         # a 403/404 or a changed file fails at once; every dCache task stays inside ALLOWED_ROOTS
+         default_args={"retry_policy": DCacheRetryPolicy(), "allowed_roots": ALLOWED_ROOTS})
     def pipeline() -> None:
         @task
-        def collect(params: dict[str, Any], run_id: str, ti: Any = None,
+        def collect(params: dict[str, Any], run_id: str, ti: Any = None, dag_run: Any = None,
                     triggering_asset_events: Any = None) -> list[dict[str, Any]]:
             """The run's work items (file versions): the events' files or the UI's ``paths``, minus those done.
 
@@ -136,23 +143,38 @@ def ingest_pipeline(dag_id: str, source: Asset) -> DAG:
             with their reasons.
             """
             from airflow_dcache.hooks import DCacheHook
+            from airflow_dcache.identity import user_connection
             from airflow_dcache.pipelines import steps
 
             skipped: list[dict[str, Any]] = []
-            with DCacheHook(MAIN) as hook:
+            # files chosen by a person (trigger form, REST, CLI, backfill conf) are selected with that
+            # person's dCache identity when the site mapped one, else plainly (no admin role) in SELECT_ROOTS
+            user = getattr(dag_run, "triggering_user_name", None)
+            person = user_connection(user) if params.get("paths") else None
+            selector = DCacheHook(person or MAIN, assert_roles=False, allowed_roots=SELECT_ROOTS)
+            with DCacheHook(MAIN, allowed_roots=SELECT_ROOTS) as hook, selector:
                 items = steps.collect_work_items(hook, params, triggering_asset_events, consumer=dag_id, site="main",
                                                  run_id=run_id, buffer_root=BUFFER_ROOT, output_root=OUTPUT_ROOT,
-                                                 source_root=SOURCE_ROOT, skipped=skipped)
+                                                 source_root=SOURCE_ROOT, skipped=skipped, allowed_roots=SELECT_ROOTS,
+                                                 selector=selector, selector_name=f"user {user!r}" if person else None)
             ti.xcom_push(key="skipped", value=skipped)
             return items
 
         @task
-        def clean_up(run_id: str) -> None:
-            """Remove the run's buffer area whatever the outcome, and sweep areas older runs left behind."""
+        def clean_up(run_id: str, ti: Any = None) -> None:
+            """Leave nothing behind whatever the outcome: outputs of files this run did not finish, the buffer area.
+
+            Outputs already published for a file whose later step failed (e.g. it was replaced while
+            waiting for tape) have no lineage record: they go. Then the run's buffer area, and areas
+            older runs could not remove.
+            """
             from airflow_dcache.hooks import DCacheHook
             from airflow_dcache.pipelines import steps
 
-            with DCacheHook(BUFFER) as hook:
+            items = ti.xcom_pull(task_ids="collect") or []
+            with DCacheHook(MAIN, allowed_roots=ALLOWED_ROOTS) as hook:
+                steps.discard_unprocessed(hook, items, dag_id, run_id)
+            with DCacheHook(BUFFER, allowed_roots=ALLOWED_ROOTS) as hook:
                 steps.clean_run_area(hook, BUFFER_ROOT, run_id)
 
         @task_group(group_id="file")
@@ -162,7 +184,7 @@ def ingest_pipeline(dag_id: str, source: Asset) -> DAG:
                 from airflow_dcache.hooks import DCacheHook
                 from airflow_dcache.pipelines import steps
 
-                with DCacheHook(MAIN) as hook:
+                with DCacheHook(MAIN, allowed_roots=ALLOWED_ROOTS) as hook:
                     return steps.check_hdf5(hook, item)
 
             # [START ingest_per_file]
@@ -206,7 +228,7 @@ def ingest_pipeline(dag_id: str, source: Asset) -> DAG:
                     out["path"] = published.get(out["path"], out["path"])
                 if lineage["activation_record"]:
                     lineage["activation_record"] = published.get(lineage["activation_record"])
-                with DCacheHook(MAIN) as hook:
+                with DCacheHook(MAIN, allowed_roots=ALLOWED_ROOTS) as hook:
                     claimed = steps.mark_processed(hook, item["path"], dag_id, f"{dag_id}/{run_id}",
                                                    version=item["version"])
                     if not claimed:  # another run processed this version first: its result stands, ours goes

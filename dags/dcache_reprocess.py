@@ -32,8 +32,11 @@ from airflow.sdk import Param, dag
 from airflow.timetables.interval import CronDataIntervalTimetable
 
 from airflow_dcache.operators import DCacheFunctionOperator, DCacheListOperator
+from airflow_dcache.retry_policy import DCacheRetryPolicy
 
 MAIN = "dcache_main"
+# the trees this DAG may act on: the directory param (UI, backfill conf) must lie inside them
+ALLOWED_ROOTS = ["/data/incoming", "/data/archive", "/data/processed"]
 RUNTIME = os.environ.get("AIRFLOW_DCACHE_FUNCTION_RUNTIME", "local")
 SCHEDULE = os.environ.get("AIRFLOW_DCACHE_REPROCESS_SCHEDULE", "@daily")
 
@@ -63,6 +66,7 @@ def function_kwargs(record: dict) -> dict:
     render_template_as_native_obj=True,
     tags=["dcache", "reprocess", "example"],
     doc_md=__doc__,
+    default_args={"retry_policy": DCacheRetryPolicy(), "allowed_roots": ALLOWED_ROOTS},
     params={
         "directory": Param("/data/incoming", type="string", title="Directory on main"),
         "name_glob": Param("*.h5", type="string", title="File names"),

@@ -21,9 +21,13 @@ from typing import Any
 from airflow.sdk import Param, dag, task, task_group
 
 from airflow_dcache.operators import DCacheFunctionOperator, DCacheStageOperator
+from airflow_dcache.retry_policy import DCacheRetryPolicy
 from airflow_dcache.sensors import DCacheFileSensor
 
 MAIN = "dcache_main"
+# the trees this DAG may act on: files are chosen below SELECT_ROOTS; results go to /data/processed
+SELECT_ROOTS = ["/data/archive"]
+ALLOWED_ROOTS = ["/data/archive", "/data/processed"]
 RUNTIME = os.environ.get("AIRFLOW_DCACHE_FUNCTION_RUNTIME", "local")
 
 
@@ -33,6 +37,7 @@ RUNTIME = os.environ.get("AIRFLOW_DCACHE_FUNCTION_RUNTIME", "local")
     render_template_as_native_obj=True,
     tags=["dcache", "tape", "example"],
     doc_md=__doc__,
+    default_args={"retry_policy": DCacheRetryPolicy(), "allowed_roots": ALLOWED_ROOTS},
     params={
         "paths": Param(["/data/archive/*.h5"], type="array", items={"type": "string"}, title="Files on tape",
                        description="dCache paths or globs on main"),
@@ -41,12 +46,16 @@ RUNTIME = os.environ.get("AIRFLOW_DCACHE_FUNCTION_RUNTIME", "local")
 )
 def dcache_stage_and_process() -> None:
     @task
-    def select(params: dict[str, Any], run_id: str) -> list[dict[str, Any]]:
-        from airflow_dcache.hooks import DCacheHook
+    def select(params: dict[str, Any], run_id: str, dag_run: Any = None) -> list[dict[str, Any]]:
         from airflow_dcache.pipelines import steps
 
-        with DCacheHook(MAIN) as hook:
-            records = steps.select_records(hook, steps.split_patterns(params["paths"]))
+        # the person's own dCache identity when mapped, else a plain login; only below SELECT_ROOTS
+        selector, person = steps.person_selector(MAIN, dag_run, params, SELECT_ROOTS)
+        with selector as hook:
+            records = steps.select_records(hook, steps.split_patterns(params["paths"], SELECT_ROOTS))
+            if person:
+                for rec in records:
+                    steps.check_readable(hook, rec["path"], person)
         if not records:
             raise ValueError(f"paths: nothing matches {params['paths']}")
         # one output folder per file version (its path and pnfsid), never per stem

@@ -28,6 +28,9 @@ from airflow_dcache.retry_policy import DCacheRetryPolicy
 from airflow_dcache.triggers import DCacheStorageEventTrigger
 
 MAIN = "dcache_main"
+# the trees this DAG may act on: videos are chosen below SELECT_ROOTS; results go to /data/processed/videos
+SELECT_ROOTS = ["/data/videos"]
+ALLOWED_ROOTS = ["/data/videos", "/data/processed/videos"]
 RUNTIME = os.environ.get("AIRFLOW_DCACHE_FUNCTION_RUNTIME", "local")
 OUTPUT_ROOT = "/data/processed/videos"
 
@@ -45,7 +48,7 @@ processed = Asset("dcache://main/data/processed")
 @dag(
     schedule=[videos],
     catchup=False,
-    default_args={"retry_policy": DCacheRetryPolicy()},
+    default_args={"retry_policy": DCacheRetryPolicy(), "allowed_roots": ALLOWED_ROOTS},
     render_template_as_native_obj=True,
     tags=["dcache", "video", "example"],
     doc_md=__doc__,
@@ -59,15 +62,18 @@ processed = Asset("dcache://main/data/processed")
 )
 def dcache_video_deshake() -> None:
     @task
-    def collect(params: dict[str, Any], run_id: str, triggering_asset_events: Any = None) -> list[dict[str, Any]]:
+    def collect(params: dict[str, Any], run_id: str, dag_run: Any = None,
+                triggering_asset_events: Any = None) -> list[dict[str, Any]]:
         """One entry per video: the work item and, for the operator's templated fields, its paths."""
         from airflow_dcache.hooks import DCacheHook
         from airflow_dcache.pipelines import steps
 
-        with DCacheHook(MAIN) as hook:
+        selector, person = steps.person_selector(MAIN, dag_run, params, SELECT_ROOTS)
+        with DCacheHook(MAIN, allowed_roots=SELECT_ROOTS) as hook, selector:
             items = steps.collect_work_items(hook, params, triggering_asset_events, consumer="dcache_video_deshake",
                                              site="main", run_id=run_id, buffer_root="/data/work",
-                                             output_root=OUTPUT_ROOT, source_root="/data/videos")
+                                             output_root=OUTPUT_ROOT, source_root="/data/videos",
+                                             allowed_roots=SELECT_ROOTS, selector=selector, selector_name=person)
         return [{"item": i, "path": i["path"], "output_dir": i["output_dir"], "version": i["version"]} for i in items]
 
     @task_group(group_id="video")
@@ -88,7 +94,7 @@ def dcache_video_deshake() -> None:
             # the checksums of the version collected (the path may hold a newer upload by now)
             lineage = steps.build_lineage(item, result, output_site="main", dag_id=dag_run.dag_id, run_id=run_id,
                                           function_name="deshake")
-            with DCacheHook(MAIN) as hook:
+            with DCacheHook(MAIN, allowed_roots=ALLOWED_ROOTS) as hook:
                 claimed = steps.mark_processed(hook, item["path"], dag_run.dag_id, f"{dag_run.dag_id}/{run_id}",
                                                version=item["version"])
                 if not claimed:  # another run processed this version first: its result stands, ours goes

@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
 from typing import Any
 
 from airflow.sdk import BaseHook
 from airflow.sdk.log import mask_secret
 
 from airflow_dcache.hooks._settings import ConnectionSettings, settings_from_connection
+from airflow_dcache.paths import clean_roots, within
+
+
+def narrow_roots(connection: Sequence[str], hook: Sequence[str]) -> tuple[str, ...]:
+    """Roots allowed by both the connection and the hook (the deeper one of each overlapping pair).
+
+    With no overlap at all the result is a root that names nothing (``/\u2205``): nothing is allowed,
+    rather than everything.
+    """
+    if not connection:
+        return tuple(hook)
+    out = [h if within(h, [c]) else c for h in hook for c in connection if within(h, [c]) or within(c, [h])]
+    return tuple(dict.fromkeys(out)) or ("/\u2205",)
 
 
 class DCacheHookBase(BaseHook):
@@ -23,13 +38,32 @@ class DCacheHookBase(BaseHook):
         dcache_conn_id: str = default_conn_name,
         *,
         settings: ConnectionSettings | None = None,
+        assert_roles: bool = True,
+        allowed_roots: Sequence[str] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.dcache_conn_id = dcache_conn_id
-        self._settings = settings
+        self.assert_roles = assert_roles
+        self.allowed_roots = clean_roots(allowed_roots or ())
+        self._settings = self._roles_applied(settings) if settings is not None else None
         if settings is not None:
             self._mask(settings)
+
+    def _roles_applied(self, settings: ConnectionSettings) -> ConnectionSettings:
+        """The connection's settings as this hook may use them.
+
+        ``assert_roles=False`` logs in plainly: the connection's roles (``admin``) are never asserted,
+        for callers acting for someone other than the pipeline (the dCache view, a user's manual
+        trigger). ``allowed_roots`` narrows the trees every request may name (a pipeline's roots):
+        a path outside raises :class:`~airflow_dcache.paths.OutsideAllowedRoots` before any request.
+        """
+        if not self.assert_roles and settings.roles:
+            settings = dataclasses.replace(settings, roles=())
+        if self.allowed_roots:
+            settings = dataclasses.replace(settings, allowed_roots=narrow_roots(settings.allowed_roots,
+                                                                                self.allowed_roots))
+        return settings
 
     @staticmethod
     def _mask(settings: ConnectionSettings) -> None:
@@ -44,7 +78,7 @@ class DCacheHookBase(BaseHook):
             conn = self.get_connection(self.dcache_conn_id)
             settings = settings_from_connection(conn)
             self._mask(settings)
-            self._settings = settings
+            self._settings = self._roles_applied(settings)
         return self._settings
 
     def __repr__(self) -> str:

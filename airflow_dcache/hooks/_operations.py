@@ -34,6 +34,7 @@ from airflow_dcache.hooks._models import (
 from airflow_dcache.hooks._protocol import (
     MACAROON_REQUEST_TYPE,
     ResponseInfo,
+    allowed_path,
     api_url,
     door_url,
     mask_url,
@@ -105,7 +106,7 @@ def whoami(s: ConnectionSettings) -> Operation[UserInfo]:
 
 
 def stat(s: ConnectionSettings, path: str, **flags: Any) -> Operation[NamespaceEntry]:
-    path = normalize_path(path)
+    path = allowed_path(s, path)
     unknown = set(flags) - set(NAMESPACE_FLAGS) - {"offset", "limit"}
     if unknown:
         raise TypeError(f"unknown stat flags: {sorted(unknown)}; allowed: {NAMESPACE_FLAGS}")
@@ -193,7 +194,7 @@ def mkdir(s: ConnectionSettings, path: str, parents: bool = True, exist_ok: bool
     Returns whether the directory was created. 405 means "exists": accepted with ``exist_ok`` once a stat
     confirms it is a directory, since MKCOL also answers 405 when a *file* has that name.
     """
-    path = normalize_path(path)
+    path = allowed_path(s, path)
     call = Call("MKCOL", door_url(s, path), exists_statuses=(405,))
     try:
         yield call
@@ -223,7 +224,7 @@ def move(s: ConnectionSettings, source: str, destination: str, overwrite: bool =
 def delete(s: ConnectionSettings, path: str, recursive: bool = False, missing_ok: bool = False) -> Operation[bool]:
     """Files go through the door (so billing records the removal); directories through the frontend,
     whose ``DELETE`` has documented semantics for empty directories (the door's is unconfirmed)."""
-    path = normalize_path(path)
+    path = allowed_path(s, path)
     if path == "/":
         raise ValueError("refusing to delete the root directory")
     try:
@@ -426,6 +427,10 @@ def submit_bulk_request(
     if expand not in EXPAND:
         raise ValueError(f"expand_directories must be one of {sorted(EXPAND)}")
     target_list = [str(t) for t in targets]
+    if not target_prefix:  # targets are absolute paths: each must be inside the allowed roots
+        target_list = [allowed_path(s, t) if t.startswith("/") else t for t in target_list]
+    elif s.allowed_roots:
+        allowed_path(s, target_prefix)
     if not target_list:
         raise ValueError("a bulk request needs at least one target")
     payload: dict[str, Any] = {
@@ -585,7 +590,7 @@ def stage(
     items = files.items() if isinstance(files, Mapping) else ((f, disk_lifetime) for f in files)
     payload_files = []
     for path, lifetime in items:
-        entry: dict[str, Any] = {"path": normalize_path(path)}
+        entry: dict[str, Any] = {"path": allowed_path(s, path)}
         iso = _iso(lifetime if lifetime is not None else disk_lifetime)
         if iso:
             entry["diskLifetime"] = iso
@@ -614,7 +619,7 @@ def stage_status(s: ConnectionSettings, request: str) -> Operation[StageRequestI
 
 
 def cancel_stage(s: ConnectionSettings, request: str, paths: Iterable[str]) -> Operation[None]:
-    body = {"paths": [normalize_path(p) for p in paths]}
+    body = {"paths": [allowed_path(s, p) for p in paths]}
     yield Call.json("POST", api_url(s, f"tape/stage/{request_id(request)}/cancel"), body)
 
 
@@ -623,12 +628,12 @@ def delete_stage(s: ConnectionSettings, request: str) -> Operation[None]:
 
 
 def release(s: ConnectionSettings, request: str, paths: Iterable[str]) -> Operation[None]:
-    body = {"paths": [normalize_path(p) for p in paths]}
+    body = {"paths": [allowed_path(s, p) for p in paths]}
     yield Call.json("POST", api_url(s, f"tape/release/{request_id(request)}"), body)
 
 
 def archive_info(s: ConnectionSettings, paths: Iterable[str]) -> Operation[list[ArchiveInfo]]:
-    call = Call.json("POST", api_url(s, "tape/archiveinfo"), {"paths": [normalize_path(p) for p in paths]})
+    call = Call.json("POST", api_url(s, "tape/archiveinfo"), {"paths": [allowed_path(s, p) for p in paths]})
     data = _json((yield call), call)
     return [
         ArchiveInfo(path=str(d.get("path", "")), locality=d.get("locality"), error=d.get("error"))
@@ -726,7 +731,7 @@ class RangeRead:
 
 
 def range_read(s: ConnectionSettings, path: str, offset: int, length: int) -> RangeRead:
-    path = normalize_path(path)
+    path = allowed_path(s, path)
     offset = _int_at_least(offset, "offset", 0)
     length = _int_at_least(length, "length", 1)
     return RangeRead(path, door_url(s, path), offset, length)
@@ -905,7 +910,7 @@ def subscribe_inotify(
     s: ConnectionSettings, channel_url: str, path: str, flags: Iterable[str] | None = None
 ) -> Operation[str]:
     """Watch ``path`` (not recursive); no ``flags`` means every event."""
-    selector: dict[str, Any] = {"path": normalize_path(path)}
+    selector: dict[str, Any] = {"path": allowed_path(s, path)}
     if flags is not None:
         selector["flags"] = inotify_flags(flags)
     return (yield from _subscribe(s, channel_url, "inotify", selector))

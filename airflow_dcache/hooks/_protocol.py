@@ -25,6 +25,7 @@ from airflow_dcache.exceptions import (
     error_class_for_status,
 )
 from airflow_dcache.hooks._settings import AuthType, ConnectionSettings
+from airflow_dcache.paths import OutsideAllowedRoots, clean_path, within
 
 MACAROON_REQUEST_TYPE = "application/macaroon-request"
 # Safe to repeat after a dropped connection or a 5xx; bodies of PUT/POST/COPY are streams we cannot replay.
@@ -48,18 +49,31 @@ def quote_path(path: str) -> str:
 
 
 def normalize_path(path: str) -> str:
-    """Absolute, no trailing slash (except root), no ``//``: dCache treats these as the same path."""
-    if not isinstance(path, str) or not path.strip():
-        raise ValueError("a dCache path must be a non-empty string")
-    parts = [p for p in path.strip().split("/") if p not in ("", ".")]
-    if ".." in parts:
-        raise ValueError(f"'..' is not allowed in dCache paths: {path!r}")
-    return "/" + "/".join(parts)
+    """Absolute, no trailing slash (except root), no ``//``: dCache treats these as the same path.
+
+    The one check of :func:`airflow_dcache.paths.clean_path`: ``..``, control characters and
+    leading/trailing whitespace are refused, never resolved or stripped.
+    """
+    if isinstance(path, str) and path.strip() and not path.startswith("/"):
+        path = "/" + path  # the hooks' API takes paths relative to the namespace root too
+    return clean_path(path, field="path")
+
+
+def allowed_path(settings: ConnectionSettings, path: str) -> str:
+    """:func:`normalize_path`, refusing a path outside the connection's / hook's ``allowed_roots``.
+
+    Every request that names a path goes through here (URLs and JSON bodies alike), so a hook made
+    for a pipeline with allowed roots cannot act outside them, whichever operator or task calls it.
+    """
+    clean = normalize_path(path)
+    if settings.allowed_roots and not within(clean, settings.allowed_roots):
+        raise OutsideAllowedRoots("path", clean, settings.allowed_roots)
+    return clean
 
 
 def door_url(settings: ConnectionSettings, path: str, query: Mapping[str, Any] | None = None) -> str:
     """URL of ``path`` on the WebDAV door (prefix of the door URL included)."""
-    url = settings.door_url + quote_path(normalize_path(path))
+    url = settings.door_url + quote_path(allowed_path(settings, path))
     return _with_query(url, query)
 
 
@@ -69,7 +83,7 @@ def api_url(settings: ConnectionSettings, endpoint: str, query: Mapping[str, Any
 
 
 def namespace_url(settings: ConnectionSettings, path: str, query: Mapping[str, Any] | None = None) -> str:
-    path = normalize_path(path)
+    path = allowed_path(settings, path)
     endpoint = "namespace" + ("" if path == "/" else quote_path(path))
     return api_url(settings, endpoint, query)
 

@@ -69,6 +69,8 @@ class ConnectionSettings:
     retries: int = DEFAULT_RETRIES
     roles: tuple[str, ...] = ()
     site: str = "dcache-default"
+    #: The trees this identity may act on (extra ``allowed_roots``, narrowed by a hook's own); empty: all.
+    allowed_roots: tuple[str, ...] = ()
 
     @property
     def api_url(self) -> str:
@@ -142,6 +144,20 @@ def parse_int(value: Any, name: str, default: int) -> int:
 
 
 _ROLE_NAME = re.compile(r"[A-Za-z0-9_-]+")  # ASCII only: the names travel in an HTTP header
+
+
+def parse_allowed_roots(value: Any) -> tuple[str, ...]:
+    """Extra ``allowed_roots``: a list of absolute paths or a comma-separated string; empty means no limit."""
+    from airflow_dcache.paths import InvalidPath, clean_roots
+
+    if value is None or value == "":
+        return ()
+    if not isinstance(value, (str, list, tuple)):
+        raise InvalidConnection(f"extra 'allowed_roots' must be a list of absolute paths, got {value!r}")
+    try:
+        return clean_roots(value, field="allowed_roots")
+    except InvalidPath as exc:
+        raise InvalidConnection(f"extra {exc}") from None
 
 
 def parse_roles(value: Any) -> tuple[str, ...]:
@@ -309,4 +325,5 @@ def settings_from_connection(conn: ConnectionLike) -> ConnectionSettings:
         retries=parse_int(_extra(extras, "retries"), "retries", DEFAULT_RETRIES),
         roles=parse_roles(_extra(extras, "roles")),
         site=parse_site(_extra(extras, "site"), getattr(conn, "conn_id", None)),
+        allowed_roots=parse_allowed_roots(_extra(extras, "allowed_roots")),
     )

@@ -87,7 +87,7 @@ class DCacheAsyncHook(DCacheHookBase):
             settings = settings_from_connection(conn)
             for secret in settings.secrets:
                 await amask_secret(secret)
-            self._settings = settings
+            self._settings = self._roles_applied(settings)
         return self._settings
 
     def _make_client(self, settings: ConnectionSettings, with_cert: bool) -> httpx.AsyncClient:

@@ -17,6 +17,7 @@ from airflow.sdk.exceptions import AirflowException
 from airflow_dcache.events.version import FileVersion, require_version
 from airflow_dcache.exceptions import NotFound
 from airflow_dcache.hooks.dcache import DCacheHook
+from airflow_dcache.paths import clean_roots
 from airflow_dcache.retry_policy import DCacheRetryPolicy
 from airflow_dcache.triggers._waiting import TRANSIENT, Backoff, event
 from airflow_dcache.triggers.bulk import bulk_outcome, stage_outcome
@@ -29,19 +30,23 @@ class DCacheBaseOperator(BaseOperator):
     """Holds the connection id; the hook is built on first use, on the worker.
 
     :param dcache_conn_id: the ``dcache`` connection (templated).
+    :param allowed_roots: the trees this task may act on (a DAG sets it for all its dCache tasks with
+        ``default_args={"allowed_roots": [...]}``); a path outside fails the task before any request.
     """
 
     template_fields: Sequence[str] = ("dcache_conn_id",)
     ui_color = "#8fd3f4"
 
-    def __init__(self, *, dcache_conn_id: str = DEFAULT_CONN_ID, **kwargs: Any) -> None:
+    def __init__(self, *, dcache_conn_id: str = DEFAULT_CONN_ID, allowed_roots: Sequence[str] | None = None,
+                 **kwargs: Any) -> None:
         kwargs.setdefault("retry_policy", DCacheRetryPolicy())
         super().__init__(**kwargs)
         self.dcache_conn_id = dcache_conn_id
+        self.allowed_roots = clean_roots(allowed_roots)
 
     @cached_property
     def hook(self) -> DCacheHook:
-        return DCacheHook(self.dcache_conn_id)
+        return DCacheHook(self.dcache_conn_id, allowed_roots=self.allowed_roots)
 
 
 def expected_versions(paths: Sequence[str], expected: Any, field_name: str = "expected_version"

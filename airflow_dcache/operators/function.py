@@ -36,6 +36,7 @@ from airflow_dcache.hooks._protocol import door_url, namespace_url, normalize_pa
 from airflow_dcache.hooks.dcache import DCacheHook
 from airflow_dcache.macaroons.caveats import ACTIVITY_NAMES
 from airflow_dcache.operators._base import expected_versions
+from airflow_dcache.paths import clean_roots
 from airflow_dcache.retry_policy import DCacheRetryPolicy
 
 if TYPE_CHECKING:
@@ -126,6 +127,8 @@ class DCacheFunctionOperator(BaseOperator):
     :param expected_version: the input version(s) to run on: a version id or dict for one input, or
         ``{path: version}``. An input replaced since then fails the task at once (``VersionChanged``)
         instead of running on the newer version in this one's name. Templated.
+    :param allowed_roots: the trees this task may act on (a DAG sets it for all its dCache tasks with
+        ``default_args={"allowed_roots": [...]}``); a path outside fails the task before any request.
     :param runtime: ``local`` (subprocess) or ``docker`` (a real engine).
     :param image: image reference for the docker runtime (default ``airflow-dcache/<function>:latest``).
     :param command: command for the docker runtime instead of the image's entry point.
@@ -177,6 +180,7 @@ class DCacheFunctionOperator(BaseOperator):
         dcache_conn_id: str = DCacheHook.default_conn_name,
         origins: Any = None,
         expected_version: Any = None,
+        allowed_roots: Sequence[str] | None = None,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("retry_policy", DCacheRetryPolicy())
@@ -222,12 +226,13 @@ class DCacheFunctionOperator(BaseOperator):
         self.dcache_conn_id = dcache_conn_id
         self.origins = origins
         self.expected_version = expected_version
+        self.allowed_roots = clean_roots(allowed_roots)
         self._runtime: FunctionRuntime | None = None
         self._kill_requested = False
 
     @cached_property
     def hook(self) -> DCacheHook:
-        return DCacheHook(self.dcache_conn_id)
+        return DCacheHook(self.dcache_conn_id, allowed_roots=self.allowed_roots)
 
     def make_runtime(self) -> FunctionRuntime:
         """The runtime object for this task (one per execution)."""

@@ -40,6 +40,7 @@ from airflow_dcache.hooks.dcache import DCacheHook
 from airflow_dcache.links.dcache import DCacheFileLink, DCacheViewLink, persist_file_links
 from airflow_dcache.operators._base import check_versions, expected_versions
 from airflow_dcache.operators.namespace import check_path, check_paths, is_template
+from airflow_dcache.paths import clean_roots
 from airflow_dcache.retry_policy import DCacheRetryPolicy
 from airflow_dcache.triggers.qos import normalise_paths
 
@@ -110,6 +111,8 @@ class DCacheReplicateOperator(BaseOperator):
         source, or ``{path: version}``. The source is checked before the copy, and the copy's checksum
         against the version's afterwards: a source replaced meanwhile fails the task at once
         (``VersionChanged``, the copy deleted) instead of copying the newer version in this one's name.
+    :param allowed_roots: the trees this task may act on (a DAG sets it for all its dCache tasks with
+        ``default_args={"allowed_roots": [...]}``); a path outside fails the task before any request.
     :return: ``{"source_conn_id", "destination_conn_id", "mode", "files": [{"source", "destination",
         "size", "adler32", "markers"}], "destinations": [...]}``; path-taking operators accept this result
         as their ``path`` (they read ``destinations``), e.g. to delete the copies afterwards;
@@ -137,6 +140,7 @@ class DCacheReplicateOperator(BaseOperator):
         macaroon_validity: int = 3600,
         verify_checksum: bool = True,
         expected_version: Any = None,
+        allowed_roots: Sequence[str] | None = None,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("retry_policy", DCacheRetryPolicy())
@@ -165,15 +169,16 @@ class DCacheReplicateOperator(BaseOperator):
         self.macaroon_validity = macaroon_validity
         self.verify_checksum = verify_checksum
         self.expected_version = expected_version
+        self.allowed_roots = clean_roots(allowed_roots)
         self._copy_hooks: list[DCacheHook] = []
 
     @cached_property
     def source_hook(self) -> DCacheHook:
-        return DCacheHook(self.source_conn_id)
+        return DCacheHook(self.source_conn_id, allowed_roots=self.allowed_roots)
 
     @cached_property
     def destination_hook(self) -> DCacheHook:
-        return DCacheHook(self.destination_conn_id)
+        return DCacheHook(self.destination_conn_id, allowed_roots=self.allowed_roots)
 
     def execute(self, context: Any) -> dict[str, Any]:
         sources = normalise_paths(self.source_path, "source_path")

@@ -166,18 +166,25 @@ def work_items_from_selection(records: Iterable[Mapping[str, Any]], *, site: str
     return items
 
 
-def split_patterns(value: str | Sequence[str] | None) -> list[str]:
-    """UI params give a path, a glob, a comma/newline separated string or a list; always a clean list."""
+def split_patterns(value: str | Sequence[str] | None, allowed_roots: Sequence[str] | None = None) -> list[str]:
+    """UI params give a path, a glob, a comma/newline separated string or a list; always a clean list.
+
+    Each entry is checked like every path of the provider (:func:`airflow_dcache.paths.clean_path`)
+    and must lie inside ``allowed_roots`` (the pipeline's trees): a REST or UI trigger, a backfill's
+    conf and the CLI all come through here, so none of them can point a pipeline elsewhere. The check
+    happens before any dCache call: nothing outside is listed, read or written to XCom.
+    """
+    from airflow_dcache.paths import require_within
+
     if value is None:
         return []
-    parts = re.split(r"[\n,]", value) if isinstance(value, str) else [str(v) for v in value]
-    out = [p.strip() for p in parts if p and p.strip()]
-    for p in out:
-        if not p.startswith("/"):
-            raise ValueError(f"paths: {p!r} is not an absolute dCache path")
-        if "/../" in p + "/" or p.endswith("/.."):
-            raise ValueError(f"paths: {p!r} must not contain '..'")
-    return out
+    # a text (the trigger form's string) is a list typed by hand: its items are trimmed; the items of a
+    # real list keep trailing spaces, which are part of a dCache name
+    if isinstance(value, str):
+        items = [p.strip() for p in re.split(r"[\n,]", value) if p.strip()]
+    else:
+        items = [str(v).lstrip() for v in value if str(v).strip()]
+    return [require_within(p, allowed_roots, field="paths") for p in items]
 
 
 def select_records(hook: Any, patterns: Sequence[str], *, allow_empty: bool = False) -> list[dict[str, Any]]:
@@ -220,7 +227,9 @@ def select_records(hook: Any, patterns: Sequence[str], *, allow_empty: bool = Fa
 
 def collect_work_items(hook: Any, params: Mapping[str, Any], triggering_asset_events: Any, *, consumer: str,
                        site: str, run_id: str, buffer_root: str, output_root: str, source_root: str | None = None,
-                       skipped: MutableSequence[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+                       skipped: MutableSequence[dict[str, Any]] | None = None,
+                       allowed_roots: Sequence[str] | None = None, selector: Any = None,
+                       selector_name: str | None = None) -> list[dict[str, Any]]:
     """A run's work items: the UI's ``paths`` when given, else the triggering events' files; minus those done.
 
     The same function serves the automatic (event) and the interactive (trigger form) runs, so both
@@ -229,19 +238,37 @@ def collect_work_items(hook: Any, params: Mapping[str, Any], triggering_asset_ev
     has its own event), and a version ``consumer`` already processed is dropped unless
     ``params['reprocess']``. Every dropped item is logged and appended to ``skipped`` with its reason.
     A manual selection that matches nothing fails (``params['allow_empty']`` turns that off).
+
+    Least privilege for people choosing files: ``paths`` must lie inside ``allowed_roots`` (checked
+    before any dCache call), and the selection is resolved with ``selector``, the hook of the person
+    who triggered the run (see :mod:`airflow_dcache.identity`; without one, a plain login of the
+    pipeline's connection, no role asserted, limited to ``allowed_roots``). With a person's identity,
+    every selected file must also be readable by it (``selector_name`` names it in the error). Event
+    files outside ``allowed_roots`` are skipped with that reason.
     """
     from airflow_dcache.events import events_from_asset_events
 
     where: dict[str, Any] = {"site": site, "run_id": run_id, "buffer_root": buffer_root, "output_root": output_root,
                              "source_root": source_root}
-    patterns = split_patterns(params.get("paths"))
+    from airflow_dcache.paths import within
+
+    patterns = split_patterns(params.get("paths"), allowed_roots)
     if patterns:
-        items = work_items_from_selection(
-            select_records(hook, patterns, allow_empty=bool(params.get("allow_empty"))), **where)
+        records = select_records(selector or hook, patterns, allow_empty=bool(params.get("allow_empty")))
+        if selector is not None and selector_name:
+            for rec in records:
+                check_readable(selector, rec["path"], selector_name)
+        items = work_items_from_selection(records, **where)
     else:
         items = work_items_from_events(events_from_asset_events(triggering_asset_events), **where)
     kept = []
     for item in items:
+        if allowed_roots and not within(item["path"], allowed_roots):
+            reason: dict[str, Any] | str = f"outside the allowed roots ({', '.join(allowed_roots)})"
+            log.warning("not processing %s: %s", item["path"], reason)
+            if skipped is not None:
+                skipped.append({"path": item["path"], "pnfsid": item.get("pnfsid"), "reason": reason})
+            continue
         reason = current_state(hook, item, consumer, reprocess=bool(params.get("reprocess")))
         if isinstance(reason, str):
             log.info("not processing %s (%s): %s", item["path"], item.get("pnfsid"), reason)
@@ -250,6 +277,35 @@ def collect_work_items(hook: Any, params: Mapping[str, Any], triggering_asset_ev
             continue
         kept.append(reason)
     return kept
+
+
+def person_selector(conn_id: str, dag_run: Any, params: Mapping[str, Any],
+                    roots: Sequence[str]) -> tuple[Any, str | None]:
+    """The hook that resolves a person's ``paths`` in a run, and how errors name that person.
+
+    The triggering user's own dCache connection when the site mapped one
+    (:func:`airflow_dcache.identity.user_connection`), else ``conn_id`` logged in plainly (no role
+    asserted); either way limited to ``roots``. Event-triggered runs choose no files, so they get
+    the plain pipeline login too (it is not used for them).
+    """
+    from airflow_dcache.hooks import DCacheHook
+    from airflow_dcache.identity import user_connection
+
+    user = getattr(dag_run, "triggering_user_name", None)
+    person = user_connection(user) if params.get("paths") else None
+    return (DCacheHook(person or conn_id, assert_roles=False, allowed_roots=roots),
+            f"user {user!r}" if person else None)
+
+
+def check_readable(hook: Any, path: str, who: str) -> None:
+    """Refuse (``PermissionDenied``, permanent) a file ``who``'s dCache identity may not read (a 1-byte read)."""
+    from airflow_dcache.exceptions import PermissionDenied
+
+    try:
+        hook.read_range(path, 0, 1)
+    except PermissionDenied as exc:
+        raise PermissionDenied(f"paths: {who} may not read {path} in dCache ({exc.message})", status=exc.status,
+                               method=exc.method, url=exc.url) from None
 
 
 def current_state(hook: Any, item: Mapping[str, Any], consumer: str, *, reprocess: bool = False
@@ -344,6 +400,33 @@ def mark_processed(hook: Any, path: str, consumer: str, value: str, *,
 def discard_outputs(hook: Any, item: Mapping[str, Any]) -> None:
     """Remove a run's outputs of ``item`` (its own ``output_dir``) when another run's result stands (§6)."""
     hook.delete(item["output_dir"], recursive=True, missing_ok=True)
+
+
+def discard_unprocessed(hook: Any, items: Iterable[Mapping[str, Any]], consumer: str, run_id: str) -> list[str]:
+    """Remove this run's outputs of every item this run did not mark processed; the folders removed.
+
+    A file replaced after ``publish`` fails its later steps (``VersionChanged``), and a step can fail
+    for other reasons after the outputs were copied: without this, results with no lineage record
+    would stay on the site. The run's output folders are its own (per run and version), so removing
+    them touches no other run's results.
+    """
+    from airflow_dcache.exceptions import NotFound
+
+    removed = []
+    for item in items:
+        try:
+            entry = hook.stat(item["path"], xattr=True, checksum=True)
+            done = marker_version(entry, consumer)
+            want = item_version(item)
+            if done is not None and done[2] == run_id and want is not None and FileVersion.of(entry).same_as(want):
+                continue  # processed by this run: its outputs are the version's result
+        except NotFound:
+            pass
+        hook.delete(item["output_dir"], recursive=True, missing_ok=True)
+        removed.append(item["output_dir"])
+    if removed:
+        log.info("removed the outputs of %d file(s) this run did not finish: %s", len(removed), removed)
+    return removed
 
 
 def check_hdf5(hook: Any, item: Mapping[str, Any], *, max_size: int | None = None) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from airflow_dcache.operators._base import (
     request_outcome,
 )
 from airflow_dcache.operators.namespace import check_paths, is_template
+from airflow_dcache.paths import clean_roots
 from airflow_dcache.retry_policy import DCacheRetryPolicy
 from airflow_dcache.triggers._waiting import DEFAULT_MAX_INTERVAL
 from airflow_dcache.triggers.bulk import DCacheBulkRequestTrigger, check_api
@@ -42,17 +43,19 @@ class _DCacheSensor(BaseSensorOperator):
         dcache_conn_id: str = DEFAULT_CONN_ID,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         max_poll_interval: float = DEFAULT_MAX_INTERVAL,
+        allowed_roots: Sequence[str] | None = None,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("retry_policy", DCacheRetryPolicy())
         super().__init__(**kwargs)
         self.dcache_conn_id = dcache_conn_id
+        self.allowed_roots = clean_roots(allowed_roots)
         self.deferrable = deferrable
         self.max_poll_interval = max_poll_interval
 
     @cached_property
     def hook(self) -> DCacheHook:
-        return DCacheHook(self.dcache_conn_id)
+        return DCacheHook(self.dcache_conn_id, allowed_roots=self.allowed_roots)
 
     def execute(self, context: Any) -> Any:
         if not self.deferrable:

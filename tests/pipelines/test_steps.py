@@ -52,7 +52,7 @@ def test_selected_files_are_keyed_like_uploads() -> None:
 
 @pytest.mark.parametrize(("value", "expected"), [
     (None, []), ("", []), ("/a/b.h5", ["/a/b.h5"]), ("/a/*.h5, /b/c.h5\n", ["/a/*.h5", "/b/c.h5"]),
-    (["/a", " /b "], ["/a", "/b"]),
+    (["/a", " /b "], ["/a", "/b "]), ("/a//b/./c.h5", ["/a/b/c.h5"]),
 ])
 def test_split_patterns(value, expected) -> None:
     assert steps.split_patterns(value) == expected

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 BENCHMARKS_DIR = Path(__file__).resolve().parent.parent / "benchmarks"
-BENCHMARKS = ("transfer", "events", "billing", "trigger_events", "trigger_billing", "pipeline")
+BENCHMARKS = ("transfer", "events", "billing", "trigger_events", "trigger_billing", "pipeline", "trigger_start")
 
 
 def benchmarks_available() -> bool:

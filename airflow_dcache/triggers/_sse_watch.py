@@ -16,9 +16,9 @@ import contextlib
 import logging
 import random
 import time
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from airflow_dcache.events import EventFilter, EventKind, StorageEvent, format_time, kind_from_mask
@@ -37,10 +37,12 @@ log = logging.getLogger(__name__)
 CHANNELS_PER_USER = 128  # frontend.limit.events.channels-per-user (dcache-api.md §4.3)
 RECONCILE_SLACK_MS = 2000  # files this much older than the watermark are still compared with "seen"
 SEEN_LIMIT = 5000
-STAT_CACHE_SIZE = 1024
-STAT_CACHE_TTL = 10.0
-_STAT_KINDS = frozenset({EventKind.CLOSED_AFTER_WRITE, EventKind.MOVED_IN})
+# Kinds that begin a file version (or bring one to a new path): each such event is statted for its own
+# version, never served from a cache, since a path can hold a new version (new pnfsid) a moment later.
+_STAT_KINDS = frozenset({EventKind.CLOSED_AFTER_WRITE, EventKind.MOVED_IN, EventKind.CREATED})
 _RECONCILE_KINDS = (EventKind.CLOSED_AFTER_WRITE, EventKind.MOVED_IN, EventKind.CREATED)
+START_NOW = "now"
+START_EXISTING = "existing"
 
 
 def _stats() -> Any:
@@ -80,10 +82,13 @@ class WatchState:
     last_id: str | None = None
     watermark_ms: int | None = None
     seen: dict[str, int] = field(default_factory=dict)
+    #: the ``start_from`` policy that made this state's starting point (``None``: a state from before
+    #: the policy existed, made as ``"now"``). Once a watermark exists the policy is not applied again.
+    start_from: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"channel": self.channel, "last_id": self.last_id, "watermark_ms": self.watermark_ms,
-                "seen": dict(self.seen)}
+                "seen": dict(self.seen), "start_from": self.start_from}
 
     @classmethod
     def from_json(cls, data: Any) -> WatchState:
@@ -97,6 +102,7 @@ class WatchState:
             last_id=str(data["last_id"]) if data.get("last_id") is not None else None,
             watermark_ms=wm if isinstance(wm, int) else None,
             seen={str(k): int(v) for k, v in seen.items() if isinstance(v, int)},
+            start_from=data.get("start_from") if isinstance(data.get("start_from"), str) else None,
         )
 
     def remember(self, key: str, mtime_ms: int | None) -> None:
@@ -175,6 +181,21 @@ class WatchConfig:
     channel_lifetime: int
     backoff_max: float
     max_directories: int
+    start_from: str = START_NOW  # "now" | "existing" | a canonical UTC timestamp (see start_after_ms)
+
+
+def start_after_ms(start_from: str) -> int | None:
+    """The file mtime (ms, server clock) above which a watcher's first listing *reports* a file.
+
+    ``None`` for ``"now"`` (report nothing, remember everything), ``-1`` for ``"existing"`` (report
+    every file), else the timestamp in ms: a file whose mtime is newer is reported. ``start_from``
+    is the canonical form the trigger validated (``format_time``'s ``...Z``).
+    """
+    if start_from == START_NOW:
+        return None
+    if start_from == START_EXISTING:
+        return -1
+    return int(datetime.fromisoformat(start_from.replace("Z", "+00:00")).timestamp() * 1000)
 
 
 class ChannelWatch:
@@ -191,7 +212,7 @@ class ChannelWatch:
         self.subscribed_channel: str | None = None
         self.keepalive_channel: str | None = None
         self.needs_reconcile = False  # set when the channel is lost; a stored cursor resumes by replay
-        self.stat_cache: OrderedDict[str, tuple[float, Any]] = OrderedDict()
+        self.start_listed = 0  # files the first listing reported under start_from (0 for "now")
         self.faults = FaultLog(f"dCache SSE watch {config.client_id}")
         self.reconcile_count = 0
         self.connected = asyncio.Event()
@@ -330,10 +351,21 @@ class ChannelWatch:
             if self.keepalive_channel != channel and not any("/metronome/" in s for s in existing):
                 await hook.subscribe_metronome(channel, delay=cfg.keepalive, message="keepalive")
             initial = self.state.watermark_ms is None
+            if initial:
+                self.state.start_from = cfg.start_from
+            elif (self.state.start_from or START_NOW) != cfg.start_from:
+                log.info("start_from=%r not applied: this watcher already has a starting point (made with "
+                         "start_from=%r) and catches up from its watermark; clear its state %s to start anew",
+                         cfg.start_from, self.state.start_from or START_NOW, cfg.client_id)
+            started = time.monotonic()
             for path in cfg.paths:
                 await self._add_tree(path, emit=False, initial=initial)
             self.subscribed_channel = channel
             metric_gauge("watched_dirs", len(self.watched))
+            if initial and cfg.start_from != START_NOW:
+                log.info("first start (start_from=%r): %d existing file(s) reported from a listing of %d "
+                         "director(ies) in %.1f s", cfg.start_from, self.start_listed, len(self.watched),
+                         time.monotonic() - started)
             if initial:
                 # Store the starting point now, before any event: a watcher restarted before its first
                 # cursor commit would otherwise start again "fresh" and take every file that landed
@@ -358,9 +390,13 @@ class ChannelWatch:
         """Subscribe ``root`` and (when recursive) its subdirectories, each *before* it is listed.
 
         ``emit``: files found are emitted (a directory that appeared while watching: its files may have
-        landed before the watch existed); ``initial``: first start, the listing only sets the watermark.
+        landed before the watch existed); ``initial``: first start, the listing applies ``start_from``:
+        files it selects are reported (``extra.listed = "start_from"``), the others only move the
+        watermark and are remembered as seen. A directory that cannot be subscribed because
+        ``max_directories`` is reached is not listed either (its files could never be followed).
         """
         hook = await self._hook()
+        after_ms = start_after_ms(self.config.start_from) if initial else None
         pending = [root]
         while pending:
             path = pending.pop()
@@ -368,8 +404,11 @@ class ChannelWatch:
                 entry = await hook.stat(path)
             except NotFound:
                 continue
-            await self._subscribe(path)
+            if not await self._subscribe(path) and path not in self.watched:
+                continue  # max_directories reached: neither watched nor listed
             if not entry.is_dir or not (self.config.recursive or emit or initial):
+                if initial and entry.is_file and after_ms is not None:  # a watched file, not a directory
+                    await self._start_file(entry, after_ms)
                 continue
             try:
                 children = await hook.list_dir(path)
@@ -379,11 +418,19 @@ class ChannelWatch:
                 if child.is_dir and self.config.recursive:
                     pending.append(child.path)
                 elif child.is_file and initial:
-                    self.state.remember(f"{child.pnfsid}:{EventKind.CLOSED_AFTER_WRITE.value}", child.mtime)
+                    await self._start_file(child, after_ms)
                 elif child.is_file and emit:
                     await self._emit_listed(child)
         if initial and self.state.watermark_ms is None:
             self.state.watermark_ms = int(time.time() * 1000) - RECONCILE_SLACK_MS
+
+    async def _start_file(self, child: Any, after_ms: int | None) -> None:
+        """A file found by the first listing: report it if ``start_from`` selects it, else remember it."""
+        selected = after_ms is not None and (child.mtime or 0) > after_ms
+        if selected and await self._emit_listed(child, listed="start_from"):
+            self.start_listed += 1
+            return
+        self.state.remember(f"{child.pnfsid}:{EventKind.CLOSED_AFTER_WRITE.value}", child.mtime)
 
     # ------------------------------------------------------------------ reconcile
 
@@ -396,7 +443,9 @@ class ChannelWatch:
                 return kind
         return None
 
-    async def _emit_listed(self, child: Any) -> bool:
+    async def _emit_listed(self, child: Any, *, listed: str | None = None) -> bool:
+        """Emit a file found by a listing as the reconcile kind, unless its key was seen or the filter
+        drops it; ``listed`` names why the listing ran when that is not a reconcile (``"start_from"``)."""
         kind = self._listing_kind()
         if kind is None or not child.pnfsid:
             return False
@@ -404,11 +453,14 @@ class ChannelWatch:
         if key in self.state.seen:
             return False
         self.reconcile_count += 1
+        extra: dict[str, Any] = {"reconciled": True}
+        if listed:
+            extra["listed"] = listed
         event = StorageEvent(
             kind=kind, path=child.path, name=child.name, is_dir=False,
             time=format_time((child.mtime or 0) / 1000), source="sse",
             cursor=f"reconcile#{self.reconcile_count}", size=child.size, pnfsid=child.pnfsid,
-            extra={"reconciled": True},
+            extra=extra,
         )
         if not self.config.filter.matches(event):
             return False
@@ -447,20 +499,18 @@ class ChannelWatch:
     # ------------------------------------------------------------------ events
 
     async def _stat(self, path: str) -> Any:
-        now = time.monotonic()
-        cached = self.stat_cache.get(path)
-        if cached and now - cached[0] < STAT_CACHE_TTL:
-            return cached[1]
+        """Stat ``path`` now, with its checksums (the namespace's stored values: no data is read).
+
+        Never cached: an event is about the version at the path *when it happened*, and a path can
+        hold a new version (new pnfsid) a moment later; a cached stat would give the new version's
+        event the old pnfsid, and its key would then drop it as a duplicate. A stat made after a newer
+        version replaced the file gives that newer version: both events then carry it and one is kept.
+        """
         hook = await self._hook()
         try:
-            entry = await hook.stat(path)
+            return await hook.stat(path, checksum=True)
         except (NotFound, PermissionDenied):
-            entry = None
-        self.stat_cache[path] = (now, entry)
-        self.stat_cache.move_to_end(path)
-        while len(self.stat_cache) > STAT_CACHE_SIZE:
-            self.stat_cache.popitem(last=False)
-        return entry
+            return None
 
     async def _handle(self, raw: Any) -> None:
         if raw.id is not None:
@@ -507,12 +557,21 @@ class ChannelWatch:
             entry = await self._stat(path)
             if entry is not None:
                 size, pnfsid, mtime = entry.size, entry.pnfsid, entry.mtime
+                if entry.checksums:  # not part of the key: the key stays pnfsid:kind (contract §4)
+                    extra["checksums"] = dict(entry.checksums)
         event = StorageEvent(
             kind=kind, path=path, name=path.rsplit("/", 1)[-1], is_dir=is_dir,
             time=format_time(time.time()), source="sse", cursor=f"{_channel_id(self.state.channel)}#{raw.id}",
             size=size, pnfsid=pnfsid, mask=tuple(mask), extra=extra,
         )
-        if event.key in self.state.seen or not self.config.filter.matches(event):
+        if event.key in self.state.seen:
+            # A redelivery (replay after a restart), or an earlier event of this path was statted after
+            # this version had already replaced the file: the version is reported once, by that event.
+            log.debug("%s %s (id %s) is version %s, already reported; dropped", kind.value, path, raw.id,
+                      pnfsid or "-")
+            await self.emit(None)
+            return
+        if not self.config.filter.matches(event):
             await self.emit(None)
             return
         self.state.remember(event.key, mtime)

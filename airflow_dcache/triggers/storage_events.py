@@ -18,13 +18,16 @@ import math
 import re
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
+from datetime import datetime
 from typing import Any
 
 from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 
-from airflow_dcache.events import KIND_BY_MASK, BatchBuilder, EventFilter, batch_payload
+from airflow_dcache.events import KIND_BY_MASK, BatchBuilder, EventFilter, batch_payload, format_time
 from airflow_dcache.events.payload import MAX_BATCH_BYTES, MAX_BATCH_EVENTS
 from airflow_dcache.triggers._sse_watch import (
+    START_EXISTING,
+    START_NOW,
     ChannelWatch,
     WatchConfig,
     WatchState,
@@ -88,6 +91,34 @@ def _events(value: Any) -> tuple[str, ...]:
     return tuple(sorted(result))
 
 
+_LISTABLE = frozenset({"IN_CLOSE_WRITE", "IN_MOVED_TO", "IN_CREATE"})  # kinds a listing can report
+
+
+def _start_from(value: Any, events: Sequence[str]) -> str:
+    """Validate ``start_from``; returns ``"now"``, ``"existing"`` or the timestamp in one canonical form
+    (UTC, milliseconds, ``Z``), so two spellings of one instant serialize, and hash, alike."""
+    if value in (START_NOW, START_EXISTING):
+        canonical = str(value)
+    else:
+        parsed = value
+        if isinstance(value, str):
+            try:
+                parsed = datetime.fromisoformat(value.strip())
+            except ValueError:
+                parsed = None
+        if not isinstance(parsed, datetime):
+            raise ValueError(f"start_from: must be 'now', 'existing' or an ISO-8601 timestamp with a UTC "
+                             f"offset (e.g. '2026-05-14T08:00:00+00:00'), got {value!r}")
+        if parsed.tzinfo is None:
+            raise ValueError(f"start_from: the timestamp needs a UTC offset ('Z' or '+HH:MM'), got {value!r}")
+        canonical = format_time(parsed)
+    if canonical != START_NOW and not _LISTABLE & set(events):
+        raise ValueError(f"start_from: a listing reports files as closed_after_write, moved_in or created; "
+                         f"events={list(events)} has none of {', '.join(sorted(_LISTABLE))}, so "
+                         f"start_from={canonical!r} could report nothing")
+    return canonical
+
+
 class DCacheStorageEventTrigger(BaseEventTrigger):
     """Watch dCache directories through the frontend's SSE events API and yield batches of file events.
 
@@ -107,9 +138,15 @@ class DCacheStorageEventTrigger(BaseEventTrigger):
     :param users: not supported: inotify events carry no user (use the billing trigger); must be empty.
     :param min_size: smallest file size in bytes (needs ``stat=True``).
     :param max_size: largest file size in bytes (needs ``stat=True``).
-    :param stat: stat each closed-after-write / moved-in file once (cached) for its pnfsid, size and
-        mtime: needed for single processing across redeliveries and for the size filter. Turn off for
-        pure notification watchers.
+    :param stat: stat each created / closed-after-write / moved-in file when its event arrives (never
+        from a cache: the event's own version) for its pnfsid, size, mtime and stored checksums (in
+        ``extra.checksums``): needed for single processing across redeliveries and for the size filter.
+        Turn off for pure notification watchers.
+    :param start_from: where a watcher without stored state starts (``docs/triggers.md`` §10):
+        ``"now"`` (files already there are remembered, never reported), ``"existing"`` (a first
+        listing reports every matching file already there) or an ISO-8601 timestamp with a UTC offset
+        (reports the files whose mtime is newer). Applied once: a watcher with a stored starting point
+        catches up from its watermark instead (and, being resumed, first yields one empty flush batch).
     :param batch_quiet: seconds without a new matching event after which a batch is yielded.
     :param batch_max_latency: a batch is yielded at most this long after its first event (subject to
         ``batch_min_interval``).
@@ -147,6 +184,7 @@ class DCacheStorageEventTrigger(BaseEventTrigger):
         keepalive: float = 30.0,
         channel_lifetime: int = 3600,
         max_directories: int = 1000,
+        start_from: str | datetime = START_NOW,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -181,6 +219,7 @@ class DCacheStorageEventTrigger(BaseEventTrigger):
                                         integer=True)
         self.max_directories = _number("max_directories", max_directories, minimum=1, maximum=100000,
                                        integer=True)
+        self.start_from = _start_from(start_from, self.events)
         self._watch: ChannelWatch | None = None
 
     # ------------------------------------------------------------------ identity
@@ -209,6 +248,7 @@ class DCacheStorageEventTrigger(BaseEventTrigger):
                 "paths": list(self.paths),
                 "reconnect_backoff_max": self.reconnect_backoff_max,
                 "recursive": self.recursive,
+                "start_from": self.start_from,
                 "stat": self.stat,
             },
         )
@@ -266,17 +306,18 @@ class DCacheStorageEventTrigger(BaseEventTrigger):
             flags=listing_flags(self.events, self.recursive), filter=self.filter, stat=self.stat,
             client_id=f"airflow-dcache-sse-{self.watch_id}", keepalive=float(self.keepalive),
             channel_lifetime=int(self.channel_lifetime), backoff_max=float(self.reconnect_backoff_max),
-            max_directories=int(self.max_directories),
+            max_directories=int(self.max_directories), start_from=self.start_from,
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """Yield batches forever; never raises for a transient fault (3.3.2 restarts raisers every 2 s)."""
         state = await self._load_state()
+        resumed = state.watermark_ms is not None  # a stored starting point: a restart, a redeploy, an unpause
         queue: asyncio.Queue = asyncio.Queue(maxsize=10000)
         watch = self._watch = ChannelWatch(self._config(), state, queue)
         task = asyncio.create_task(watch.run_forever(), name=f"dcache-sse-{self.watch_id}")
         try:
-            async for payload in self._pace(queue, watch):
+            async for payload in self._pace(queue, watch, resumed=resumed):
                 yield TriggerEvent(payload)
         finally:
             task.cancel()
@@ -284,7 +325,8 @@ class DCacheStorageEventTrigger(BaseEventTrigger):
                 await task
             await watch.drop_hook()
 
-    async def _pace(self, queue: asyncio.Queue, watch: ChannelWatch) -> AsyncIterator[dict[str, Any]]:
+    async def _pace(self, queue: asyncio.Queue, watch: ChannelWatch, *,
+                    resumed: bool = False) -> AsyncIterator[dict[str, Any]]:
         """Coalesce events into batches and space the yields (``docs/triggers.md`` §Burst).
 
         A batch is ready ``batch_quiet`` after its last event or ``batch_max_latency`` after its first,
@@ -293,11 +335,18 @@ class DCacheStorageEventTrigger(BaseEventTrigger):
         ``batch_min_interval`` later unless another yield comes first. The cursor past a batch is stored
         ``COMMIT_DELAY`` after it was yielded (the triggerer persists events within its ~1 s loop), so
         a crash replays rather than loses.
+
+        ``resumed`` (the watcher had a stored starting point): the first yield is due
+        ``batch_min_interval`` after the start, an empty flush batch unless a batch of events comes
+        first. Airflow 3.3.2 keeps running a paused DAG's watcher until it parses the DAG file again,
+        and the asset events of that window queue no run (``docs/triggers.md`` §10); the cursor has
+        moved past them, so only a run made by a later asset event picks them up. This yield is it.
         """
         builder = BatchBuilder(int(self.batch_max_events), int(self.batch_max_bytes))
         first_at = last_at = 0.0
         last_yield = -math.inf
-        flush_due: float | None = None
+        flush_due: float | None = time.monotonic() + self.batch_min_interval if resumed else None
+        flush_why = "resumed watcher: a run for asset events a paused DAG did not queue" if resumed else ""
         end_state: dict[str, Any] | None = None
         commits: list[tuple[float, dict[str, Any]]] = []
         last_saved: dict[str, Any] | None = None
@@ -309,11 +358,12 @@ class DCacheStorageEventTrigger(BaseEventTrigger):
             return max(at, last_yield + self.batch_min_interval)
 
         def batch(flush: bool = False) -> dict[str, Any]:
-            nonlocal last_yield, flush_due
+            nonlocal last_yield, flush_due, flush_why
             now = time.monotonic()
             events = builder.take()
             if not flush and now - last_yield < self.batch_min_interval:
                 flush_due = now + self.batch_min_interval  # this yield may meet an occupied queue row
+                flush_why = "after an early (size-capped) batch"
             elif not flush:
                 flush_due = None  # a spaced yield covers whatever an earlier early one stranded
             last_yield = now
@@ -364,7 +414,7 @@ class DCacheStorageEventTrigger(BaseEventTrigger):
                 end_state = None
             elif not len(builder) and flush_due is not None and now >= flush_due:
                 flush_due = None
-                log.info("yielding a flush batch after an early (size-capped) batch")
+                log.info("yielding a flush batch (%s)", flush_why)
                 yield batch(flush=True)
             due = [s for t, s in commits if t <= now]
             if due:

@@ -141,6 +141,33 @@ async def test_one_upload_one_trigger_event(conn_id: str, alice: DCacheHook, wor
         await runner.stop()
 
 
+async def test_reupload_within_seconds_is_reported_as_a_new_version(
+    conn_id: str, alice: DCacheHook, workdir: str
+) -> None:
+    """Regression (issue 16): the trigger cached stat() per path for 10 s, so a new version uploaded to
+    the same path within 10 s got the old version's pnfsid, hence the old key, and was dropped as a
+    duplicate. Every event is now statted for its own version, with the namespace's checksums."""
+    runner = Runner(DCacheStorageEventTrigger(dcache_conn_id=conn_id, paths=[workdir], **FAST), MemoryStore())
+    path = f"{workdir}/a.h5"
+    try:
+        await runner.ready()
+        await aput(alice, path, b"version one")
+        await runner.wait_for(lambda ev: len(ev) == 1)
+        v1 = alice.stat(path)
+        await asyncio.sleep(1.0)  # well inside the old 10 s cache
+        await aput(alice, path, b"version two, longer")
+        events = await runner.wait_for(lambda ev: len(ev) >= 2)
+        events = await runner.settle()
+        v2 = alice.stat(path, checksum=True)
+        assert v1.pnfsid != v2.pnfsid  # the server gives an overwritten file a new pnfsid, as dCache does
+        assert [(e.path, e.pnfsid, e.size) for e in events] == [(path, v1.pnfsid, 11), (path, v2.pnfsid, 19)]
+        assert [e.key for e in events] == [f"{v1.pnfsid}:closed_after_write", f"{v2.pnfsid}:closed_after_write"]
+        # the stored checksums travel in extra (not in the key)
+        assert events[1].extra["checksums"] == v2.checksums and "adler32" in events[1].extra["checksums"]
+    finally:
+        await runner.stop()
+
+
 async def test_filters_select_files(conn_id: str, alice: DCacheHook, workdir: str) -> None:
     trigger = DCacheStorageEventTrigger(dcache_conn_id=conn_id, paths=[workdir], include=["*.h5"],
                                         exclude=["*.tmp.h5"], min_size=5, **FAST)
@@ -311,6 +338,17 @@ def test_serialize_round_trip_and_determinism() -> None:
                                   events=["IN_CLOSE_WRITE", "IN_MOVED_TO"])
     assert DCacheStorageEventTrigger.hash(*a.serialize()) == DCacheStorageEventTrigger.hash(*c.serialize())
     assert not any("password" in k or "token" in k for k in kwargs)
+    assert kwargs["start_from"] == "now"
+
+
+def test_start_from_timestamp_is_serialized_in_one_form() -> None:
+    """Two spellings of one instant give the same kwargs, hence one trigger row, not two."""
+    a = DCacheStorageEventTrigger(paths=["/a"], start_from="2026-05-14T10:00:00+02:00")
+    b = DCacheStorageEventTrigger(paths=["/a"], start_from="2026-05-14T08:00:00.000Z")
+    assert a.serialize()[1]["start_from"] == "2026-05-14T08:00:00.000Z"
+    assert DCacheStorageEventTrigger.hash(*a.serialize()) == DCacheStorageEventTrigger.hash(*b.serialize())
+    assert DCacheStorageEventTrigger(**a.serialize()[1]).serialize() == a.serialize()
+    assert a.watch_id == DCacheStorageEventTrigger(paths=["/a"]).watch_id  # the policy is not the watch identity
 
 
 @pytest.mark.parametrize(
@@ -329,6 +367,10 @@ def test_serialize_round_trip_and_determinism() -> None:
         ({"batch_max_events": 5000}, "batch_max_events"),
         ({"recursive": "yes"}, "recursive"),
         ({"dcache_conn_id": ""}, "dcache_conn_id"),
+        ({"start_from": "yesterday"}, "start_from"),
+        ({"start_from": "2026-05-14T08:00:00"}, "start_from"),  # no UTC offset
+        ({"start_from": 1715670000}, "start_from"),
+        ({"start_from": "existing", "events": ["IN_DELETE"]}, "start_from"),  # a listing could report nothing
     ],
 )
 def test_bad_configuration_fails_at_parse_naming_the_field(kwargs: dict, field: str) -> None:

@@ -34,10 +34,16 @@ class OutsideAllowedRoots(PermissionError):
     """A path outside the trees this pipeline or view may act on (refused before any dCache call)."""
 
     def __init__(self, field: str, path: str, roots: Sequence[str]) -> None:
-        super().__init__(f"{field}: {path} is outside the allowed roots ({', '.join(roots)})")
+        shown = path if len(path) <= 200 else path[:200] + "…"
+        super().__init__(f"{field}: {shown} is outside the allowed roots ({', '.join(roots)})")
         self.field = field
         self.path = path
         self.roots = tuple(roots)
+
+
+def _quote(value: str, limit: int = 200) -> str:
+    """``repr`` of at most ``limit`` characters: an error never echoes a 4 kB value back."""
+    return repr(value[:limit]) + ("…" if len(value) > limit else "")
 
 
 def clean_path(value: object, *, field: str = "path") -> str:
@@ -55,10 +61,10 @@ def clean_path(value: object, *, field: str = "path") -> str:
     if _CONTROL.search(value):
         raise InvalidPath(field, "control characters are not allowed")
     if not value.startswith("/"):
-        raise InvalidPath(field, f"must be absolute (start with '/'), got {value!r}")
+        raise InvalidPath(field, f"must be absolute (start with '/'), got {_quote(value)}")
     parts = [p for p in value.split("/") if p not in ("", ".")]
     if ".." in parts:
-        raise InvalidPath(field, f"'..' is not allowed: {value!r}")
+        raise InvalidPath(field, f"'..' is not allowed: {_quote(value)}")
     return "/" + "/".join(parts)
 
 

@@ -101,24 +101,38 @@ def test_burst_of_uploads_each_processed_once_and_archived(facility, tmp_path: P
 def test_ui_triggered_run_with_params(facility, tmp_path: Path) -> None:
     """The trigger dialog's form, through the REST API as the UI sends it: same tasks, chosen files."""
     sites, stack = facility
-    # Files placed where no watcher looks, so only the manual run can pick them up.
+    # Files inside the pipeline's allowed roots but named *.hdf5, which the watcher (*.h5) ignores, so only
+    # the manual run picks them up; a copy of each under /data/archive, outside the allowed roots.
     auth = ("pipeline", sites.passwords["pipeline"])
     with requests.Session() as s:
+        s.request("MKCOL", f"{sites.main.webdav}/data/incoming/manual", auth=auth, timeout=60)
         for i in range(2):
             local = write_cxi(tmp_path / f"manual-{i}.h5", seed=100 + i, frames=3)
-            with open(local, "rb") as f:
-                s.put(f"{sites.main.webdav}/data/archive/manual-{i}.h5", data=f, auth=auth,
-                      timeout=60).raise_for_status()
-    run_id = stack.api.trigger(INGEST, {"paths": ["/data/archive/manual-*.h5"], "function_parameters": {"frame": 0},
-                                        "target_qos": "disk+tape"}, note="from the UI form")
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        state = stack.api.dag_run(INGEST, run_id)["state"]
-        if state in FINAL:
-            break
-        time.sleep(2)
+            for target in (f"/data/incoming/manual/manual-{i}.hdf5", f"/data/archive/manual-{i}.h5"):
+                with open(local, "rb") as f:
+                    s.put(f"{sites.main.webdav}{target}", data=f, auth=auth, timeout=60).raise_for_status()
+
+    def finish(run_id: str) -> str:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            state = stack.api.dag_run(INGEST, run_id)["state"]
+            if state in FINAL:
+                return state
+            time.sleep(2)
+        return state
+
+    # outside the allowed roots: refused before any dCache call, whoever triggers it (issue 17)
+    refused = stack.api.trigger(INGEST, {"paths": ["/data/archive/manual-*.h5"]}, note="outside the roots")
+    assert finish(refused) == "failed"
+    with pytest.raises(requests.HTTPError, match="404"):  # nothing of the selection reached XCom
+        stack.api.xcom(INGEST, refused, "collect")
+    run_id = stack.api.trigger(INGEST, {"paths": ["/data/incoming/manual/manual-*.hdf5"],
+                                        "function_parameters": {"frame": 0}, "target_qos": "disk+tape"},
+                               note="from the UI form")
+    state = finish(run_id)
     assert state == "success"
     items = stack.api.xcom(INGEST, run_id, "collect")
-    assert sorted(i["path"] for i in items) == ["/data/archive/manual-0.h5", "/data/archive/manual-1.h5"]
+    manual = ["/data/incoming/manual/manual-0.hdf5", "/data/incoming/manual/manual-1.hdf5"]
+    assert sorted(i["path"] for i in items) == manual
     lineage = _lineage_by_input(stack)
-    assert {"/data/archive/manual-0.h5", "/data/archive/manual-1.h5"} <= set(lineage)
+    assert set(manual) <= set(lineage)

@@ -91,6 +91,12 @@ def get_provider_info() -> dict[str, Any]:
                         "description": "Retries of idempotent requests on connection errors and 5xx.",
                         "schema": {"type": ["integer", "null"], "default": 3, "minimum": 0},
                     },
+                    "allowed_roots": {
+                        "label": "Allowed roots",
+                        "description": "Trees this connection may act on, comma-separated absolute paths; "
+                        "a path outside is refused before any request. Empty: no limit.",
+                        "schema": {"type": ["string", "null"]},
+                    },
                     "roles": {
                         "label": "Roles",
                         "description": "Roles to assert at login, comma-separated (e.g. admin); "
@@ -157,4 +163,70 @@ def get_provider_info() -> dict[str, Any]:
             "airflow_dcache.links.dcache.DCacheRequestLink",
             "airflow_dcache.operators.function.DCacheFunctionOutputsLink",
         ],
+        "config": {
+            "dcache": {
+                "description": "The dCache provider: whose dCache identity acts for an Airflow user, and the "
+                "dCache view in the Airflow UI (docs/ui.md).",
+                "options": {
+                    "user_connections": {
+                        "description": "JSON object, Airflow user name -> the dCache connection id of that person. "
+                        "The dCache view (and manual triggers) act with it; such connections are never offered "
+                        "to other users in the view.",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": '{"alice": "dcache_alice"}',
+                        "default": "",
+                    },
+                    "user_connection_template": {
+                        "description": "Connection id pattern containing {username}, for users not in "
+                        "user_connections; used when that connection exists.",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "dcache_user_{username}",
+                        "default": "",
+                    },
+                    "ui_connections": {
+                        "description": "Comma-separated connection ids the dCache view offers; empty: every "
+                        "connection of type dcache (people's own connections excluded).",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "dcache_main,dcache_buffer",
+                        "default": "",
+                    },
+                    "ui_path_prefixes": {
+                        "description": "Comma-separated subtrees the dCache view may show, to every user. Empty: "
+                        "users without their own dCache identity see only the roots the storage-event watchers "
+                        "watch plus ui_extra_roots (nothing if there are none); mapped users what dCache lets "
+                        "them see. (Formerly the default was '/'.)",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "/data/incoming,/data/processed",
+                        "default": "",
+                    },
+                    "ui_extra_roots": {
+                        "description": "Comma-separated subtrees the dCache view shows to users without their own "
+                        "dCache identity, besides the watched roots (only when ui_path_prefixes is empty).",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "/data/processed",
+                        "default": "",
+                    },
+                    "ui_airflow_api_url": {
+                        "description": "Where the dCache view's backend reaches Airflow's REST API with the user's "
+                        "token; empty: [api] base_url + /api/v2, else the local API server port.",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "http://127.0.0.1:8080/api/v2",
+                        "default": "",
+                    },
+                    "ui_nav_name": {
+                        "description": "Label of the dCache view's navigation entry.",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "Storage",
+                        "default": "dCache",
+                    },
+                },
+            },
+        },
     }

@@ -19,16 +19,25 @@ from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Resp
 from pydantic import BaseModel, Field
 
 from airflow_dcache.exceptions import DCacheError
-from airflow_dcache.plugins import lineage, live, storage, watchers
+from airflow_dcache.paths import InvalidPath, OutsideAllowedRoots, require_within
+from airflow_dcache.plugins import access, lineage, live, storage, watchers
 from airflow_dcache.plugins.airflow_api import AirflowClient
-from airflow_dcache.plugins.security import ViewerDep, authenticate, login_url, may_trigger, require_viewer
+from airflow_dcache.plugins.security import (
+    Caller,
+    ViewerDep,
+    authenticate,
+    bearer,
+    login_url,
+    may_trigger,
+    require_viewer,
+)
 from airflow_dcache.plugins.validation import (
     InvalidInput,
     clean_conn_id,
     clean_dag_id,
+    clean_event_kind,
     clean_page,
-    clean_path,
-    clean_prefixes,
+    echo,
 )
 
 log = logging.getLogger(__name__)
@@ -42,18 +51,28 @@ _PAGE_HEADERS = {
 }
 
 
-def prefixes() -> tuple[str, ...]:
-    from airflow.configuration import conf
-
-    return clean_prefixes(conf.get("dcache", "ui_path_prefixes", fallback=""))
-
-
 def conn_ids() -> list[str]:
     return [c["conn_id"] for c in storage.offered_connections()]
 
 
 def site_of(conn_id: str) -> str:
     return next((c["site"] for c in storage.offered_connections() if c["conn_id"] == conn_id), "")
+
+
+async def access_for(caller: Caller, conn: str | None) -> access.Access:
+    """The caller's :class:`~.access.Access` on the offered connection ``conn`` (400 if not offered)."""
+    conn_id = clean_conn_id(conn, conn_ids())
+
+    async def load_watched(site: str) -> tuple[str, ...]:
+        async with AirflowClient(caller.token) as api:  # only watchers on assets this user can see
+            assets = await api.dcache_assets()
+        return access.watched_roots(watchers.load_watchers(assets), site)
+
+    return await access.resolve(caller.name, conn_id, site_of(conn_id), load_watched)
+
+
+def _bounded(message: str, limit: int = 300) -> str:
+    return message if len(message) <= limit else message[:limit] + "…"
 
 
 class TriggerBody(BaseModel):
@@ -72,7 +91,27 @@ def create_app() -> FastAPI:
 
     @app.exception_handler(InvalidInput)
     async def _invalid(_: Request, exc: InvalidInput) -> JSONResponse:
-        return JSONResponse({"detail": exc.message, "field": exc.field}, status_code=400)
+        return JSONResponse({"detail": _bounded(exc.message), "field": exc.field}, status_code=400)
+
+    @app.exception_handler(InvalidPath)
+    async def _invalid_path(_: Request, exc: InvalidPath) -> JSONResponse:
+        return JSONResponse({"detail": _bounded(exc.message), "field": exc.field}, status_code=400)
+
+    @app.exception_handler(OutsideAllowedRoots)
+    async def _outside(_: Request, exc: OutsideAllowedRoots) -> JSONResponse:
+        if exc.roots:
+            detail = (f"{echo(exc.path, 200)} is outside what this view may show you "
+                      f"({', '.join(exc.roots)})")
+        else:
+            detail = ("nothing is browsable for you on this connection: no dCache identity of your own is "
+                      "mapped, and no storage-event watcher, [dcache] ui_path_prefixes or ui_extra_roots "
+                      "names an allowed root")
+        return JSONResponse({"detail": detail, "field": exc.field, "roots": list(exc.roots)}, status_code=403)
+
+    @app.exception_handler(access.ViewConfigError)
+    async def _config(_: Request, exc: access.ViewConfigError) -> JSONResponse:
+        log.error("dCache view misconfigured: %s", exc)
+        return JSONResponse({"detail": f"the dCache view is misconfigured: {exc}"}, status_code=500)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -90,7 +129,7 @@ def create_app() -> FastAPI:
     @app.get("/ui/", include_in_schema=False)
     async def page(request: Request) -> Response:
         try:
-            await require_viewer(await authenticate(request, None))
+            await require_viewer(await authenticate(request, await bearer(request)))
         except HTTPException as exc:
             if exc.status_code == 401:
                 return RedirectResponse(login_url(str(request.url.path)), status_code=302)
@@ -116,52 +155,54 @@ def create_app() -> FastAPI:
 
     @app.get("/api/connections")
     async def connections(caller: ViewerDep) -> dict[str, Any]:
-        return {"connections": storage.offered_connections(), "prefixes": list(prefixes()),
+        """The offered connections, each with the identity the view uses there and the allowed roots."""
+        views = [(await access_for(caller, c["conn_id"])).view() for c in storage.offered_connections()]
+        return {"connections": [{"conn_id": c["conn_id"], "site": c["site"]} for c in views],
+                "access": {c["conn_id"]: {"identity": c["identity"], "roots": c["roots"]} for c in views},
                 "user": caller.name}
 
     @app.get("/api/browse")
     async def browse(caller: ViewerDep, conn: str, path: str = "/", offset: int | None = Query(None),
                      limit: int | None = Query(None)) -> dict[str, Any]:
-        conn_id = clean_conn_id(conn, conn_ids())
-        clean = clean_path(path, prefixes=prefixes())
+        acc = await access_for(caller, conn)
+        clean = acc.path(path)
         off, lim = clean_page(offset, limit)
-        return {"conn": conn_id, **await storage.browse(conn_id, clean, off, lim)}
+        return {"conn": acc.conn_id, **await storage.browse(acc, clean, off, lim)}
 
     @app.get("/api/file")
     async def file_details(caller: ViewerDep, conn: str, path: str) -> dict[str, Any]:
-        conn_id = clean_conn_id(conn, conn_ids())
-        clean = clean_path(path, prefixes=prefixes())
-        info = await storage.details(conn_id, clean)
+        acc = await access_for(caller, conn)
+        clean = acc.path(path)
+        info = await storage.details(acc, clean)
         async with AirflowClient(caller.token) as api:
             events = await _lineage_events(api)
-        runs = lineage.merge_runs(lineage.runs_from_lineage(events, site_of(conn_id), clean), info["markers"])
-        return {"conn": conn_id, "site": site_of(conn_id), **info, "runs": runs}
+        runs = lineage.merge_runs(lineage.runs_from_lineage(events, acc.site, clean), info["markers"])
+        return {"conn": acc.conn_id, "site": acc.site, **info, "runs": runs}
 
     @app.get("/api/events")
     async def events(caller: ViewerDep, conn: str, path: str) -> Response:
-        conn_id = clean_conn_id(conn, conn_ids())
-        clean = clean_path(path, prefixes=prefixes())
+        acc = await access_for(caller, conn)
+        clean = acc.path(path)
         try:
-            stream = await live.LiveStream.open(conn_id, clean, storage.hook)
+            stream = await live.LiveStream.open(acc.conn_id, clean, acc.hook, caller.name)
         except live.TooManyStreams as exc:
-            raise HTTPException(429, str(exc)) from None
+            return JSONResponse({"detail": str(exc)}, status_code=429,
+                                headers={"Retry-After": str(exc.retry_after)})
         return StreamingResponse(stream.events(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
     @app.get("/api/events/status")
     async def event_status(caller: ViewerDep, conn: str, path: str, kind: str,
                            is_dir: bool = False) -> dict[str, Any]:
-        from airflow_dcache.events.model import EventKind
         from airflow_dcache.exceptions import NotFound
 
-        conn_id = clean_conn_id(conn, conn_ids())
-        clean = clean_path(path, prefixes=prefixes())
-        if kind not in {k.value for k in EventKind}:
-            raise InvalidInput("kind", f"not an event kind: {kind!r}")
+        acc = await access_for(caller, conn)
+        clean = acc.path(path)
+        clean_event_kind(kind)
         exists, size, found_markers = False, None, []
         if not is_dir:
             try:
-                async with storage.hook(conn_id) as h:
+                async with acc.hook() as h:
                     entry = await h.stat(clean, xattr=True)
                 exists, size = True, entry.size
                 found_markers = storage.markers(entry.xattrs or {})
@@ -169,7 +210,7 @@ def create_app() -> FastAPI:
                 pass
         async with AirflowClient(caller.token) as api:
             assets = await api.dcache_assets()
-        result = watchers.classify(site=site_of(conn_id), path=clean, kind=kind, is_dir=is_dir, size=size,
+        result = watchers.classify(site=acc.site, path=clean, kind=kind, is_dir=is_dir, size=size,
                                    exists=exists, markers=found_markers, watchers=watchers.load_watchers(assets))
         return {"path": clean, **result}
 
@@ -200,11 +241,14 @@ def create_app() -> FastAPI:
             raise InvalidInput("paths", "select at least one file")
         if len(body.paths) > MAX_TRIGGER_FILES:
             raise InvalidInput("paths", f"at most {MAX_TRIGGER_FILES} files per run")
-        paths = [clean_path(p, field=f"paths[{i}]", prefixes=prefixes()) for i, p in enumerate(body.paths)]
+        if body.conn is not None:  # the files must be ones this user may see on that connection
+            acc = await access_for(caller, body.conn)
+            paths = [acc.path(p, field=f"paths[{i}]") for i, p in enumerate(body.paths)]
+        else:
+            prefixes = access.configured_prefixes()
+            paths = [require_within(p, prefixes, field=f"paths[{i}]") for i, p in enumerate(body.paths)]
         if "paths" in body.params:
             raise InvalidInput("params.paths", "give the files in 'paths', not in params")
-        if body.conn is not None:
-            clean_conn_id(body.conn, conn_ids())
         if not may_trigger(caller, dag_id):
             raise HTTPException(403, f"you may not trigger {dag_id}")
         note = body.note or f"dCache view: {len(paths)} file(s) selected by {caller.name}"

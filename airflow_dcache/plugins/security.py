@@ -1,8 +1,9 @@
 """Who is calling: Airflow's own authentication for every endpoint of the dCache view.
 
 A plugin's FastAPI app is mounted under the API server but gets none of the core API's dependencies,
-so each route here depends on :func:`require_viewer`. It resolves the caller exactly as the core API
-does (``Authorization: Bearer`` first, else the UI's ``_token`` cookie) through the configured auth
+so each route here depends on :func:`require_viewer` (the page calls it itself, with :func:`bearer`).
+It resolves the caller exactly as the core API does (``Authorization: Bearer`` first, else the UI's
+``_token`` cookie) through the configured auth
 manager, refuses anonymous callers (401) and callers the auth manager does not allow the ``dCache``
 custom view (403). The caller's token is kept so the backend can call Airflow's REST API *as the
 user* (DAG runs, assets): Airflow's authorisation then decides, not this plugin.
@@ -42,6 +43,12 @@ def _auth_manager() -> Any:
     from airflow.api_fastapi.app import get_auth_manager
 
     return get_auth_manager()
+
+
+async def bearer(request: Request) -> HTTPAuthorizationCredentials | None:
+    """The request's ``Authorization: Bearer`` credentials (``None`` without), for routes that call
+    :func:`authenticate` themselves (the page): the header counts there exactly as on the API routes."""
+    return await _bearer(request)
 
 
 async def authenticate(request: Request,

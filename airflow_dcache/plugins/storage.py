@@ -1,9 +1,11 @@
 """What the view shows of dCache, read with the provider's hooks only.
 
 Which connections are offered: ``[dcache] ui_connections`` (comma-separated ids) when set, else every
-connection of type ``dcache`` (metadata DB and ``AIRFLOW_CONN_*`` variables). Only ids and site names
-leave this module; a connection's host, login, password or token never does, and error messages are
-the hook's own (masked URL, the server's message).
+connection of type ``dcache`` (metadata DB and ``AIRFLOW_CONN_*`` variables), never one that is a
+person's own identity (:func:`.access.personal_connection_ids`). Every call goes through the user's
+:class:`~.access.Access` (its hook never asserts roles). Only ids and site names leave this module;
+a connection's host, login, password or token never does, and error messages are the hook's own
+(masked URL, the server's message).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from typing import Any
 
 from airflow_dcache.exceptions import DCacheError
 from airflow_dcache.hooks._models import NamespaceEntry
+from airflow_dcache.plugins.access import Access, personal_connection_ids
+from airflow_dcache.plugins.validation import visible
 
 MARKER_PREFIX = "airflow_dcache.done."
 _CACHE: dict[str, tuple[float, list[dict[str, str]]]] = {}
@@ -37,7 +41,8 @@ def discover_connection_ids() -> list[str]:
 
     configured = [c.strip() for c in (conf.get("dcache", "ui_connections", fallback="") or "").split(",")]
     if any(configured):
-        return sorted({c for c in configured if c})
+        listed = {c for c in configured if c}
+        return sorted(listed - personal_connection_ids(listed))
     ids = {k[len("AIRFLOW_CONN_"):].lower() for k, v in os.environ.items()
            if k.startswith("AIRFLOW_CONN_") and _env_connection_type(v) == "dcache"}
     try:
@@ -49,7 +54,7 @@ def discover_connection_ids() -> list[str]:
             ids.update(session.scalars(select(Connection.conn_id).where(Connection.conn_type == "dcache")))
     except Exception:  # no DB (unit tests): env connections only
         pass
-    return sorted(ids)
+    return sorted(ids - personal_connection_ids(ids))
 
 
 def offered_connections() -> list[dict[str, str]]:
@@ -74,10 +79,15 @@ def offered_connections() -> list[dict[str, str]]:
 
 
 def entry_view(entry: NamespaceEntry) -> dict[str, Any]:
-    """The JSON the page renders for one namespace entry (no raw server document)."""
+    """The JSON the page renders for one namespace entry (no raw server document).
+
+    ``name`` and ``path`` are the raw values (for links and requests); ``display`` and
+    ``display_path`` are what a person is shown, with bidi and invisible characters escaped.
+    """
     raw = entry.raw or {}
     return {
-        "path": entry.path, "name": entry.name, "type": entry.file_type, "is_dir": entry.is_dir,
+        "path": entry.path, "name": entry.name, "display": visible(entry.name or ""),
+        "display_path": visible(entry.path or ""), "type": entry.file_type, "is_dir": entry.is_dir,
         "size": entry.size, "mtime": entry.mtime, "owner": raw.get("owner"), "group": raw.get("group"),
         "mode": entry.mode, "pnfsid": entry.pnfsid, "locality": entry.locality,
         "current_qos": entry.current_qos, "target_qos": entry.target_qos,
@@ -85,31 +95,25 @@ def entry_view(entry: NamespaceEntry) -> dict[str, Any]:
     }
 
 
-def hook(conn_id: str) -> Any:
-    from airflow_dcache.hooks import DCacheAsyncHook
-
-    return DCacheAsyncHook(conn_id)
-
-
-async def browse(conn_id: str, path: str, offset: int, limit: int) -> dict[str, Any]:
+async def browse(access: Access, path: str, offset: int, limit: int) -> dict[str, Any]:
     """One page of a directory (``limit + 1`` asked for, to know whether there is a next page)."""
-    async with hook(conn_id) as h:
+    async with access.hook() as h:
         entry = await h.stat(path, children=True, offset=offset, limit=limit + 1, locality=True, qos=True,
                              checksum=True, labels=True, optional=True)
     if not entry.is_dir:
-        return {"path": path, "is_dir": False, "entry": entry_view(entry), "children": [], "offset": 0,
-                "limit": limit, "has_more": False}
+        return {"path": path, "display_path": visible(path), "is_dir": False, "entry": entry_view(entry),
+                "children": [], "offset": 0, "limit": limit, "has_more": False}
     children = entry.children or []
     return {
-        "path": path, "is_dir": True, "entry": entry_view(entry),
+        "path": path, "display_path": visible(path), "is_dir": True, "entry": entry_view(entry),
         "children": [entry_view(c) for c in children[:limit]],
         "offset": offset, "limit": limit, "has_more": len(children) > limit,
     }
 
 
-async def details(conn_id: str, path: str) -> dict[str, Any]:
+async def details(access: Access, path: str) -> dict[str, Any]:
     """Everything about one file or directory: locations, QoS, checksums, xattrs, done-markers."""
-    async with hook(conn_id) as h:
+    async with access.hook() as h:
         entry = await h.stat(path, locality=True, locations=True, qos=True, checksum=True, xattr=True,
                              labels=True, optional=True)
     view = entry_view(entry)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from urllib.parse import urlencode
 
-from airflow_dcache.plugins.validation import clean_path
+from airflow_dcache.paths import clean_path
 
 VIEW_PATH = "/dcache/ui/"
 
@@ -17,7 +17,8 @@ def view_url(conn_id: str, path: str, *, base_url: str | None = None) -> str:
     """The view's URL for ``path`` on ``conn_id``.
 
     :param conn_id: the dCache connection id.
-    :param path: an absolute dCache path (normalised; ``..`` refused).
+    :param path: an absolute dCache path (:func:`airflow_dcache.paths.clean_path`: normalised; ``..``,
+        control characters and leading/trailing whitespace refused).
     :param base_url: Airflow's public URL; default ``[api] base_url`` (empty: a root-relative link).
     """
     if base_url is None:

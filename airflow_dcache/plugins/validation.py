@@ -1,22 +1,26 @@
-"""Input checks of the dCache view's endpoints: paths, connection ids, paging, DAG ids.
+"""Input checks of the dCache view's endpoints: connection ids, paging, DAG ids, and safe echoes.
 
-Every value a browser sends is checked here before any hook or Airflow call, so a bad request is a
-400 naming the field instead of a request to dCache with a path the user did not mean. dCache itself
-still enforces what the connection's identity may see; these checks only keep requests well-formed
-and inside the prefixes the site configured (``[dcache] ui_path_prefixes``).
+Every value a browser sends is checked before any hook or Airflow call, so a bad request is a 400
+naming the field instead of a request to dCache with a value the user did not mean. Paths are checked
+by the provider's one path module, :mod:`airflow_dcache.paths` (the same rules as every other entry
+point), and confined by :mod:`.access`. Values echoed back in an error go through :func:`echo`
+(bounded, control characters escaped); names shown to a person go through :func:`visible` (bidi and
+invisible formatting characters made visible).
 """
 
 from __future__ import annotations
 
-import posixpath
 import re
+import unicodedata
 from collections.abc import Sequence
 
-MAX_PATH = 4096
 MAX_PAGE = 500
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+MAX_ECHO = 80
 _DAG_ID = re.compile(r"^[A-Za-z0-9_.\-]{1,250}$")
 _CONN_ID = re.compile(r"^[A-Za-z0-9_.\-]{1,250}$")
+#: General categories shown escaped: controls, format characters (bidi overrides and isolates,
+#: zero-width joiners, the BOM, ...), private use, unassigned, surrogates, line/paragraph separators.
+_HIDDEN = frozenset({"Cc", "Cf", "Co", "Cn", "Cs", "Zl", "Zp"})
 
 
 class InvalidInput(ValueError):
@@ -28,39 +32,31 @@ class InvalidInput(ValueError):
         self.message = message
 
 
-def clean_path(value: str | None, *, field: str = "path", prefixes: Sequence[str] = ("/",)) -> str:
-    """An absolute, normalised dCache path inside one of ``prefixes``.
+def _escape(ch: str) -> str:
+    code = ord(ch)
+    return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
 
-    ``//`` and ``.`` collapse, a trailing ``/`` goes; ``..`` segments, control characters, relative
-    paths and over-long values are refused rather than resolved, so a path never means something
-    different from what was typed.
 
-    :param value: the path as sent.
-    :param field: the request field, for the error.
-    :param prefixes: allowed subtrees (normalised absolute paths).
+def visible(text: str) -> str:
+    """``text`` with every character that changes or hides what is displayed written as ``\\uXXXX``.
+
+    ``x\\u202egnp.h5`` (a right-to-left override) would otherwise read as ``x5h.png``. Spaces other
+    than U+0020 (no-break, ideographic, ...) are escaped too: they look like a plain space.
     """
-    if not isinstance(value, str) or not value:
-        raise InvalidInput(field, "an absolute dCache path is required")
-    if len(value) > MAX_PATH:
-        raise InvalidInput(field, f"longer than {MAX_PATH} characters")
-    if _CONTROL.search(value):
-        raise InvalidInput(field, "control characters are not allowed")
-    if not value.startswith("/"):
-        raise InvalidInput(field, f"must be absolute (start with '/'), got {value!r}")
-    if ".." in value.split("/"):
-        raise InvalidInput(field, "'..' is not allowed")
-    path = posixpath.normpath(value)
-    if path.startswith("//"):
-        path = "/" + path.lstrip("/")
-    if not any(path == p or p == "/" or path.startswith(p.rstrip("/") + "/") for p in prefixes):
-        raise InvalidInput(field, f"{path} is outside the browsable areas ({', '.join(prefixes)})")
-    return path
+    out = []
+    for ch in text:
+        category = unicodedata.category(ch)
+        out.append(_escape(ch) if category in _HIDDEN or (category == "Zs" and ch != " ") else ch)
+    return "".join(out)
 
 
-def clean_prefixes(raw: str | None) -> tuple[str, ...]:
-    """``[dcache] ui_path_prefixes`` (comma-separated absolute paths; empty: everything)."""
-    items = [p.strip() for p in (raw or "").split(",") if p.strip()]
-    return tuple(clean_path(p, field="ui_path_prefixes") for p in items) or ("/",)
+def echo(value: object, limit: int = MAX_ECHO) -> str:
+    """A client's value as an error message may quote it: at most ``limit`` characters, quoted, with
+    control and formatting characters escaped (never reflected), ``…`` when cut."""
+    text = value if isinstance(value, str) else repr(value)
+    cut = len(text) > limit
+    shown = visible(text[:limit])
+    return f"'{shown}…' ({len(text)} characters)" if cut else f"'{shown}'"
 
 
 def clean_page(offset: int | None, limit: int | None) -> tuple[int, int]:
@@ -76,14 +72,24 @@ def clean_page(offset: int | None, limit: int | None) -> tuple[int, int]:
 
 def clean_dag_id(value: str | None) -> str:
     if not isinstance(value, str) or not _DAG_ID.fullmatch(value):
-        raise InvalidInput("dag_id", f"not a DAG id: {value!r}")
+        raise InvalidInput("dag_id", f"not a DAG id: {echo(value)}")
     return value
 
 
 def clean_conn_id(value: str | None, allowed: Sequence[str]) -> str:
     """A connection the view offers; anything else is refused (never a connection of another type)."""
     if not isinstance(value, str) or not _CONN_ID.fullmatch(value):
-        raise InvalidInput("conn", f"not a connection id: {value!r}")
+        raise InvalidInput("conn", f"not a connection id: {echo(value)}")
     if value not in allowed:
-        raise InvalidInput("conn", f"{value!r} is not a dCache connection offered by this view")
+        raise InvalidInput("conn", f"{echo(value)} is not a dCache connection offered by this view")
+    return value
+
+
+def clean_event_kind(value: str) -> str:
+    """One of the provider's event kinds (``created``, ``closed_after_write``, ...)."""
+    from airflow_dcache.events.model import EventKind
+
+    kinds = sorted(k.value for k in EventKind)
+    if value not in kinds:
+        raise InvalidInput("kind", f"not an event kind: {echo(value)} (one of {', '.join(kinds)})")
     return value

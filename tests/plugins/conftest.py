@@ -10,8 +10,12 @@ deployment. The DAG folder holds
   ``dcache://main/data/videos`` (``*.mp4``) whose runs mark their files processed (files named
   ``*hold*`` stay waiting), so per-event status and lag are about real runs.
 
-Users: ``admin`` (Admin) and ``viewer`` (Viewer: may look, may not trigger), SimpleAuthManager users
-with generated passwords.
+Users: ``admin`` (Admin), ``viewer`` (Viewer: may look, may not trigger) and ``alice`` (Viewer),
+SimpleAuthManager users with generated passwords. ``alice`` is mapped to her own dCache identity
+(``[dcache] user_connections`` → ``dcache_alice``, a connection as the scientist ``alice`` of ``main``);
+``admin`` and ``viewer`` have none, so the view acts for them as the site connection without its
+``admin`` role, inside the allowed roots: the probe watcher's ``/data/videos`` plus
+``[dcache] ui_extra_roots`` = ``/data/incoming, /data/processed``.
 """
 
 from __future__ import annotations
@@ -91,7 +95,10 @@ def ui_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UIStack]:
     shutil.copy(Path(__file__).parent / "dags" / f"{PROBE}.py", dags)
     env = {
         **sites.connections(),
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin,viewer:viewer",
+        "AIRFLOW_CONN_DCACHE_ALICE": json.dumps(sites.main.connection("alice", sites.passwords["alice"])),
+        "AIRFLOW__DCACHE__USER_CONNECTIONS": json.dumps({"alice": "dcache_alice"}),
+        "AIRFLOW__DCACHE__UI_EXTRA_ROOTS": "/data/incoming,/data/processed",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin,viewer:viewer,alice:viewer",
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
         "AIRFLOW_DCACHE_FUNCTION_RUNTIME": "local",
     }

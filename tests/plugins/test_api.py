@@ -82,12 +82,13 @@ def test_connections_list_ids_and_sites_only(ui_stack: UIStack) -> None:
     ("conn=dcache_main&path=data/incoming", "path"),
     ("conn=dcache_main&path=/data/%00x", "path"),
     ("conn=dcache_main&path=", "path"),
-    ("conn=dcache_main&path=/data&limit=0", "limit"),
-    ("conn=dcache_main&path=/data&limit=501", "limit"),
-    ("conn=dcache_main&path=/data&offset=-1", "offset"),
-    ("conn=kafka_billing&path=/data", "conn"),
-    ("conn=../x&path=/data", "conn"),
-    ("conn=dcache_main&path=/data&limit=abc", "limit"),
+    ("conn=dcache_main&path=/data/incoming&limit=0", "limit"),
+    ("conn=dcache_main&path=/data/incoming&limit=501", "limit"),
+    ("conn=dcache_main&path=/data/incoming&offset=-1", "offset"),
+    ("conn=kafka_billing&path=/data/incoming", "conn"),
+    ("conn=dcache_alice&path=/data/incoming", "conn"),  # a person's own identity is never offered
+    ("conn=../x&path=/data/incoming", "conn"),
+    ("conn=dcache_main&path=/data/incoming&limit=abc", "limit"),
 ])
 def test_browse_validates_inputs(ui_stack: UIStack, query: str, field: str) -> None:
     r = ui_stack.session("viewer").get(f"{ui_stack.base}/dcache/api/browse?{query}", timeout=30)
@@ -103,7 +104,8 @@ def test_paths_are_normalised(ui_stack: UIStack) -> None:
 
 def test_dcache_refusals_are_passed_on_without_secrets(ui_stack: UIStack) -> None:
     s = ui_stack.session("viewer")
-    r = s.get(f"{ui_stack.base}/dcache/api/file", params={"conn": "dcache_main", "path": "/data/nope"}, timeout=30)
+    r = s.get(f"{ui_stack.base}/dcache/api/file", params={"conn": "dcache_main", "path": "/data/processed/nope"},
+              timeout=30)
     assert r.status_code == 404 and "No such file" in r.json()["detail"]
     assert all(pw not in r.text for pw in _secrets(ui_stack))
 
@@ -260,7 +262,7 @@ def test_event_proxy_streams_events_without_credentials_and_cleans_up(ui_stack: 
 
 def test_event_proxy_refusals_are_http_errors(ui_stack: UIStack) -> None:
     s = ui_stack.session("viewer")
-    r = s.get(f"{ui_stack.base}/dcache/api/events", params={"conn": "dcache_main", "path": "/data/nope"},
+    r = s.get(f"{ui_stack.base}/dcache/api/events", params={"conn": "dcache_main", "path": "/data/incoming/nope"},
               timeout=30)
     assert r.status_code in (400, 404) and "dCache" in r.json()["detail"]
     r = s.get(f"{ui_stack.base}/dcache/api/events", params={"conn": "dcache_main", "path": "/data/../x"},
@@ -296,7 +298,7 @@ def test_event_status_waiting_filtered_processed(ui_stack: UIStack) -> None:
     assert ui_stack.stack.api.dag_run(PROBE, run_id)["run_type"] == "asset_triggered"
 
     r = s.get(f"{ui_stack.base}/dcache/api/events/status", timeout=30,
-              params={"conn": "dcache_main", "path": "/data/x", "kind": "exploded"})
+              params={"conn": "dcache_main", "path": "/data/videos/x", "kind": "exploded"})
     assert r.status_code == 400 and r.json()["field"] == "kind"
 
 
@@ -317,3 +319,217 @@ def test_lag_of_the_watched_asset_comes_from_real_runs(ui_stack: UIStack) -> Non
     assert row["median_lag_seconds"] is not None
     assert [w["paths"] for w in doc["watchers"] if w["asset"] == VIDEOS] == [["/data/videos"]]
     assert all(w["asset"] != "dcache://main/data/incoming" for w in doc["watchers"])  # paused: not active
+
+
+# ---------------------------------------------------------------------- least privilege (issue 17)
+
+BOB_DIR = "/data/incoming/private-b"
+BOB_FILE = f"{BOB_DIR}/plan-x.h5"
+ALICE_DIR = "/data/incoming/private-a"
+MAIN_ROOTS = {"/data/videos", "/data/incoming", "/data/processed"}  # the probe watcher's + ui_extra_roots
+
+
+def _private_tree(ui: UIStack, user: str, directory: str, name: str) -> None:
+    """``directory`` (mode 0700) with one file, made by ``user`` in the sticky drop box."""
+    auth = (user, ui.sites.passwords[user])
+    r = requests.request("MKCOL", ui.sites.main.webdav + directory, auth=auth, timeout=30)
+    assert r.status_code in (201, 405), r.text
+    ui.upload(f"{directory}/{name}", b"\x89HDF\r\n\x1a\nprivate " + user.encode(), user=user)
+    requests.post(f"{ui.sites.main.api}/namespace{directory}", json={"action": "chmod", "mode": 0o700}, auth=auth,
+                  timeout=30).raise_for_status()
+
+
+@pytest.fixture(scope="module")
+def private_trees(ui_stack: UIStack) -> None:
+    _private_tree(ui_stack, "bob", BOB_DIR, "plan-x.h5")
+    _private_tree(ui_stack, "alice", ALICE_DIR, "notes-a.h5")
+
+
+def _get(ui: UIStack, user: str, endpoint: str, **params: Any) -> requests.Response:
+    return ui.session(user).get(f"{ui.base}/dcache/api/{endpoint}", params={"conn": "dcache_main", **params},
+                                timeout=30)
+
+
+def _refused_without_leak(r: requests.Response) -> None:
+    assert r.status_code == 403, r.text
+    assert r.headers["content-type"].startswith("application/json")
+    assert r.json()["detail"]
+    for leak in ("1001", "adler32", "\"mode\"", "\"owner\""):  # bob's uid, a checksum, an entry's fields
+        assert leak not in r.text, r.text
+
+
+def test_unmapped_viewer_cannot_see_a_private_tree(ui_stack: UIStack, private_trees: None, main_hook: Any) -> None:
+    # the pipeline's connection, with the admin role it asserts for data management, could read it all
+    assert main_hook.stat(BOB_FILE).size and main_hook.whoami().roles == ["admin"]
+    for endpoint, params in [("browse", {"path": BOB_DIR}), ("file", {"path": BOB_FILE}),
+                             ("events/status", {"path": BOB_FILE, "kind": "closed_after_write"}),
+                             ("events", {"path": BOB_DIR})]:
+        r = _get(ui_stack, "viewer", endpoint, **params)
+        _refused_without_leak(r)
+        if endpoint in ("browse", "events"):
+            assert "plan-x" not in r.text, r.text
+    # the drop box itself is inside the roots and listable by anyone: bob's directory shows there as an
+    # entry (as to any dCache user), never its content
+    doc = _get(ui_stack, "viewer", "browse", path="/data/incoming").json()
+    assert BOB_DIR in [c["path"] for c in doc["children"]]
+    assert main_hook.list_channels("airflow-ui") == []  # the refused live view left no channel behind
+
+
+@pytest.mark.parametrize(("endpoint", "params"), [
+    ("browse", {"path": "/"}), ("browse", {"path": "/data"}), ("browse", {"path": "/data/archive"}),
+    ("browse", {"path": "/home/bob"}), ("browse", {"path": "/data/incomingX"}), ("file", {"path": "/data/archive"}),
+    ("events", {"path": "/data"}), ("events/status", {"path": "/data/archive/x.h5", "kind": "created"}),
+])
+def test_unmapped_viewer_is_confined_to_the_allowed_roots(ui_stack: UIStack, endpoint: str,
+                                                          params: dict[str, str]) -> None:
+    r = _get(ui_stack, "viewer", endpoint, **params)
+    _refused_without_leak(r)
+    doc = r.json()
+    assert doc["field"] == "path" and set(doc["roots"]) == MAIN_ROOTS and "outside" in doc["detail"]
+
+
+def test_connections_tell_each_user_their_identity_and_roots(ui_stack: UIStack) -> None:
+    viewer = ui_stack.session("viewer").get(f"{ui_stack.base}/dcache/api/connections", timeout=30).json()
+    assert viewer["access"]["dcache_main"]["identity"] == "site"
+    assert set(viewer["access"]["dcache_main"]["roots"]) == MAIN_ROOTS
+    assert viewer["access"]["dcache_buffer"] == {"identity": "site", "roots": ["/data/incoming", "/data/processed"]}
+    alice = ui_stack.session("alice").get(f"{ui_stack.base}/dcache/api/connections", timeout=30).json()
+    assert [c["conn_id"] for c in alice["connections"]] == ["dcache_buffer", "dcache_main"]  # never dcache_alice
+    assert alice["access"]["dcache_main"] == {"identity": "own", "roots": None}
+    assert alice["access"]["dcache_buffer"]["identity"] == "site"  # her connection is of site main only
+    assert all(pw not in json.dumps(alice) for pw in _secrets(ui_stack))
+
+
+def test_mapped_user_sees_what_her_dcache_identity_may_see(ui_stack: UIStack, private_trees: None) -> None:
+    # her own private tree: dCache lets her, the view adds nothing
+    doc = _get(ui_stack, "alice", "browse", path=ALICE_DIR).json()
+    assert [(c["name"], c["owner"]) for c in doc["children"]] == [("notes-a.h5", 1000)]
+    assert _get(ui_stack, "alice", "file", path=f"{ALICE_DIR}/notes-a.h5").json()["owner"] == 1000
+    # outside the roots of unmapped users, where her identity may read (0755): dCache decides, not the roots
+    assert _get(ui_stack, "alice", "browse", path="/data/archive").status_code == 200
+    assert _get(ui_stack, "viewer", "browse", path="/data/archive").status_code == 403
+    # bob's private tree: dCache's own 403, passed on
+    for endpoint, params in [("browse", {"path": BOB_DIR}), ("file", {"path": BOB_FILE}),
+                             ("events/status", {"path": BOB_FILE, "kind": "closed_after_write"}),
+                             ("events", {"path": BOB_DIR})]:
+        r = _get(ui_stack, "alice", endpoint, **params)
+        _refused_without_leak(r)
+        assert r.json()["detail"].startswith("dCache:") and "roots" not in r.json()
+    # and the unmapped viewer (the site connection, no role) does not see alice's tree either
+    _refused_without_leak(_get(ui_stack, "viewer", "browse", path=ALICE_DIR))
+
+
+def test_mapped_user_watches_her_private_directory_as_herself(ui_stack: UIStack, private_trees: None,
+                                                             main_hook: Any) -> None:
+    with contextlib.closing(ui_stack.session("alice").get(f"{ui_stack.base}/dcache/api/events", stream=True,
+                                                          timeout=60,
+                                                          params={"conn": "dcache_main", "path": ALICE_DIR})) as r:
+        assert r.status_code == 200, r.text
+        lines = r.iter_lines(decode_unicode=True)
+        _read_events(lines, lambda e: e["event"] == "ready", 30)
+        assert main_hook.list_channels("airflow-ui") == []  # the channel is alice's, not the pipeline's
+        ui_stack.upload(f"{ALICE_DIR}/late.h5", b"late", user="alice")
+        _read_events(lines, lambda e: e.get("path") == f"{ALICE_DIR}/late.h5", 60)
+
+
+def test_the_views_hooks_never_assert_a_role(ui_stack: UIStack, main_hook: Any,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The view's hook factory (``Access.hook``) on the site connection whose extra asserts ``admin``."""
+    import asyncio
+
+    from airflow_dcache.plugins.access import Access
+
+    assert main_hook.whoami().roles == ["admin"]  # the same connection as the pipeline uses it
+    monkeypatch.setenv("AIRFLOW_CONN_DCACHE_ALICE",
+                       json.dumps(ui_stack.sites.main.connection("alice", ui_stack.sites.passwords["alice"],
+                                                                 roles=("admin",))))
+
+    async def whoami(acting: str, own: bool) -> Any:
+        async with Access("dcache_main", "main", acting, own, None if own else ("/data",), "someone").hook() as h:
+            return await h.whoami()
+
+    site = asyncio.run(whoami("dcache_main", False))
+    assert site.authenticated and site.username == "pipeline"
+    assert site.roles == [] and site.unasserted_roles == ["admin"]
+    own = asyncio.run(whoami("dcache_alice", True))  # a user's connection asking for a role: not asserted either
+    assert own.authenticated and own.username == "alice" and own.roles == []
+
+
+# ---------------------------------------------------------------------- smaller defects (issue 17, 2-6)
+
+def test_trailing_whitespace_never_names_another_file(ui_stack: UIStack) -> None:
+    """``x.h5 `` is not ``x.h5``: the view uses ``airflow_dcache.paths`` like the hook, so the spaced path is
+    refused (400) or looked up as itself (404 here), never silently stripped to the other file."""
+    ui_stack.upload("/data/incoming/ws.h5", b"ws")
+    assert _get(ui_stack, "viewer", "file", path="/data/incoming/ws.h5").json()["size"] == 2
+    for endpoint, params in [("browse", {"path": "/data/incoming/ws.h5 "}), ("file", {"path": "/data/incoming/ws.h5 "}),
+                             ("file", {"path": "/data/incoming/ws.h5\u00a0"}),
+                             ("events/status", {"path": "/data/incoming/ws.h5 ", "kind": "closed_after_write"})]:
+        r = _get(ui_stack, "viewer", endpoint, **params)
+        if r.status_code == 400:
+            assert r.json()["field"] == "path"
+            continue
+        if endpoint == "events/status":
+            assert r.status_code == 200 and r.json()["path"] == params["path"], r.text
+            continue
+        assert r.status_code == 404, r.text
+    r = _get(ui_stack, "viewer", "file", path=" /data/incoming/ws.h5")
+    assert r.status_code == 400 and r.json()["field"] == "path"
+
+
+def test_invalid_event_kind_is_echoed_bounded_and_escaped(ui_stack: UIStack) -> None:
+    r = _get(ui_stack, "viewer", "events/status", path="/data/videos/x.mp4", kind="k" * 10_000)
+    assert r.status_code == 400 and r.json()["field"] == "kind"
+    assert len(r.content) < 600 and "k" * 81 not in r.text and "10000 characters" in r.json()["detail"]
+    r = _get(ui_stack, "viewer", "events/status", path="/data/videos/x.mp4", kind="\x1b[2J\u202eboom")
+    assert r.status_code == 400
+    detail = r.json()["detail"]
+    assert "\x1b" not in detail and "\u202e" not in detail and "\\u001b[2J\\u202eboom" in detail
+
+
+def test_bidi_names_are_shown_escaped_and_linked_raw(ui_stack: UIStack) -> None:
+    path = "/data/incoming/x\u202egnp.h5"
+    ui_stack.upload(path, b"\x89HDF\r\n\x1a\nbidi")
+    doc = _get(ui_stack, "viewer", "browse", path="/data/incoming", limit=500).json()
+    entry = next(c for c in doc["children"] if c["path"] == path)
+    assert entry["name"] == "x\u202egnp.h5" and entry["display"] == "x\\u202egnp.h5"
+    assert entry["display_path"] == "/data/incoming/x\\u202egnp.h5"
+    details = _get(ui_stack, "viewer", "file", path=path).json()
+    assert details["path"] == path and details["display"] == "x\\u202egnp.h5"
+
+
+def test_live_views_are_capped_per_user(ui_stack: UIStack, main_hook: Any) -> None:
+    from airflow_dcache.plugins.live import MAX_STREAMS_PER_USER
+
+    def open_stream(user: str) -> requests.Response:
+        return ui_stack.session(user).get(f"{ui_stack.base}/dcache/api/events", stream=True, timeout=60,
+                                          params={"conn": "dcache_main", "path": "/data/videos"})
+
+    with contextlib.ExitStack() as held:
+        for _ in range(MAX_STREAMS_PER_USER):
+            r = held.enter_context(contextlib.closing(open_stream("viewer")))
+            assert r.status_code == 200, r.text
+        r = held.enter_context(contextlib.closing(open_stream("viewer")))
+        assert r.status_code == 429 and r.headers["content-type"].startswith("application/json")
+        assert int(r.headers["retry-after"]) > 0 and "per user" in r.json()["detail"]
+        other = held.enter_context(contextlib.closing(open_stream("admin")))  # another user still gets one
+        assert other.status_code == 200, other.text
+    deadline = time.monotonic() + 60
+    while main_hook.list_channels("airflow-ui") and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert main_hook.list_channels("airflow-ui") == [], "the closed live views kept their channels"
+    r = open_stream("viewer")  # the slots are free again
+    with contextlib.closing(r):
+        assert r.status_code == 200, r.text
+
+
+def test_page_accepts_a_bearer_token_like_the_api(ui_stack: UIStack) -> None:
+    url = ui_stack.base + "/dcache/ui/"
+    token = ui_stack.token("viewer")
+    r = requests.get(url, headers={"Authorization": f"Bearer {token}"}, allow_redirects=False, timeout=30)
+    assert r.status_code == 200 and "<title>dCache</title>" in r.text
+    r = requests.get(url, headers={"Authorization": f"Bearer {token}"}, cookies={"_token": "garbage"},
+                     allow_redirects=False, timeout=30)
+    assert r.status_code == 200  # the explicit credential wins over the cookie, as in the core API
+    r = requests.get(url, headers={"Authorization": "Bearer not-a-jwt"}, allow_redirects=False, timeout=30)
+    assert r.status_code == 403

@@ -27,6 +27,7 @@ pytestmark = [
 ]
 sync_api = pytest.importorskip("playwright.sync_api", reason="pip package 'playwright' is not installed")
 FILE = "/data/incoming/run0007.h5"
+BIDI = "/data/incoming/x\u202egnp.h5"  # would read "x5h.png" if shown raw
 
 
 @pytest.fixture
@@ -47,6 +48,7 @@ def _prepare(ui: UIStack, hook: Any) -> None:
     hook.upload(io.BytesIO(b"\x89HDF\r\n\x1a\n" + os.urandom(4096)), FILE, checksum="adler32",
                 xattrs={"instrument": "cxi", "sample": "lysozyme"})
     hook.set_labels(FILE, ["raw", "beamtime-42"])
+    hook.upload(io.BytesIO(b"\x89HDF\r\n\x1a\nbidi"), BIDI, checksum="none")
     run_id = "asset_triggered__2026-05-14T08:21:09+00:00"
     hook.set_xattr(FILE, {f"airflow_dcache.done.{INGEST}": f"{INGEST}/{run_id}"})
     entry = hook.stat(FILE)
@@ -76,7 +78,7 @@ def test_browse_details_trigger_and_live_event(ui_stack: UIStack, main_hook: Any
     page.wait_for_url(lambda url: "/auth/login" not in url)
 
     # the navigation entry opens the view, embedded in the Airflow UI
-    page.get_by_role("link", name="dCache").click()
+    page.get_by_role("link", name="dCache", exact=True).click()  # not the dcache:// asset links
     page.wait_for_url("**/plugin/dcache")
     view = page.frame_locator("iframe[src*='/dcache/ui/']")
     view.locator("#conn").select_option("dcache_main")
@@ -85,6 +87,11 @@ def test_browse_details_trigger_and_live_event(ui_stack: UIStack, main_hook: Any
     row = view.locator(f"#listing tr[data-path='{FILE}']")
     sync_api.expect(row).to_contain_text("ONLINE")
     sync_api.expect(row).to_contain_text("beamtime-42")
+    # the admin has no dCache identity of their own: the page says where the site connection may look
+    sync_api.expect(view.locator("#identity")).to_contain_text("within")
+    # a bidi override in a name is shown escaped, the row still links the raw path
+    bidi = view.locator(f"#listing tr[data-path='{BIDI}'] td.name a")
+    sync_api.expect(bidi).to_have_text("x\\u202egnp.h5")
     page.screenshot(path=str(shots / "browse.png"))
 
     # details: xattrs, checksum, labels and the run that processed it (lineage)

@@ -1,36 +1,96 @@
-"""Pure parts of the dCache view: path validation, lineage rows and the lag summary (no I/O)."""
+"""Pure parts of the dCache view: path rules and roots, safe echoes, lineage rows, the lag summary (no I/O)."""
 
 from __future__ import annotations
 
 import pytest
 
-from airflow_dcache.plugins import lineage
+from airflow_dcache.paths import InvalidPath, OutsideAllowedRoots, clean_path
+from airflow_dcache.plugins import lineage, live
+from airflow_dcache.plugins.access import Access, restricted_roots
 from airflow_dcache.plugins.storage import markers
-from airflow_dcache.plugins.validation import InvalidInput, clean_page, clean_path, clean_prefixes
+from airflow_dcache.plugins.validation import InvalidInput, clean_page, echo, visible
+
+
+def _access(roots: tuple[str, ...] | None) -> Access:
+    return Access("dcache_main", "main", "dcache_main", roots is None, roots, "someone")
 
 
 @pytest.mark.parametrize(("raw", "clean"), [
     ("/", "/"), ("//data//x/", "/data/x"), ("/data/./x", "/data/x"), ("/data/x y", "/data/x y"),
 ])
 def test_paths_normalise(raw: str, clean: str) -> None:
-    assert clean_path(raw) == clean
+    assert _access(None).path(raw) == clean
 
 
-@pytest.mark.parametrize("raw", ["", "data", "/data/../etc", "/..", "/a\x00b", "/a\nb", "/" + "a" * 5000])
+@pytest.mark.parametrize("raw", ["", "data", "/data/../etc", "/..", "/a\x00b", "/a\nb", "/" + "a" * 5000,
+                                 " /data/x.h5", "/data/x.h5\t"])
 def test_paths_refused(raw: str) -> None:
-    with pytest.raises(InvalidInput) as err:
-        clean_path(raw)
+    with pytest.raises(InvalidPath) as err:
+        _access(None).path(raw)
     assert err.value.field == "path"
 
 
-def test_prefixes_confine_paths() -> None:
-    prefixes = clean_prefixes("/data/incoming, /data/processed/")
-    assert clean_path("/data/incoming/a", prefixes=prefixes) == "/data/incoming/a"
-    assert clean_path("/data/processed", prefixes=prefixes) == "/data/processed"
-    for outside in ("/data", "/data/incomingX", "/home/alice"):
-        with pytest.raises(InvalidInput, match="outside"):
-            clean_path(outside, prefixes=prefixes)
-    assert clean_prefixes("") == ("/",)
+@pytest.mark.parametrize("raw", ["/data/x.h5 ", "/data/ x.h5", "/data/x\u202e.h5", "/data//x/./", "/data/x\u00a0"])
+def test_the_view_has_no_path_rule_of_its_own(raw: str) -> None:
+    """Whatever ``airflow_dcache.paths.clean_path`` decides (keep or refuse), the view decides the same."""
+    try:
+        expected: object = clean_path(raw)
+    except InvalidPath as exc:
+        expected = (type(exc), exc.field, exc.message)
+    try:
+        got: object = _access(None).path(raw)
+    except InvalidPath as exc:
+        got = (type(exc), exc.field, exc.message)
+    assert got == expected
+
+
+def test_roots_confine_paths() -> None:
+    acc = _access(("/data/incoming", "/data/processed"))
+    assert acc.path("/data/incoming/a") == "/data/incoming/a"
+    assert acc.path("/data/processed/") == "/data/processed"
+    for outside in ("/", "/data", "/data/incomingX", "/home/alice"):
+        with pytest.raises(OutsideAllowedRoots):
+            acc.path(outside)
+    with pytest.raises(OutsideAllowedRoots):  # no root at all: nothing, never everything
+        _access(()).path("/data/incoming/a")
+
+
+def test_restricted_roots_prefer_the_setting_else_watched_plus_extra() -> None:
+    assert restricted_roots(("/a",), ["/w"], ["/x"]) == ("/a",)
+    assert restricted_roots(None, ["/w", "/w/"], ["/x"]) == ("/w", "/x")
+    assert restricted_roots(None, [], []) == ()
+
+
+def test_access_never_asserts_roles() -> None:
+    assert _access(("/data",)).hook().assert_roles is False
+    assert _access(None).hook().assert_roles is False
+
+
+def test_visible_escapes_bidi_and_invisible_characters() -> None:
+    assert visible("x\u202egnp.h5") == "x\\u202egnp.h5"
+    assert visible("a\u200bb\u00a0c\x07 d é 日本") == "a\\u200bb\\u00a0c\\u0007 d é 日本"
+    assert visible("\U000e0041") == "\\U000e0041"  # a tag character
+
+
+def test_echo_is_bounded_and_never_reflects_control_characters() -> None:
+    shown = echo("k" * 10_000)
+    assert len(shown) < 130 and "10000 characters" in shown
+    assert echo("\x1b[2J") == "'\\u001b[2J'"
+
+
+def test_live_slots_per_user_within_the_process_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(live, "_active", 0)
+    monkeypatch.setattr(live, "_per_user", {})
+    for _ in range(live.MAX_STREAMS_PER_USER):
+        live._acquire("viewer")
+    with pytest.raises(live.TooManyStreams, match="per user"):
+        live._acquire("viewer")
+    for i in range(live.MAX_STREAMS - live.MAX_STREAMS_PER_USER):
+        live._acquire(f"user{i}")
+    with pytest.raises(live.TooManyStreams, match="per API server"):
+        live._acquire("late")
+    live._release("viewer")
+    assert live.usage() == (live.MAX_STREAMS - 1, {"viewer": 3, **{f"user{i}": 1 for i in range(12)}})
 
 
 def test_paging_bounds() -> None:
@@ -79,5 +139,6 @@ def test_view_url_links_a_path_on_a_connection() -> None:
     assert view_url("dcache_main", "//data/incoming/r 1.h5", base_url="https://af.example.org/") == (
         "https://af.example.org/dcache/ui/?conn=dcache_main&path=%2Fdata%2Fincoming%2Fr+1.h5")
     assert view_url("dcache_main", "/data", base_url="") == "/dcache/ui/?conn=dcache_main&path=%2Fdata"
-    with pytest.raises(InvalidInput):
-        view_url("dcache_main", "/data/../etc", base_url="")
+    for bad in ("/data/../etc", "/data/x\x00.h5"):
+        with pytest.raises(InvalidPath):
+            view_url("dcache_main", bad, base_url="")

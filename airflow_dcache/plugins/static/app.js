@@ -1,11 +1,12 @@
 // The dCache view: plain DOM code over the plugin's JSON API (../api/...). Every value from the
-// server is written with textContent, never as HTML.
+// server is written with textContent, never as HTML, and names and paths are shown through visible()
+// (or the server's "display" fields): bidi overrides and invisible characters appear as \uXXXX.
 "use strict";
 (() => {
   const API = "../api";
   const PAGE = 50;
   const state = { conn: null, path: "/", offset: 0, hasMore: false, selected: new Set(), source: null,
-                  dags: [] };
+                  dags: [], access: {} };
   const $ = (sel) => document.querySelector(sel);
   const el = (tag, props = {}, ...children) => {
     const node = document.createElement(tag);
@@ -16,6 +17,32 @@
     for (const c of children) if (c != null) node.append(c);
     return node;
   };
+
+  // The same rule as the backend's validation.visible(): controls, format characters (U+202E, ...),
+  // private use, unassigned, separators and spaces other than U+0020 are written as \uXXXX.
+  const HIDDEN = /[\p{Cc}\p{Cf}\p{Co}\p{Cn}\p{Cs}\p{Zl}\p{Zp}]|(?! )\p{Zs}/gu;
+  const visible = (text) => String(text ?? "").replace(HIDDEN, (ch) => {
+    const cp = ch.codePointAt(0);
+    return cp <= 0xffff ? "\\u" + cp.toString(16).padStart(4, "0") : "\\U" + cp.toString(16).padStart(8, "0");
+  });
+
+  // Where the view may look on the chosen connection (null: dCache alone decides, for the user's own identity).
+  const roots = () => (state.access[state.conn] || {}).roots ?? null;
+  const within = (path, list) => list.some((r) => r === "/" || path === r || path.startsWith(r + "/"));
+  function virtualChildren(path, list) {  // the next components from ``path`` towards each allowed root
+    const base = path === "/" ? "/" : path + "/";
+    const names = new Set();
+    for (const r of list) if (r.startsWith(base) && r !== path) names.add(r.slice(base.length).split("/")[0]);
+    return [...names].sort().map((n) => base + n);
+  }
+
+  function showIdentity() {
+    const a = state.access[state.conn] || {};
+    const box = $("#identity");
+    if (a.identity === "own") box.textContent = "as your own dCache identity";
+    else if (a.roots && a.roots.length) box.textContent = "as the site, read-only, within " + a.roots.map(visible).join(", ");
+    else box.textContent = "nothing browsable: no dCache identity of yours is mapped";
+  }
 
   function showError(message) {
     const box = $("#error");
@@ -64,13 +91,32 @@
     let acc = "";
     parts.forEach((p, i) => {
       acc += "/" + p; const target = acc;
-      nav.append(el("a", { text: p, onclick: () => browse(target) }));
+      nav.append(el("a", { text: visible(p), onclick: () => browse(target) }));
       if (i < parts.length - 1) nav.append("/");
     });
   }
 
+  function browseVirtual(path, children) {  // an ancestor of the allowed roots: their names only, no dCache call
+    state.path = path; state.offset = 0; state.hasMore = false;
+    $("#path-input").value = path; crumbs(path);
+    const body = $("#listing tbody"); body.replaceChildren();
+    for (const child of children) {
+      const tr = el("tr", { "data-path": child, class: "virtual" });
+      const box = el("input", { type: "checkbox", "aria-label": "select " + child }); box.disabled = true;
+      tr.append(el("td", {}, box), el("td", { class: "name" }, el("a", { text: visible(child.split("/").pop()) + "/",
+        onclick: () => browse(child) })), el("td", { colspan: "7", class: "muted", text: "allowed area" }));
+      body.append(tr);
+    }
+    $("#prev").disabled = true; $("#next").disabled = true; $("#page-info").textContent = "";
+  }
+
   async function browse(path, offset = 0) {
     showError("");
+    const allowed = roots();
+    if (allowed && !within(path, allowed)) {
+      const children = virtualChildren(path, allowed);
+      if (children.length) { browseVirtual(path, children); return; }
+    }
     try {
       const data = await call("/browse?" + q({ conn: state.conn, path, offset, limit: PAGE }));
       state.path = data.path; state.offset = data.offset; state.hasMore = data.has_more;
@@ -87,14 +133,14 @@
 
   function row(c) {
     const tr = el("tr", { "data-path": c.path });
-    const box = el("input", { type: "checkbox", "aria-label": "select " + c.name });
+    const box = el("input", { type: "checkbox", "aria-label": "select " + (c.display ?? visible(c.name)) });
     if (c.is_dir) box.disabled = true;
     box.checked = state.selected.has(c.path);
     box.addEventListener("change", () => {
       if (box.checked) state.selected.add(c.path); else state.selected.delete(c.path);
       tr.classList.toggle("sel", box.checked); selection();
     });
-    const link = el("a", { text: c.name + (c.is_dir ? "/" : ""),
+    const link = el("a", { text: (c.display ?? visible(c.name)) + (c.is_dir ? "/" : ""),
       onclick: () => (c.is_dir ? browse(c.path) : details(c.path)) });
     const labels = el("td"); for (const l of c.labels || []) labels.append(badge(l, "label"));
     tr.append(el("td", {}, box), el("td", { class: "name" }, link), el("td", { text: c.is_dir ? "" : size(c.size) }),
@@ -115,7 +161,8 @@
     const box = $("#details");
     try {
       const d = await call("/file?" + q({ conn: state.conn, path }));
-      box.replaceChildren(el("h2", { text: d.name }), el("div", { class: "mono muted", text: d.path }));
+      box.replaceChildren(el("h2", { text: d.display ?? visible(d.name) }),
+        el("div", { class: "mono muted", text: d.display_path ?? visible(d.path) }));
       const dl = el("dl");
       const add = (k, v) => dl.append(el("dt", { text: k }), el("dd", {}, v instanceof Node ? v : String(v ?? "")));
       add("Type", d.type); add("Size", d.is_dir ? "" : `${size(d.size)} (${d.size ?? "?"} bytes)`);
@@ -126,9 +173,9 @@
       add("Locations", (d.locations || []).join(", ") || "—");
       add("Labels", (d.labels || []).join(", ") || "—");
       box.append(dl, el("h3", { text: "Checksums" }));
-      const sums = el("dl"); for (const [k, v] of Object.entries(d.checksums || {})) sums.append(el("dt", { text: k }), el("dd", { class: "mono", text: v }));
+      const sums = el("dl"); for (const [k, v] of Object.entries(d.checksums || {})) sums.append(el("dt", { text: visible(k) }), el("dd", { class: "mono", text: visible(v) }));
       box.append(sums, el("h3", { text: "Extended attributes" }));
-      const xa = el("dl", { id: "xattrs" }); for (const [k, v] of Object.entries(d.xattrs || {})) xa.append(el("dt", { class: "mono", text: k }), el("dd", { class: "mono", text: v }));
+      const xa = el("dl", { id: "xattrs" }); for (const [k, v] of Object.entries(d.xattrs || {})) xa.append(el("dt", { class: "mono", text: visible(k) }), el("dd", { class: "mono", text: visible(v) }));
       if (!Object.keys(d.xattrs || {}).length) xa.append(el("dd", { class: "muted", text: "none" }));
       box.append(xa, el("h3", { text: "Processed by" }));
       const runs = el("ul", { id: "runs" });
@@ -136,7 +183,7 @@
         const href = `../../dags/${encodeURIComponent(r.dag_id)}/runs/${encodeURIComponent(r.run_id)}`;
         const li = el("li", {}, el("a", { href, target: "_top", text: `${r.dag_id} / ${r.run_id}` }));
         if (r.function) li.append(" ", badge(r.function, "label"));
-        for (const o of r.outputs || []) li.append(el("div", { class: "mono muted", text: "→ " + o.path }));
+        for (const o of r.outputs || []) li.append(el("div", { class: "mono muted", text: "→ " + visible(o.path) }));
         runs.append(li);
       }
       if (!(d.runs || []).length) runs.append(el("li", { class: "muted", text: "no run yet" }));
@@ -156,7 +203,7 @@
     showError("");
     const dialog = $("#run-dialog");
     dialog.dataset.paths = JSON.stringify(paths);
-    $("#run-files").textContent = paths.length === 1 ? paths[0] : `${paths.length} files: ${paths.slice(0, 3).join(", ")}${paths.length > 3 ? ", …" : ""}`;
+    $("#run-files").textContent = paths.length === 1 ? visible(paths[0]) : `${paths.length} files: ${paths.slice(0, 3).map(visible).join(", ")}${paths.length > 3 ? ", …" : ""}`;
     $("#run-result").replaceChildren();
     try {
       if (!state.dags.length) state.dags = (await call("/dags")).dags;
@@ -233,17 +280,26 @@
     const source = new EventSource(API + "/events?" + q({ conn: state.conn, path }));
     state.source = source; $("#live-stop").disabled = false; $("#live-start").disabled = true;
     $("#live-state").textContent = "connecting…";
-    source.addEventListener("ready", (m) => { $("#live-state").textContent = "watching " + JSON.parse(m.data).path; });
+    source.addEventListener("ready", (m) => { const d = JSON.parse(m.data); $("#live-state").textContent = "watching " + (d.display_path ?? visible(d.path)); });
     source.addEventListener("failure", (m) => { $("#live-state").textContent = JSON.parse(m.data).message + " — reconnecting"; });
     source.addEventListener("storage", (m) => liveRow(JSON.parse(m.data)));
-    source.onerror = () => { if (state.source === source) $("#live-state").textContent = "disconnected — retrying"; };
+    source.onerror = () => {  // a refusal (403, 429) is JSON the EventSource cannot show: ask once, say why
+      if (state.source !== source) return;
+      $("#live-state").textContent = "disconnected — retrying";
+      if (source.readyState === EventSource.CLOSED) {
+        stopLive();
+        fetch(API + "/events?" + q({ conn: state.conn, path }), { credentials: "same-origin" })
+          .then(async (r) => { if (!r.ok) { const b = await r.json().catch(() => null); showError(b && b.detail ? b.detail : r.statusText); } if (r.body) r.body.cancel(); })
+          .catch(() => {});
+      }
+    };
   }
 
   function liveRow(ev) {
     const status = el("td", { class: "status" }, badge("…", "filtered"));
     const tr = el("tr", { "data-path": ev.path, "data-kind": ev.kind },
       el("td", { class: "mono", text: ev.time.replace("T", " ").slice(0, 23) }), el("td", {}, badge(ev.kind, "label")),
-      el("td", { class: "mono", text: ev.path + (ev.is_dir ? "/" : "") }), status);
+      el("td", { class: "mono", text: (ev.display_path ?? visible(ev.path)) + (ev.is_dir ? "/" : "") }), status);
     $("#live-list").prepend(tr);
     while ($("#live-list").children.length > 200) $("#live-list").lastChild.remove();
     pollStatus(ev, status, 0);
@@ -302,16 +358,16 @@
     $("#live-hide-filtered").addEventListener("change", (e) => $("#live-table").classList.toggle("hide-filtered", e.target.checked));
     $("#live-path").addEventListener("input", (e) => { e.target.dataset.touched = "1"; });
     $("#lag-refresh").addEventListener("click", loadLag);
-    $("#conn").addEventListener("change", () => { state.conn = $("#conn").value; state.selected.clear(); selection(); stopLive(); browse("/"); });
+    $("#conn").addEventListener("change", () => { state.conn = $("#conn").value; state.selected.clear(); selection(); stopLive(); showIdentity(); browse("/"); });
     try {
       const data = await call("/connections");
+      state.access = data.access || {};
       for (const c of data.connections) $("#conn").append(el("option", { value: c.conn_id, text: c.site ? `${c.conn_id} (${c.site})` : c.conn_id }));
       if (!data.connections.length) { showError("No dCache connection is configured."); return; }
       const params = new URLSearchParams(location.search);
       state.conn = params.get("conn") && data.connections.some((c) => c.conn_id === params.get("conn")) ? params.get("conn") : data.connections[0].conn_id;
-      $("#conn").value = state.conn;
-      const start = params.get("path") || (data.prefixes[0] !== "/" ? data.prefixes[0] : "/");
-      await browse(start);
+      $("#conn").value = state.conn; showIdentity();
+      await browse(params.get("path") || "/");
     } catch (e) { showError(e.message); }
   }
   document.addEventListener("DOMContentLoaded", init);

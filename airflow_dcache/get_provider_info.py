@@ -97,10 +97,16 @@ def get_provider_info() -> dict[str, Any]:
                         "a path outside is refused before any request. Empty: no limit.",
                         "schema": {"type": ["string", "null"]},
                     },
+                    "assert_roles": {
+                        "label": "Assert roles",
+                        "description": "when_needed (default): the roles go only with a metadata change a "
+                        "plain login was refused (QoS, xattrs, labels, bulk); always: with every request.",
+                        "schema": {"type": ["string", "null"], "enum": ["when_needed", "always", None]},
+                    },
                     "roles": {
                         "label": "Roles",
-                        "description": "Roles to assert at login, comma-separated (e.g. admin); "
-                        "dCache leaves held roles inactive otherwise.",
+                        "description": "Roles the login may assert, comma-separated (e.g. admin); dCache "
+                        "leaves held roles inactive unless asserted (see Assert roles).",
                         "schema": {"type": ["string", "null"]},
                     },
                     "site": {

@@ -63,6 +63,10 @@ class Call:
     follow_redirects: bool = False
     # Non-2xx statuses handed back as replies instead of errors (never followed), e.g. subscribe's 303.
     ok_statuses: tuple[int, ...] = ()
+    # A metadata change that dCache may allow only to the owner or a role (QoS, xattrs, labels, pins,
+    # bulk requests): sent with a plain login first, and again asserting the connection's roles if that
+    # login is refused (403). Reads, listings and copies are never sent with a role.
+    elevate: bool = False
 
     @classmethod
     def json(cls, method: str, url: str, payload: Any) -> Call:
@@ -125,7 +129,7 @@ def stat_by_pnfsid(s: ConnectionSettings, pnfsid: str) -> Operation[NamespaceEnt
     value = pnfsid.strip() if isinstance(pnfsid, str) else ""
     if not value.isalnum():
         raise ValueError(f"not a PNFS-ID: {pnfsid!r}")
-    call = Call("GET", api_url(s, f"id/{value}"), dict(_JSON))
+    call = replace(Call("GET", api_url(s, f"id/{value}"), dict(_JSON)), elevate=True)  # admins only in dCache
     data = _json((yield call), call)
     if not isinstance(data, dict) or not isinstance(data.get("path"), str):
         raise UnexpectedResponse("GET /id did not return an object with a path", method="GET", url=call.url)
@@ -251,7 +255,7 @@ def _delete_entry(s: ConnectionSettings, entry: NamespaceEntry, recursive: bool)
 
 def _action(s: ConnectionSettings, path: str, payload: dict[str, Any]) -> Operation[None]:
     """Namespace POST actions answer 201 (current code) or 200 (User Guide); any 2xx is success."""
-    yield Call.json("POST", namespace_url(s, path), payload)
+    yield replace(Call.json("POST", namespace_url(s, path), payload), elevate=True)
 
 
 def set_xattr(s: ConnectionSettings, path: str, attributes: Mapping[str, Any], mode: str = "EITHER") -> Operation[None]:
@@ -446,7 +450,7 @@ def submit_bulk_request(
     args = _stringify_arguments(arguments)
     if args:
         payload["arguments"] = args
-    call = Call.json("POST", api_url(s, "bulk-requests"), payload)
+    call = replace(Call.json("POST", api_url(s, "bulk-requests"), payload), elevate=True)
     info = yield call
     # The id is in the ``request-url`` header; the javadoc's ``Location`` is accepted as a fallback.
     url = _header(info, "request-url") or _header(info, "location")

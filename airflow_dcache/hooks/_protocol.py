@@ -159,14 +159,16 @@ class TokenFileReader:
             return self._token, False
 
 
-def auth_headers(settings: ConnectionSettings, token: str | None = None) -> dict[str, str]:
+def auth_headers(settings: ConnectionSettings, token: str | None = None, *, elevated: bool = False) -> dict[str, str]:
     """The ``Authorization`` header for the configured scheme; ``token`` overrides for token files.
 
-    Roles a user holds are inactive in dCache until the login asserts them, so configured ``roles``
-    go out as a ``Roles`` header with every gPlazma login (a macaroon carries no roles).
+    Roles a user holds are inactive in dCache until the login asserts them. The configured ``roles``
+    go out as a ``Roles`` header only for an ``elevated`` request (a metadata change a plain login was
+    refused), or on every request with the extra ``assert_roles: always``; a macaroon carries none.
     """
     kind = settings.auth_type
-    headers = {"Roles": ",".join(settings.roles)} if settings.roles and kind is not AuthType.MACAROON else {}
+    asserting = settings.roles and kind is not AuthType.MACAROON and (elevated or settings.roles_always)
+    headers = {"Roles": ",".join(settings.roles)} if asserting else {}
     if kind is AuthType.BASIC:
         raw = f"{settings.login or ''}:{settings.password or ''}".encode()
         headers["Authorization"] = "Basic " + base64.b64encode(raw).decode("ascii")
@@ -176,6 +178,18 @@ def auth_headers(settings: ConnectionSettings, token: str | None = None) -> dict
             raise DCacheError(f"auth_type {kind.value} has no token")
         headers["Authorization"] = f"Bearer {value}"
     return headers  # x509 authenticates in the TLS handshake; none is anonymous
+
+
+def may_elevate(call: Any, settings: ConnectionSettings) -> bool:
+    """Whether a refused call is sent again asserting the connection's roles (see ``Call.elevate``)."""
+    return bool(getattr(call, "elevate", False) and settings.roles and not settings.roles_always
+                and settings.auth_type is not AuthType.MACAROON)
+
+
+def elevation_message(call: Any, settings: ConnectionSettings) -> str:
+    """The log line of an elevation: which role, for which request (no secret: URLs are masked)."""
+    return (f"asserting role(s) {','.join(settings.roles)} for {call.method} {mask_url(call.url)}: "
+            "a plain login was refused (403)")
 
 
 def client_cert(settings: ConnectionSettings) -> str | tuple[str, str] | None:

@@ -71,6 +71,8 @@ class ConnectionSettings:
     site: str = "dcache-default"
     #: The trees this identity may act on (extra ``allowed_roots``, narrowed by a hook's own); empty: all.
     allowed_roots: tuple[str, ...] = ()
+    #: Extra ``assert_roles``: ``when_needed`` (default: only for a refused metadata change) or ``always``.
+    roles_always: bool = False
 
     @property
     def api_url(self) -> str:
@@ -144,6 +146,16 @@ def parse_int(value: Any, name: str, default: int) -> int:
 
 
 _ROLE_NAME = re.compile(r"[A-Za-z0-9_-]+")  # ASCII only: the names travel in an HTTP header
+
+
+def parse_assert_roles(value: Any) -> bool:
+    """Extra ``assert_roles``: ``when_needed`` (default) or ``always``; True for ``always``."""
+    if value is None or value == "":
+        return False
+    text = str(value).strip().lower()
+    if text not in ("when_needed", "always"):
+        raise InvalidConnection(f"extra 'assert_roles' must be 'when_needed' or 'always', got {value!r}")
+    return text == "always"
 
 
 def parse_allowed_roots(value: Any) -> tuple[str, ...]:
@@ -326,4 +338,5 @@ def settings_from_connection(conn: ConnectionLike) -> ConnectionSettings:
         roles=parse_roles(_extra(extras, "roles")),
         site=parse_site(_extra(extras, "site"), getattr(conn, "conn_id", None)),
         allowed_roots=parse_allowed_roots(_extra(extras, "allowed_roots")),
+        roles_always=parse_assert_roles(_extra(extras, "assert_roles")),
     )

@@ -20,7 +20,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.exceptions import ReadTimeoutError
 from urllib3.util.retry import Retry
 
-from airflow_dcache.exceptions import DCacheConnectionError, DCacheError, UnexpectedResponse
+from airflow_dcache.exceptions import DCacheConnectionError, DCacheError, PermissionDenied, UnexpectedResponse
 from airflow_dcache.hooks import _operations as ops
 from airflow_dcache.hooks import _transfers as tx
 from airflow_dcache.hooks._base import (
@@ -54,8 +54,10 @@ from airflow_dcache.hooks._protocol import (
     check_tls_files,
     client_cert,
     door_url,
+    elevation_message,
     error_for,
     mask_url,
+    may_elevate,
     next_hop,
     normalize_path,
     requests_verify,
@@ -129,7 +131,7 @@ class DCacheHook(DCacheHookBase):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _auth(self) -> dict[str, str]:
+    def _auth(self, elevated: bool = False) -> dict[str, str]:
         settings = self.settings
         if settings.auth_type is AuthType.TOKEN_FILE:
             if self._token_reader is None:
@@ -137,8 +139,8 @@ class DCacheHook(DCacheHookBase):
             token, changed = self._token_reader.read()
             if changed:
                 self._mask_token(token)
-            return auth_headers(settings, token)
-        return auth_headers(settings)
+            return auth_headers(settings, token, elevated=elevated)
+        return auth_headers(settings, elevated=elevated)
 
     @staticmethod
     def _mask_token(token: str) -> None:
@@ -156,6 +158,7 @@ class DCacheHook(DCacheHookBase):
         exists_statuses: tuple[int, ...] = (),
         ok_statuses: tuple[int, ...] = (),
         timeout: float | tuple[float, float | None] | None = None,
+        elevated: bool = False,
     ) -> requests.Response:
         """Send one request (and its redirects); return a 2xx (or ``ok_statuses``) response or raise."""
         session = self.get_conn()
@@ -164,7 +167,7 @@ class DCacheHook(DCacheHookBase):
         for _ in range(MAX_REDIRECTS + 1):
             all_headers = dict(headers or {})
             if credentials:
-                all_headers.update(self._auth())
+                all_headers.update(self._auth(elevated))
             try:
                 response = session.request(
                     method,
@@ -218,21 +221,27 @@ class DCacheHook(DCacheHookBase):
         error = error_for(info, method, url, exists=response.status_code in exists_statuses)
         return error
 
+    def _send_call(self, call: ops.Call) -> requests.Response:
+        """Send a shared operation's call; a refused metadata change goes once more asserting the roles."""
+        elevated = False
+        while True:
+            try:
+                return self._request(call.method, call.url, call.headers, call.body,
+                                     follow_redirects=call.follow_redirects, exists_statuses=call.exists_statuses,
+                                     ok_statuses=call.ok_statuses, elevated=elevated)
+            except PermissionDenied:
+                if elevated or not may_elevate(call, self.settings):
+                    raise
+                self.log.info("%s", elevation_message(call, self.settings))
+                elevated = True
+
     def _run(self, operation: ops.Operation[T]) -> T:
         """Drive a shared operation: send each ``Call``, feed back the reply or throw the error in."""
         try:
             call = next(operation)
             while True:
                 try:
-                    response = self._request(
-                        call.method,
-                        call.url,
-                        call.headers,
-                        call.body,
-                        follow_redirects=call.follow_redirects,
-                        exists_statuses=call.exists_statuses,
-                        ok_statuses=call.ok_statuses,
-                    )
+                    response = self._send_call(call)
                 except DCacheError as exc:
                     call = operation.throw(exc)
                     continue

@@ -18,7 +18,7 @@ from typing import IO, Any, TypeVar
 import httpx
 from airflow.sdk.log import amask_secret
 
-from airflow_dcache.exceptions import DCacheConnectionError, DCacheError, UnexpectedResponse
+from airflow_dcache.exceptions import DCacheConnectionError, DCacheError, PermissionDenied, UnexpectedResponse
 from airflow_dcache.hooks import _operations as ops
 from airflow_dcache.hooks import _transfers as tx
 from airflow_dcache.hooks._base import (
@@ -50,8 +50,10 @@ from airflow_dcache.hooks._protocol import (
     auth_headers,
     backoff_delay,
     door_url,
+    elevation_message,
     error_for,
     mask_url,
+    may_elevate,
     next_hop,
     normalize_path,
     ssl_context,
@@ -136,7 +138,7 @@ class DCacheAsyncHook(DCacheHookBase):
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
-    async def _auth(self) -> dict[str, str]:
+    async def _auth(self, elevated: bool = False) -> dict[str, str]:
         settings = await self.aget_settings()
         if settings.auth_type is AuthType.TOKEN_FILE:
             if self._token_reader is None:
@@ -144,8 +146,8 @@ class DCacheAsyncHook(DCacheHookBase):
             token, changed = self._token_reader.read()
             if changed:
                 await amask_secret(token)
-            return auth_headers(settings, token)
-        return auth_headers(settings)
+            return auth_headers(settings, token, elevated=elevated)
+        return auth_headers(settings, elevated=elevated)
 
     async def _send_once(
         self,
@@ -155,6 +157,7 @@ class DCacheAsyncHook(DCacheHookBase):
         body: bytes | BodyFactory | None,
         credentials: bool,
         timeout: httpx.Timeout | None = None,
+        elevated: bool = False,
     ) -> httpx.Response:
         """One request with retries for idempotent methods (connection errors and 5xx)."""
         client = await self.get_async_conn(with_cert=credentials)
@@ -164,7 +167,7 @@ class DCacheAsyncHook(DCacheHookBase):
         while True:
             all_headers = dict(headers or {})
             if credentials:
-                all_headers.update(await self._auth())
+                all_headers.update(await self._auth(elevated))
             content = body() if callable(body) else body
             request = client.build_request(
                 method, url, headers=all_headers, content=content, timeout=timeout or httpx.USE_CLIENT_DEFAULT
@@ -199,11 +202,12 @@ class DCacheAsyncHook(DCacheHookBase):
         exists_statuses: tuple[int, ...] = (),
         ok_statuses: tuple[int, ...] = (),
         timeout: httpx.Timeout | None = None,
+        elevated: bool = False,
     ) -> httpx.Response:
         """A streamed 2xx (or ``ok_statuses``) response (caller closes it), after same-origin redirects."""
         credentials = True
         for _ in range(MAX_REDIRECTS + 1):
-            response = await self._send_once(method, url, headers, body, credentials, timeout)
+            response = await self._send_once(method, url, headers, body, credentials, timeout, elevated)
             if follow_redirects and response.status_code in _REDIRECTS:
                 hop = next_hop(method, url, response.status_code, response.headers.get("Location"))
                 await response.aclose()
@@ -237,21 +241,29 @@ class DCacheAsyncHook(DCacheHookBase):
             await response.aclose()
         return error_for(self._info(response, body), method, url, exists=response.status_code in exists_statuses)
 
+    async def _send_call(self, call: ops.Call) -> httpx.Response:
+        """Send a shared operation's call; a refused metadata change goes once more asserting the roles."""
+        elevated = False
+        while True:
+            try:
+                return await self._request(call.method, call.url, call.headers, call.body,
+                                           follow_redirects=call.follow_redirects,
+                                           exists_statuses=call.exists_statuses, ok_statuses=call.ok_statuses,
+                                           elevated=elevated)
+            except PermissionDenied:
+                settings = await self.aget_settings()
+                if elevated or not may_elevate(call, settings):
+                    raise
+                self.log.info("%s", elevation_message(call, settings))
+                elevated = True
+
     async def _run(self, operation: ops.Operation[T]) -> T:
         """Drive a shared operation generator with async I/O."""
         try:
             call = next(operation)
             while True:
                 try:
-                    response = await self._request(
-                        call.method,
-                        call.url,
-                        call.headers,
-                        call.body,
-                        follow_redirects=call.follow_redirects,
-                        exists_statuses=call.exists_statuses,
-                        ok_statuses=call.ok_statuses,
-                    )
+                    response = await self._send_call(call)
                 except DCacheError as exc:
                     call = operation.throw(exc)
                     continue

@@ -76,6 +76,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="where billing records wait for Kafka (default: --data-dir); uploads get 507 "
                              "while its file system has no room for them")
     parser.add_argument("--log-level", default="WARNING")
+    parser.add_argument("--access-log", type=Path, metavar="FILE",
+                        help="append one JSON line per authenticated request (method, path, user, asserted "
+                             "roles; never a credential)")
 
 
 def _is_loopback(host: str) -> bool:
@@ -179,6 +182,13 @@ def prepare_users(config: ServerConfig) -> Path:
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log_filters.install()
+    if args.access_log:
+        access = logging.getLogger("airflow_dcache.server.access")
+        handler = logging.FileHandler(args.access_log)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        access.addHandler(handler)
+        access.setLevel(logging.INFO)
+        access.propagate = False
     config = config_from_args(args)
     try:
         users = load_users(prepare_users(config))

@@ -84,7 +84,7 @@ def test_well_known_is_at_the_frontend_origin() -> None:
     assert next(operation).url == "https://door:3880/.well-known/wlcg-tape-rest-api"
 
 
-def test_roles_are_asserted_only_when_configured(run: Run, set_conn: ConnFactory, dcache_server: Any,
+def test_roles_are_asserted_only_when_needed_or_configured_always(run: Run, set_conn: ConnFactory, dcache_server: Any,
                                                  alice: DCacheHook, workdir: str) -> None:
     plain = server_conn(set_conn, dcache_server, "admin")
     me = run(plain, "whoami")
@@ -93,9 +93,16 @@ def test_roles_are_asserted_only_when_configured(run: Run, set_conn: ConnFactory
     pnfsid = alice.stat(f"{workdir}/r.dat").pnfsid
     with pytest.raises(PermissionDenied):
         run(plain, "stat_by_pnfsid", pnfsid)
-    asserted = server_conn(set_conn, dcache_server, "admin", roles="admin")
+    # Least privilege (issue 17): configured roles are asserted only when a plain login is refused a
+    # call that needs them; reads like whoami stay plain.
+    when_needed = server_conn(set_conn, dcache_server, "admin", roles="admin")
+    me = run(when_needed, "whoami")
+    assert me.roles == [] and me.unasserted_roles == ["admin"]
+    assert run(when_needed, "stat_by_pnfsid", pnfsid).pnfsid == pnfsid  # refused plainly, allowed with the role
+    asserted = server_conn(set_conn, dcache_server, "admin", roles="admin", assert_roles="always")
     me = run(asserted, "whoami")
     assert me.roles == ["admin"] and me.unasserted_roles == []
     pretender = server_conn(set_conn, dcache_server, "alice", roles=["admin"])
+    assert run(pretender, "whoami").roles == []
     with pytest.raises(AuthenticationFailed, match="not authorised to assert role admin"):
-        run(pretender, "whoami")
+        run(pretender, "stat_by_pnfsid", pnfsid)

@@ -118,13 +118,16 @@ def test_no_header_for_tls_or_anonymous(kind: AuthType) -> None:
     assert auth_headers(settings(auth_type=kind)) == {}
 
 
-def test_roles_header_goes_with_every_gplazma_login_but_not_a_macaroon() -> None:
+def test_roles_header_goes_only_with_an_elevated_gplazma_login_never_a_macaroon() -> None:
     roles = ("admin", "observer")
-    assert auth_headers(settings(auth_type=AuthType.BASIC, login="a", password="p", roles=roles))["Roles"] \
+    basic = settings(auth_type=AuthType.BASIC, login="a", password="p", roles=roles)
+    assert "Roles" not in auth_headers(basic)  # plain by default (issue 17)
+    assert auth_headers(basic, elevated=True)["Roles"] == "admin,observer"
+    assert auth_headers(settings(auth_type=AuthType.BEARER, token="oidc", roles=roles), elevated=True)["Roles"] \
         == "admin,observer"
-    assert auth_headers(settings(auth_type=AuthType.BEARER, token="oidc", roles=roles))["Roles"] == "admin,observer"
-    assert auth_headers(settings(auth_type=AuthType.X509, roles=roles)) == {"Roles": "admin,observer"}
-    assert "Roles" not in auth_headers(settings(auth_type=AuthType.MACAROON, token="m", roles=roles))
+    assert auth_headers(settings(auth_type=AuthType.X509, roles=roles), elevated=True) == {"Roles": "admin,observer"}
+    assert auth_headers(settings(auth_type=AuthType.X509, roles=roles, roles_always=True)) == {"Roles": "admin,observer"}
+    assert "Roles" not in auth_headers(settings(auth_type=AuthType.MACAROON, token="m", roles=roles), elevated=True)
 
 
 def test_token_file_is_reread_only_when_it_changes(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import requests
 
+from airflow_dcache.exceptions import PermissionDenied
 from tests.plugins.conftest import INGEST, PROBE, VIDEOS, UIStack
 
 pytestmark = pytest.mark.timeout(600)
@@ -439,7 +440,11 @@ def test_the_views_hooks_never_assert_a_role(ui_stack: UIStack, main_hook: Any,
 
     from airflow_dcache.plugins.access import Access
 
-    assert main_hook.whoami().roles == ["admin"]  # the same connection as the pipeline uses it
+    # the same connection as the pipeline uses it: its role goes only with a call a plain login is refused
+    # (issue 17), e.g. a lookup by pnfsid, which dCache allows admins only
+    assert main_hook.whoami().roles == []
+    pnfsid = main_hook.stat("/data").pnfsid
+    assert main_hook.stat_by_pnfsid(pnfsid).path == "/data"
     monkeypatch.setenv("AIRFLOW_CONN_DCACHE_ALICE",
                        json.dumps(ui_stack.sites.main.connection("alice", ui_stack.sites.passwords["alice"],
                                                                  roles=("admin",))))
@@ -451,6 +456,13 @@ def test_the_views_hooks_never_assert_a_role(ui_stack: UIStack, main_hook: Any,
     site = asyncio.run(whoami("dcache_main", False))
     assert site.authenticated and site.username == "pipeline"
     assert site.roles == [] and site.unasserted_roles == ["admin"]
+
+    async def by_pnfsid() -> Any:
+        async with Access("dcache_main", "main", "dcache_main", False, ("/data",), "someone").hook() as h:
+            return await h.stat_by_pnfsid(pnfsid)
+
+    with pytest.raises(PermissionDenied):  # the view's hook never asserts the role, not even when refused
+        asyncio.run(by_pnfsid())
     own = asyncio.run(whoami("dcache_alice", True))  # a user's connection asking for a role: not asserted either
     assert own.authenticated and own.username == "alice" and own.roles == []
 

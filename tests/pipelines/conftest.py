@@ -9,7 +9,6 @@ every test works in its own directory.
 from __future__ import annotations
 
 import io
-import json
 import os
 import uuid
 from collections.abc import Iterator
@@ -19,14 +18,7 @@ import pytest
 
 from airflow_dcache.hooks.dcache import DCacheHook
 from tests.conftest import DCacheServer, start_server
-
-FAST_TAPE = ("--allow-insecure-macaroons", "--tape-flush-delay", "0.3", "--tape-stage-delay", "0.3",
-             "--tpc-marker-period", "0.2")
-
-
-def conn_json(server: DCacheServer, user: str = "alice") -> str:
-    return json.dumps({"conn_type": "dcache", "host": server.webdav, "login": user,
-                       "password": server.passwords[user], "extra": {"frontend_url": server.frontend}})
+from tests.operators.conftest import FAST_TAPE, RecordingTI, conn_json
 
 
 @pytest.fixture(scope="module")
@@ -81,17 +73,6 @@ def pipe_workdir(pipe_main: DCacheHook) -> Iterator[str]:
     pipe_main.mkdir(path)
     yield path
     pipe_main.delete(path, recursive=True, missing_ok=True)
-
-
-class RecordingTI:
-    """Records ``xcom_push`` calls (the only task-instance method the operators use)."""
-
-    def __init__(self) -> None:
-        self.xcom: dict[str, Any] = {}
-
-    def xcom_push(self, key: str, value: Any) -> None:
-        json.dumps(value)  # XCom values must be plain JSON
-        self.xcom[key] = value
 
 
 @pytest.fixture

@@ -372,3 +372,39 @@ class RssSampler:
         self.stats.samples += 1
         self.stats.samples_alive += bool(known)
         self.stats.peak_sampled = max(self.stats.peak_sampled, total)
+
+
+def run_async_benchmark(name: str, args: Any, run: Any, build_table: Any, *, tmp_dir: Path | None,
+                        extra: Mapping[str, Any] | None = None, hide_settings: Sequence[str] = ()) -> int:
+    """The frame of an asyncio benchmark: a scratch directory, run, print the table, write the JSON.
+
+    ``run(args, base)`` is a coroutine function returning a dict with an ``errors`` list;
+    ``build_table(result)`` returns ``(table, checks)``. Exit code: 2 on errors, 1 if a check failed.
+    """
+    import asyncio
+    import shutil
+    import tempfile
+
+    root = tmp_dir or (Path("/dev/shm") if Path("/dev/shm").is_dir() else None)
+    base = Path(tempfile.mkdtemp(prefix=f"bench-{name}-", dir=root))
+    started = time.time()
+    load_start = os.getloadavg()
+    try:
+        with exit_on_termination():
+            result = asyncio.run(run(args, base))
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    table, checks = build_table(result)
+    print(table)
+    for error in result["errors"]:
+        print(f"error: {error}", file=sys.stderr)
+    out = args.out or default_results_path(name.replace("_", "-"))
+    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in hide_settings}
+    write_json(out, {"benchmark": name, "loadavg_at_start": load_start, "loadavg_at_end": os.getloadavg(),
+                     "machine": machine_info(), "settings": settings, **(extra or {}),
+                     "checks": checks, "results": result, "table": table,
+                     "wall_seconds": round(time.time() - started, 1)})
+    print(f"\nresults: {out}")
+    if result["errors"]:
+        return 2
+    return 0 if checks and all(checks.values()) else 1

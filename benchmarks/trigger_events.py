@@ -45,10 +45,8 @@ import json
 import os
 import random
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections import Counter, defaultdict
@@ -59,7 +57,7 @@ from typing import Any
 if str(Path(__file__).resolve().parent) not in sys.path:  # also importable as benchmarks.trigger_events
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import default_results_path, exit_on_termination, format_table, machine_info, write_json
+from _common import format_table, run_async_benchmark
 
 SCRIPT = Path(__file__).resolve()
 GOALS = {"event_p99_ms": 100.0, "dag_run_p50_s": 2.0, "sse_events_per_s": 10_000, "kafka_records_per_s": 50_000}
@@ -810,29 +808,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.uploader:
         _uploader_main()
         return 0
-    root = args.tmp_dir or (Path("/dev/shm") if Path("/dev/shm").is_dir() else None)
-    base = Path(tempfile.mkdtemp(prefix="bench-trigger-", dir=root))
-    started = time.time()
-    load_start = os.getloadavg()
-    try:
-        with exit_on_termination():
-            result = asyncio.run(run(args, base))
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
-    table, checks = build_table(result)
-    print(table)
-    for error in result["errors"]:
-        print(f"error: {error}", file=sys.stderr)
-    out = args.out or default_results_path("trigger-events")
-    write_json(out, {"benchmark": "trigger_events", "loadavg_at_start": load_start, "loadavg_at_end": os.getloadavg(),
-                     "machine": machine_info(), "settings": {k: (str(v) if isinstance(v, Path) else v)
-                                                             for k, v in vars(args).items() if k != "uploader"},
-                     "goals": GOALS, "checks": checks, "results": result, "table": table,
-                     "wall_seconds": round(time.time() - started, 1)})
-    print(f"\nresults: {out}")
-    if result["errors"]:
-        return 2
-    return 0 if all(checks.values()) else 1
+    return run_async_benchmark("trigger_events", args, run, build_table, tmp_dir=args.tmp_dir, extra={"goals": GOALS},
+                               hide_settings=("uploader",))
 
 
 if __name__ == "__main__":

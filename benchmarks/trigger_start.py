@@ -30,10 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import shutil
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Sequence
@@ -43,7 +40,7 @@ from typing import Any
 if str(Path(__file__).resolve().parent) not in sys.path:  # also importable as benchmarks.trigger_start
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import default_results_path, exit_on_termination, format_table, machine_info, write_json
+from _common import format_table, run_async_benchmark
 from trigger_events import ACTOR, REQUESTS, USER, MemoryStore, Service, _cancel, install_request_counter, upload
 
 COMMIT_WAIT_S = 7.0  # past the trigger's COMMIT_DELAY (5 s) and its one-write-per-second limit
@@ -242,29 +239,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    root = args.tmp_dir or (Path("/dev/shm") if Path("/dev/shm").is_dir() else None)
-    base = Path(tempfile.mkdtemp(prefix="bench-start-", dir=root))
-    started = time.time()
-    load_start = os.getloadavg()
-    try:
-        with exit_on_termination():
-            result = asyncio.run(run(args, base))
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
-    table, checks = build_table(result)
-    print(table)
-    for error in result["errors"]:
-        print(f"error: {error}", file=sys.stderr)
-    out = args.out or default_results_path("trigger-start")
-    write_json(out, {"benchmark": "trigger_start", "loadavg_at_start": load_start, "loadavg_at_end": os.getloadavg(),
-                     "machine": machine_info(), "settings": {k: (str(v) if isinstance(v, Path) else v)
-                                                             for k, v in vars(args).items()},
-                     "checks": checks, "results": result, "table": table,
-                     "wall_seconds": round(time.time() - started, 1)})
-    print(f"\nresults: {out}")
-    if result["errors"]:
-        return 2
-    return 0 if checks and all(checks.values()) else 1
+    return run_async_benchmark("trigger_start", args, run, build_table, tmp_dir=args.tmp_dir, extra=None,
+                               hide_settings=())
 
 
 if __name__ == "__main__":

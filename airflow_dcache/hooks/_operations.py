@@ -63,10 +63,12 @@ class Call:
     follow_redirects: bool = False
     # Non-2xx statuses handed back as replies instead of errors (never followed), e.g. subscribe's 303.
     ok_statuses: tuple[int, ...] = ()
-    # A metadata change that dCache may allow only to the owner or a role (QoS, xattrs, labels, pins,
-    # bulk requests): sent with a plain login first, and again asserting the connection's roles if that
-    # login is refused (403). Reads, listings and copies are never sent with a role.
-    elevate: bool = False
+    # A metadata change that dCache may allow only to the owner or a role: "on_refusal" (QoS, xattrs,
+    # labels, pins on one path) is sent with a plain login first and again asserting the connection's
+    # roles if that login is refused (403); "always" (a bulk request, whose targets dCache processes
+    # later as the submitting identity, so a refusal never comes back to the submit) asserts them at
+    # once. Reads, listings and copies ("") never carry a role.
+    elevate: str = ""
 
     @classmethod
     def json(cls, method: str, url: str, payload: Any) -> Call:
@@ -97,6 +99,8 @@ def door_probe(s: ConnectionSettings, path: str = "/") -> Operation[int]:
     """PROPFIND depth 0: authenticated, side-effect free, and answered by the door itself (HEAD on a
     directory is not, and GET may redirect to a pool)."""
     headers = {"Depth": "0", "Content-Type": "application/xml"}
+    if path == "/" and s.allowed_roots:  # a connection limited to some trees probes the first of them
+        path = s.allowed_roots[0]
     info = yield Call("PROPFIND", door_url(s, path), headers, _PROPFIND_BODY)
     return info.status
 
@@ -129,7 +133,7 @@ def stat_by_pnfsid(s: ConnectionSettings, pnfsid: str) -> Operation[NamespaceEnt
     value = pnfsid.strip() if isinstance(pnfsid, str) else ""
     if not value.isalnum():
         raise ValueError(f"not a PNFS-ID: {pnfsid!r}")
-    call = replace(Call("GET", api_url(s, f"id/{value}"), dict(_JSON)), elevate=True)  # admins only in dCache
+    call = replace(Call("GET", api_url(s, f"id/{value}"), dict(_JSON)), elevate="on_refusal")  # admins only
     data = _json((yield call), call)
     if not isinstance(data, dict) or not isinstance(data.get("path"), str):
         raise UnexpectedResponse("GET /id did not return an object with a path", method="GET", url=call.url)
@@ -255,7 +259,7 @@ def _delete_entry(s: ConnectionSettings, entry: NamespaceEntry, recursive: bool)
 
 def _action(s: ConnectionSettings, path: str, payload: dict[str, Any]) -> Operation[None]:
     """Namespace POST actions answer 201 (current code) or 200 (User Guide); any 2xx is success."""
-    yield replace(Call.json("POST", namespace_url(s, path), payload), elevate=True)
+    yield replace(Call.json("POST", namespace_url(s, path), payload), elevate="on_refusal")
 
 
 def set_xattr(s: ConnectionSettings, path: str, attributes: Mapping[str, Any], mode: str = "EITHER") -> Operation[None]:
@@ -450,7 +454,7 @@ def submit_bulk_request(
     args = _stringify_arguments(arguments)
     if args:
         payload["arguments"] = args
-    call = replace(Call.json("POST", api_url(s, "bulk-requests"), payload), elevate=True)
+    call = replace(Call.json("POST", api_url(s, "bulk-requests"), payload), elevate="always")
     info = yield call
     # The id is in the ``request-url`` header; the javadoc's ``Location`` is accepted as a fallback.
     url = _header(info, "request-url") or _header(info, "location")

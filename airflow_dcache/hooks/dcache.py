@@ -223,7 +223,7 @@ class DCacheHook(DCacheHookBase):
 
     def _send_call(self, call: ops.Call) -> requests.Response:
         """Send a shared operation's call; a refused metadata change goes once more asserting the roles."""
-        elevated = False
+        elevated = call.elevate == "always" and may_elevate(call, self.settings)
         while True:
             try:
                 return self._request(call.method, call.url, call.headers, call.body,

@@ -243,7 +243,7 @@ class DCacheAsyncHook(DCacheHookBase):
 
     async def _send_call(self, call: ops.Call) -> httpx.Response:
         """Send a shared operation's call; a refused metadata change goes once more asserting the roles."""
-        elevated = False
+        elevated = call.elevate == "always" and may_elevate(call, await self.aget_settings())
         while True:
             try:
                 return await self._request(call.method, call.url, call.headers, call.body,

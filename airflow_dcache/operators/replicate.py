@@ -221,7 +221,8 @@ class DCacheReplicateOperator(BaseOperator):
         """A copy that ended without an outcome: name the site if it is gone (its connection dropped)."""
         hook, site = self._site(role)
         try:
-            hook.exists("/")
+            # probe a path of this copy (inside the task's allowed roots), not "/"
+            hook.exists(source if role == "source" else posixpath.dirname(destination) or "/")
         except DCacheConnectionError as probe:
             return DCacheConnectionError(
                 f"{site} went away during the copy {source} -> {destination} ({exc.message}) and is unreachable "

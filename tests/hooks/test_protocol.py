@@ -126,7 +126,8 @@ def test_roles_header_goes_only_with_an_elevated_gplazma_login_never_a_macaroon(
     assert auth_headers(settings(auth_type=AuthType.BEARER, token="oidc", roles=roles), elevated=True)["Roles"] \
         == "admin,observer"
     assert auth_headers(settings(auth_type=AuthType.X509, roles=roles), elevated=True) == {"Roles": "admin,observer"}
-    assert auth_headers(settings(auth_type=AuthType.X509, roles=roles, roles_always=True)) == {"Roles": "admin,observer"}
+    always = settings(auth_type=AuthType.X509, roles=roles, roles_always=True)
+    assert auth_headers(always) == {"Roles": "admin,observer"}
     assert "Roles" not in auth_headers(settings(auth_type=AuthType.MACAROON, token="m", roles=roles), elevated=True)
 
 

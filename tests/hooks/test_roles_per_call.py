@@ -88,6 +88,13 @@ def test_reads_are_plain_and_the_role_only_goes_with_a_refused_metadata_change(
     # the version re-checks around the marker stayed plain
     assert any(r["method"] == "GET" and r["roles"] == [] for r in changes)
 
+    # a bulk request is processed later as its submitter, so a refusal never reaches the submit: the
+    # role goes with it at once (one request, no plain try first)
+    before = len(log.read_text().splitlines())
+    pipeline.submit_bulk_request("UPDATE_QOS", [path], arguments={"targetQos": "disk"})
+    bulk = [r for r in _lines(log, before) if r["path"].endswith("/bulk-requests")]
+    assert [r["roles"] for r in bulk] == [["admin"]], bulk
+
 
 def test_assert_roles_always_keeps_the_old_behaviour(server: tuple[DCacheTestServer, Path],
                                                      monkeypatch: pytest.MonkeyPatch) -> None:

@@ -182,6 +182,8 @@ def _assert_processed(stack: AirflowStack, run_id: str, path: str) -> None:
     assert [r["input"]["path"] for r in lineage] == [path], lineage
     (record,) = lineage
     assert record["outputs"], record
+    from airflow_dcache.events.version import parse_marker
+
     with DCacheHook("dcache_main") as main:
         for out in record["outputs"]:
             assert out["path"].startswith("/data/processed/"), out
@@ -189,7 +191,9 @@ def _assert_processed(stack: AirflowStack, run_id: str, path: str) -> None:
         entry = main.stat(path, locality=True, qos=True, xattr=True)
         assert "NEARLINE" in (entry.locality or ""), entry.locality
         assert entry.current_qos == "disk+tape"
-        assert (entry.xattrs or {}).get(MARKER) == f"{INGEST}/{run_id}"
+        version, dag_id, marked_run = parse_marker((entry.xattrs or {}).get(MARKER, ""))
+        assert (dag_id, marked_run) == (INGEST, run_id)  # the marker names the run and the file's version
+        assert version is not None and version.pnfsid == entry.pnfsid
 
 
 # ------------------------------------------------------------------------------------------- tests

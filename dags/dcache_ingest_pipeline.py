@@ -143,20 +143,17 @@ def ingest_pipeline(dag_id: str, source: Asset) -> DAG:
             with their reasons.
             """
             from airflow_dcache.hooks import DCacheHook
-            from airflow_dcache.identity import user_connection
             from airflow_dcache.pipelines import steps
 
             skipped: list[dict[str, Any]] = []
             # files chosen by a person (trigger form, REST, CLI, backfill conf) are selected with that
             # person's dCache identity when the site mapped one, else plainly (no admin role) in SELECT_ROOTS
-            user = getattr(dag_run, "triggering_user_name", None)
-            person = user_connection(user) if params.get("paths") else None
-            selector = DCacheHook(person or MAIN, assert_roles=False, allowed_roots=SELECT_ROOTS)
+            selector, person = steps.person_selector(MAIN, dag_run, params, SELECT_ROOTS)
             with DCacheHook(MAIN, allowed_roots=SELECT_ROOTS) as hook, selector:
                 items = steps.collect_work_items(hook, params, triggering_asset_events, consumer=dag_id, site="main",
                                                  run_id=run_id, buffer_root=BUFFER_ROOT, output_root=OUTPUT_ROOT,
                                                  source_root=SOURCE_ROOT, skipped=skipped, allowed_roots=SELECT_ROOTS,
-                                                 selector=selector, selector_name=f"user {user!r}" if person else None)
+                                                 selector=selector, selector_name=person)
             ti.xcom_push(key="skipped", value=skipped)
             return items
 

@@ -347,10 +347,10 @@ class AirflowStack:
         clean-up of the half-made backfill, which deletes the runs it had taken over and can crash a
         scheduler working on them. So after such an answer the stack is recovered
         (:meth:`recover_after_lock`) and the request sent again, up to ``attempts`` times in all; a 409
-        (a backfill still running) after a lock is waited out the same way. Airflow refuses a second
-        running backfill of a DAG, so a retry cannot make two.
+        (a backfill still running: one a lock left behind, or the previous one of the DAG whose
+        completion the scheduler has not recorded yet) is waited out the same way. Airflow refuses a
+        second running backfill of a DAG, so a retry cannot make two.
         """
-        locked = False
         attempt = 0
         while True:
             attempt += 1
@@ -361,9 +361,8 @@ class AirflowStack:
                 break
             except requests.HTTPError as exc:
                 conflict = exc.response is not None and exc.response.status_code == 409
-                if not (_database_locked(exc) or (locked and conflict)) or attempt >= attempts:
+                if not (_database_locked(exc) or conflict) or attempt >= attempts:
                     raise
-                locked = True
             self.recover_after_lock(dag_id)
             time.sleep(attempt)
         return self.wait_backfill(int(created["id"]), timeout=timeout)

@@ -360,8 +360,16 @@ def _refused_without_leak(r: requests.Response) -> None:
 
 
 def test_unmapped_viewer_cannot_see_a_private_tree(ui_stack: UIStack, private_trees: None, main_hook: Any) -> None:
-    # the pipeline's connection, with the admin role it asserts for data management, could read it all
-    assert main_hook.stat(BOB_FILE).size and main_hook.whoami().roles == ["admin"]
+    # the pipeline's connection holds the admin role: asserted, it could read it all; its reads never
+    # assert it (issue 17), so even the pipeline's own login is refused here
+    import dataclasses
+
+    from airflow_dcache.hooks import DCacheHook
+
+    admin = DCacheHook("dcache_main", settings=dataclasses.replace(main_hook.settings, roles_always=True))
+    assert admin.stat(BOB_FILE).size and admin.whoami().roles == ["admin"]
+    with pytest.raises(PermissionDenied):
+        main_hook.stat(BOB_FILE)
     for endpoint, params in [("browse", {"path": BOB_DIR}), ("file", {"path": BOB_FILE}),
                              ("events/status", {"path": BOB_FILE, "kind": "closed_after_write"}),
                              ("events", {"path": BOB_DIR})]:

@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -352,6 +353,7 @@ class AirflowStack:
         second running backfill of a DAG, so a retry cannot make two.
         """
         attempt = 0
+        give_up = time.monotonic() + timeout
         while True:
             attempt += 1
             try:
@@ -361,11 +363,32 @@ class AirflowStack:
                 break
             except requests.HTTPError as exc:
                 conflict = exc.response is not None and exc.response.status_code == 409
-                if not (_database_locked(exc) or conflict) or attempt >= attempts:
+                if conflict:
+                    # the request that answered 503 may have made the backfill before the lock hit:
+                    # that one is ours, so wait for it instead of asking again
+                    ours = self._open_backfill(dag_id, from_date, to_date)
+                    if ours is not None:
+                        return self.wait_backfill(ours, timeout=max(1.0, give_up - time.monotonic()))
+                if not (_database_locked(exc) or conflict) or (attempt >= attempts and not conflict) \
+                        or time.monotonic() >= give_up:
                     raise
             self.recover_after_lock(dag_id)
-            time.sleep(attempt)
+            time.sleep(min(2 * attempt, 15))
         return self.wait_backfill(int(created["id"]), timeout=timeout)
+
+    def _open_backfill(self, dag_id: str, from_date: str, to_date: str) -> int | None:
+        """The id of the DAG's unfinished backfill over exactly this range, if there is one."""
+        def instant(value: Any) -> datetime | None:
+            try:
+                return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+            except ValueError:
+                return None
+
+        want = (instant(from_date), instant(to_date))
+        for b in self.api.paged("/backfills", "backfills", {"dag_id": dag_id}):
+            if not b.get("completed_at") and (instant(b.get("from_date")), instant(b.get("to_date"))) == want:
+                return int(b["id"])
+        return None
 
     def wait_backfill(self, backfill_id: int, *, timeout: float = 400) -> dict[str, Any]:
         """Wait until the backfill has ``completed_at`` (starting again any component that exits); returns it."""

@@ -133,7 +133,8 @@ def require_version(hook: Any, path: str, expected: FileVersion | Mapping[str, A
     want = expected if isinstance(expected, FileVersion) else (
         FileVersion.parse(expected) if isinstance(expected, str) else FileVersion.from_json(expected))
     try:
-        entry = hook.stat(path, checksum=bool(want.checksum), **stat_flags)
+        checksum = bool(stat_flags.pop("checksum", False)) or bool(want.checksum)
+        entry = hook.stat(path, checksum=checksum, **stat_flags)
     except NotFound:
         raise VersionChanged(f"{path}: {step}: the file is gone since the event ({want.describe()})") from None
     if not entry.pnfsid or not FileVersion.of(entry).same_as(want):

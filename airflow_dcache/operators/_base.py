@@ -86,19 +86,29 @@ def check_versions(hook: DCacheHook, versions: dict[str, FileVersion], *, step: 
 
 
 def check_files(
-    hook: DCacheHook, paths: Sequence[str], condition: FileCondition, bulk_request_id: str | None = None
+    hook: DCacheHook, paths: Sequence[str], condition: FileCondition, bulk_request_id: str | None = None,
+    versions: dict[str, FileVersion] | None = None,
 ) -> tuple[list[str], tuple[str, str] | None]:
-    """One pass: the paths not yet meeting ``condition``, and ``(status, message)`` if the wait must end."""
+    """One pass: the paths not yet meeting ``condition``, and ``(status, message)`` if the wait must end.
+
+    With ``versions`` the same stat also checks that each file is still its version (``VersionChanged``
+    otherwise), so a version-bound wait costs one request per file per round, not two.
+    """
     if bulk_request_id:
         failure = bulk_failure(hook.bulk_request_status(bulk_request_id))
         if failure is not None:
             return list(paths), failure
     pending: list[str] = []
     for path in paths:
-        try:
-            entry = hook.stat(path, **condition.stat_flags())
-        except NotFound:
-            entry = None
+        version = (versions or {}).get(path)
+        if version is not None:
+            entry = require_version(hook, path, version, step=f"waiting until {condition.describe()}",
+                                    **condition.stat_flags())
+        else:
+            try:
+                entry = hook.stat(path, **condition.stat_flags())
+            except NotFound:
+                entry = None
         verdict = check_file(entry, condition)
         if verdict.failure:
             return [path], ("error", verdict.failure)

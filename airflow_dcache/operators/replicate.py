@@ -262,42 +262,40 @@ class DCacheReplicateOperator(BaseOperator):
             raise error from exc
         finally:
             self._copy_hooks.remove(hook)
-        adler32 = self._verify(source, destination) if self.verify_checksum else None
-        if version is not None:
-            self._verify_version(source, destination, version)
+        adler32 = self._verify(source, destination, version) if self.verify_checksum or version else None
         return {"source": source, "destination": destination, "size": result.size, "adler32": adler32,
                 "markers": result.markers}
 
-    def _verify(self, source: str, destination: str) -> str:
-        with self._step("source", f"reading the checksum of {source}", source):
-            ours = self.source_hook.checksum(source, ("adler32",)).get("adler32")
-        with self._step("destination", f"reading the checksum of the copy {destination}", source):
-            theirs = self.destination_hook.checksum(destination, ("adler32",)).get("adler32")
-        if not ours or ours != theirs:
-            try:
-                self.destination_hook.delete(destination, missing_ok=True)
-            except DCacheError as exc:
-                self.log.warning("could not delete the bad copy %s: %s", destination, exc)
-            raise AirflowException(
-                f"checksum of the copy {destination} ({theirs}) differs from the source {source} ({ours})")
-        return ours
+    def _verify(self, source: str, destination: str, version: FileVersion | None = None) -> str | None:
+        """Compare the copy's checksum with what it must be; a mismatch deletes the copy.
 
-    def _verify_version(self, source: str, destination: str, version: FileVersion) -> None:
-        """The copy is of ``version``: its checksum matches the version's, and the source is still it."""
+        With a ``version`` that knows its checksum, the copy must have that one: one read of the copy,
+        none of the source (which may hold a newer upload by now), and a mismatch is ``VersionChanged``.
+        Without it, the source's current adler32 is read, and a version without a checksum is checked
+        by pnfsid after the copy.
+        """
+        algo, want = version.checksum.split(":", 1) if version and version.checksum else ("adler32", None)
+        if want is None:
+            with self._step("source", f"reading the checksum of {source}", source):
+                want = self.source_hook.checksum(source, (algo,)).get(algo)
+        with self._step("destination", f"reading the checksum of the copy {destination}", source):
+            theirs = self.destination_hook.checksum(destination, (algo,)).get(algo)
         try:
-            if version.checksum:
-                algo, value = version.checksum.split(":", 1)
-                copied = self.destination_hook.checksum(destination, (algo,)).get(algo)
-                if copied is not None and copied.lower() != value:
-                    raise VersionChanged(f"{source} changed since the event: the copy {destination} has {algo} "
-                                         f"{copied}, the version to process ({version.describe()}) has {value}")
-            require_version(self.source_hook, source, version, step="replicate")
-        except VersionChanged:
+            if version is not None and not version.checksum:
+                require_version(self.source_hook, source, version, step="replicate")
+            if want and theirs and theirs.lower() != want.lower() and version is not None:
+                raise VersionChanged(f"{source} changed since the event: the copy {destination} has {algo} "
+                                     f"{theirs}, the version to process ({version.describe()}) has {want}")
+            if not want or want.lower() != (theirs or "").lower():
+                raise AirflowException(
+                    f"checksum of the copy {destination} ({theirs}) differs from the source {source} ({want})")
+        except (VersionChanged, AirflowException):
             try:
                 self.destination_hook.delete(destination, missing_ok=True)
             except DCacheError as exc:
-                self.log.warning("could not delete the copy of another version %s: %s", destination, exc)
+                self.log.warning("could not delete the copy %s: %s", destination, exc)
             raise
+        return theirs if algo == "adler32" else None
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
         """OpenLineage, when its provider is installed: each source file read and each copy written.

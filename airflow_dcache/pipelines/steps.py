@@ -422,7 +422,7 @@ def discard_unprocessed(hook: Any, items: Iterable[Mapping[str, Any]], consumer:
                 continue  # processed by this run: its outputs are the version's result
         except NotFound:
             pass
-        hook.delete(item["output_dir"], recursive=True, missing_ok=True)
+        discard_outputs(hook, item)
         removed.append(item["output_dir"])
     if removed:
         log.info("removed the outputs of %d file(s) this run did not finish: %s", len(removed), removed)

@@ -141,8 +141,9 @@ class DCacheFileSensor(_DCacheSensor):
 
     def poke(self, context: Any) -> bool:
         condition = self._condition()
-        self._check_versions()
-        pending, failure = check_files(self.hook, normalise_paths(self.path, "path"), condition)
+        paths = normalise_paths(self.path, "path")
+        pending, failure = check_files(self.hook, paths, condition,
+                                       versions=expected_versions(paths, self.expected_version))
         if failure is not None:
             raise AirflowException(f"{failure[0]}: {failure[1]}")
         if pending:

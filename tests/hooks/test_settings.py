@@ -114,6 +114,10 @@ def test_macaroon_may_live_in_password_field() -> None:
         {"extra": {"timeout": "soon"}},
         {"extra": {"timeout": "-1"}},
         {"extra": {"retries": "-1"}},
+        {"extra": {"allowed_roots": "data/incoming"}},
+        {"extra": {"allowed_roots": "/data/../home"}},
+        {"extra": {"allowed_roots": 7}},
+        {"extra": {"assert_roles": "sometimes"}},
     ],
 )
 def test_invalid_connections_fail_early(fields: dict[str, Any]) -> None:
@@ -232,3 +236,10 @@ def test_site_extra_default_and_validation() -> None:
     for bad in ("Main", "-main", "ma_in", "a" * 64, "main/x"):
         with pytest.raises(InvalidConnection, match="extra 'site'"):
             settings_from_connection(conn(host="d.example.org", extra={"site": bad}))
+
+
+def test_allowed_roots_and_assert_roles_extras() -> None:
+    s = settings_from_connection(conn(host="d", extra={"allowed_roots": "/data/incoming, /data//processed/",
+                                                        "assert_roles": "always"}))
+    assert s.allowed_roots == ("/data/incoming", "/data/processed") and s.roles_always
+    assert settings_from_connection(conn(host="d")).roles_always is False

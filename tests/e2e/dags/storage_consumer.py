@@ -1,5 +1,9 @@
 """A plain consumer DAG: ``schedule=[asset]``, an SSE watcher on ``$E2E_WATCH_DIR`` at the ``main`` site.
 
+The watcher is declared the common-messaging way, ``MessageQueueTrigger(scheme="dcache+sse", ...)``, so the
+e2e test proves the provider's ``queues`` entry drives a DAG (the stored trigger is the concrete
+``DCacheStorageEventTrigger``; the example DAGs use that class directly).
+
 The task flattens ``triggering_asset_events`` with the contract's helper and claims each event with the
 contract's marker (an xattr set with mode CREATE), so a redelivered event is skipped, not redone.
 """
@@ -10,16 +14,15 @@ import os
 import time
 from datetime import timedelta
 
+from airflow.providers.common.messaging.triggers.msg_queue import MessageQueueTrigger
 from airflow.sdk import Asset, AssetWatcher, dag, task
-
-from airflow_dcache.triggers import DCacheStorageEventTrigger
 
 WATCH = os.environ.get("E2E_WATCH_DIR", "/data/incoming/e2e")
 
 incoming = Asset(
     f"dcache://main{WATCH}",
-    watchers=[AssetWatcher(name="storage_consumer_watch", trigger=DCacheStorageEventTrigger(
-        dcache_conn_id="dcache_main", paths=[WATCH], events=["IN_CLOSE_WRITE"],
+    watchers=[AssetWatcher(name="storage_consumer_watch", trigger=MessageQueueTrigger(
+        scheme="dcache+sse", dcache_conn_id="dcache_main", paths=[WATCH], events=["IN_CLOSE_WRITE"],
         reconnect_backoff_max=5.0))],
 )
 

@@ -1,0 +1,1 @@
+"""Common-messaging queue providers: ``MessageQueueTrigger(scheme="dcache+sse" | "dcache+billing", ...)``."""

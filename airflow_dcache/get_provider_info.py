@@ -134,6 +134,10 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": ["airflow_dcache.triggers.qos", "airflow_dcache.triggers.bulk"],
             },
         ],
+        "queues": [
+            "airflow_dcache.queues.dcache.DCacheSseMessageQueueProvider",
+            "airflow_dcache.queues.dcache.DCacheBillingMessageQueueProvider",
+        ],
         "operators": [
             {
                 "integration-name": "dCache",

@@ -38,6 +38,7 @@ from airflow_dcache.macaroons.caveats import ACTIVITY_NAMES
 from airflow_dcache.operators._base import expected_versions
 from airflow_dcache.paths import clean_roots
 from airflow_dcache.retry_policy import DCacheRetryPolicy
+from airflow_dcache.version_compat import is_resolved_at_runtime
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -64,9 +65,7 @@ class DCacheFunctionOutputsLink(BaseOperatorLink):
 
 def _templated(value: Any) -> bool:
     """A Jinja string, or an XComArg / mapped-group argument: both are only known when the task runs."""
-    from airflow.sdk.definitions._internal.mixins import ResolveMixin
-
-    return isinstance(value, ResolveMixin) or (isinstance(value, str) and "{{" in value)
+    return is_resolved_at_runtime(value) or (isinstance(value, str) and "{{" in value)
 
 
 def input_paths(inputs: Any) -> list[str]:

@@ -35,6 +35,7 @@ from airflow_dcache.triggers._sse_watch import (
     metric_incr,
     metric_timing,
 )
+from airflow_dcache.version_compat import first_asset_state_accessor
 
 __all__ = ["DEFAULT_EVENTS", "DCacheStorageEventTrigger"]
 
@@ -270,14 +271,7 @@ class DCacheStorageEventTrigger(BaseEventTrigger):
 
     def _store(self) -> Any:
         """The accessor of the watched asset (the first, if one trigger row feeds several assets)."""
-        store = self.asset_state_store
-        if store is None:
-            return None
-        total = getattr(store, "_total", 1)
-        if total > 1:
-            accessors = list(getattr(store, "_by_name", {}).values()) + list(getattr(store, "_by_uri", {}).values())
-            return accessors[0] if accessors else None
-        return store
+        return first_asset_state_accessor(self.asset_state_store)
 
     async def _load_state(self) -> WatchState:
         store = self._store()

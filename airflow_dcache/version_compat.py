@@ -1,0 +1,53 @@
+"""Every private name of Airflow or another provider that this provider relies on, in one place.
+
+Upstream providers keep their version switches in ``version_compat.py``; this module does the same for
+the few private attributes we could not avoid, with the versions they were read in. If an upgrade moves
+one, ``tests/test_version_compat.py`` fails and names it, instead of a watcher quietly losing its state.
+
+- ``AssetStateStoreAccessors._by_name / _by_uri / _total`` (task SDK 1.3.2): a trigger row that feeds
+  several assets gets one accessor object for all of them, and only the private maps say which is
+  which; the public ``__getitem__`` needs the ``Asset`` object, which a trigger does not have.
+- ``airflow.sdk.definitions._internal.mixins.ResolveMixin`` (task SDK 1.3.2): the one base of XComArgs
+  and mapped-task arguments; an operator that validates its arguments at parse time must skip those.
+- The Kafka provider's ``KafkaConsumerHook._get_client`` (override point for ``group.id`` and the initial
+  offset), ``KafkaSharedStreamProducer._ensure_manual_commit`` and ``._resolve_floor`` (apache-kafka
+  provider 2.1.0): the billing trigger subclasses the shared-stream producer and keeps its commit rules.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: The versions the private names below were read in.
+CHECKED_AGAINST: dict[str, str] = {
+    "apache-airflow": "3.3.2",
+    "apache-airflow-task-sdk": "1.3.2",
+    "apache-airflow-providers-apache-kafka": "2.1.0",
+}
+
+#: (module, attribute path) of every private name used, checked by the test.
+PRIVATE_NAMES: tuple[tuple[str, str], ...] = (
+    ("airflow.sdk.execution_time.context", "AssetStateStoreAccessors.__init__:_by_name,_by_uri,_total"),
+    ("airflow.sdk.definitions._internal.mixins", "ResolveMixin"),
+    ("airflow.providers.apache.kafka.hooks.consume", "KafkaConsumerHook._get_client"),
+    ("airflow.providers.apache.kafka.triggers.shared_stream", "KafkaSharedStreamProducer._ensure_manual_commit"),
+    ("airflow.providers.apache.kafka.triggers.shared_stream", "KafkaSharedStreamProducer._resolve_floor"),
+)
+
+
+def first_asset_state_accessor(store: Any) -> Any:
+    """The accessor of a trigger's asset state store; the first one when the row feeds several assets."""
+    if store is None:
+        return None
+    total = getattr(store, "_total", 1)
+    if total > 1:
+        accessors = list(getattr(store, "_by_name", {}).values()) + list(getattr(store, "_by_uri", {}).values())
+        return accessors[0] if accessors else None
+    return store
+
+
+def is_resolved_at_runtime(value: Any) -> bool:
+    """An XComArg or a mapped-group argument: its value is known only when the task runs."""
+    from airflow.sdk.definitions._internal.mixins import ResolveMixin
+
+    return isinstance(value, ResolveMixin)

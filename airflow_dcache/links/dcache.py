@@ -36,12 +36,26 @@ class _XComLink(BaseOperatorLink):
         return f"_link_{self.key}"
 
     def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
+        """The URL this task stored; Airflow 3 asks once, on the worker, as the task finishes.
+
+        A link set in this process is answered from the operator, and a task that never set it (a
+        delete has no file to open) answers empty without a lookup: reading a missing XCom logs an
+        error in the task log. Only a task resumed after deferral reads the value its first process stored.
+        """
+        remembered = getattr(operator, "_dcache_links", {})
+        if self.key in remembered:
+            return remembered[self.key]
+        if not getattr(operator, "_dcache_resumed", False):
+            return ""
         value = XCom.get_value(ti_key=ti_key, key=self.key)
         return str(value) if value else ""
 
     @classmethod
     def persist(cls, context: Any, url: str) -> None:
-        context["ti"].xcom_push(key=cls.key, value=url)
+        context["ti"].xcom_push(key=cls.key, value=url)  # for this task's own resumption after a deferral
+        task = context.get("task")
+        if task is not None:
+            task.__dict__.setdefault("_dcache_links", {})[cls.key] = url
 
 
 class DCacheFileLink(_XComLink):

@@ -48,6 +48,11 @@ class DCacheBaseOperator(BaseOperator):
     def hook(self) -> DCacheHook:
         return DCacheHook(self.dcache_conn_id, allowed_roots=self.allowed_roots)
 
+    def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Any) -> Any:
+        """Note the resumption: the file and request links were stored by the process that deferred."""
+        self._dcache_resumed = True
+        return super().resume_execution(next_method, next_kwargs, context)
+
 
 def expected_versions(paths: Sequence[str], expected: Any, field_name: str = "expected_version"
                       ) -> dict[str, FileVersion]:

@@ -36,10 +36,11 @@ from airflow_dcache.triggers._waiting import (
     DEFAULT_MAX_INTERVAL,
     DEFAULT_POLL_INTERVAL,
     DEFAULT_TIMEOUT,
-    Backoff,
     deadline_after,
+    poll_backoff,
 )
 from airflow_dcache.triggers.qos import DCacheQosTrigger, FileCondition, normalise_paths, normalise_qos
+from airflow_dcache.utils.backoff import Backoff
 
 
 def _timeout_seconds(value: float | timedelta | None, field_name: str = "timeout") -> float:
@@ -64,14 +65,14 @@ class _WaitingOperator(DCacheBaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        Backoff(poll_interval, max_poll_interval)  # validates
+        poll_backoff(poll_interval, max_poll_interval)  # validates
         self.deferrable = deferrable
         self.poll_interval = poll_interval
         self.max_poll_interval = max_poll_interval
         self.timeout = _timeout_seconds(timeout)
 
     def _backoff(self) -> Backoff:
-        return Backoff(self.poll_interval, self.max_poll_interval)
+        return poll_backoff(self.poll_interval, self.max_poll_interval)
 
 
 class DCacheSetQosOperator(_WaitingOperator):

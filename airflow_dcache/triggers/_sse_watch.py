@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -31,6 +30,8 @@ from airflow_dcache.exceptions import (
     PermissionDenied,
 )
 from airflow_dcache.hooks.dcache_async import DCacheAsyncHook
+from airflow_dcache.utils.backoff import Backoff
+from airflow_dcache.utils.log_once import LogOnce
 
 log = logging.getLogger(__name__)
 
@@ -126,44 +127,28 @@ class WatchState:
                 self.seen.pop(next(iter(self.seen)))
 
 
-class Backoff:
-    """Capped exponential backoff with jitter; reset after a healthy period."""
-
-    def __init__(self, cap: float, initial: float = 1.0) -> None:
-        self.cap, self.initial, self.current = cap, initial, initial
-
-    def next(self) -> float:
-        delay = min(self.current, self.cap)
-        self.current = min(self.current * 2, self.cap)
-        return delay * (0.8 + 0.4 * random.random())
-
-    def reset(self) -> None:
-        self.current = self.initial
-
-
 class FaultLog:
-    """Log a fault once per cause (type + message), not on every retry; log the recovery."""
+    """Log a fault once per cause (type + message) until the watch recovers, not on every retry."""
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.cause: str | None = None
         self.retries = 0
+        self._once = LogOnce(log)
 
     def fault(self, exc: BaseException, retry_in: float) -> None:
-        cause = f"{type(exc).__name__}: {exc}"
+        self.cause = f"{type(exc).__name__}: {exc}"
         self.retries += 1
         metric_incr("faults")
-        if cause != self.cause:
-            self.cause = cause
-            log.warning("%s: %s; retrying with backoff (next in %.1f s, further retries of this cause "
-                        "are logged at debug level)", self.name, cause, retry_in)
-        else:
-            log.debug("%s: still failing (%s), retry %d in %.1f s", self.name, cause, self.retries, retry_in)
+        if not self._once("%s: %s; retrying with backoff (further retries of this cause are logged at debug "
+                          "level)", self.name, self.cause, repeat_at_debug=False):
+            log.debug("%s: still failing (%s), retry %d in %.1f s", self.name, self.cause, self.retries, retry_in)
 
     def recovered(self) -> None:
         if self.cause is not None:
             log.info("%s: recovered after %d retries (last cause: %s)", self.name, self.retries, self.cause)
         self.cause, self.retries = None, 0
+        self._once.forget()
 
 
 @dataclass(frozen=True)
@@ -242,7 +227,7 @@ class ChannelWatch:
 
     async def run_forever(self) -> None:
         """Never returns; never raises except ``CancelledError`` (the triggerer restarts raisers every 2 s)."""
-        backoff = Backoff(self.config.backoff_max)
+        backoff = Backoff(1.0, self.config.backoff_max, jitter=True)
         while True:
             healthy_since = time.monotonic()
             try:

@@ -11,12 +11,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_dcache.exceptions import DCacheConnectionError, LimitExceeded, ServerError
+from airflow_dcache.utils.backoff import Backoff, positive_seconds
 
 STATUSES = ("success", "error", "timeout", "cancelled")
 TRANSIENT = (DCacheConnectionError, ServerError, LimitExceeded)
@@ -27,32 +27,12 @@ DEFAULT_MAX_INTERVAL = 60.0
 DEFAULT_TIMEOUT = 24 * 3600.0
 
 
-@dataclass
-class Backoff:
-    """Poll interval that doubles after each "not yet" up to ``cap`` (capped exponential backoff)."""
-
-    initial: float = DEFAULT_POLL_INTERVAL
-    cap: float = DEFAULT_MAX_INTERVAL
-
-    def __post_init__(self) -> None:
-        check_interval(self.initial, "poll_interval")
-        check_interval(self.cap, "max_poll_interval")
-        self.cap = max(self.cap, self.initial)
-        self._next = self.initial
-
-    def next(self, deadline: float | None = None) -> float:
-        """Seconds to sleep now (never past ``deadline``, a ``time.time()`` value)."""
-        delay = self._next
-        self._next = min(self._next * 2, self.cap)
-        if deadline is not None:
-            delay = max(0.0, min(delay, deadline - time.time()))
-        return delay
+def poll_backoff(poll_interval: Any, max_poll_interval: Any) -> Backoff:
+    """The backoff of a poll loop; validates both intervals with errors naming the argument."""
+    return Backoff(poll_interval, max_poll_interval, names=("poll_interval", "max_poll_interval"))
 
 
-def check_interval(value: Any, field_name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise ValueError(f"{field_name}: expected a positive number of seconds, got {value!r}")
-    return float(value)
+check_interval = positive_seconds
 
 
 def deadline_after(timeout: float | None) -> float:
@@ -108,7 +88,7 @@ class PollingTrigger(BaseTrigger):
         return DCacheAsyncHook(self.dcache_conn_id)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        backoff = Backoff(self.poll_interval, self.max_poll_interval)
+        backoff = poll_backoff(self.poll_interval, self.max_poll_interval)
         try:
             async with self._hook() as hook:
                 while True:

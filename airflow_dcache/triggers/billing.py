@@ -31,7 +31,6 @@ import asyncio
 import logging
 import re
 import time
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -53,6 +52,8 @@ from airflow_dcache.events.billing import BillingRecordError, billing_event
 from airflow_dcache.events.filters import EventFilter
 from airflow_dcache.events.model import EventKind, StorageEvent
 from airflow_dcache.events.payload import MAX_BATCH_BYTES, MAX_BATCH_EVENTS, BatchBuilder, batch_payload
+from airflow_dcache.utils.backoff import Backoff
+from airflow_dcache.utils.log_once import LogOnce
 
 if TYPE_CHECKING:
     from confluent_kafka import Consumer, Message, Producer
@@ -145,16 +146,6 @@ class _BillingConsumerHook(KafkaConsumerHook):
         return super()._get_client(config)
 
 
-def _once(seen: set[str], message: str, *args: Any, level: int = logging.WARNING) -> None:
-    """Log a cause at ``level`` the first time, at DEBUG afterwards (no log storm on retries)."""
-    text = message % args
-    if text in seen:
-        log.debug(text)
-        return
-    seen.add(text)
-    log.log(level, text)
-
-
 class BillingStreamProducer(KafkaSharedStreamProducer):
     """Broker side of a billing stream: micro-batches records, parses them once, commits after persist.
 
@@ -198,8 +189,8 @@ class BillingStreamProducer(KafkaSharedStreamProducer):
         self.batch_max_records = batch_max_records
         self.resolved_group_id: str | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dcache-billing-kafka")
-        self._logged_causes: set[str] = set()
-        self._logged_offsets: OrderedDict[tuple[str, int, int], None] = OrderedDict()
+        self._log_once = LogOnce(log)
+        self._log_bad_record_once = LogOnce(log, memory=_LOGGED_OFFSETS)
         self.invalid_records = 0
         self.records = 0
 
@@ -210,7 +201,7 @@ class BillingStreamProducer(KafkaSharedStreamProducer):
 
     async def _connect(self) -> Consumer:
         """Create and subscribe the consumer, retrying every setup failure with capped backoff."""
-        delay = 1.0
+        backoff = Backoff(1.0, _MAX_BACKOFF, jitter=True)
         while True:
             hook = _BillingConsumerHook(self.topics, self.kafka_config_id, self.group_id, self.start_from)
             try:
@@ -219,10 +210,9 @@ class BillingStreamProducer(KafkaSharedStreamProducer):
                 await self._call(consumer.subscribe, self.topics, on_assign=self._on_assign)
             except Exception as exc:  # connection missing, auto-commit on, bad config: retry, log once
                 Stats.incr(f"{_METRIC}.setup_failures")
-                _once(self._logged_causes, "dCache billing stream on %s (connection %r) cannot start: %s: %s; "
+                self._log_once("dCache billing stream on %s (connection %r) cannot start: %s: %s; "
                       "retrying with backoff", self.topics, self.kafka_config_id, type(exc).__name__, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, _MAX_BACKOFF)
+                await asyncio.sleep(backoff.next())
                 continue
             self.resolved_group_id = hook.resolved_group_id
             log.info("dCache billing stream consuming %s as group %r (start_from=%s for a new group)",
@@ -249,7 +239,7 @@ class BillingStreamProducer(KafkaSharedStreamProducer):
                          [tp.offset for tp in fresh], self.start_from)
             consumer.assign(committed)
         except KafkaException as exc:
-            _once(self._logged_causes, "could not pin the start offsets of %s (%s); auto.offset.reset=%s applies",
+            self._log_once("could not pin the start offsets of %s (%s); auto.offset.reset=%s applies",
                   self.topics, exc, self.start_from)
             consumer.assign(partitions)
 
@@ -297,7 +287,7 @@ class BillingStreamProducer(KafkaSharedStreamProducer):
             log.error("dCache billing stream on %s: fatal consumer error %s; restarting the stream",
                       self.topics, error)
             raise KafkaException(error)
-        _once(self._logged_causes, "dCache billing stream on %s: consumer error %s (%s); continuing",
+        self._log_once("dCache billing stream on %s: consumer error %s (%s); continuing",
               self.topics, error.name(), error.str())
 
     def build_batch(self, messages: Sequence[Message]) -> tuple[BillingBatch, BillingBrokerPayload]:
@@ -338,14 +328,9 @@ class BillingStreamProducer(KafkaSharedStreamProducer):
         """Count a bad record; log it once per (topic, partition, offset), even across redeliveries."""
         self.invalid_records += 1
         Stats.incr(f"{_METRIC}.invalid_records")
-        where = (topic, partition, offset)
-        if where in self._logged_offsets:
-            return
-        self._logged_offsets[where] = None
-        if len(self._logged_offsets) > _LOGGED_OFFSETS:
-            self._logged_offsets.popitem(last=False)
-        log.warning("skipping record %s[%d]@%d: not a dCache billing record: %s%s", topic, partition, offset,
-                    reason, f"; sending it to {self.dlq_topic!r}" if self.dlq_topic else "")
+        self._log_bad_record_once("skipping record %s[%d]@%d: not a dCache billing record: %s%s", topic, partition,
+                                  offset, reason, f"; sending it to {self.dlq_topic!r}" if self.dlq_topic else "",
+                                  repeat_at_debug=False)
 
     # -- commit ------------------------------------------------------------------------------------
 
@@ -414,7 +399,7 @@ class BillingStreamProducer(KafkaSharedStreamProducer):
                 # A rebalance took the partition (or the commit raced one): the new owner reads from
                 # the last commit, so these records come again -- a duplicate, never a loss.
                 Stats.incr(f"{_METRIC}.commit_failures")
-                _once(self._logged_causes, "commit of %s failed (%s); the records will be redelivered",
+                self._log_once("commit of %s failed (%s); the records will be redelivered",
                       self.topics, error.name())
                 return
             raise

@@ -17,9 +17,9 @@ from airflow_dcache.hooks._models import BulkRequestInfo, StageRequestInfo
 from airflow_dcache.triggers._waiting import (
     DEFAULT_MAX_INTERVAL,
     DEFAULT_POLL_INTERVAL,
-    Backoff,
     PollingTrigger,
     event,
+    poll_backoff,
 )
 
 APIS = ("bulk", "tape")
@@ -95,7 +95,7 @@ class DCacheBulkRequestTrigger(PollingTrigger):
         self.deadline = deadline
         self.poll_interval = poll_interval
         self.max_poll_interval = max_poll_interval
-        Backoff(poll_interval, max_poll_interval)
+        poll_backoff(poll_interval, max_poll_interval)  # validates both
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (

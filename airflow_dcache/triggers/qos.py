@@ -18,9 +18,9 @@ from airflow_dcache.selection import has_locality, locality_parts
 from airflow_dcache.triggers._waiting import (
     DEFAULT_MAX_INTERVAL,
     DEFAULT_POLL_INTERVAL,
-    Backoff,
     PollingTrigger,
     event,
+    poll_backoff,
 )
 
 QOS_TARGETS = ("disk", "tape", "disk+tape", "volatile")
@@ -171,7 +171,7 @@ class DCacheQosTrigger(PollingTrigger):
         self.bulk_request_id = bulk_request_id
         self.poll_interval = poll_interval
         self.max_poll_interval = max_poll_interval
-        Backoff(poll_interval, max_poll_interval)  # validates both
+        poll_backoff(poll_interval, max_poll_interval)  # validates both
         self._pending: list[str] = list(self.paths)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:

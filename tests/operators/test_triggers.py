@@ -9,7 +9,6 @@ import time
 import pytest
 from airflow.sdk.module_loading import import_string
 
-from airflow_dcache.triggers._waiting import Backoff
 from airflow_dcache.triggers.bulk import DCacheBulkRequestTrigger
 from airflow_dcache.triggers.qos import DCacheQosTrigger, normalise_paths
 from tests.operators.conftest import run_trigger
@@ -39,14 +38,6 @@ def test_unreachable_service_is_retried_until_the_deadline(refused_port: int, mo
     ):
         event = run_trigger(trigger, timeout=60)
         assert event["status"] == "timeout", event
-
-
-def test_backoff_is_capped_and_respects_deadline() -> None:
-    backoff = Backoff(1, 5)
-    assert [backoff.next() for _ in range(5)] == [1, 2, 4, 5, 5]
-    assert Backoff(10, 60).next(deadline=time.time() + 0.5) <= 0.5
-    with pytest.raises(ValueError, match="max_poll_interval"):
-        Backoff(1, -1)
 
 
 def test_paths_accept_operator_results() -> None:

@@ -1,7 +1,8 @@
 """Authentication shared by the door and the frontend, in dCache's order of login strategies.
 
-Macaroons are tried first for any bearer credential; a bearer token that is not a macaroon is
-refused (this service has no OIDC). Basic checks the users file. No credential yields the
+Macaroons are tried first for any bearer credential; a bearer token that is not a macaroon is a
+JWT from a configured issuer (``--token-issuers``), or refused when none is configured. Basic
+checks the users file. No credential yields the
 anonymous login, which every operation refuses with 401 unless anonymous access is enabled.
 """
 
@@ -30,6 +31,10 @@ ACCESS_LOG = logging.getLogger("airflow_dcache.server.access")
 
 class MacaroonLogin(Protocol):
     def login(self, token: str, client_ip: str) -> Login: ...
+
+
+class BearerLogin(Protocol):
+    def login(self, token: str) -> Login: ...
 
 
 def subject_dn(cert: dict[str, Any]) -> str:
@@ -70,8 +75,9 @@ def login_for_user(user: User, wanted: AbstractSet[str] = frozenset()) -> Login:
 
 class Authenticator:
     def __init__(self, users: dict[str, User], macaroons: MacaroonLogin, *, looks_like_macaroon,
-                 tls: bool, allow_insecure_macaroons: bool) -> None:
+                 tls: bool, allow_insecure_macaroons: bool, bearer: BearerLogin | None = None) -> None:
         self.users = users
+        self.bearer = bearer
         self.users_by_dn = {u.dn: u for u in users.values() if u.dn}
         self.macaroons = macaroons
         self.looks_like_macaroon = looks_like_macaroon
@@ -127,9 +133,11 @@ class Authenticator:
     def _bearer(self, token: str, request: web.Request) -> Login:
         if not token:
             raise NotAuthenticated("Empty bearer token")
-        if not self.looks_like_macaroon(token):
+        if self.looks_like_macaroon(token):
+            return self.macaroons.login(token, request.remote or "")
+        if self.bearer is None:
             raise NotAuthenticated("Bearer token is not a macaroon; no other token types are accepted")
-        return self.macaroons.login(token, request.remote or "")
+        return self.bearer.login(token)
 
     def _basic(self, value: str, request: web.Request) -> Login:
         try:

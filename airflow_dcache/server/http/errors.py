@@ -88,7 +88,11 @@ def error_middleware(*, door: bool, status_override: Callable[[e.ServiceError], 
             return await handler(request)
         except e.ServiceError as err:
             status = (status_override(err) if status_override else None) or status_for(err)
-            return error_response(status, err.message, reason=door, suppress_challenge=_suppressed(request))
+            response = error_response(status, err.message, reason=door, suppress_challenge=_suppressed(request))
+            challenge = getattr(err, "challenge", None)  # a refused JWT: Bearer error="invalid_token"
+            if challenge and "WWW-Authenticate" in response.headers:
+                response.headers["WWW-Authenticate"] = challenge
+            return response
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise

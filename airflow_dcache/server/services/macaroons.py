@@ -405,6 +405,8 @@ class MacaroonService:
         current = _utc(now)
         if login.anonymous:
             raise NotAuthenticated("Authentication required")
+        if login.grants is not None:  # a scoped bearer token: per-path activities fit no macaroon caveat
+            raise BadRequest("Cannot serialise restriction MultiTargetedRestriction")
         root = _chroot((), login.root)
         path = self._mint_path(login, root, _chroot((), request_path))
         if login.max_upload is not None and login.max_upload <= 0:

@@ -232,6 +232,7 @@ class NamespaceService:
         entry = self._get(login, src)
         perm.require_within(login, entry.ns_path, src)
         dst_ns = self.ns_path(login, dst)
+        perm.require_activity(login, Activity.MANAGE, dst)  # a token may manage one tree, not another
         perm.require_within(login, dst_ns, dst)
         if entry.inode.parent is None:
             raise BadRequest("The root directory cannot be moved")

@@ -116,7 +116,7 @@ class Channel:
         self._gc: asyncio.TimerHandle | None = None
         # Precomputed filter of the owner's login (isSendableEvent: READ_METADATA on the target).
         self.may_read_metadata = login.allows(Activity.READ_METADATA)
-        self.restricted = login.path_restriction not in (None, "/")
+        self.restricted = login.path_restriction not in (None, "/") or login.grants is not None  # token scopes
         self.expires_at = login.expiry.timestamp() if login.expiry is not None else None
 
     # -- sending ---------------------------------------------------------------------------------

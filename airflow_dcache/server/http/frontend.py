@@ -11,7 +11,7 @@ from aiohttp import web
 
 from airflow_dcache.server.http.auth import Authenticator
 from airflow_dcache.server.http.bodies import read_bounded
-from airflow_dcache.server.http.paths import parse_raw_path
+from airflow_dcache.server.http.paths import check_name, normalise_path, raw_tail, rest_path
 from airflow_dcache.server.http.swagger import swagger_handler
 from airflow_dcache.server.services import checksums
 from airflow_dcache.server.services.errors import BadRequest, NotAuthenticated, NotFound, PermissionDenied
@@ -107,9 +107,14 @@ class Frontend:
             raise NotAuthenticated("Authentication required")
         return login
 
+    @staticmethod
+    def rest_path(request: web.Request, prefix_segments: int = 3, *, backslash: bool = False) -> str:
+        """The REST ``{path}`` after ``/api/v1/<resource>``: decoded once and normalised, before any
+        check (``paths.rest_path``), so the path checked is the path acted on."""
+        return rest_path(raw_tail(request.rel_url.raw_path, prefix_segments), backslash=backslash)
+
     def _path(self, request: web.Request) -> str:
-        raw = request.rel_url.raw_path[len(API + "/namespace"):] or "/"
-        return parse_raw_path(raw)[0]
+        return self.rest_path(request)
 
     async def user(self, request: web.Request) -> web.Response:
         login = self.auth.authenticate(request)
@@ -215,8 +220,11 @@ class Frontend:
         self.tape.request_qos(login, path, field(doc, "target", str))
 
     def _pin(self, login: Login, path: str, doc: dict[str, Any]) -> None:
-        lifetime = lifetime_ms(doc.get("lifetime", 0), doc.get("lifetime-unit"))
-        entry = self.tape.pin(login, path, lifetime or None, pin_id=str(login.uid))
+        given = doc.get("lifetime", 0)
+        lifetime = lifetime_ms(given, doc.get("lifetime-unit"))
+        # No lifetime (or 0) pins without expiry here. A positive one that rounds down to 0 ms
+        # (500 MICROSECONDS) expires at once, as dCache's TimeUnit.toMillis makes it, not never.
+        entry = self.tape.pin(login, path, lifetime if given else None, pin_id=str(login.uid))
         self.tape.stage_in_background(entry.inode.id)
 
     def _unpin(self, login: Login, path: str, doc: dict[str, Any]) -> None:
@@ -226,7 +234,8 @@ class Frontend:
         name = field(doc, "name", str)
         if not name or "/" in name or name in (".", ".."):
             raise BadRequest("Field 'name' must be a single path component")
-        self.ns.mkdir(login, path.rstrip("/") + "/" + parse_raw_path("/" + name)[0][1:])
+        # Literal, as dCache's FsPath.checkChildName: a JSON field is not percent-decoded ("50%25" stays).
+        self.ns.mkdir(login, path.rstrip("/") + "/" + check_name(name))
 
     def _mv(self, login: Login, path: str, doc: dict[str, Any]) -> None:
         destination = field(doc, "destination", str)
@@ -271,7 +280,5 @@ def _label(doc: dict[str, Any]) -> str:
 
 
 def _normalise(path: str) -> str:
-    """Validate a destination path from a JSON body with the same rules as request paths."""
-    from urllib.parse import quote
-
-    return parse_raw_path(quote(path))[0]
+    """A destination path from a JSON body: the REST path rules, without percent-decoding (as dCache)."""
+    return normalise_path(path)

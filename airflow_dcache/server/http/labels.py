@@ -3,6 +3,8 @@
 dCache (LabelsResources) answers ``GET /labels`` with ``{"labels": [...]}`` and
 ``GET /labels/{label}`` with a JsonFileAttributes whose only field is ``children``: one entry per
 labelled file, named by its file name, with the locality/locations/qos/xattr/labels flags honoured.
+There ``{label}`` is the REST ``{path}`` parameter (``@Path("{path : .*}")`` through
+``PathMapper.asDcachePath``), so ``/labels/%2Fx`` and ``/labels//x`` name label ``x`` here too.
 """
 
 from __future__ import annotations
@@ -48,7 +50,8 @@ class Labels:
 
     async def virtual_directory(self, request: web.Request) -> web.Response:
         login = self.frontend.login(request)
-        label = request.match_info["label"]
+        # The raw path decoded once (never match_info's); a label may hold a backslash, a file name may not.
+        label = self.frontend.rest_path(request, backslash=True)[1:]
         offset, limit = _range(request)
         flags = {name: parse_bool(request, name) for name in _CHILD_FLAGS}
         entries = self.ns.labelled(login, label, offset, limit)

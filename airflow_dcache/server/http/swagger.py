@@ -251,6 +251,29 @@ DEFINITIONS: dict[str, Any] = {
     "ChannelModification": {"type": "object", "required": ["timeout"], "properties": {"timeout": _LONG}},
     "NewChannel": {"type": "object", "properties": {"client-id": {
         "type": "string", "description": "Lets a client find its channel again (GET /events/channels?client-id=)."}}},
+    "PoolGroup": {"type": "object", "description": "Information about a specific poolgroup.", "properties": {
+        "name": {**_STR, "description": "The identifier for this selection type."},
+        "links": {**_STRINGS, "description": "The associated links."},
+        "pools": {**_STRINGS, "description": "The pools that are a member of this poolgroup."},
+        "nestedPoolGroups": {**_STRINGS, "description": "The Nested poolGroups that are a member of this poolgroup."}}},
+    "PoolSpaceData": {"type": "object", "description": "Space on a pool, in bytes. lru, gap and breakEven are not "
+                                                        "modelled by this service and left out.", "properties": {
+        "total": _LONG, "free": _LONG, "precious": _LONG, "removable": _LONG, "lru": _LONG, "gap": _LONG,
+        "breakEven": {"type": "number", "format": "double"}}},
+    "PoolCostData": {"type": "object", "description": "A pool's cost data. This service models only its space; "
+                                                       "the queues (mover, store, restore, p2p, p2pClient) are "
+                                                       "left out.", "properties": {
+        "label": _STR, "space": _ref("PoolSpaceData")}},
+    "PoolGroupInfo": {"type": "object", "description": "Container for all metadata requests pertaining to a pool "
+                                                       "group.", "properties": {
+        "groupSpaceData": {**_ref("PoolSpaceData"), "description": "Aggregated space data for pools in the group."},
+        "costDataForPools": {"type": "object", "additionalProperties": _ref("PoolCostData"),
+                             "description": "Pool cost information for the pools in the group."},
+        "cellDataForPools": {"type": "object", "additionalProperties": {"type": "object"},
+                             "description": "Cell data for each of the pools in the group (null here: no "
+                                            "cells are modelled)."},
+        "groupQueueStat": {"type": "array", "items": {"type": "object"}},
+        "groupFileStat": {"type": "array", "items": {"type": "object"}}}},
     "Selector": {
         "type": "object",
         "description": "The selector of the event type: its JSON Schema is GET /events/eventTypes/{type}/selector. "
@@ -266,9 +289,10 @@ DEFINITIONS: dict[str, Any] = {
 _LOCATION = {"Location": {"type": "string", "description": "The URL of the new resource."}}
 _REQUEST_URL = {"request-url": {"type": "string", "description": "The URL of the new bulk request."}}
 _AUTH_ERRORS = (400, 401)  # 400: two credentials at once (header and authz, or two of either)
-_NS_PATH = _path("path", "Path of the file or directory, relative to the caller's root; it may contain '/'. "
-                         "'.' and '..' segments, empty segments, encoded '/' and control characters are refused "
-                         "with 400.")
+_NS_PATH = _path("path", "Path of the file or directory, relative to the caller's root; it may contain '/', "
+                         "also encoded as %2F (the whole path as one segment), and empty segments ('//'), which "
+                         "collapse, as in dCache. It is decoded once; '.' and '..' segments (in any encoding) "
+                         "and control characters are refused with 400.")
 _FLAG = "Whether to include {}."
 _NS_FLAGS = [
     _query("children", "boolean", "Whether to include the directory listing.", default=False),
@@ -404,6 +428,43 @@ def _paths() -> dict[str, Any]:
         parameters=[_path("path", "The label."), *_NS_FLAGS[1:6], *_LABEL_RANGE],
         operation_id="getLabelledFiles")}
 
+    group = _path("group", "The poolgroup to be described.")
+    p["/poolgroups"] = {"get": _op(
+        "poolmanager", "Get a list of poolgroups. Results sorted lexicographically by group name.",
+        {**_ok(schema={"type": "array", "items": _ref("PoolGroup")}), **_errors(*_AUTH_ERRORS)},
+        description="This service has one pool group, 'default' (linked by 'default-link'), holding its one pool.",
+        operation_id="getPoolGroups")}
+    p["/poolgroups/{group}"] = {"get": _op(
+        "poolmanager", "Get information about a poolgroup.",
+        {**_ok(schema=_ref("PoolGroup")), **_errors(*_AUTH_ERRORS, e400="Bad request, or no such pool group")},
+        parameters=[group], operation_id="getPoolGroup")}
+    p["/poolgroups/{group}/pools"] = {"get": _op(
+        "poolmanager", "Get a list of pools that are a member of a poolgroup. Results sorted lexicographically "
+                       "by pool name.",
+        {**_ok(schema=_STRINGS), **_errors(*_AUTH_ERRORS, e400="Bad request, or no such pool group")},
+        parameters=[group], description="The group ALL (any case) lists every pool.",
+        operation_id="getPoolsOfGroup")}
+    for part, summary, op_id, note in (
+            ("usage", "Get usage metadata about a specific poolgroup.", "getGroupUsage",
+             "cellDataForPools maps each pool to null: no cells are modelled."),
+            ("queues", "Get pool activity information about pools of a specific poolgroup.", "getQueueInfo",
+             "costDataForPools holds each pool's space only: mover queues are not modelled."),
+            ("space", "Get space information about pools of a specific poolgroup.", "getSpaceInfo",
+             "groupSpaceData: total, free, precious and removable bytes.")):
+        p[f"/poolgroups/{{group}}/{part}"] = {"get": _op(
+            "poolmanager", summary,
+            {**_ok(schema=_ref("PoolGroupInfo")), **_errors(*_AUTH_ERRORS, e400="Bad request, or no such pool group")},
+            parameters=[group], description=note, operation_id=op_id)}
+    for part, summary, op_id in (
+            ("queues", "Get aggregated pool activity histogram information from pools in a specific poolgroup.",
+             "getQueueHistograms"),
+            ("files", "Get aggregated file statistics histogram information from pools in a specific poolgroup.",
+             "getFilesHistograms")):
+        p[f"/poolgroups/{{group}}/histograms/{part}"] = {"get": _op(
+            "poolmanager", summary, {**_ok(schema=_ref("PoolGroupInfo")), **_errors(*_AUTH_ERRORS)},
+            parameters=[group], description="Always {}: dCache's answer while it has no histograms for the group.",
+            operation_id=op_id)}
+
     p["/tape/stage"] = {"post": _op(
         "tape", "Submit a STAGE request.",
         {**_ok(201, _ref("StageRequestId"), headers=_LOCATION),
@@ -513,6 +574,7 @@ TAGS = [
     {"name": "identity", "description": "Information about users"},
     {"name": "labels", "description": "Creation of and listing of virtual directories"},
     {"name": "namespace", "description": "Files, directories and similar objects"},
+    {"name": "poolmanager", "description": "Data placement and selection decisions"},
     {"name": "qos", "description": "Managing how data is stored and handled"},
     {"name": "tape", "description": "Support for the TAPE API (bulk)"},
 ]

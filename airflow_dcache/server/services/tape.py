@@ -33,7 +33,15 @@ FILE_TRANSITIONS = {
     "volatile": ("disk", "tape", "disk+tape"),
 }
 DIRECTORY_TRANSITIONS = {"disk": ("tape",), "tape": ("disk",), "disk+tape": (), "volatile": ()}
-LIFETIME_UNITS = {"SECONDS": 1_000, "MINUTES": 60_000, "HOURS": 3_600_000, "DAYS": 86_400_000}
+# Every java.util.concurrent.TimeUnit, as (numerator, denominator) milliseconds per unit. dCache reads
+# a pin lifetime's unit with TimeUnit.valueOf(unit) and converts with toMillis (truncating), both in the
+# frontend's pin action ("lifetime-unit") and the bulk PIN activity ("lifetimeUnit"). valueOf is
+# case-sensitive and neither caller upper-cases first, so "minutes" is refused (dCache: a 500, here a 400).
+_UNIT_MILLIS: dict[str, tuple[int, int]] = {
+    "NANOSECONDS": (1, 1_000_000), "MICROSECONDS": (1, 1_000), "MILLISECONDS": (1, 1), "SECONDS": (1_000, 1),
+    "MINUTES": (60_000, 1), "HOURS": (3_600_000, 1), "DAYS": (86_400_000, 1),
+}
+LIFETIME_UNITS: tuple[str, ...] = tuple(_UNIT_MILLIS)
 
 
 def normalise_qos(name: str) -> str:
@@ -264,14 +272,23 @@ class TapeService:
 MAX_LIFETIME_MS = 100 * 365 * 86_400_000  # a pin beyond a century is a mistake (and overflows timestamps)
 
 
-def lifetime_ms(value: object, unit: object, *, field: str = "lifetime") -> int:
-    """Parse the frontend's ``lifetime`` + ``lifetime-unit`` pair into milliseconds."""
+def lifetime_ms(value: object, unit: object, *, field: str = "lifetime", unit_field: str | None = None) -> int:
+    """Parse a pin lifetime and its unit into milliseconds, as dCache's ``TimeUnit.valueOf(unit).toMillis``.
+
+    ``unit`` is a TimeUnit name spelled exactly (``MILLISECONDS``, not ``milliseconds``); missing or
+    empty means SECONDS, as the frontend's ``Strings.emptyToNull`` does. A sub-millisecond result
+    truncates, so 500 MICROSECONDS is 0 ms.
+    """
+    unit_field = unit_field or f"{field}-unit"
     if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0 or not math.isfinite(value):
         raise BadRequest(f"Field '{field}' must be a non-negative number")
-    unit_name = "SECONDS" if unit is None else unit
-    if not isinstance(unit_name, str) or unit_name.upper() not in LIFETIME_UNITS:
-        raise BadRequest(f"Field '{field}-unit' must be one of {', '.join(LIFETIME_UNITS)}")
-    millis = value * LIFETIME_UNITS[unit_name.upper()]  # a float may overflow to inf: compare first
+    unit_name = "SECONDS" if unit is None or unit == "" else unit
+    if not isinstance(unit_name, str) or unit_name not in _UNIT_MILLIS:
+        shown = repr(unit_name[:40]) if isinstance(unit_name, str) else type(unit_name).__name__
+        raise BadRequest(f"Field '{unit_field}' must be a java.util.concurrent.TimeUnit name, spelled in upper "
+                         f"case: one of {', '.join(LIFETIME_UNITS)}; got {shown}")
+    numerator, denominator = _UNIT_MILLIS[unit_name]
+    millis = value * numerator / denominator  # a float may overflow to inf: compare first
     if not millis <= MAX_LIFETIME_MS:
         raise BadRequest(f"Field '{field}' is too long: at most {MAX_LIFETIME_MS // 86_400_000} days")
     return int(millis)

@@ -2,6 +2,11 @@
 
 Every form is normalised to lowercase hex so that a value from a header, a REST listing and a local
 computation can be compared with ``==``: adler32 is hex on the wire already, md5/sha are base64.
+
+dCache 12.0 answers ``Want-Repr-Digest`` with ``Repr-Digest: sha-256=:<base64>:`` for sha-256 and
+sha-512 only, and when a request carries both ``Want-*`` headers it reads *only* ``Want-Repr-Digest``
+(``Checksums.digestType``). So a client asks RFC 9530 only for those two algorithms and keeps RFC 3230
+``Want-Digest`` for the rest; older dCache ignores ``Want-Repr-Digest`` and answers ``Digest``.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ _REST_NAMES = {
     "MD4_TYPE": "md4",
 }
 SUPPORTED = ("adler32", *_HASHLIB)
+#: The algorithms dCache offers through RFC 9530 ``Repr-Digest``.
+REPR_ALGORITHMS = ("sha-256", "sha-512")
 
 
 def canonical_algorithm(name: str) -> str:
@@ -69,13 +76,61 @@ def parse_digest_header(value: str | None) -> dict[str, str]:
     return result
 
 
-def digests_from_headers(headers: Mapping[str, str]) -> dict[str, str]:
-    """Merge ``Digest`` and ``Repr-Digest`` from a response; header names are case-insensitive."""
+def parse_repr_digest(value: str | None) -> dict[str, str]:
+    """Parse an RFC 9530 ``Repr-Digest``/``Content-Digest`` (an RFC 8941 dictionary of byte sequences).
+
+    ``sha-256=:X48E9q…=:, sha-512=:…:;p=1`` → ``{"sha-256": "<hex>", …}``. Member parameters are
+    dropped; a member whose value is not a ``:base64:`` byte sequence is skipped, not guessed at.
+    """
     result: dict[str, str] = {}
-    for name, value in headers.items():
-        if name.lower() in ("digest", "repr-digest"):
-            result.update(parse_digest_header(value))
+    for member in (value or "").split(","):
+        key, sep, raw = member.strip().partition("=")
+        raw = raw.split(";", 1)[0].strip()
+        if not sep or not key.strip() or len(raw) < 2 or raw[0] != ":" or raw[-1] != ":":
+            continue
+        algorithm = canonical_algorithm(key)
+        try:
+            result[algorithm] = base64.b64decode(raw[1:-1], validate=True).hex()
+        except (binascii.Error, ValueError):
+            continue
     return result
+
+
+def digests_from_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """Checksums a response reports in ``Digest`` and/or ``Repr-Digest`` (names are case-insensitive).
+
+    Either kind alone is enough; when both name the same algorithm the RFC 9530 value wins, as the
+    newer, unambiguous (typed byte sequence) form.
+    """
+    rfc3230: dict[str, str] = {}
+    rfc9530: dict[str, str] = {}
+    for name, value in headers.items():
+        if name.lower() == "digest":
+            rfc3230.update(parse_digest_header(value))
+        elif name.lower() == "repr-digest":
+            rfc9530.update(parse_repr_digest(value))
+    return {**rfc3230, **rfc9530}
+
+
+def has_rfc3230(headers: Mapping[str, str]) -> bool:
+    """Whether a response carries an RFC 3230 ``Digest`` (so the server speaks the older form too)."""
+    return any(name.lower() == "digest" for name in headers)
+
+
+def want_headers(algorithms: Iterable[str]) -> dict[str, str]:
+    """``Want-Digest`` for every algorithm plus ``Want-Repr-Digest`` for those RFC 9530 can carry in dCache.
+
+    Preferences follow the given order (first is most wanted): RFC 9530 weights 10, 9, … and plain
+    RFC 3230 tokens (dCache breaks their ties strongest first). A list with neither sha-256 nor
+    sha-512 sends no ``Want-Repr-Digest``, since dCache 12 would then answer it instead of
+    ``Want-Digest`` and have nothing to say.
+    """
+    names = list(dict.fromkeys(canonical_algorithm(a) for a in algorithms))
+    headers = {"Want-Digest": ",".join(names)} if names else {}
+    repr_names = [n for n in names if n in REPR_ALGORITHMS]
+    if repr_names:
+        headers["Want-Repr-Digest"] = ", ".join(f"{n}={10 - i}" for i, n in enumerate(repr_names))
+    return headers
 
 
 def from_rest(items: Iterable[Mapping[str, str]] | None) -> dict[str, str]:

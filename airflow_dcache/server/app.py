@@ -7,18 +7,22 @@ import ssl
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from airflow_dcache.server.config import ServerConfig
+from airflow_dcache.server.http import digests
 from airflow_dcache.server.http.auth import Authenticator
 from airflow_dcache.server.http.bulk import BulkRequests
 from airflow_dcache.server.http.errors import error_middleware
 from airflow_dcache.server.http.events import EventsApi
 from airflow_dcache.server.http.frontend import Frontend
 from airflow_dcache.server.http.labels import Labels
+from airflow_dcache.server.http.pool_groups import PoolGroups
 from airflow_dcache.server.http.pool_mover import PoolMover
 from airflow_dcache.server.http.qos_management import QosManagement
+from airflow_dcache.server.http.rate_limit import RateLimiter, rate_limit_middleware
 from airflow_dcache.server.http.tape_rest import TapeRest
 from airflow_dcache.server.http.third_party_copy import ThirdPartyCopyHandler
 from airflow_dcache.server.http.webdav import WebDavDoor
@@ -40,6 +44,9 @@ from airflow_dcache.server.storage.macaroon_secrets import MacaroonSecretStore
 from airflow_dcache.server.storage.namespace_db import NamespaceDB
 from airflow_dcache.server.storage.pool import Pool
 from airflow_dcache.server.storage.users import User
+
+if TYPE_CHECKING:
+    from airflow_dcache.server.services.bearer_tokens import BearerTokenService
 
 IO_THREADS = 64
 
@@ -82,7 +89,8 @@ def build_services(config: ServerConfig) -> Services:
     tape = TapeService(namespace, hsm, TapeSettings(config.tape_flush_delay, config.tape_stage_delay,
                                                     config.default_qos))
     bulk = BulkService(BulkDB(config.data_dir / "bulk.db"), namespace, tape,
-                       archive_after_s=config.bulk_archive_after)
+                       archive_after_s=config.bulk_archive_after,
+                       max_requests_per_user=config.bulk_max_requests_per_user)
     storage_events = ChannelRegistry(namespace, EventsSettings(disconnect_timeout=config.events_disconnect_timeout),
                                      bus=events)
     return Services(db, pool, events, namespace, transfers, macaroons, tape, bulk, MoverRegistry(), storage_events)
@@ -112,25 +120,45 @@ def _frontend_status(err: e.ServiceError) -> int | None:
     return 400 if isinstance(err, e.NotEmpty) else None
 
 
+def _rate_limit(config: ServerConfig) -> list[Any]:
+    """dCache's per-client rate limiter (``--rate-limit``), one per service as each door has its own."""
+    return [] if config.rate_limit is None else [rate_limit_middleware(RateLimiter(config.rate_limit))]
+
+
+def bearer_tokens(config: ServerConfig, users: dict[str, User]) -> BearerTokenService | None:
+    """JWT bearer tokens are accepted only with ``--token-issuers``; the file was checked at start-up."""
+    if config.token_issuers is None:
+        return None
+    from airflow_dcache.server.services.bearer_tokens import BearerTokenService
+
+    return BearerTokenService.from_file(config.token_issuers, users)
+
+
 def build_apps(
     config: ServerConfig, services: Services, users: dict[str, User]
 ) -> tuple[web.Application, web.Application]:
     auth = Authenticator(users, services.macaroons, looks_like_macaroon=MacaroonService.looks_like_macaroon,
-                         tls=config.tls, allow_insecure_macaroons=config.allow_insecure_macaroons)
-    door_app = web.Application(middlewares=[error_middleware(door=True)], handler_args=_HANDLER_ARGS)
+                         tls=config.tls, allow_insecure_macaroons=config.allow_insecure_macaroons,
+                         bearer=bearer_tokens(config, users))
+    digests.configure(config.digest_headers)
+    door_app = web.Application(middlewares=[*_rate_limit(config), error_middleware(door=True)],
+                               handler_args=_HANDLER_ARGS)
     WebDavDoor(auth, services.namespace, services.transfers, services.macaroons, services.tape, tls=config.tls,
                allow_insecure_macaroons=config.allow_insecure_macaroons,
                tpc=ThirdPartyCopyHandler(tpc_service(config, services)),
                redirects=RedirectPolicy(services.movers, config.redirect_reads, config.redirect_writes)
                if config.redirect_reads or config.redirect_writes else None).install(door_app)
-    frontend_app = web.Application(middlewares=[error_middleware(door=False, status_override=_frontend_status)],
+    frontend_app = web.Application(middlewares=[*_rate_limit(config),
+                                                error_middleware(door=False, status_override=_frontend_status)],
                                    handler_args=_HANDLER_ARGS)
     frontend = Frontend(auth, services.namespace, services.tape)
     frontend.install(frontend_app)
     QosManagement(auth, config.site).install(frontend_app)
     BulkRequests(frontend, services.bulk).install(frontend_app)
     Labels(frontend).install(frontend_app)
-    TapeRest(frontend, services.bulk, config.site).install(frontend_app)
+    PoolGroups(frontend).install(frontend_app)
+    TapeRest(frontend, services.bulk, config.site, base=config.tape_api_path,
+             discovery=config.tape_discovery).install(frontend_app)
     EventsApi(auth, services.storage_events).install(frontend_app)
     return door_app, frontend_app
 

@@ -36,6 +36,12 @@ class ServerConfig:
     kafka_topic: str = "billing"
     kafka_config: tuple[tuple[str, str], ...] = ()
     billing_spool_dir: Path | None = None  # None: the billing spool lives in data_dir
+    token_issuers: Path | None = None  # JWT bearer tokens are accepted only from the issuers it lists
+    rate_limit: float | None = None  # requests/s per client, dCache's frontend/door rate limiter; None: off
+    bulk_max_requests_per_user: int = 5000  # bulk.limits.max-requests-per-user
+    digest_headers: str = "both"  # which of Want-Digest / Want-Repr-Digest the door answers
+    tape_api_path: str = "/api/v1/tape"  # where the WLCG Tape REST API is mounted on the frontend
+    tape_discovery: str | None = None  # None: generated document; "none": absent (404); else a JSON file
 
     @property
     def tls(self) -> bool:

@@ -75,6 +75,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--billing-spool-dir", type=Path, metavar="DIR",
                         help="where billing records wait for Kafka (default: --data-dir); uploads get 507 "
                              "while its file system has no room for them")
+    parser.add_argument("--rate-limit", type=float, metavar="N",
+                        help="answer 429 + Retry-After above N requests per second per client, as dCache's "
+                             "frontend/door rate limiter (off by default)")
+    parser.add_argument("--bulk-max-requests-per-user", type=int, default=5000, metavar="N",
+                        help="unfinished bulk/stage requests a user may have before 429 (dCache default 5000)")
+    parser.add_argument("--digest-headers", choices=["both", "rfc3230", "rfc9530"], default="both",
+                        help="answer Want-Digest and Want-Repr-Digest (both), only RFC 3230 (dCache before 12.0) "
+                             "or only RFC 9530")
+    parser.add_argument("--tape-api-path", default="/api/v1/tape", metavar="PATH",
+                        help="where the WLCG Tape REST API is served on the frontend (default /api/v1/tape)")
+    parser.add_argument("--wlcg-tape-rest-api", metavar="FILE|none",
+                        help="serve this JSON file as /.well-known/wlcg-tape-rest-api, as dCache's "
+                             "dcache.wellknown!wlcg-tape-rest-api.path; 'none' serves no document (404)")
+    parser.add_argument("--token-issuers", type=Path, metavar="FILE",
+                        help="accept JWT bearer tokens (WLCG/OIDC) from the issuers this JSON/YAML file "
+                             "configures (keys, path prefix, audiences, identity and group mapping)")
     parser.add_argument("--log-level", default="WARNING")
     parser.add_argument("--access-log", type=Path, metavar="FILE",
                         help="append one JSON line per authenticated request (method, path, user, asserted "
@@ -129,6 +145,24 @@ def _kafka_options(args: argparse.Namespace) -> dict[str, Any]:
         raise SystemExit(f"error: {err}") from None
 
 
+def _limit_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Rate limit, bulk quota, digest headers and tape REST placement, checked."""
+    if args.rate_limit is not None and not 0 < args.rate_limit <= 1_000_000:
+        raise SystemExit("error: --rate-limit must be a number of requests per second above 0")
+    if not 1 <= args.bulk_max_requests_per_user <= 1_000_000:
+        raise SystemExit("error: --bulk-max-requests-per-user must be between 1 and 1000000")
+    path = args.tape_api_path.rstrip("/")
+    if not path.startswith("/") or "//" in path or any(c in path for c in "?#{} "):
+        raise SystemExit("error: --tape-api-path must be an absolute URL path such as /api/v1/tape")
+    discovery = args.wlcg_tape_rest_api
+    if discovery is not None and discovery != "none":
+        if not os.access(discovery, os.R_OK):
+            raise SystemExit(f"error: --wlcg-tape-rest-api file {discovery} is not readable")
+        discovery = str(Path(discovery).resolve())
+    return {"rate_limit": args.rate_limit, "bulk_max_requests_per_user": args.bulk_max_requests_per_user,
+            "digest_headers": args.digest_headers, "tape_api_path": path, "tape_discovery": discovery}
+
+
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
     if (args.tls_cert is None) != (args.tls_key is None):
         raise SystemExit("error: --tls-cert and --tls-key go together")
@@ -147,8 +181,17 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
             raise SystemExit(f"error: --{name.replace('_', '-')} must be between 0 and 86400 seconds")
     if not 1 <= args.bulk_archive_after <= 365 * 86400:
         raise SystemExit("error: --bulk-archive-after must be between 1 second and 365 days")
+    limits = _limit_options(args)
     kafka = _kafka_options(args)
+    if args.token_issuers is not None:
+        from airflow_dcache.server.services.bearer_tokens import IssuerConfigError, load_issuers
+
+        try:
+            load_issuers(args.token_issuers)
+        except IssuerConfigError as err:
+            raise SystemExit(f"error: --token-issuers: {err}") from None
     return ServerConfig(
+        **limits,
         **kafka,
         data_dir=args.data_dir.resolve(), host=args.host, webdav_port=args.webdav_port,
         frontend_port=args.frontend_port, users_file=args.users, site=args.site, tls_cert=args.tls_cert,
@@ -160,6 +203,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         tape_flush_delay=args.tape_flush_delay, tape_stage_delay=args.tape_stage_delay,
         default_qos=args.default_qos, redirect_reads=args.redirect_reads, redirect_writes=args.redirect_writes,
         pool_port=args.pool_port, bulk_archive_after=args.bulk_archive_after,
+        token_issuers=getattr(args, "token_issuers", None),
     )
 
 

@@ -3,6 +3,13 @@
 dCache answers with the checksums a file already has (it does not compute one on a read), breaks
 ties strongest first, and lets ``Want-Repr-Digest`` win when a request carries both headers. On an
 upload the same headers choose which checksums the pool computes besides adler32.
+
+Which request headers are answered is a server-wide setting (``--digest-headers``): ``both`` (dCache
+12.0+, the default), ``rfc3230`` (dCache before 12.0, which ignores ``Want-Repr-Digest``) or ``rfc9530``
+(a server that dropped the older header), so clients can be tested against either kind alone.
+
+dCache never verifies an upload against a client-sent ``Repr-Digest``/``Content-Digest``/``Digest``
+header (the door reads only ``Content-MD5`` and the ``Want-*`` headers), so neither does this service.
 """
 
 from __future__ import annotations
@@ -16,6 +23,23 @@ from airflow_dcache.server.storage.namespace_db import Inode
 # dCache breaks ties in this order (strongest first).
 _PREFERENCE = [checksums.SHA512, checksums.SHA256, checksums.SHA1, checksums.MD5, checksums.ADLER32]
 _REPR_ALGORITHMS = (checksums.SHA256, checksums.SHA512)  # the only ones dCache offers through RFC 9530
+MODES = ("both", "rfc3230", "rfc9530")
+_mode = "both"
+
+
+def configure(mode: str) -> None:
+    """Set which ``Want-*`` headers the server answers; one server process has one setting."""
+    global _mode
+    if mode not in MODES:
+        raise ValueError(f"digest headers mode must be one of {', '.join(MODES)}, got {mode!r}")
+    _mode = mode
+
+
+def _wants(request_headers: Mapping[str, str]) -> tuple[str | None, str | None]:
+    """(Want-Digest, Want-Repr-Digest) as this server reads them: a header it does not speak is absent."""
+    want = request_headers.get("Want-Digest") if _mode != "rfc9530" else None
+    want_repr = request_headers.get("Want-Repr-Digest") if _mode != "rfc3230" else None
+    return want, want_repr
 
 
 def parse_want_digest(value: str) -> list[tuple[str, float]]:
@@ -90,18 +114,21 @@ def response_headers(request_headers: Mapping[str, str], node: Inode,
     ``Want-Repr-Digest`` wins when both are sent, as in dCache; when it names nothing the file has,
     the reply falls back to ``Want-Digest`` (or the default) rather than carrying no checksum at all.
     """
-    want_repr = request_headers.get("Want-Repr-Digest")
+    want, want_repr = _wants(request_headers)
     if want_repr and (repr_value := repr_digest_header(want_repr, node)):
         return {"Repr-Digest": repr_value}
-    want = request_headers.get("Want-Digest") or default
+    if _mode == "rfc9530":
+        return {}
+    want = want or default
     value = digest_header(want, node) if want else None
     return {"Digest": value} if value else {}
 
 
 def upload_algorithms(request_headers: Mapping[str, str]) -> list[Algorithm]:
     """The checksums an upload must compute besides adler32: everything its Want-(Repr-)Digest names."""
-    tokens = [t for t, q in parse_want_digest(request_headers.get("Want-Digest", "")) if q > 0]
-    tokens += [t for t, w in parse_want_repr_digest(request_headers.get("Want-Repr-Digest", "")) if w > 0
+    want, want_repr = _wants(request_headers)
+    tokens = [t for t, q in parse_want_digest(want or "") if q > 0]
+    tokens += [t for t, w in parse_want_repr_digest(want_repr or "") if w > 0
                and checksums.BY_TOKEN.get(t) in _REPR_ALGORITHMS]
     return checksums.optional_for_tokens(tokens)
 

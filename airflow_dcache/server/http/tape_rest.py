@@ -1,16 +1,25 @@
-"""The WLCG Tape REST API (``/api/v1/tape``) and its discovery document, on top of the bulk service."""
+"""The WLCG Tape REST API (``/api/v1/tape``) and its discovery document, on top of the bulk service.
+
+dCache serves ``/.well-known/wlcg-tape-rest-api`` from a file (``dcache.wellknown!wlcg-tape-rest-api.path``),
+so a site may point clients anywhere, even another host. Here the document is generated for wherever
+the API is mounted (``--tape-api-path``), read from a file as dCache does, or absent (404), so clients
+can be shown to follow the document rather than assume ``/api/v1/tape``.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
+from airflow_dcache.server.http.auth import ACCESS_LOG
 from airflow_dcache.server.http.errors import error_response
 from airflow_dcache.server.http.frontend import API, Frontend, json_response, read_json_object
 from airflow_dcache.server.services.bulk import BulkService
-from airflow_dcache.server.services.errors import BadRequest, ServiceError
+from airflow_dcache.server.services.errors import BadRequest, NotFound, ServiceError
 from airflow_dcache.server.services.login import Login
 
 _FILE_STATE = {"CREATED": "SUBMITTED", "READY": "SUBMITTED", "RUNNING": "STARTED", "CANCELLED": "CANCELLED",
@@ -33,14 +42,17 @@ def _paths(doc: dict[str, Any], key: str = "paths") -> list[str]:
 
 
 class TapeRest:
-    def __init__(self, frontend: Frontend, bulk: BulkService, site: str) -> None:
+    def __init__(self, frontend: Frontend, bulk: BulkService, site: str, *, base: str = API + "/tape",
+                 discovery: str | None = None) -> None:
         self.frontend = frontend
         self.bulk = bulk
         self.site = site
+        self.base = base.rstrip("/")  # where the API is mounted
+        self.discovery_source = discovery  # None: generated; "none": no document; else a JSON file
 
     def install(self, app: web.Application) -> None:
         app.router.add_get("/.well-known/wlcg-tape-rest-api", self.discovery)
-        base = API + "/tape"
+        base = self.base
         app.router.add_post(base + "/stage", self.stage)
         app.router.add_get(base + "/stage/{id}", self.stage_status)
         app.router.add_post(base + "/stage/{id}/cancel", self.stage_cancel)
@@ -49,9 +61,20 @@ class TapeRest:
         app.router.add_post(base + "/archiveinfo", self.archiveinfo)
 
     async def discovery(self, request: web.Request) -> web.Response:
+        if ACCESS_LOG.isEnabledFor(logging.INFO):  # anonymous by design, so the login never logs it
+            ACCESS_LOG.info(json.dumps({"method": request.method, "path": request.path, "user": None}))
+        if self.discovery_source == "none":
+            raise NotFound("no WLCG Tape REST API discovery document is configured")
+        if self.discovery_source is not None:  # served as is, like dCache's configured file
+            try:
+                text = Path(self.discovery_source).read_text(encoding="utf-8")
+            except OSError:
+                raise NotFound("the WLCG Tape REST API discovery document cannot be read") from None
+            return web.Response(text=text, content_type="application/json")
         return json_response({
             "sitename": self.site, "description": f"airflow-dcache emulated tape at site {self.site}",
-            "endpoints": [{"uri": f"{request.scheme}://{request.host}{API}/tape", "version": "v1", "metadata": {}}],
+            "endpoints": [{"uri": f"{request.scheme}://{request.host}{self.base}", "version": "v1",
+                           "metadata": {}}],
         })
 
     async def stage(self, request: web.Request) -> web.Response:
@@ -74,7 +97,7 @@ class TapeRest:
                 lifetimes[item["path"]] = item["diskLifetime"]
         args = {"diskLifetime": json.dumps(lifetimes)} if lifetimes else {}
         rid = self.bulk.submit(login, {"activity": "STAGE", "target": paths, "arguments": args}, kind="stage")
-        url = f"{request.scheme}://{request.host}{API}/tape/stage/{rid}"
+        url = f"{request.scheme}://{request.host}{self.base}/stage/{rid}"
         return web.Response(status=201, text=json.dumps({"requestId": rid}), content_type="application/json",
                             headers={"location": url})
 

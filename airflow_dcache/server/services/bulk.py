@@ -20,12 +20,13 @@ from airflow_dcache.server.services.activity import Activity
 from airflow_dcache.server.services.errors import (
     BadRequest,
     NotFound,
+    PayloadTooLarge,
     PermissionDenied,
     ServiceError,
     TooManyRequests,
 )
 from airflow_dcache.server.services.jsonbody import parse_json
-from airflow_dcache.server.services.login import Login
+from airflow_dcache.server.services.login import Grant, Login
 from airflow_dcache.server.services.namespace import NamespaceService
 from airflow_dcache.server.services.tape import TapeService, lifetime_ms, normalise_qos
 from airflow_dcache.server.storage.bulk_db import ArchivedRequest, BulkDB, BulkRequestRow, BulkTargetRow
@@ -37,7 +38,7 @@ ACTIVITIES = ("PIN", "UNPIN", "STAGE", "RELEASE", "DELETE", "UPDATE_QOS", "LOG_T
 EXPANSIONS = {"NONE": 500, "TARGETS": 10, "ALL": 1}  # max targets per request, as dCache's defaults
 FINISHED = ("COMPLETED", "CANCELLED")
 MAX_UNFINISHED_PER_USER = 5000
-DEFAULT_PIN_MS = 5 * 60_000
+DEFAULT_PIN_LIFETIME, DEFAULT_PIN_UNIT = 5, "MINUTES"  # bulk.plugin!pin.default-lifetime(.unit)
 DEFAULT_STAGE_MS = 2 * 86_400_000
 ARCHIVE_AFTER_S = 14 * 86_400  # dCache's bulk.limits.archiver-window
 ARCHIVER_PERIOD_S = 6 * 3600  # and how often its archiver runs
@@ -70,6 +71,8 @@ def login_to_json(login: Login) -> str:
     doc = asdict(login)
     doc["activities"] = sorted(a.value for a in login.activities)
     doc["expiry"] = login.expiry.isoformat() if login.expiry else None
+    if login.grants is not None:  # a bearer token's per-path scopes
+        doc["grants"] = [{"path": g.path, "activities": sorted(a.value for a in g.activities)} for g in login.grants]
     return json.dumps(doc)
 
 
@@ -78,7 +81,20 @@ def login_from_json(text: str) -> Login:
     doc["gids"] = tuple(doc["gids"])
     doc["activities"] = frozenset(Activity(a) for a in doc["activities"])
     doc["expiry"] = datetime.fromisoformat(doc["expiry"]) if doc["expiry"] else None
+    if doc.get("grants") is not None:
+        doc["grants"] = tuple(Grant(g["path"], frozenset(Activity(a) for a in g["activities"])) for g in doc["grants"])
     return Login(**doc)
+
+
+def pin_lifetime_ms(args: dict[str, str]) -> int:
+    """dCache's PinActivity.configure: ``lifetime`` (default 5) in ``lifetimeUnit``, any TimeUnit name
+    (default MINUTES, also when only ``lifetime`` is given)."""
+    try:
+        value = float(args.get("lifetime", DEFAULT_PIN_LIFETIME))
+    except ValueError:
+        raise BadRequest("arguments.lifetime must be a number") from None
+    return lifetime_ms(value, args.get("lifetimeUnit", DEFAULT_PIN_UNIT), field="arguments.lifetime",
+                       unit_field="arguments.lifetimeUnit")
 
 
 def _error_type(err: Exception) -> str:
@@ -87,7 +103,9 @@ def _error_type(err: Exception) -> str:
 
 class BulkService:
     def __init__(self, db: BulkDB, namespace: NamespaceService, tape: TapeService, *,
-                 archive_after_s: float = ARCHIVE_AFTER_S) -> None:
+                 archive_after_s: float = ARCHIVE_AFTER_S,
+                 max_requests_per_user: int = MAX_UNFINISHED_PER_USER) -> None:
+        self.max_requests_per_user = max_requests_per_user  # bulk.limits.max-requests-per-user
         self.db = db
         self.ns = namespace
         self.tape = tape
@@ -136,8 +154,9 @@ class BulkService:
     # -- submission ------------------------------------------------------------------------------
     def submit(self, login: Login, doc: dict[str, Any], *, kind: str = "bulk") -> str:
         req = self._parse(doc)
-        if self.db.count_unfinished(login.uid) >= MAX_UNFINISHED_PER_USER:
-            raise TooManyRequests(f"Too many unfinished bulk requests (limit {MAX_UNFINISHED_PER_USER})")
+        if self.db.count_unfinished(login.uid) >= self.max_requests_per_user:
+            # dCache: BulkQuotaExceededException, which the frontend answers with 429 (not 413)
+            raise TooManyRequests(f"Too many unfinished bulk requests (limit {self.max_requests_per_user})")
         rid = str(uuid.uuid4())
         prefix = req["target_prefix"]
         paths = [self._join(prefix, t) for t in req["target"]]
@@ -185,7 +204,9 @@ class BulkService:
         if expand not in EXPANSIONS:
             raise BadRequest("expand_directories must be NONE, TARGETS or ALL")
         if len(targets) > EXPANSIONS[expand]:
-            raise BadRequest(f"too many targets for expand_directories={expand}: at most {EXPANSIONS[expand]}")
+            # dCache 11.2.4/12.0 (BulkContentTooLargeException): 413, with BulkService's wording
+            raise PayloadTooLarge(f"The number of targets {len(targets)} exceeds maximum {EXPANSIONS[expand]} "
+                                  f"for directory expansion {expand}.")
         prefix = req.get("target_prefix") or ""
         if not isinstance(prefix, str) or (prefix and not prefix.startswith("/")):
             raise BadRequest("target_prefix must be an absolute path")
@@ -203,11 +224,8 @@ class BulkService:
     @staticmethod
     def _check_arguments(activity: str, args: dict[str, str]) -> None:
         """Validate at submission so a bad request is a 400, not a request of failed targets."""
-        if activity == "PIN" and "lifetime" in args:
-            try:
-                lifetime_ms(float(args["lifetime"]), args.get("lifetimeUnit"), field="lifetime")
-            except ValueError:
-                raise BadRequest("arguments.lifetime must be a number") from None
+        if activity == "PIN":
+            pin_lifetime_ms(args)
         if activity == "RELEASE" and not args.get("id"):
             raise BadRequest("RELEASE requires arguments.id (the stage request id)")
         if activity == "UPDATE_QOS":
@@ -318,9 +336,7 @@ class BulkService:
         if not self._file(login, path):
             return True
         args = row.args
-        lifetime = (lifetime_ms(float(args["lifetime"]), args.get("lifetimeUnit"))
-                    if "lifetime" in args else DEFAULT_PIN_MS)
-        entry = self.tape.pin(login, path, lifetime, args.get("id") or row.id)
+        entry = self.tape.pin(login, path, pin_lifetime_ms(args), args.get("id") or row.id)
         await self.tape.stage(entry.inode.id)
         return False
 

@@ -121,6 +121,8 @@ def get_provider_info() -> dict[str, Any]:
         "asset-uris": [
             {"schemes": ["dcache"], "handler": "airflow_dcache.assets.dcache.sanitize_uri"},
         ],
+        # ObjectStoragePath("dcache://<conn>/<path>"): fsspec filesystem over the hook (docs/filesystem.md).
+        "filesystems": ["airflow_dcache.fs.dcache"],
         "plugins": [
             {"name": "dcache", "plugin-class": "airflow_dcache.plugins.dcache.DCachePlugin"},
         ],

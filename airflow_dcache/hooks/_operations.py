@@ -14,7 +14,7 @@ import re
 from collections.abc import Generator, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 from urllib.parse import quote, unquote, urljoin, urlsplit
 
 from airflow_dcache.exceptions import AlreadyExists, Conflict, NotFound, UnexpectedResponse
@@ -81,7 +81,10 @@ Operation = Generator[Call, ResponseInfo, T]
 NAMESPACE_FLAGS = ("children", "locality", "locations", "qos", "checksum", "xattr", "labels", "optional")
 QOS_KINDS = frozenset({"file", "directory"})
 QOS_TARGETS = frozenset({"disk", "tape", "disk+tape", "tape+disk", "volatile"})
-LIFETIME_UNITS = frozenset({"SECONDS", "MINUTES", "HOURS", "DAYS"})
+# java.util.concurrent.TimeUnit's names: dCache reads pin lifetime units with TimeUnit.valueOf (exact,
+# upper case), so any case is accepted here and the upper-case name is sent.
+_TIME_UNITS = ("NANOSECONDS", "MICROSECONDS", "MILLISECONDS", "SECONDS", "MINUTES", "HOURS", "DAYS")
+LIFETIME_UNITS = frozenset(_TIME_UNITS)
 BULK_ACTIVITIES = frozenset({"PIN", "UNPIN", "STAGE", "RELEASE", "DELETE", "UPDATE_QOS", "LOG_TARGET"})
 EXPAND = frozenset({"NONE", "TARGETS", "ALL"})
 
@@ -291,28 +294,91 @@ def set_labels(s: ConnectionSettings, path: str, labels: Iterable[str], replace:
     return wanted
 
 
+def path_labels(s: ConnectionSettings, path: str) -> Operation[list[str]]:
+    """The labels of one file or directory (``labels=true`` on its namespace entry)."""
+    return (yield from stat(s, path, labels=True)).labels or []
+
+
+def remove_labels(s: ConnectionSettings, path: str, labels: Iterable[str]) -> Operation[list[str]]:
+    """Remove labels; ones the path does not have are skipped (dCache answers 409 for them), so a
+    repeated call changes nothing. Returns the labels left."""
+    unwanted = set(_label_names(labels, "labels"))
+    current = yield from path_labels(s, path)
+    for label in current:
+        if label in unwanted:
+            yield from _action(s, path, {"action": "rm-label", "label": label})
+    return [label for label in current if label not in unwanted]
+
+
+def _label_names(labels: Iterable[str], field_name: str) -> list[str]:
+    if isinstance(labels, str) or not all(isinstance(x, str) and x.strip() for x in labels):
+        raise ValueError(f"{field_name}: expected a list of non-empty label names, got {labels!r}")
+    return list(labels)
+
+
+def parse_mode(value: object, field_name: str = "mode") -> int:
+    """Permission bits from an int (``0o775``, ``509``) or an octal string (``"775"``, ``"0775"``, ``"0o775"``).
+
+    A decimal-looking string is read as octal, the way ``chmod 775`` is; ``rwx`` notation is refused.
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
+        mode = value
+    elif isinstance(value, str) and re.fullmatch(r"(0o|0O)?[0-7]{1,5}", value.strip()):
+        mode = int(value.strip().removeprefix("0o").removeprefix("0O"), 8)
+    else:
+        raise ValueError(f"{field_name}: expected permission bits as an int (0o775) or an octal string "
+                         f"('775', '0775'), got {value!r}")
+    if not 0 <= mode <= 0o7777:
+        raise ValueError(f"{field_name}: {oct(mode) if mode >= 0 else mode} is outside 0o0..0o7777")
+    return mode
+
+
+def parse_gid(value: object, field_name: str = "gid") -> int:
+    """A numeric group id (dCache's ``chgrp`` takes no group names)."""
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{field_name}: expected a numeric group id (>= 0), got {value!r}")
+    return value
+
+
+def chmod(s: ConnectionSettings, path: str, mode: int | str) -> Operation[None]:
+    """``{"action":"chmod","mode":<int>}``: dCache lets only the owner (or a role such as admin) do it."""
+    yield from _action(s, path, {"action": "chmod", "mode": parse_mode(mode)})
+
+
+def chgrp(s: ConnectionSettings, path: str, gid: int | str) -> Operation[None]:
+    """``{"action":"chgrp","gid":<int>}``: the owner, and only to a group it is a member of."""
+    yield from _action(s, path, {"action": "chgrp", "gid": parse_gid(gid)})
+
+
 def checksum(
     s: ConnectionSettings, path: str, algorithms: Iterable[str] = ("adler32", "md5")
 ) -> Operation[dict[str, str]]:
-    """HEAD + ``Want-Digest`` on the door, the RFC 3230 way.
+    """HEAD + ``Want-Digest`` (RFC 3230) and, for sha-256/sha-512, ``Want-Repr-Digest`` (RFC 9530).
 
-    dCache answers a list with *one* digest (its preferred algorithm), so each algorithm still missing
-    is asked for separately. Only if the door reports none at all are the frontend's stored checksums
-    used. Algorithms the file does not have are simply absent from the result.
+    dCache answers a list with *one* digest (its preferred algorithm) in ``Digest`` or ``Repr-Digest``;
+    either is read. Each algorithm still missing is asked for separately, and whatever the door does not
+    report (a server speaking only one of the two RFCs) comes from the frontend's stored checksums.
+    Algorithms the file does not have are simply absent from the result.
     """
     wanted = list(dict.fromkeys(_checksums.canonical_algorithm(a) for a in algorithms))
     if not wanted:
         raise ValueError("no checksum algorithm requested")
     url = door_url(s, path)
-    info = yield Call("HEAD", url, {"Want-Digest": ",".join(wanted)})
+    info = yield Call("HEAD", url, _checksums.want_headers(wanted))
     digests = _checksums.digests_from_headers(info.headers)
+    speaks_rfc3230 = _checksums.has_rfc3230(info.headers)
     if digests:
         for algorithm in wanted:
             if algorithm not in digests:
-                info = yield Call("HEAD", url, {"Want-Digest": algorithm})
+                info = yield Call("HEAD", url, _checksums.want_headers([algorithm]))
                 digests.update(_checksums.digests_from_headers(info.headers))
-    else:
-        digests = (yield from stat(s, path, checksum=True)).checksums or {}
+                speaks_rfc3230 = speaks_rfc3230 or _checksums.has_rfc3230(info.headers)
+    if not digests or (not speaks_rfc3230 and any(a not in digests for a in wanted)):
+        # nothing from the door, or only Repr-Digest: what RFC 9530 cannot carry is in the namespace
+        stored = (yield from stat(s, path, checksum=True)).checksums or {}
+        digests = {**stored, **digests}
     return {k: v for k, v in digests.items() if k in wanted}
 
 
@@ -340,10 +406,16 @@ def set_qos(
     yield from _action(s, path, payload)
 
 
+def lifetime_unit(unit: object, name: str = "unit") -> str:
+    """A pin lifetime unit as dCache takes it: a TimeUnit name, in any case here, sent in upper case."""
+    text = unit.strip().upper() if isinstance(unit, str) else None
+    if text not in LIFETIME_UNITS:
+        raise ValueError(f"{name} must be a time unit, one of {', '.join(_TIME_UNITS)} (any case); got {unit!r}")
+    return text
+
+
 def pin(s: ConnectionSettings, path: str, lifetime: float, unit: str = "SECONDS") -> Operation[None]:
-    unit = unit.upper()
-    if unit not in LIFETIME_UNITS:
-        raise ValueError(f"unit must be one of {sorted(LIFETIME_UNITS)}")
+    unit = lifetime_unit(unit)
     yield from _action(s, path, {"action": "pin", "lifetime": lifetime, "lifetime-unit": unit})
 
 
@@ -452,6 +524,8 @@ def submit_bulk_request(
     if target_prefix:
         payload["target_prefix"] = target_prefix
     args = _stringify_arguments(arguments)
+    if args and activity == "PIN" and "lifetimeUnit" in args:
+        args["lifetimeUnit"] = lifetime_unit(args["lifetimeUnit"], "arguments['lifetimeUnit']")
     if args:
         payload["arguments"] = args
     call = replace(Call.json("POST", api_url(s, "bulk-requests"), payload), elevate="always")
@@ -589,10 +663,26 @@ def _iso(lifetime: timedelta | int | float | str | None) -> str | None:
     return None if lifetime is None else _caveats.iso_duration(lifetime)
 
 
+class TapeEndpointSource(Protocol):
+    """Where a hook's Tape REST API is: found through the WLCG discovery document on first use."""
+
+    def resolve(self, s: ConnectionSettings) -> Operation[str]: ...
+
+
+def _tape(s: ConnectionSettings, endpoint: TapeEndpointSource | None, relative: str) -> Operation[str]:
+    """A Tape REST URL under the discovered endpoint (``/api/v1/tape`` without one).
+
+    Called after the paths are checked, so a refused path sends nothing, not even the discovery GET.
+    """
+    base = (yield from endpoint.resolve(s)) if endpoint is not None else api_url(s, "tape")
+    return base.rstrip("/") + "/" + relative
+
+
 def stage(
     s: ConnectionSettings,
     files: Iterable[str] | Mapping[str, timedelta | int | float | str | None],
     disk_lifetime: timedelta | int | float | str | None = None,
+    endpoint: TapeEndpointSource | None = None,
 ) -> Operation[BulkSubmission]:
     """WLCG ``POST /tape/stage``; a mapping gives each path its own disk lifetime."""
     items = files.items() if isinstance(files, Mapping) else ((f, disk_lifetime) for f in files)
@@ -605,7 +695,7 @@ def stage(
         payload_files.append(entry)
     if not payload_files:
         raise ValueError("stage needs at least one file")
-    call = Call.json("POST", api_url(s, "tape/stage"), {"files": payload_files})
+    call = Call.json("POST", (yield from _tape(s, endpoint, "stage")), {"files": payload_files})
     info = yield call
     data = _json(info, call)
     rid = data.get("requestId") if isinstance(data, dict) else None
@@ -614,34 +704,39 @@ def stage(
         if not location:
             raise UnexpectedResponse("stage reply has no requestId", status=info.status, method="POST", url=call.url)
         rid = request_id(location)
-    return BulkSubmission(id=str(rid), url=api_url(s, f"tape/stage/{rid}"))
+    return BulkSubmission(id=str(rid), url=call.url.rsplit("/", 1)[0] + f"/stage/{rid}")
 
 
-def stage_status(s: ConnectionSettings, request: str) -> Operation[StageRequestInfo]:
+def stage_status(s: ConnectionSettings, request: str,
+                 endpoint: TapeEndpointSource | None = None) -> Operation[StageRequestInfo]:
     rid = request_id(request)
-    call = Call("GET", api_url(s, f"tape/stage/{rid}"), {"Accept": "application/json"})
+    call = Call("GET", (yield from _tape(s, endpoint, f"stage/{rid}")), {"Accept": "application/json"})
     data = _json((yield call), call)
     if not isinstance(data, dict):
         raise UnexpectedResponse("stage status is not an object", method="GET", url=call.url)
     return StageRequestInfo.from_json(rid, data)
 
 
-def cancel_stage(s: ConnectionSettings, request: str, paths: Iterable[str]) -> Operation[None]:
+def cancel_stage(s: ConnectionSettings, request: str, paths: Iterable[str],
+                 endpoint: TapeEndpointSource | None = None) -> Operation[None]:
     body = {"paths": [allowed_path(s, p) for p in paths]}
-    yield Call.json("POST", api_url(s, f"tape/stage/{request_id(request)}/cancel"), body)
+    yield Call.json("POST", (yield from _tape(s, endpoint, f"stage/{request_id(request)}/cancel")), body)
 
 
-def delete_stage(s: ConnectionSettings, request: str) -> Operation[None]:
-    yield Call("DELETE", api_url(s, f"tape/stage/{request_id(request)}"))
+def delete_stage(s: ConnectionSettings, request: str, endpoint: TapeEndpointSource | None = None) -> Operation[None]:
+    yield Call("DELETE", (yield from _tape(s, endpoint, f"stage/{request_id(request)}")))
 
 
-def release(s: ConnectionSettings, request: str, paths: Iterable[str]) -> Operation[None]:
+def release(s: ConnectionSettings, request: str, paths: Iterable[str],
+            endpoint: TapeEndpointSource | None = None) -> Operation[None]:
     body = {"paths": [allowed_path(s, p) for p in paths]}
-    yield Call.json("POST", api_url(s, f"tape/release/{request_id(request)}"), body)
+    yield Call.json("POST", (yield from _tape(s, endpoint, f"release/{request_id(request)}")), body)
 
 
-def archive_info(s: ConnectionSettings, paths: Iterable[str]) -> Operation[list[ArchiveInfo]]:
-    call = Call.json("POST", api_url(s, "tape/archiveinfo"), {"paths": [allowed_path(s, p) for p in paths]})
+def archive_info(s: ConnectionSettings, paths: Iterable[str],
+                 endpoint: TapeEndpointSource | None = None) -> Operation[list[ArchiveInfo]]:
+    body = {"paths": [allowed_path(s, p) for p in paths]}
+    call = Call.json("POST", (yield from _tape(s, endpoint, "archiveinfo")), body)
     data = _json((yield call), call)
     return [
         ArchiveInfo(path=str(d.get("path", "")), locality=d.get("locality"), error=d.get("error"))

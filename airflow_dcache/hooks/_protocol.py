@@ -7,13 +7,16 @@ sent and *how a reply is read* lives here as pure functions, so the two clients 
 from __future__ import annotations
 
 import base64
+import email.utils
 import json
 import os
 import re
 import ssl
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC
 from typing import Any
 from urllib.parse import quote, urlencode, urljoin, urlsplit
 
@@ -33,6 +36,8 @@ RETRY_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PROPFIND"})
 RETRY_STATUSES = frozenset({500, 502, 503, 504})
 BACKOFF_FACTOR = 0.5
 BACKOFF_MAX = 30.0
+#: The longest single wait a server's ``Retry-After`` may impose; a longer ask fails the call instead.
+RETRY_AFTER_MAX = 60.0
 MAX_REDIRECTS = 5
 _MASK = "***"
 _AUTHZ_RE = re.compile(r"(?i)([?&]authz=)[^&#\s\"'<>]*")
@@ -137,7 +142,7 @@ class TokenFileReader:
     def __init__(self, path: str) -> None:
         self.path = os.path.expanduser(path)
         self._lock = threading.Lock()
-        self._stamp: tuple[float, int] | None = None
+        self._stamp: tuple[int, int, int, int] | None = None
         self._token: str | None = None
 
     def read(self) -> tuple[str, bool]:
@@ -146,7 +151,9 @@ class TokenFileReader:
             st = os.stat(self.path)
         except OSError as exc:
             raise DCacheError(f"cannot read token file {self.path}: {exc.strerror}") from None
-        stamp = (st.st_mtime, st.st_size)
+        # nanosecond times and the inode: two tokens of equal length written within one coarse mtime
+        # tick, or swapped in by rename (htgettoken, oidc-agent), still count as a change
+        stamp = (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino)
         with self._lock:
             if stamp != self._stamp or self._token is None:
                 with open(self.path, encoding="utf-8") as fh:
@@ -279,6 +286,58 @@ def next_hop(method: str, url: str, status: int, location: str | None) -> Hop:
 def backoff_delay(attempt: int) -> float:
     """Exponential backoff (0.5 s, 1 s, 2 s …) capped, for the retry loop of the async client."""
     return float(min(BACKOFF_MAX, BACKOFF_FACTOR * (2**attempt)))
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds a ``Retry-After`` asks for (delta-seconds or an HTTP-date, RFC 9110 §10.2.3); None if unreadable.
+
+    A date in the past means "now" (0); garbage is ignored rather than trusted or raised.
+    """
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    if text.isdigit():
+        return float(int(text))
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # an HTTP-date is always GMT
+        when = when.replace(tzinfo=UTC)
+    current = now if now is not None else time.time()
+    return max(0.0, when.timestamp() - current)
+
+
+def call_deadline(settings: ConnectionSettings) -> float:
+    """The monotonic time after which a call stops waiting out ``Retry-After``/backoff: as long as every
+    allowed attempt timing out would take, so retries never make a call slower than its worst case."""
+    return time.monotonic() + settings.timeout * (settings.retries + 1)
+
+
+def retry_wait(status: int, headers: Mapping[str, str], method: str, attempt: int, retries: int,
+               remaining: float) -> float | None:
+    """How long to wait before sending a refused request again, or None to fail now.
+
+    - 413 never: a limit (targets per bulk request, upload size) does not move by waiting.
+    - 429 only with ``Retry-After``: dCache's rate limiter sends one and refused the request before
+      doing anything, so any method may go again; its bulk quota (unfinished requests per user) sends
+      none and does not clear in seconds.
+    - 503 and the other retryable 5xx: idempotent methods only, after ``Retry-After`` or the backoff.
+
+    A wait longer than :data:`RETRY_AFTER_MAX` or than the call has left (``remaining``) is not made.
+    """
+    if status == 413 or attempt >= retries:
+        return None
+    after = parse_retry_after(_header(headers, "retry-after"))
+    if status == 429:
+        if after is None:
+            return None
+        delay = after
+    elif status in RETRY_STATUSES and method in RETRY_METHODS:
+        delay = after if after is not None else backoff_delay(attempt)
+    else:
+        return None
+    return delay if delay <= min(RETRY_AFTER_MAX, remaining) else None
 
 
 # ----------------------------------------------------------------------------------------- errors

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime, timedelta
 from typing import IO, Any, TypeVar
@@ -22,6 +23,7 @@ from urllib3.util.retry import Retry
 
 from airflow_dcache.exceptions import DCacheConnectionError, DCacheError, PermissionDenied, UnexpectedResponse
 from airflow_dcache.hooks import _operations as ops
+from airflow_dcache.hooks import _tape_discovery as tape_discovery
 from airflow_dcache.hooks import _transfers as tx
 from airflow_dcache.hooks._base import (
     DCacheHookBase,
@@ -46,11 +48,13 @@ from airflow_dcache.hooks._perfmarkers import PerfMarker, PerfMarkerParser
 from airflow_dcache.hooks._protocol import (
     BACKOFF_FACTOR,
     MAX_REDIRECTS,
+    RETRY_AFTER_MAX,
     RETRY_METHODS,
     RETRY_STATUSES,
     ResponseInfo,
     TokenFileReader,
     auth_headers,
+    call_deadline,
     check_tls_files,
     client_cert,
     door_url,
@@ -60,7 +64,9 @@ from airflow_dcache.hooks._protocol import (
     may_elevate,
     next_hop,
     normalize_path,
+    parse_retry_after,
     requests_verify,
+    retry_wait,
 )
 from airflow_dcache.hooks._settings import AuthType
 from airflow_dcache.hooks._sse import SSEParser
@@ -70,12 +76,32 @@ _ERROR_BODY_LIMIT = 64 * 1024
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 
+def _replayable(body: Any) -> bool:
+    """Whether a refused request can be sent again: no body, bytes, or an upload that can rewind."""
+    if body is None or isinstance(body, (bytes, str)):
+        return True
+    return isinstance(body, tx.HashingReader) and body.rewindable
+
+
 class _Adapter(HTTPAdapter):
     """urllib3 sends request bodies in 16 KiB reads by default; 1 MiB halves the CPU cost of uploads."""
 
     def init_poolmanager(self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any) -> None:
         pool_kwargs.setdefault("blocksize", tx.CHUNK_SIZE)
         super().init_poolmanager(connections, maxsize, block=block, **pool_kwargs)
+
+
+class _Retry(Retry):
+    """urllib3's retry, minus two surprises: it would honour ``Retry-After`` on a 413 (a limit never
+    moves) and wait for any ``Retry-After`` up to six hours. Here only 503 waits inside urllib3 (for the
+    idempotent methods), capped at ``RETRY_AFTER_MAX``; a 429 is retried by ``DCacheHook._request`` for
+    every method, because a rate-limited request was refused before anything happened."""
+
+    RETRY_AFTER_STATUS_CODES = frozenset({503})
+
+    def get_retry_after(self, response: Any) -> float | None:
+        after = parse_retry_after(response.headers.get("Retry-After"))
+        return None if after is None else min(after, RETRY_AFTER_MAX)
 
 
 class DCacheHook(DCacheHookBase):
@@ -90,6 +116,7 @@ class DCacheHook(DCacheHookBase):
         self._session: requests.Session | None = None
         self._token_reader: TokenFileReader | None = None
         self._lock = threading.Lock()
+        self._tape = tape_discovery.TapeEndpoint()  # from the WLCG discovery document, on first use
 
     # ------------------------------------------------------------------------------ plumbing
 
@@ -98,7 +125,7 @@ class DCacheHook(DCacheHookBase):
         with self._lock:
             if self._session is None:
                 check_tls_files(self.settings)
-                retry = Retry(
+                retry = _Retry(
                     total=self.settings.retries,
                     connect=self.settings.retries,
                     read=self.settings.retries,
@@ -107,7 +134,7 @@ class DCacheHook(DCacheHookBase):
                     status_forcelist=sorted(RETRY_STATUSES),
                     allowed_methods=RETRY_METHODS,
                     raise_on_status=False,
-                    respect_retry_after_header=True,
+                    respect_retry_after_header=True,  # capped by _Retry.get_retry_after
                 )
                 session = requests.Session()
                 session.trust_env = False  # never route to a proxy the task environment happens to set
@@ -164,7 +191,10 @@ class DCacheHook(DCacheHookBase):
         session = self.get_conn()
         settings = self.settings
         credentials = True
-        for _ in range(MAX_REDIRECTS + 1):
+        deadline = call_deadline(settings)  # Retry-After waits of this call end here
+        limited = 0  # 429 answers waited out so far
+        hops = 0
+        while hops <= MAX_REDIRECTS:
             all_headers = dict(headers or {})
             if credentials:
                 all_headers.update(self._auth(elevated))
@@ -184,6 +214,19 @@ class DCacheHook(DCacheHookBase):
                 raise DCacheConnectionError(
                     f"cannot reach dCache: {mask_url(str(exc))}", method=method, url=mask_url(url)
                 ) from None
+            if response.status_code == 429 and _replayable(body):
+                wait = retry_wait(429, response.headers, method, limited, settings.retries,
+                                  deadline - time.monotonic())
+                if wait is not None:
+                    response.close()
+                    self.log.info("dCache is rate limiting (429); retrying %s %s after %.1f s",
+                                  method, mask_url(url), wait)
+                    time.sleep(wait)
+                    if isinstance(body, tx.HashingReader):
+                        body.rewind()
+                    limited += 1
+                    continue
+            hops += 1
             if follow_redirects and response.status_code in _REDIRECTS:
                 hop = next_hop(method, url, response.status_code, response.headers.get("Location"))
                 response.close()
@@ -361,6 +404,37 @@ class DCacheHook(DCacheHookBase):
         :param replace: also remove the labels not listed.
         """
         return self._run(ops.set_labels(self.settings, path, labels, replace))
+
+    def remove_labels(self, path: str, labels: Iterable[str]) -> list[str]:
+        """Remove labels from ``path`` (ones it lacks are skipped); returns the labels left.
+
+        :param path: absolute path in dCache's namespace.
+        :param labels: labels to remove.
+        """
+        return self._run(ops.remove_labels(self.settings, path, labels))
+
+    def get_labels(self, path: str) -> list[str]:
+        """The labels of ``path`` (:meth:`list_labels` lists every label in use).
+
+        :param path: absolute path in dCache's namespace.
+        """
+        return self._run(ops.path_labels(self.settings, path))
+
+    def chmod(self, path: str, mode: int | str) -> None:
+        """Set the permission bits of ``path``; only its owner (or an asserted role) may.
+
+        :param path: absolute path in dCache's namespace.
+        :param mode: an int (``0o775``) or an octal string (``"775"``, ``"0775"``).
+        """
+        self._run(ops.chmod(self.settings, path, mode))
+
+    def chgrp(self, path: str, gid: int | str) -> None:
+        """Set the group of ``path``; the owner must be a member of ``gid`` (dCache takes ids, not names).
+
+        :param path: absolute path in dCache's namespace.
+        :param gid: numeric group id.
+        """
+        self._run(ops.chgrp(self.settings, path, gid))
 
     def checksum(self, path: str, algorithms: Iterable[str] = ("adler32", "md5")) -> dict[str, str]:
         """Stored checksums as lowercase hex, keyed by RFC 3230 name (``adler32``, ``md5``, …).
@@ -647,14 +721,14 @@ class DCacheHook(DCacheHookBase):
         :param disk_lifetime: how long the staged copies stay on disk: seconds, ``timedelta`` or ISO-8601
             (``PT1H``).
         """
-        return self._run(ops.stage(self.settings, files, disk_lifetime))
+        return self._run(ops.stage(self.settings, files, disk_lifetime, endpoint=self._tape))
 
     def stage_status(self, request: str) -> StageRequestInfo:
         """Progress of a stage request, file by file (WLCG Tape REST).
 
         :param request: the request id, or the URL dCache returned for it.
         """
-        return self._run(ops.stage_status(self.settings, request))
+        return self._run(ops.stage_status(self.settings, request, endpoint=self._tape))
 
     def cancel_stage(self, request: str, paths: Iterable[str]) -> None:
         """Cancel the staging of some files of a request.
@@ -662,14 +736,14 @@ class DCacheHook(DCacheHookBase):
         :param request: the request id, or the URL dCache returned for it.
         :param paths: files of the request to cancel.
         """
-        self._run(ops.cancel_stage(self.settings, request, paths))
+        self._run(ops.cancel_stage(self.settings, request, paths, endpoint=self._tape))
 
     def delete_stage(self, request: str) -> None:
         """Delete a stage request on the server.
 
         :param request: the request id, or the URL dCache returned for it.
         """
-        self._run(ops.delete_stage(self.settings, request))
+        self._run(ops.delete_stage(self.settings, request, endpoint=self._tape))
 
     def release(self, request: str, paths: Iterable[str]) -> None:
         """Release staged files, so dCache may evict their disk copies.
@@ -677,7 +751,7 @@ class DCacheHook(DCacheHookBase):
         :param request: the request id, or the URL dCache returned for it.
         :param paths: files of the request to release.
         """
-        self._run(ops.release(self.settings, request, paths))
+        self._run(ops.release(self.settings, request, paths, endpoint=self._tape))
 
     def tape_api_endpoints(self) -> list[dict[str, Any]]:
         """WLCG discovery document's ``endpoints`` (``<frontend origin>/.well-known/wlcg-tape-rest-api``)."""
@@ -688,7 +762,7 @@ class DCacheHook(DCacheHookBase):
 
         :param paths: absolute paths in dCache's namespace.
         """
-        return self._run(ops.archive_info(self.settings, paths))
+        return self._run(ops.archive_info(self.settings, paths, endpoint=self._tape))
 
     # ------------------------------------------------------------------------------- macaroons
 

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import os
 import tempfile
+import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import IO, Any, TypeVar
@@ -20,6 +21,7 @@ from airflow.sdk.log import amask_secret
 
 from airflow_dcache.exceptions import DCacheConnectionError, DCacheError, PermissionDenied, UnexpectedResponse
 from airflow_dcache.hooks import _operations as ops
+from airflow_dcache.hooks import _tape_discovery as tape_discovery
 from airflow_dcache.hooks import _transfers as tx
 from airflow_dcache.hooks._base import (
     DCacheHookBase,
@@ -49,6 +51,7 @@ from airflow_dcache.hooks._protocol import (
     TokenFileReader,
     auth_headers,
     backoff_delay,
+    call_deadline,
     door_url,
     elevation_message,
     error_for,
@@ -56,6 +59,7 @@ from airflow_dcache.hooks._protocol import (
     may_elevate,
     next_hop,
     normalize_path,
+    retry_wait,
     ssl_context,
 )
 from airflow_dcache.hooks._settings import AuthType, ConnectionSettings, settings_from_connection
@@ -79,6 +83,7 @@ class DCacheAsyncHook(DCacheHookBase):
         self._client: httpx.AsyncClient | None = None
         self._plain_client: httpx.AsyncClient | None = None
         self._token_reader: TokenFileReader | None = None
+        self._tape = tape_discovery.TapeEndpoint()  # from the WLCG discovery document, on first use
 
     # ------------------------------------------------------------------------------ plumbing
 
@@ -159,11 +164,13 @@ class DCacheAsyncHook(DCacheHookBase):
         timeout: httpx.Timeout | None = None,
         elevated: bool = False,
     ) -> httpx.Response:
-        """One request with retries for idempotent methods (connection errors and 5xx)."""
+        """One request with retries: idempotent methods after connection errors and 5xx, any method after
+        a 429 that says ``Retry-After`` (see :func:`retry_wait`); never after a 413."""
         client = await self.get_async_conn(with_cert=credentials)
         settings = await self.aget_settings()
         retry = method in RETRY_METHODS
         attempt = 0
+        deadline = call_deadline(settings)  # Retry-After waits of this call end here
         while True:
             all_headers = dict(headers or {})
             if credentials:
@@ -184,11 +191,16 @@ class DCacheAsyncHook(DCacheHookBase):
                     method=method,
                     url=mask_url(url),
                 ) from None
-            if retry and response.status_code in RETRY_STATUSES and attempt < settings.retries:
-                await response.aclose()
-                await asyncio.sleep(backoff_delay(attempt))
-                attempt += 1
-                continue
+            if response.status_code == 429 or response.status_code in RETRY_STATUSES:
+                wait = retry_wait(response.status_code, response.headers, method, attempt, settings.retries,
+                                  deadline - time.monotonic())
+                if wait is not None:
+                    await response.aclose()
+                    self.log.info("dCache answered %s; retrying %s %s after %.1f s",
+                                  response.status_code, method, mask_url(url), wait)
+                    await asyncio.sleep(wait)
+                    attempt += 1
+                    continue
             return response
 
     async def _request(
@@ -390,6 +402,37 @@ class DCacheAsyncHook(DCacheHookBase):
         :param replace: also remove the labels not listed.
         """
         return await self._run(ops.set_labels(await self.aget_settings(), path, labels, replace))
+
+    async def remove_labels(self, path: str, labels: Iterable[str]) -> list[str]:
+        """Async form of :meth:`DCacheHook.remove_labels`.
+
+        :param path: absolute path in dCache's namespace.
+        :param labels: labels to remove.
+        """
+        return await self._run(ops.remove_labels(await self.aget_settings(), path, labels))
+
+    async def get_labels(self, path: str) -> list[str]:
+        """Async form of :meth:`DCacheHook.get_labels`.
+
+        :param path: absolute path in dCache's namespace.
+        """
+        return await self._run(ops.path_labels(await self.aget_settings(), path))
+
+    async def chmod(self, path: str, mode: int | str) -> None:
+        """Async form of :meth:`DCacheHook.chmod`.
+
+        :param path: absolute path in dCache's namespace.
+        :param mode: an int (``0o775``) or an octal string (``"775"``, ``"0775"``).
+        """
+        await self._run(ops.chmod(await self.aget_settings(), path, mode))
+
+    async def chgrp(self, path: str, gid: int | str) -> None:
+        """Async form of :meth:`DCacheHook.chgrp`.
+
+        :param path: absolute path in dCache's namespace.
+        :param gid: numeric group id.
+        """
+        await self._run(ops.chgrp(await self.aget_settings(), path, gid))
 
     async def checksum(self, path: str, algorithms: Iterable[str] = ("adler32", "md5")) -> dict[str, str]:
         """Async form of :meth:`DCacheHook.checksum`.
@@ -687,14 +730,15 @@ class DCacheAsyncHook(DCacheHookBase):
         :param disk_lifetime: how long the staged copies stay on disk: seconds, ``timedelta`` or ISO-8601
             (``PT1H``).
         """
-        return await self._run(ops.stage(await self.aget_settings(), files, disk_lifetime))
+        return await self._run(ops.stage(await self.aget_settings(), files, disk_lifetime,
+                                         endpoint=self._tape))
 
     async def stage_status(self, request: str) -> StageRequestInfo:
         """Async form of :meth:`DCacheHook.stage_status`.
 
         :param request: the request id, or the URL dCache returned for it.
         """
-        return await self._run(ops.stage_status(await self.aget_settings(), request))
+        return await self._run(ops.stage_status(await self.aget_settings(), request, endpoint=self._tape))
 
     async def cancel_stage(self, request: str, paths: Iterable[str]) -> None:
         """Async form of :meth:`DCacheHook.cancel_stage`.
@@ -702,14 +746,14 @@ class DCacheAsyncHook(DCacheHookBase):
         :param request: the request id, or the URL dCache returned for it.
         :param paths: files of the request to cancel.
         """
-        await self._run(ops.cancel_stage(await self.aget_settings(), request, paths))
+        await self._run(ops.cancel_stage(await self.aget_settings(), request, paths, endpoint=self._tape))
 
     async def delete_stage(self, request: str) -> None:
         """Async form of :meth:`DCacheHook.delete_stage`.
 
         :param request: the request id, or the URL dCache returned for it.
         """
-        await self._run(ops.delete_stage(await self.aget_settings(), request))
+        await self._run(ops.delete_stage(await self.aget_settings(), request, endpoint=self._tape))
 
     async def release(self, request: str, paths: Iterable[str]) -> None:
         """Async form of :meth:`DCacheHook.release`.
@@ -717,7 +761,7 @@ class DCacheAsyncHook(DCacheHookBase):
         :param request: the request id, or the URL dCache returned for it.
         :param paths: files of the request to release.
         """
-        await self._run(ops.release(await self.aget_settings(), request, paths))
+        await self._run(ops.release(await self.aget_settings(), request, paths, endpoint=self._tape))
 
     async def tape_api_endpoints(self) -> list[dict[str, Any]]:
         """Async form of :meth:`DCacheHook.tape_api_endpoints`.
@@ -729,7 +773,7 @@ class DCacheAsyncHook(DCacheHookBase):
 
         :param paths: absolute paths in dCache's namespace.
         """
-        return await self._run(ops.archive_info(await self.aget_settings(), paths))
+        return await self._run(ops.archive_info(await self.aget_settings(), paths, endpoint=self._tape))
 
     # ------------------------------------------------------------------------------- macaroons
 

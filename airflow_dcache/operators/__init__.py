@@ -9,6 +9,7 @@ _EXPORTS = {
     "DCacheMoveOperator": "airflow_dcache.operators.namespace",
     "DCacheDeleteOperator": "airflow_dcache.operators.namespace",
     "DCacheSetAttributesOperator": "airflow_dcache.operators.namespace",
+    "DCacheSetPermissionsOperator": "airflow_dcache.operators.namespace",
     "DCacheListOperator": "airflow_dcache.operators.namespace",
     "DCacheSetQosOperator": "airflow_dcache.operators.qos",
     "DCachePinOperator": "airflow_dcache.operators.qos",

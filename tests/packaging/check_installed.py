@@ -41,7 +41,7 @@ def _provider_modules(info: dict[str, Any]) -> tuple[set[str], set[str]]:
     for plugin in info.get("plugins", []):
         objects.add(plugin["plugin-class"])
     objects.update(info.get("extra-links", []))
-    objects.update(info.get("filesystems", []))
+    modules.update(info.get("filesystems", []))  # module names (Airflow reads their schemes and get_fs)
     objects.update(info.get("queues", []))
     objects.update(d.get("class-name", "") for d in info.get("task-decorators", []) if d.get("class-name"))
     return modules, objects

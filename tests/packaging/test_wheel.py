@@ -122,6 +122,7 @@ def test_airflow_lists_the_provider_from_the_wheel(venv: FreshVenv, tmp_path: Pa
     assert [c["connection-type"] for c in full["connection-types"]] == ["dcache"]
     assert full["asset-uris"][0]["schemes"] == ["dcache"]
     for key in ("triggers", "sensors", "operators", "plugins", "filesystems", "queues", "extra-links"):
+        assert info.get(key), f"{key} is not declared"  # else None == None would pass for any key
         assert full.get(key) == info.get(key), key  # everything declared reaches Airflow unchanged
 
     listed = {t["class"] for t in _airflow(venv, tmp_path, "providers", "triggers")}

@@ -32,6 +32,7 @@ from airflow_dcache.functions.registry import check_name
 from airflow_dcache.functions.runtime import FunctionIdentity, FunctionRunError, FunctionRuntime, RunResult
 from airflow_dcache.functions.runtime import parse_result as parse_function_result
 from airflow_dcache.functions.taskdoc import TaskDocument, TaskInput, TaskOutput
+from airflow_dcache.functions.token_exchange import CREDENTIAL_KINDS, TokenExchangeError, TokenExchanger
 from airflow_dcache.hooks._protocol import door_url, namespace_url, normalize_path
 from airflow_dcache.hooks.dcache import DCacheHook
 from airflow_dcache.macaroons.caveats import ACTIVITY_NAMES
@@ -147,6 +148,12 @@ class DCacheFunctionOperator(BaseOperator):
     :param functions_dir: where function directories live (local runtime).
     :param docker_url: Docker engine URL (default ``$DOCKER_HOST`` or the project's engine socket).
     :param dcache_conn_id: the dCache connection; its credential never reaches the function.
+    :param credentials: what the function gets: ``"macaroon"`` (per-file macaroons minted by the door)
+        or ``"token"`` (per-file WLCG tokens obtained by RFC 8693 token exchange at the issuer of the
+        connection's bearer token, see :mod:`airflow_dcache.functions.token_exchange`). Default: the
+        connection extra ``function_credentials``, else ``"macaroon"``.
+    :param token_prefix: with ``credentials="token"``, the site's path prefix for the issuer (scope
+        paths are relative to it); default: the connection extra ``token_prefix``, else ``/``.
     """
 
     template_fields: Sequence[str] = ("function", "inputs", "output_dir", "parameters", "env", "image",
@@ -180,6 +187,8 @@ class DCacheFunctionOperator(BaseOperator):
         origins: Any = None,
         expected_version: Any = None,
         allowed_roots: Sequence[str] | None = None,
+        credentials: str | None = None,
+        token_prefix: str | None = None,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("retry_policy", DCacheRetryPolicy())
@@ -202,6 +211,8 @@ class DCacheFunctionOperator(BaseOperator):
             raise ValueError(f"output_dir: expected an absolute dCache path, got {output_dir!r}")
         if parameters is not None and not isinstance(parameters, (Mapping, str)):
             raise ValueError("parameters: expected a JSON object")
+        if credentials is not None and credentials not in CREDENTIAL_KINDS:
+            raise ValueError(f"credentials: must be one of {', '.join(CREDENTIAL_KINDS)}, got {credentials!r}")
         if env is not None and not isinstance(env, (Mapping, str)):
             raise ValueError("env: expected a mapping of names to strings")
         self.function = function
@@ -226,6 +237,8 @@ class DCacheFunctionOperator(BaseOperator):
         self.origins = origins
         self.expected_version = expected_version
         self.allowed_roots = clean_roots(allowed_roots)
+        self.credentials = credentials
+        self.token_prefix = token_prefix
         self._runtime: FunctionRuntime | None = None
         self._kill_requested = False
 
@@ -279,14 +292,15 @@ class DCacheFunctionOperator(BaseOperator):
         inputs_record: list[dict[str, Any]] = []
         result: RunResult | None = None
         try:
+            credential = self._credential_source(hook)
             task_inputs = []
             for path, origin in zip(paths, origins, strict=True):
                 entry = (require_version(hook, path, versions[path], step=f"function {self.function}")
                          if path in versions else hook.stat(path, checksum=True))
-                minted = hook.mint_macaroon(path, activities=self.input_activities, validity=validity, ip=ip)
-                secrets.append(minted.macaroon)
+                url, authorization, secret, _ = credential(path, self.input_activities, validity, ip)
+                secrets.append(secret)
                 task_inputs.append(TaskInput(
-                    path=path, url=minted.target_with_macaroon, checksums=dict(entry.checksums or {}),
+                    path=path, url=url, authorization=authorization, checksums=dict(entry.checksums or {}),
                     size=entry.size if entry.is_file else None,
                     frontend_url=namespace_url(hook.settings, path) if "LIST" in self.input_activities else None,
                     pnfsid=entry.pnfsid, origin=origin,
@@ -295,11 +309,11 @@ class DCacheFunctionOperator(BaseOperator):
                                       "size": entry.size if entry.is_file else None,
                                       "checksums": dict(entry.checksums or {}),
                                       **({"origin": origin} if origin else {})})
-            upload = hook.mint_macaroon(tmp_dir, activities=["UPLOAD"], validity=validity, ip=ip)
-            secrets.append(upload.macaroon)
+            _, _, upload_secret, upload_target = credential(tmp_dir, ["UPLOAD"], validity, ip)
+            secrets.append(upload_secret)
             document = TaskDocument(
                 function=self.function, inputs=task_inputs,
-                output=TaskOutput(path=tmp_dir, url_prefix=upload.target, authorization=f"Bearer {upload.macaroon}"),
+                output=TaskOutput(path=tmp_dir, url_prefix=upload_target, authorization=f"Bearer {upload_secret}"),
                 parameters=parameters, deadline=round(time.time() + self.timeout, 3),
             )
             self._push(context, XCOM_OUTPUT_URL, door_url(hook.settings, final_dir))
@@ -356,6 +370,41 @@ class DCacheFunctionOperator(BaseOperator):
             self._runtime.stop()
 
     # ------------------------------------------------------------------------------ helpers
+
+    def _credential_source(self, hook: DCacheHook) -> Any:
+        """``(path, activities, validity, ip) -> (url, authorization, secret, plain url)`` for the chosen credential.
+
+        A macaroon rides in the URL (``?authz=``); an exchanged token goes in an Authorization value,
+        since dCache reads ``authz`` only as a macaroon. A token's lifetime is the issuer's choice
+        (never longer than the pipeline token's), and it has no ``ip:`` restriction.
+        """
+        extras = hook.get_connection(hook.dcache_conn_id).extra_dejson or {}
+        kind = self.credentials or extras.get("function_credentials") or "macaroon"
+        if kind not in CREDENTIAL_KINDS:
+            raise AirflowException(f"connection extra function_credentials must be one of "
+                                   f"{', '.join(CREDENTIAL_KINDS)}, got {kind!r}")
+        if kind == "macaroon":
+            def macaroon(path: str, activities: Sequence[str], validity: int,
+                         ip: list[str] | None) -> tuple[str, str | None, str, str]:
+                minted = hook.mint_macaroon(path, activities=activities, validity=validity, ip=ip)
+                return minted.target_with_macaroon, None, minted.macaroon, minted.target
+
+            return macaroon
+        try:
+            exchanger = TokenExchanger.from_connection(hook.settings, extras, prefix=self.token_prefix)
+        except TokenExchangeError as exc:
+            raise AirflowException(f"function {self.function}: {exc}") from None
+
+        def token(path: str, activities: Sequence[str], validity: int,
+                  ip: list[str] | None) -> tuple[str, str | None, str, str]:
+            try:
+                value = exchanger.token_for(path, activities)
+            except TokenExchangeError as exc:
+                raise AirflowException(f"function {self.function}: {exc}") from None
+            url = door_url(hook.settings, path)
+            return url, f"Bearer {value}", value, url
+
+        return token
 
     def _ip_restriction(self, runtime: FunctionRuntime) -> list[str] | None:
         if self.ip_caveat is None:

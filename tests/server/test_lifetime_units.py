@@ -137,6 +137,26 @@ def test_bulk_pin_in_milliseconds_expires(tape_server):
     _wait(lambda: _locality(tape_server, path) == "NEARLINE", timeout=10)
 
 
+def test_bulk_pin_of_minus_one_millisecond_is_permanent(tape_server):
+    """dCache 11.1: ``lifetime`` -1 ``MILLISECONDS`` asks the pin manager for a pin that never expires."""
+    assert pin_lifetime_ms({"lifetime": "-1", "lifetimeUnit": "MILLISECONDS"}) is None
+    for args in ({"lifetime": "-1"}, {"lifetime": "-1", "lifetimeUnit": "SECONDS"},
+                 {"lifetime": "-2", "lifetimeUnit": "MILLISECONDS"}):
+        with pytest.raises(BadRequest, match="permanent pin"):
+            pin_lifetime_ms(args)
+    path = _upload(tape_server, "bulk-forever")
+    _on_tape_only(tape_server, path)
+    r = requests.post(f"{tape_server.api}/bulk-requests", auth=tape_server.auth("alice"), json={
+        "activity": "PIN", "target": [path], "arguments": {"lifetime": "-1", "lifetimeUnit": "MILLISECONDS"}})
+    assert r.status_code == 201
+    _wait(lambda: _locality(tape_server, path) == "ONLINE_AND_NEARLINE")
+    time.sleep(3)  # the sweep (1 s here) never evicts it
+    assert _locality(tape_server, path) == "ONLINE_AND_NEARLINE"
+    bad = requests.post(f"{tape_server.api}/bulk-requests", auth=tape_server.auth("alice"), json={
+        "activity": "PIN", "target": [path], "arguments": {"lifetime": "-5", "lifetimeUnit": "SECONDS"}})
+    assert bad.status_code == 400 and "permanent pin" in bad.json()["detail"]
+
+
 # -- the provider's side ---------------------------------------------------------------------------------
 
 S = ConnectionSettings(door_url="https://door:2880", frontend_url="https://door:3880", auth_type=AuthType.BASIC,

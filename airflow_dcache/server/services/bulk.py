@@ -86,13 +86,23 @@ def login_from_json(text: str) -> Login:
     return Login(**doc)
 
 
-def pin_lifetime_ms(args: dict[str, str]) -> int:
+def pin_lifetime_ms(args: dict[str, str]) -> int | None:
     """dCache's PinActivity.configure: ``lifetime`` (default 5) in ``lifetimeUnit``, any TimeUnit name
-    (default MINUTES, also when only ``lifetime`` is given)."""
+    (default MINUTES, also when only ``lifetime`` is given).
+
+    ``-1`` ``MILLISECONDS`` is a permanent pin (None: no expiry), as dCache's pin manager reads a
+    lifetime of -1 ms (11.1). Any other negative lifetime is refused: dCache would store a pin that
+    expired before it was made.
+    """
     try:
         value = float(args.get("lifetime", DEFAULT_PIN_LIFETIME))
     except ValueError:
         raise BadRequest("arguments.lifetime must be a number") from None
+    if value < 0:
+        if int(value) == -1 and args.get("lifetimeUnit") == "MILLISECONDS":
+            return None
+        raise BadRequest("arguments.lifetime must be a non-negative number, or -1 with lifetimeUnit "
+                         "MILLISECONDS for a permanent pin")
     return lifetime_ms(value, args.get("lifetimeUnit", DEFAULT_PIN_UNIT), field="arguments.lifetime",
                        unit_field="arguments.lifetimeUnit")
 

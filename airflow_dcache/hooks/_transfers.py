@@ -41,10 +41,11 @@ def upload_url(settings: ConnectionSettings, path: str, xattrs: Mapping[str, Any
 
 
 def upload_headers(mode: ChecksumMode, md5_hex: str | None, size: int | None) -> dict[str, str]:
-    """``Want-Digest`` asks the pool to report what it stored; ``Content-MD5`` makes dCache verify."""
+    """``Want-Digest`` (and, for sha-256/512, ``Want-Repr-Digest``) asks the pool to report what it
+    stored; ``Content-MD5`` makes dCache verify."""
     headers = {"Content-Type": "application/octet-stream"}
     if mode != "none":
-        headers["Want-Digest"] = ",".join(local_algorithms(mode))  # the pool computes these and reports one
+        headers.update(_checksums.want_headers(local_algorithms(mode)))  # the pool computes these, reports one
     if md5_hex:
         headers["Content-MD5"] = _checksums.md5_base64(md5_hex)
     if size is not None:

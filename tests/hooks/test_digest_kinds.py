@@ -107,3 +107,17 @@ def test_want_headers_ask_rfc9530_only_for_what_dcache_offers_there() -> None:
     assert want_headers(["adler32", "md5"]) == {"Want-Digest": "adler32,md5"}
     assert want_headers(["SHA512", "adler32", "sha256"]) == {"Want-Digest": "sha-512,adler32,sha-256",
                                                              "Want-Repr-Digest": "sha-512=10, sha-256=9"}
+
+
+def test_sha256_upload_is_verified_whatever_the_server_speaks(server, monkeypatch) -> None:
+    """An upload asks with both headers, so a dCache 12 door answering only ``Repr-Digest`` still
+    returns the stored sha-256 for the hook to compare."""
+    import io
+
+    _, srv, _ = server
+    path = f"/home/alice/up-{uuid.uuid4().hex[:8]}"
+    with DCacheHook(_conn(monkeypatch, srv)) as hook:
+        result = hook.upload(io.BytesIO(DATA), path, checksum="sha-256")
+        stored = hook.checksum(path, ["sha-256"])
+    assert result.verified_by in ("sha-256", "adler32"), result
+    assert stored == {"sha-256": SHA256}

@@ -478,7 +478,7 @@ class DCacheHook(DCacheHookBase):
 
         :param path: absolute path in dCache's namespace.
         :param lifetime: how long the pin lasts, in ``unit``.
-        :param unit: ``SECONDS``, ``MINUTES``, ``HOURS`` or ``DAYS``.
+        :param unit: a Java ``TimeUnit`` name in any case (``NANOSECONDS`` … ``DAYS``); sent upper-case.
         """
         self._run(ops.pin(self.settings, path, lifetime, unit))
 

@@ -476,7 +476,7 @@ class DCacheAsyncHook(DCacheHookBase):
 
         :param path: absolute path in dCache's namespace.
         :param lifetime: how long the pin lasts, in ``unit``.
-        :param unit: ``SECONDS``, ``MINUTES``, ``HOURS`` or ``DAYS``.
+        :param unit: a Java ``TimeUnit`` name in any case (``NANOSECONDS`` … ``DAYS``); sent upper-case.
         """
         await self._run(ops.pin(await self.aget_settings(), path, lifetime, unit))
 

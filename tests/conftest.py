@@ -5,14 +5,17 @@ Tests talk to it over HTTP(S) only, exactly as clients of a production dCache wo
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
+import requests
 
 from airflow_dcache.server.storage.users import hash_password, new_password, write_users
 from airflow_dcache.testing.server import DEFAULT_USERS, launch, stop_process
@@ -65,6 +68,25 @@ def start_server(base: Path, *extra: str, tls: tuple[Path, Path] | None = None,
     proc, info = launch(cmd)
     return DCacheServer(info["webdav"], info["frontend"], info["api"], base / "data", passwords, proc, cmd,
                         ca_pem, info)
+
+
+@contextlib.contextmanager
+def token_site(base: Path, issuer: Any, prefix: str, dirs: Sequence[str] = (), **issuer_fields: Any
+               ) -> Iterator[DCacheServer]:
+    """A server that accepts ``issuer``'s tokens below ``prefix`` (``issuer_fields`` go to its issuers
+    file), with ``prefix`` and ``dirs`` below it made by admin, whose session is ``info["admin"]``."""
+    issuers = issuer.write_issuers_file(base / "issuers.json", prefix=prefix, **issuer_fields)
+    srv = start_server(base / "srv", "--allow-insecure-macaroons", "--token-issuers", str(issuers))
+    admin = requests.Session()
+    admin.auth = srv.auth("admin")
+    try:
+        for d in (prefix, *(f"{prefix}/{d}" for d in dirs)):
+            assert admin.request("MKCOL", srv.webdav + d).status_code == 201
+        srv.info["admin"] = admin
+        yield srv
+    finally:
+        admin.close()
+        srv.stop()
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,7 @@ from airflow.exceptions import AirflowException
 from airflow_dcache.functions.token_exchange import TokenExchangeError, scope_label
 from airflow_dcache.operators.function import DCacheFunctionOperator
 from airflow_dcache.testing.token_issuer import TokenIssuer
-from tests.conftest import DCacheServer, start_server
+from tests.conftest import DCacheServer, token_site
 from tests.functions.support import *  # noqa: F403 - fixtures (make_context)
 from tests.functions.support import FIXTURE_FUNCTIONS
 
@@ -34,17 +34,9 @@ def issuer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TokenIssuer]:
 
 @pytest.fixture(scope="module")
 def server(issuer: TokenIssuer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DCacheServer]:
-    base = tmp_path_factory.mktemp("fntok")
-    issuers = issuer.write_issuers_file(base / "issuers.json", prefix=PREFIX,
-                                        authz_id={"username": "pipeline", "uid": 2100, "gids": [2100]})
-    srv = start_server(base / "srv", "--allow-insecure-macaroons", "--token-issuers", str(issuers))
-    admin = requests.Session()
-    admin.auth = srv.auth("admin")
-    assert admin.request("MKCOL", srv.webdav + PREFIX).status_code == 201
-    srv.info["admin"] = admin
-    yield srv
-    admin.close()
-    srv.stop()
+    with token_site(tmp_path_factory.mktemp("fntok"), issuer, PREFIX,
+                    authz_id={"username": "pipeline", "uid": 2100, "gids": [2100]}) as srv:
+        yield srv
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from airflow_dcache.exceptions import DCacheError
 from airflow_dcache.hooks.dcache import DCacheHook
 from airflow_dcache.hooks.dcache_async import DCacheAsyncHook
 from airflow_dcache.testing.token_issuer import TokenIssuer
-from tests.conftest import DCacheServer, start_server
+from tests.conftest import DCacheServer, token_site
 from tests.hooks.conftest import ConnFactory
 
 PREFIX = "/tok"
@@ -33,19 +33,12 @@ def issuer(tmp_path_factory: pytest.TempPathFactory) -> TokenIssuer:
 
 @pytest.fixture(scope="module")
 def server(issuer: TokenIssuer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DCacheServer]:
-    base = tmp_path_factory.mktemp("tokhooks")
-    issuers = issuer.write_issuers_file(base / "issuers.json", prefix=PREFIX,
-                                        authz_id={"username": "tokenuser", "uid": 2000, "gids": [2000]})
-    srv = start_server(base / "srv", "--allow-insecure-macaroons", "--token-issuers", str(issuers))
-    admin = requests.Session()
-    admin.auth = srv.auth("admin")
-    assert admin.request("MKCOL", srv.webdav + PREFIX).status_code == 201
-    for name in ("one", "two"):
-        assert admin.request("MKCOL", f"{srv.webdav}{PREFIX}/{name}").status_code == 201
-        admin.put(f"{srv.webdav}{PREFIX}/{name}/data.txt", data=name.encode()).raise_for_status()
-    admin.close()
-    yield srv
-    srv.stop()
+    with token_site(tmp_path_factory.mktemp("tokhooks"), issuer, PREFIX, dirs=("one", "two"),
+                    authz_id={"username": "tokenuser", "uid": 2000, "gids": [2000]}) as srv:
+        admin: requests.Session = srv.info["admin"]  # type: ignore[assignment]
+        for name in ("one", "two"):
+            admin.put(f"{srv.webdav}{PREFIX}/{name}/data.txt", data=name.encode()).raise_for_status()
+        yield srv
 
 
 def conn(set_conn: ConnFactory, server: DCacheServer, **extra: object) -> str:

@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from airflow_dcache.testing.token_issuer import TokenIssuer
-from tests.conftest import DCacheServer, start_server
+from tests.conftest import DCacheServer, start_server, token_site
 
 PREFIX = "/tok"
 TOKEN_UID, GROUP_GID = 2000, 4000
@@ -31,26 +31,16 @@ def issuer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TokenIssuer]:
 
 @pytest.fixture(scope="module")
 def server(issuer: TokenIssuer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DCacheServer]:
-    base = tmp_path_factory.mktemp("tokensrv")
-    issuers = issuer.write_issuers_file(
-        base / "issuers.json", prefix=PREFIX,
-        authz_id={"username": "tokenuser", "uid": TOKEN_UID, "gids": [TOKEN_UID]},
-        non_authz_id={"username": "tokenuser", "uid": TOKEN_UID, "gids": [TOKEN_UID]},
-        subjects={"alice-sub": "alice"}, groups={"/physics": GROUP_GID},
-    )
-    srv = start_server(base / "srv", "--allow-insecure-macaroons", "--token-issuers", str(issuers))
-    admin = requests.Session()
-    admin.auth = srv.auth("admin")
-    for d in (PREFIX, f"{PREFIX}/other", f"{PREFIX}/grp"):
-        assert admin.request("MKCOL", srv.webdav + d).status_code == 201
-    admin.put(f"{srv.webdav}{PREFIX}/other/o.txt", data=b"other").raise_for_status()
-    admin.put(f"{srv.webdav}{PREFIX}/grp/secret.txt", data=b"group data").raise_for_status()
-    for action in ({"action": "chgrp", "gid": GROUP_GID}, {"action": "chmod", "mode": 0o640}):
-        admin.post(f"{srv.api}/namespace{PREFIX}/grp/secret.txt", json=action).raise_for_status()
-    srv.info["admin"] = admin
-    yield srv
-    admin.close()
-    srv.stop()
+    identity = {"username": "tokenuser", "uid": TOKEN_UID, "gids": [TOKEN_UID]}
+    with token_site(tmp_path_factory.mktemp("tokensrv"), issuer, PREFIX, dirs=("other", "grp"),
+                    authz_id=identity, non_authz_id=identity,
+                    subjects={"alice-sub": "alice"}, groups={"/physics": GROUP_GID}) as srv:
+        admin: requests.Session = srv.info["admin"]  # type: ignore[assignment]
+        admin.put(f"{srv.webdav}{PREFIX}/other/o.txt", data=b"other").raise_for_status()
+        admin.put(f"{srv.webdav}{PREFIX}/grp/secret.txt", data=b"group data").raise_for_status()
+        for action in ({"action": "chgrp", "gid": GROUP_GID}, {"action": "chmod", "mode": 0o640}):
+            admin.post(f"{srv.api}/namespace{PREFIX}/grp/secret.txt", json=action).raise_for_status()
+        yield srv
 
 
 @pytest.fixture

@@ -45,9 +45,9 @@ def run(files: int, runtime: str, timeout: float) -> dict[str, Any]:
     import requests
 
     from airflow_dcache.demo import default_dags_folder
-    from airflow_dcache.demo.airflow_stack import AirflowStack
     from airflow_dcache.demo.samples import write_cxi
-    from airflow_dcache.demo.sites import start_sites, wait_for_watches
+    from airflow_dcache.testing.airflow_stack import AirflowStack
+    from airflow_dcache.testing.sites import start_sites, wait_for_watches
 
     with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
         base = Path(tmp)

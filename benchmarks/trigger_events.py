@@ -24,7 +24,7 @@ Phases, all in one run against one service started for it (plain HTTP on 127.0.0
   window, and for a trigger restart that resumes from the stored state; against one real sweep that lists
   all 1,000 directories, which a poller repeats every 5 s or 60 s.
 * **airflow** (``--airflow``): a real scheduler, triggerer, dag-processor and api-server (the lead's
-  ``airflow_dcache.demo.airflow_stack``) with a tiny ``schedule=[asset]`` DAG; ``--airflow-uploads`` files
+  ``airflow_dcache.testing.airflow_stack``) with a tiny ``schedule=[asset]`` DAG; ``--airflow-uploads`` files
   spaced 4 s apart; upload (201) -> DAG run created (``queued_at``).
 
 Run with the venv's python::
@@ -136,10 +136,10 @@ def _request_kind(path: str) -> str:
 
 
 class Service:
-    """The bundled service (``airflow_dcache.demo.sites.start_site``) and the benchmark's connections."""
+    """The bundled service (``airflow_dcache.testing.sites.start_site``) and the benchmark's connections."""
 
     def __init__(self, base: Path) -> None:
-        from airflow_dcache.demo.sites import credentials, start_site
+        from airflow_dcache.testing.sites import credentials, start_site
 
         self.passwords = credentials(base, iterations=1000)
         self.site = start_site("main", base, base / "users.json", log=base / "service.log")
@@ -622,8 +622,8 @@ def _iso(value: str) -> float:
 
 
 def airflow_phase(service: Service, base: Path, uploads: int, spacing: float) -> dict[str, Any]:
-    from airflow_dcache.demo.airflow_stack import AirflowStack
-    from airflow_dcache.demo.sites import wait_for_watches
+    from airflow_dcache.testing.airflow_stack import AirflowStack
+    from airflow_dcache.testing.sites import wait_for_watches
 
     user = "bob"
     watch = f"/home/{user}/airflow-{uuid.uuid4().hex[:8]}"

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
-from airflow_dcache.demo.sites import LAYOUT, credentials, lay_out
+from airflow_dcache.testing.sites import LAYOUT, credentials, lay_out
 
 
 def _sites(args: argparse.Namespace) -> dict[str, SimpleNamespace]:

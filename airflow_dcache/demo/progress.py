@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from airflow_dcache.demo.airflow_stack import AirflowAPI
+from airflow_dcache.testing.airflow_stack import AirflowAPI
 
 DONE = {"success", "skipped"}
 FAILED = {"failed", "upstream_failed"}

@@ -9,10 +9,10 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from airflow_dcache.demo.airflow_stack import AirflowStack
 from airflow_dcache.demo.progress import FileProgress, Pipeline, ProgressTracker, summary_table
 from airflow_dcache.demo.samples import write_cxi, write_shaky_video
-from airflow_dcache.demo.sites import Sites, start_sites, wait_for_watches
+from airflow_dcache.testing.airflow_stack import AirflowStack
+from airflow_dcache.testing.sites import Sites, start_sites, wait_for_watches
 
 INGEST = Pipeline("dcache_ingest_pipeline", [
     ("file.validate", "validate"), ("file.replicate", "to buffer"), ("file.preview", "function"),

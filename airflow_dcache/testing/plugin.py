@@ -31,11 +31,11 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from airflow_dcache.demo.sites import Sites
     from airflow_dcache.hooks.models import StorageEvent
     from airflow_dcache.testing.dagrun import DagRunResult
     from airflow_dcache.testing.kafka import KafkaBroker
     from airflow_dcache.testing.server import DCacheTestServer
+    from airflow_dcache.testing.sites import Sites
 
 
 def connection_for(server: Any, user: str = "alice", **extra: Any) -> dict[str, Any]:
@@ -91,7 +91,7 @@ def dcache_sites(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sites]:
 
     ``dcache_sites.connections()`` gives ``AIRFLOW_CONN_DCACHE_MAIN`` / ``..._BUFFER`` as ``pipeline``.
     """
-    from airflow_dcache.demo.sites import start_sites
+    from airflow_dcache.testing.sites import start_sites
 
     base = tmp_path_factory.mktemp("dcache-sites")
     sites = start_sites(base / "sites", fast_hash=True, log_dir=base)

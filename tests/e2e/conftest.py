@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from airflow_dcache.demo.airflow_stack import COMPONENTS, AirflowStack
-from airflow_dcache.demo.sites import Sites, start_sites
+from airflow_dcache.testing.airflow_stack import COMPONENTS, AirflowStack
+from airflow_dcache.testing.sites import Sites, start_sites
 
 
 @pytest.fixture

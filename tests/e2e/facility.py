@@ -22,9 +22,9 @@ from typing import Any
 
 import requests
 
-from airflow_dcache.demo.airflow_stack import AirflowStack
 from airflow_dcache.events import events_from_asset_events
 from airflow_dcache.events.version import parse_marker
+from airflow_dcache.testing.airflow_stack import AirflowStack
 
 INGEST = "dcache_ingest_pipeline"
 LINEAGE_SCHEMA = "airflow-dcache/lineage/v1"

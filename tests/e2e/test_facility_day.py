@@ -44,10 +44,10 @@ from typing import Any
 import pytest
 
 from airflow_dcache.demo import default_dags_folder
-from airflow_dcache.demo.airflow_stack import AirflowStack
 from airflow_dcache.demo.samples import write_cxi
-from airflow_dcache.demo.sites import Sites, wait_for_watches
 from airflow_dcache.hooks import DCacheHook
+from airflow_dcache.testing.airflow_stack import AirflowStack
+from airflow_dcache.testing.sites import Sites, wait_for_watches
 from airflow_dcache.triggers.storage_events import COMMIT_DELAY
 from tests.e2e.facility import (
     FINAL,

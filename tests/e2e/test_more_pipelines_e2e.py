@@ -30,9 +30,9 @@ import pytest
 import requests
 
 from airflow_dcache.demo import default_dags_folder, repository_root
-from airflow_dcache.demo.airflow_stack import AirflowStack, airflow_executable
 from airflow_dcache.demo.samples import write_cxi, write_shaky_video
-from airflow_dcache.demo.sites import Sites, start_sites, wait_for_watches
+from airflow_dcache.testing.airflow_stack import AirflowStack, airflow_executable
+from airflow_dcache.testing.sites import Sites, start_sites, wait_for_watches
 from tests.functions.support import docker_url, function_image  # noqa: F401 - fixtures
 from tests.kafka_broker import CONSUMER_DEFAULTS, KafkaBroker, unique_topic
 

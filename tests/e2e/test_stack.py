@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from airflow_dcache.demo.sites import Sites
+from airflow_dcache.testing.sites import Sites
 
 DAGS = Path(__file__).parent / "dags_smoke"
 

@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from airflow_dcache.demo.sites import Sites
 from airflow_dcache.hooks.dcache import DCacheHook
+from airflow_dcache.testing.sites import Sites
 
 DAGS = Path(__file__).parent / "dags"
 DAG_ID = "storage_consumer"

@@ -27,9 +27,9 @@ from typing import Any
 import pytest
 import requests
 
-from airflow_dcache.demo.airflow_stack import AirflowStack
-from airflow_dcache.demo.sites import start_sites, wait_for_watches
 from airflow_dcache.hooks.dcache import DCacheHook
+from airflow_dcache.testing.airflow_stack import AirflowStack
+from airflow_dcache.testing.sites import start_sites, wait_for_watches
 
 DAGS = Path(__file__).parent / "dags_start"
 EXISTING, NOW = "start_existing", "start_now"

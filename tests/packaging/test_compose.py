@@ -84,7 +84,7 @@ def _free_port() -> int:
 def test_init_script_users_connections_and_layout(tmp_path: Path) -> None:
     from airflow.secrets.local_filesystem import LocalFilesystemBackend
 
-    from airflow_dcache.demo.sites import start_site
+    from airflow_dcache.testing.sites import start_site
 
     door, frontend = _free_port(), _free_port()
     hosts = ["--main-host", "127.0.0.1", "--buffer-host", "127.0.0.2", "--door-port", str(door),

@@ -29,8 +29,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from airflow_dcache.demo.airflow_stack import AirflowStack
-from airflow_dcache.demo.sites import Sites, start_sites
+from airflow_dcache.testing.airflow_stack import AirflowStack
+from airflow_dcache.testing.sites import Sites, start_sites
 
 REPO = Path(__file__).resolve().parents[2]
 INGEST = "dcache_ingest_pipeline"

@@ -34,9 +34,9 @@ import pytest
 import requests
 
 from airflow_dcache.demo import default_dags_folder
-from airflow_dcache.demo.airflow_stack import AirflowStack
 from airflow_dcache.demo.samples import write_cxi
-from airflow_dcache.demo.sites import Sites, start_sites, wait_for_watches
+from airflow_dcache.testing.airflow_stack import AirflowStack
+from airflow_dcache.testing.sites import Sites, start_sites, wait_for_watches
 
 INGEST = "dcache_ingest_pipeline"
 REPLICATE = "file.replicate"

@@ -37,7 +37,7 @@ from typing import Any
 import pytest
 import requests
 
-from airflow_dcache.demo.sites import Site, Sites, start_sites
+from airflow_dcache.testing.sites import Site, Sites, start_sites
 from tests.kafka_broker import CONSUMER_DEFAULTS, KafkaBroker, unique_topic
 from tests.server.test_billing_kafka import spool_count
 
@@ -240,7 +240,7 @@ def sse_stream(tmp_path: Path, airflow_stack: Any, count: int, monkeypatch: pyte
         env = dict(sites.connections(), E2E_WATCH_DIR=watch)
         stack = airflow_stack(dags_folder(tmp_path, "storage_consumer.py"), env, dag_ids=["storage_consumer"])
         monkeypatch.setenv("AIRFLOW_CONN_DCACHE_WATCHED", env["AIRFLOW_CONN_DCACHE_MAIN"])
-        from airflow_dcache.demo.sites import wait_for_watches
+        from airflow_dcache.testing.sites import wait_for_watches
 
         wait_for_watches("dcache_watched", 1, timeout=120)
         uploader = StreamUploader(sites.main, auth, watch, count)

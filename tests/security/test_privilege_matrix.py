@@ -62,8 +62,8 @@ from typing import Any
 import pytest
 import requests
 
-from airflow_dcache.demo.airflow_stack import AirflowStack, airflow_executable
-from airflow_dcache.demo.sites import Sites, start_sites
+from airflow_dcache.testing.airflow_stack import AirflowStack, airflow_executable
+from airflow_dcache.testing.sites import Sites, start_sites
 
 pytestmark = pytest.mark.timeout(900)
 

@@ -228,7 +228,7 @@ class AirflowStack:
             # Every component (and every CLI call with this env) waits out another's write lock.
             for key, name in (("SQL_ALCHEMY_CONNECT_ARGS", "SQLITE_CONNECT_ARGS"),
                               ("SQL_ALCHEMY_CONNECT_ARGS_ASYNC", "SQLITE_CONNECT_ARGS_ASYNC")):
-                env.setdefault(f"AIRFLOW__DATABASE__{key}", f"airflow_dcache.demo.airflow_stack.{name}")
+                env.setdefault(f"AIRFLOW__DATABASE__{key}", f"airflow_dcache.testing.airflow_stack.{name}")
         return env
 
     def _run(self, *args: str, timeout: float = 300) -> None:

@@ -9,21 +9,19 @@ immediate ``ValueError`` here instead of a confusing 401 in some downstream work
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow_dcache.macaroons.caveats import (
-    BEFORE,
     CaveatBuilder,
     CaveatError,
     format_duration,
-    format_instant,
     parse_caveat,
     parse_duration,
 )
 
 if TYPE_CHECKING:  # pymacaroons is imported only when a macaroon is read or narrowed
-    from airflow_dcache.macaroons.tokens import MacaroonInfo
+    pass
 
 
 def iso_duration(validity: timedelta | int | float | str) -> str:
@@ -89,36 +87,3 @@ def request_caveats(
     if max_upload is not None:
         extra.max_upload(max_upload)
     return result + extra.build()
-
-
-def narrow_macaroon(
-    token: str,
-    caveats: Any = None,
-    *,
-    activities: Iterable[str] | str | None = None,
-    ip: Iterable[str] | str | None = None,
-    before: datetime | None = None,
-    max_upload: int | None = None,
-    validity: timedelta | int | float | str | None = None,
-    now: datetime | None = None,
-) -> str:
-    """Attenuate a macaroon the hook holds, with the same arguments as ``mint_macaroon``.
-
-    Done locally with pymacaroons (:func:`airflow_dcache.macaroons.tokens.attenuate_macaroon`): no
-    request, no secret. With no server to compute an expiry, ``validity`` becomes a ``before:`` caveat.
-    """
-    extra = request_caveats(caveats, activities=activities, ip=ip, before=before, max_upload=max_upload)
-    iso = iso_duration(validity) if validity is not None else builder_validity(caveats)
-    if iso is not None:
-        expiry = (now or datetime.now(UTC)) + parse_duration(iso)
-        extra.append(f"{BEFORE}:{format_instant(expiry)}")
-    from airflow_dcache.macaroons.tokens import attenuate_macaroon
-
-    return attenuate_macaroon(token, extra)
-
-
-def describe_macaroon(token: str) -> MacaroonInfo:
-    """What a minted macaroon allows (user, expiry, activities, paths), read with pymacaroons."""
-    from airflow_dcache.macaroons.tokens import inspect_macaroon
-
-    return inspect_macaroon(token)

@@ -14,7 +14,6 @@ import pytest
 import requests
 
 from airflow_dcache import exceptions as exc
-from airflow_dcache.hooks._caveats import describe_macaroon, narrow_macaroon
 from airflow_dcache.hooks.dcache import DCacheHook
 from airflow_dcache.macaroons.caveats import CaveatBuilder
 from airflow_dcache.macaroons.tokens import attenuate_macaroon, inspect_macaroon
@@ -27,7 +26,7 @@ def minted(alice: DCacheHook, workdir: str) -> Any:
 
 
 def test_a_minted_macaroon_is_read_with_pymacaroons(minted: Any, workdir: str) -> None:
-    info = describe_macaroon(minted.macaroon)
+    info = inspect_macaroon(minted.macaroon)
     assert info.username == "alice" and info.iid and len(info.identifier) == 8
     assert info.paths == (workdir,)
     assert info.activities == frozenset({"READ_METADATA", "LIST", "DOWNLOAD", "UPLOAD"})
@@ -47,18 +46,20 @@ def _get(minted: Any, token: str, path: str) -> requests.Response:
 
 def test_narrowed_macaroon_is_honoured_by_the_door(minted: Any, workdir: str) -> None:
     assert _get(minted, minted.macaroon, f"{workdir}/in.bin").status_code == 200
-    read_only = narrow_macaroon(minted.macaroon, activities="LIST")
-    assert describe_macaroon(read_only).activities == frozenset({"LIST", "READ_METADATA"})
+    read_only = attenuate_macaroon(minted.macaroon, CaveatBuilder().activities("LIST").for_attenuation())
+    assert inspect_macaroon(read_only).activities == frozenset({"LIST", "READ_METADATA"})
     assert _get(minted, read_only, f"{workdir}/in.bin").status_code == 403
     past = datetime.now(UTC) - timedelta(minutes=1)
-    assert _get(minted, narrow_macaroon(minted.macaroon, before=past), f"{workdir}/in.bin").status_code == 401
+    expired = attenuate_macaroon(minted.macaroon, CaveatBuilder().before(past).for_attenuation())
+    assert _get(minted, expired, f"{workdir}/in.bin").status_code == 401
     elsewhere = attenuate_macaroon(minted.macaroon, ["path:/other"])
     assert _get(minted, elsewhere, f"{workdir}/in.bin").status_code == 403
 
 
 def test_narrowed_macaroon_works_in_a_hook_connection(minted: Any, workdir: str, set_conn: Any,
                                                       dcache_server: Any) -> None:
-    token = narrow_macaroon(minted.macaroon, CaveatBuilder().activities("DOWNLOAD").validity(timedelta(minutes=5)))
+    token = attenuate_macaroon(minted.macaroon,
+                               CaveatBuilder().activities("DOWNLOAD").validity(timedelta(minutes=5)).for_attenuation())
     info = inspect_macaroon(token)
     assert info.expires is not None and info.expires - datetime.now(UTC) <= timedelta(minutes=5)
     conn_id = set_conn(host=dcache_server.webdav,
@@ -73,12 +74,12 @@ def test_narrowed_macaroon_works_in_a_hook_connection(minted: Any, workdir: str,
 
 def test_narrowing_refuses_what_dcache_would_reject(minted: Any) -> None:
     with pytest.raises(ValueError, match=r"^activity: DELETE not in"):
-        narrow_macaroon(minted.macaroon, activities=["DOWNLOAD", "DELETE"])
+        attenuate_macaroon(minted.macaroon, CaveatBuilder().activities("DOWNLOAD", "DELETE").for_attenuation())
     with pytest.raises(ValueError, match=r"^id: only dCache"):
         attenuate_macaroon(minted.macaroon, ["id:0;0;root"])
     with pytest.raises(ValueError, match="Unknown caveat colour"):
         attenuate_macaroon(minted.macaroon, ["colour:blue"])
     with pytest.raises(ValueError, match=r"^ip:"):
-        narrow_macaroon(minted.macaroon, ip="not-an-ip")
+        attenuate_macaroon(minted.macaroon, CaveatBuilder().ip("not-an-ip").for_attenuation())
     with pytest.raises(ValueError, match=r"^macaroon: "):
-        narrow_macaroon(minted.macaroon[:-5], activities="LIST")
+        attenuate_macaroon(minted.macaroon[:-5], ["activity:LIST"])

@@ -94,3 +94,43 @@ def require_within(value: object, roots: Sequence[str] | None, *, field: str = "
     if roots and not within(path, roots):
         raise OutsideAllowedRoots(field, path, roots)
     return path
+
+
+def paths_from(value: object, *, field: str = "paths") -> list[str]:
+    """Clean paths from what DAG authors pass or upstream tasks return, so operators chain without glue.
+
+    Accepted: a path; a list of paths; file records (``{"path": …}``, the list operator's items); and the
+    results of the provider's operators: ``{"destinations": [...]}`` (replicate: the copies),
+    ``{"paths": [...]}`` (QoS, pin, stage). Mapped tasks can therefore ``.expand(path=upstream.output)``.
+    Each path is checked by :func:`clean_path`; an empty result is an error naming ``field``.
+    """
+    if value is None:
+        raise InvalidPath(field, "no path given")
+    items: Iterable[object] = [value] if isinstance(value, (str, dict)) else value  # type: ignore[assignment]
+    if not isinstance(items, Iterable):
+        raise InvalidPath(field, f"expected a path or a list of paths, got {type(value).__name__}")
+    result: list[str] = []
+    for item in items:
+        if isinstance(item, dict) and "path" not in item:
+            nested = item.get("destinations", item.get("paths"))
+            if isinstance(nested, list):
+                result.extend(paths_from(nested, field=field) if nested else [])
+                continue
+        result.append(clean_path(item.get("path") if isinstance(item, dict) else item, field=field))
+    if not result:
+        raise InvalidPath(field, "the list of paths is empty")
+    return result
+
+
+def is_template(value: object) -> bool:
+    """A value still holding Jinja: checked once rendered, on the worker."""
+    return isinstance(value, str) and ("{{" in value or "{%" in value)
+
+
+def check_at_parse(value: object, *, field: str = "path") -> None:
+    """The parse-time check of an operator argument: plain paths (or lists of them) now, while templates,
+    XComArgs and upstream results are checked after rendering by :func:`paths_from`."""
+    if isinstance(value, str) and not is_template(value):
+        clean_path(value, field=field)
+    elif isinstance(value, (list, tuple)) and not any(is_template(v) for v in value):
+        paths_from(list(value), field=field)

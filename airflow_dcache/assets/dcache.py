@@ -10,6 +10,8 @@ import re
 from typing import TYPE_CHECKING
 from urllib.parse import SplitResult, quote, unquote, urlsplit
 
+from airflow_dcache.paths import InvalidPath, clean_path
+
 if TYPE_CHECKING:
     from airflow.sdk import Asset
 
@@ -20,13 +22,12 @@ _SITE = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 
 
 def normalise_path(path: str) -> str:
-    """Absolute, ``//`` and ``.`` collapsed, no trailing ``/``; ``..`` refused (it could escape a root)."""
-    if not path or not path.startswith("/"):
-        raise ValueError(f"dcache:// asset URIs need an absolute path after the site, got {path!r}")
-    parts = [p for p in path.split("/") if p not in ("", ".")]
-    if ".." in parts:
-        raise ValueError(f"dcache:// asset URI paths must not contain '..', got {path!r}")
-    return "/" + "/".join(parts)
+    """The asset's path as :func:`airflow_dcache.paths.clean_path` has it, so an asset, an event and an
+    operator argument spell one file alike; ``..`` and control characters are refused."""
+    try:
+        return clean_path(path, field="path")
+    except InvalidPath as err:
+        raise ValueError(f"dcache:// asset URIs need an absolute path after the site: {err.message}") from None
 
 
 def _site(netloc: str) -> str:

@@ -19,10 +19,17 @@ from airflow_dcache.exceptions import NotFound
 from airflow_dcache.hooks.dcache import DCacheHook
 from airflow_dcache.paths import clean_roots
 from airflow_dcache.retry_policy import DCacheRetryPolicy
-from airflow_dcache.triggers._waiting import TRANSIENT, event
-from airflow_dcache.triggers.bulk import bulk_outcome, stage_outcome
-from airflow_dcache.triggers.qos import FileCondition, bulk_failure, check_file, summarise
 from airflow_dcache.utils.backoff import Backoff
+from airflow_dcache.waits import (
+    TRANSIENT,
+    FileCondition,
+    bulk_failure,
+    bulk_outcome,
+    check_file,
+    event,
+    stage_outcome,
+    summarise,
+)
 
 DEFAULT_CONN_ID = DCacheHook.default_conn_name
 

@@ -37,7 +37,7 @@ from airflow_dcache.hooks._protocol import door_url, namespace_url, normalize_pa
 from airflow_dcache.hooks.dcache import DCacheHook
 from airflow_dcache.macaroons.caveats import ACTIVITY_NAMES
 from airflow_dcache.operators._base import expected_versions
-from airflow_dcache.paths import clean_roots
+from airflow_dcache.paths import clean_path, clean_roots
 from airflow_dcache.retry_policy import DCacheRetryPolicy
 from airflow_dcache.version_compat import is_resolved_at_runtime
 
@@ -83,9 +83,7 @@ def input_paths(inputs: Any) -> list[str]:
     for item in inputs:
         if isinstance(item, Mapping):
             item = item.get("path")
-        if not isinstance(item, str) or not item.startswith("/"):
-            raise ValueError(f"inputs: {item!r} is not an absolute dCache path")
-        paths.append(normalize_path(item))
+        paths.append(clean_path(item, field="inputs"))
     if len(set(paths)) != len(paths):
         raise ValueError("inputs: the same path is listed twice")
     return paths

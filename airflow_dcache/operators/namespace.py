@@ -11,28 +11,10 @@ from typing import Any
 
 from airflow_dcache.links.dcache import DCacheFileLink, DCacheViewLink, persist_file_links
 from airflow_dcache.operators._base import DCacheBaseOperator
+from airflow_dcache.paths import check_at_parse, is_template, paths_from
 from airflow_dcache.selection import DEFAULT_MAX_DIRS, DEFAULT_MAX_FILES, Criteria, select
-from airflow_dcache.triggers.qos import normalise_paths
 
 XATTR_MODES = ("EITHER", "CREATE", "MODIFY")
-
-
-def is_template(value: Any) -> bool:
-    """A value still holding Jinja (checked again once rendered on the worker)."""
-    return isinstance(value, str) and ("{{" in value or "{%" in value)
-
-
-def check_path(value: Any, field_name: str) -> None:
-    """Absolute path check at parse time; templates and XComArgs are checked after rendering."""
-    if isinstance(value, str) and not is_template(value) and not value.startswith("/"):
-        raise ValueError(f"{field_name}: {value!r} is not an absolute dCache path")
-
-
-def check_paths(value: Any, field_name: str) -> None:
-    if isinstance(value, (list, tuple)) and not any(is_template(v) for v in value):
-        normalise_paths(value, field_name)
-    else:
-        check_path(value, field_name)
 
 
 class _NamespaceOperator(DCacheBaseOperator):
@@ -55,13 +37,13 @@ class DCacheCreateDirectoryOperator(_NamespaceOperator):
 
     def __init__(self, *, path: str, parents: bool = True, exist_ok: bool = True, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        check_path(path, "path")
+        check_at_parse(path, field="path")
         self.path = path
         self.parents = parents
         self.exist_ok = exist_ok
 
     def execute(self, context: Any) -> dict[str, Any]:
-        check_path(self.path, "path")
+        check_at_parse(self.path, field="path")
         created = self.hook.mkdir(self.path, parents=self.parents, exist_ok=self.exist_ok)
         self._link(context, self.path)
         self.log.info("%s %s", "created" if created else "already existed:", self.path)
@@ -81,15 +63,15 @@ class DCacheMoveOperator(_NamespaceOperator):
 
     def __init__(self, *, source_path: str, destination_path: str, overwrite: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        check_path(source_path, "source_path")
-        check_path(destination_path, "destination_path")
+        check_at_parse(source_path, field="source_path")
+        check_at_parse(destination_path, field="destination_path")
         self.source_path = source_path
         self.destination_path = destination_path
         self.overwrite = overwrite
 
     def execute(self, context: Any) -> dict[str, Any]:
-        check_path(self.source_path, "source_path")
-        check_path(self.destination_path, "destination_path")
+        check_at_parse(self.source_path, field="source_path")
+        check_at_parse(self.destination_path, field="destination_path")
         self.hook.move(self.source_path, self.destination_path, overwrite=self.overwrite)
         self._link(context, self.destination_path)
         self.log.info("moved %s to %s", self.source_path, self.destination_path)
@@ -110,7 +92,7 @@ class DCacheDeleteOperator(_NamespaceOperator):
     def __init__(self, *, path: str | Sequence[Any], recursive: bool = False, missing_ok: bool = False,
                  **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        check_paths(path, "path")
+        check_at_parse(path, field="path")
         self.path = path
         self.recursive = recursive
         self.missing_ok = missing_ok
@@ -118,7 +100,7 @@ class DCacheDeleteOperator(_NamespaceOperator):
     def execute(self, context: Any) -> dict[str, Any]:
         deleted: list[str] = []
         missing: list[str] = []
-        for path in normalise_paths(self.path, "path"):
+        for path in paths_from(self.path, field="path"):
             if self.hook.delete(path, recursive=self.recursive, missing_ok=self.missing_ok):
                 deleted.append(path)
             else:
@@ -151,7 +133,7 @@ class DCacheSetAttributesOperator(_NamespaceOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        check_paths(path, "path")
+        check_at_parse(path, field="path")
         if not xattrs and not labels:
             raise ValueError("xattrs, labels: give extended attributes or labels to set")
         if xattr_mode.upper() not in XATTR_MODES:
@@ -165,7 +147,7 @@ class DCacheSetAttributesOperator(_NamespaceOperator):
         self.xattr_mode = xattr_mode.upper()
 
     def execute(self, context: Any) -> dict[str, Any]:
-        paths = normalise_paths(self.path, "path")
+        paths = paths_from(self.path, field="path")
         labels = list(self.labels or [])
         for path in paths:
             if self.xattrs:
@@ -206,7 +188,7 @@ class DCacheSetPermissionsOperator(_NamespaceOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        check_paths(path, "path")
+        check_at_parse(path, field="path")
         if mode is None and gid is None and not labels and not remove_labels:
             raise ValueError("mode, gid, labels, remove_labels: give at least one thing to set")
         _check_permissions(mode, gid, labels, remove_labels, rendered=False)
@@ -219,7 +201,7 @@ class DCacheSetPermissionsOperator(_NamespaceOperator):
     def execute(self, context: Any) -> dict[str, Any]:
         from airflow_dcache.hooks._operations import parse_gid, parse_mode
 
-        paths = normalise_paths(self.path, "path")
+        paths = paths_from(self.path, field="path")
         _check_permissions(self.mode, self.gid, self.labels, self.remove_labels, rendered=True)
         mode = None if self.mode in (None, "") else parse_mode(self.mode, "mode")
         gid = None if self.gid in (None, "") else parse_gid(self.gid, "gid")
@@ -315,7 +297,7 @@ class DCacheListOperator(_NamespaceOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        check_path(path, "path")
+        check_at_parse(path, field="path")
         self.path = path
         self.recursive = recursive
         self.name_glob = name_glob
@@ -355,7 +337,7 @@ class DCacheListOperator(_NamespaceOperator):
         )
 
     def execute(self, context: Any) -> list[dict[str, Any]]:
-        check_path(self.path, "path")
+        check_at_parse(self.path, field="path")
         criteria = self._criteria()
         flags = {"locality": True, "checksum": self.with_checksums, "labels": criteria.needs_labels}
 

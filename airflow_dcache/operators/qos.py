@@ -31,16 +31,18 @@ from airflow_dcache.operators._base import (
     raise_unless_success,
     wait_files,
 )
-from airflow_dcache.operators.namespace import check_paths, is_template
-from airflow_dcache.triggers._waiting import (
+from airflow_dcache.paths import check_at_parse, is_template, paths_from
+from airflow_dcache.triggers.qos import DCacheQosTrigger
+from airflow_dcache.utils.backoff import Backoff
+from airflow_dcache.waits import (
     DEFAULT_MAX_INTERVAL,
     DEFAULT_POLL_INTERVAL,
     DEFAULT_TIMEOUT,
+    FileCondition,
     deadline_after,
     poll_backoff,
+    qos_name,
 )
-from airflow_dcache.triggers.qos import DCacheQosTrigger, FileCondition, normalise_paths, normalise_qos
-from airflow_dcache.utils.backoff import Backoff
 
 
 def _timeout_seconds(value: float | timedelta | None, field_name: str = "timeout") -> float:
@@ -111,8 +113,8 @@ class DCacheSetQosOperator(_WaitingOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        check_paths(path, "path")
-        if not is_template(target_qos) and normalise_qos(target_qos) is None:
+        check_at_parse(path, field="path")
+        if not is_template(target_qos) and qos_name(target_qos) is None:
             raise ValueError("target_qos: no QoS given")
         if not is_template(wait_for_locality):
             FileCondition.build(None, wait_for_locality)
@@ -129,8 +131,8 @@ class DCacheSetQosOperator(_WaitingOperator):
                 "request_id": request_id, "status": status}
 
     def execute(self, context: Any) -> dict[str, Any]:
-        paths = normalise_paths(self.path, "path")
-        target = normalise_qos(self.target_qos)
+        paths = paths_from(self.path, field="path")
+        target = qos_name(self.target_qos)
         if target is None:
             raise ValueError("target_qos: no QoS given")
         condition = FileCondition.build(target, self.wait_for_locality)
@@ -164,12 +166,12 @@ class DCacheSetQosOperator(_WaitingOperator):
 
     def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Resume after the trigger; everything needed comes from the (re-rendered) fields and the event."""
-        condition = FileCondition.build(normalise_qos(self.target_qos), self.wait_for_locality)
+        condition = FileCondition.build(qos_name(self.target_qos), self.wait_for_locality)
         raise_unless_success(event, f"QoS {condition.target_qos}")
         assert event is not None
-        paths = normalise_paths(self.path, "path")
+        paths = paths_from(self.path, field="path")
         check_versions(self.hook, expected_versions(paths, self.expected_version), step=f"QoS {condition.target_qos}")
-        return self._finish(normalise_paths(self.path, "path"), condition, str(event.get("bulk_request_id", "")))
+        return self._finish(paths_from(self.path, field="path"), condition, str(event.get("bulk_request_id", "")))
 
     def _finish(self, paths: list[str], condition: FileCondition, request_id: str) -> dict[str, Any]:
         self._request_id = None
@@ -214,14 +216,14 @@ class DCachePinOperator(_WaitingOperator):
     def __init__(self, *, path: str | Sequence[Any], lifetime: float | timedelta = 86400,
                  wait_for_online: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        check_paths(path, "path")
+        check_at_parse(path, field="path")
         self.path = path
         self.lifetime = _lifetime_seconds(lifetime)
         self.wait_for_online = wait_for_online
         self._pinned: list[str] = []
 
     def execute(self, context: Any) -> dict[str, Any]:
-        paths = normalise_paths(self.path, "path")
+        paths = paths_from(self.path, field="path")
         for path in paths:
             self.hook.pin(path, self.lifetime, "SECONDS")
             self._pinned.append(path)
@@ -247,7 +249,7 @@ class DCachePinOperator(_WaitingOperator):
 
     def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> dict[str, Any]:
         raise_unless_success(event, "pin")
-        return {"paths": normalise_paths(self.path, "path"), "lifetime_seconds": self.lifetime, "online": True}
+        return {"paths": paths_from(self.path, field="path"), "lifetime_seconds": self.lifetime, "online": True}
 
     def on_kill(self) -> None:
         """Killed while waiting: release the pins this task placed (a staging recall is then abandoned)."""
@@ -269,11 +271,11 @@ class DCacheUnpinOperator(DCacheBaseOperator):
 
     def __init__(self, *, path: str | Sequence[Any], **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        check_paths(path, "path")
+        check_at_parse(path, field="path")
         self.path = path
 
     def execute(self, context: Any) -> dict[str, Any]:
-        paths = normalise_paths(self.path, "path")
+        paths = paths_from(self.path, field="path")
         for path in paths:
             self.hook.unpin(path)
         return {"paths": paths}

@@ -39,10 +39,8 @@ from airflow_dcache.hooks._settings import AuthType
 from airflow_dcache.hooks.dcache import DCacheHook
 from airflow_dcache.links.dcache import DCacheFileLink, DCacheViewLink, persist_file_links
 from airflow_dcache.operators._base import check_versions, expected_versions
-from airflow_dcache.operators.namespace import check_path, check_paths, is_template
-from airflow_dcache.paths import clean_roots
+from airflow_dcache.paths import check_at_parse, clean_roots, is_template, paths_from
 from airflow_dcache.retry_policy import DCacheRetryPolicy
-from airflow_dcache.triggers.qos import normalise_paths
 
 MODES = ("pull", "push")
 
@@ -145,12 +143,12 @@ class DCacheReplicateOperator(BaseOperator):
     ) -> None:
         kwargs.setdefault("retry_policy", DCacheRetryPolicy())
         super().__init__(**kwargs)
-        check_paths(source_path, "source_path")
+        check_at_parse(source_path, field="source_path")
         if (destination_path is None) == (destination_dir is None):
             raise ValueError("destination_path, destination_dir: give exactly one")
-        check_path(destination_path, "destination_path")
-        check_path(destination_dir, "destination_dir")
-        check_path(source_root, "source_root")
+        check_at_parse(destination_path, field="destination_path")
+        check_at_parse(destination_dir, field="destination_dir")
+        check_at_parse(source_root, field="source_root")
         if mode not in MODES:
             raise ValueError(f"mode: {mode!r} is not one of {', '.join(MODES)}")
         if isinstance(macaroon_validity, bool) or not isinstance(macaroon_validity, int) or macaroon_validity < 60:
@@ -181,7 +179,7 @@ class DCacheReplicateOperator(BaseOperator):
         return DCacheHook(self.destination_conn_id, allowed_roots=self.allowed_roots)
 
     def execute(self, context: Any) -> dict[str, Any]:
-        sources = normalise_paths(self.source_path, "source_path")
+        sources = paths_from(self.source_path, field="source_path")
         if self.destination_path and len(sources) != 1:
             raise ValueError(f"destination_path: names one file but {len(sources)} sources were given")
         versions = expected_versions(sources, self.expected_version)

@@ -14,11 +14,10 @@ from typing import Any
 from airflow_dcache.exceptions import DCacheError
 from airflow_dcache.links.dcache import DCacheRequestLink, request_url
 from airflow_dcache.operators._base import raise_unless_success, request_outcome, wait_request
-from airflow_dcache.operators.namespace import check_paths
 from airflow_dcache.operators.qos import _WaitingOperator
-from airflow_dcache.triggers._waiting import deadline_after
-from airflow_dcache.triggers.bulk import DCacheBulkRequestTrigger, check_api
-from airflow_dcache.triggers.qos import normalise_paths
+from airflow_dcache.paths import check_at_parse, paths_from
+from airflow_dcache.triggers.bulk import DCacheBulkRequestTrigger
+from airflow_dcache.waits import check_api, deadline_after
 
 
 def _iso_duration(value: float | timedelta | None) -> str | None:
@@ -57,7 +56,7 @@ class DCacheStageOperator(_WaitingOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        check_paths(path, "path")
+        check_at_parse(path, field="path")
         self.path = path
         self.api = check_api(api)
         self.disk_lifetime = _iso_duration(disk_lifetime)
@@ -73,7 +72,7 @@ class DCacheStageOperator(_WaitingOperator):
         return self.hook.submit_bulk_request("STAGE", paths, arguments=arguments).id
 
     def execute(self, context: Any) -> dict[str, Any]:
-        paths = normalise_paths(self.path, "path")
+        paths = paths_from(self.path, field="path")
         request_id = self._submit(paths)
         self._request_id, self._paths = request_id, paths
         DCacheRequestLink.persist(context, request_url(self.hook.settings.api_url, self.api, request_id))
@@ -100,7 +99,7 @@ class DCacheStageOperator(_WaitingOperator):
         raise_unless_success(event, "stage request")
         assert event is not None
         self.log.info("%s", event["message"])
-        return {"request_id": event.get("request_id"), "api": self.api, "paths": normalise_paths(self.path, "path"),
+        return {"request_id": event.get("request_id"), "api": self.api, "paths": paths_from(self.path, field="path"),
                 "status": "completed", "counts": event.get("counts", {})}
 
     def on_kill(self) -> None:

@@ -24,12 +24,11 @@ from airflow_dcache.operators._base import (
     expected_versions,
     request_outcome,
 )
-from airflow_dcache.operators.namespace import check_paths, is_template
-from airflow_dcache.paths import clean_roots
+from airflow_dcache.paths import check_at_parse, clean_roots, is_template, paths_from
 from airflow_dcache.retry_policy import DCacheRetryPolicy
-from airflow_dcache.triggers._waiting import DEFAULT_MAX_INTERVAL
-from airflow_dcache.triggers.bulk import DCacheBulkRequestTrigger, check_api
-from airflow_dcache.triggers.qos import DCacheQosTrigger, FileCondition, normalise_paths
+from airflow_dcache.triggers.bulk import DCacheBulkRequestTrigger
+from airflow_dcache.triggers.qos import DCacheQosTrigger
+from airflow_dcache.waits import DEFAULT_MAX_INTERVAL, FileCondition, check_api
 
 CONDITIONS = ("exists", "online", "nearline", "qos", "checksum")
 
@@ -107,7 +106,7 @@ class DCacheFileSensor(_DCacheSensor):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        check_paths(path, "path")
+        check_at_parse(path, field="path")
         if condition not in CONDITIONS:
             raise ValueError(f"condition: {condition!r} is not one of {', '.join(CONDITIONS)}")
         if condition == "online":
@@ -131,7 +130,7 @@ class DCacheFileSensor(_DCacheSensor):
         return FileCondition.build(self.target_qos, self.locality, self.checksum)
 
     def _check_versions(self) -> None:
-        paths = normalise_paths(self.path, "path")
+        paths = paths_from(self.path, field="path")
         check_versions(self.hook, expected_versions(paths, self.expected_version),
                        step=f"waiting until {self._condition().describe()}")
 
@@ -141,7 +140,7 @@ class DCacheFileSensor(_DCacheSensor):
 
     def poke(self, context: Any) -> bool:
         condition = self._condition()
-        paths = normalise_paths(self.path, "path")
+        paths = paths_from(self.path, field="path")
         pending, failure = check_files(self.hook, paths, condition,
                                        versions=expected_versions(paths, self.expected_version))
         if failure is not None:
@@ -153,7 +152,7 @@ class DCacheFileSensor(_DCacheSensor):
     def _trigger(self, deadline: float) -> DCacheQosTrigger:
         condition = self._condition()
         return DCacheQosTrigger(
-            paths=normalise_paths(self.path, "path"), dcache_conn_id=self.dcache_conn_id,
+            paths=paths_from(self.path, field="path"), dcache_conn_id=self.dcache_conn_id,
             target_qos=condition.target_qos, locality=sorted(condition.locality), checksum=condition.checksum,
             deadline=deadline, poll_interval=float(self.poke_interval),
             max_poll_interval=max(float(self.poke_interval), self.max_poll_interval))

@@ -8,7 +8,7 @@ from typing import Any
 
 from airflow_dcache.links.dcache import DCacheFileLink, DCacheViewLink, persist_file_links
 from airflow_dcache.operators._base import DCacheBaseOperator
-from airflow_dcache.operators.namespace import check_path
+from airflow_dcache.paths import check_at_parse
 
 
 class DCacheToLocalFilesystemOperator(DCacheBaseOperator):
@@ -27,14 +27,14 @@ class DCacheToLocalFilesystemOperator(DCacheBaseOperator):
     def __init__(self, *, path: str, local_path: str, verify: bool = True, make_dirs: bool = True,
                  **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        check_path(path, "path")
+        check_at_parse(path, field="path")
         self.path = path
         self.local_path = local_path
         self.verify = verify
         self.make_dirs = make_dirs
 
     def execute(self, context: Any) -> dict[str, Any]:
-        check_path(self.path, "path")
+        check_at_parse(self.path, field="path")
         target = self.local_path
         if os.path.isdir(target):
             target = os.path.join(target, self.path.rstrip("/").rsplit("/", 1)[-1])

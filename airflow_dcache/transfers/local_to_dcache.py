@@ -9,7 +9,7 @@ from typing import Any
 from airflow_dcache.hooks._transfers import check_mode
 from airflow_dcache.links.dcache import DCacheFileLink, DCacheViewLink, persist_file_links
 from airflow_dcache.operators._base import DCacheBaseOperator
-from airflow_dcache.operators.namespace import check_path
+from airflow_dcache.paths import check_at_parse
 
 
 class LocalFilesystemToDCacheOperator(DCacheBaseOperator):
@@ -39,7 +39,7 @@ class LocalFilesystemToDCacheOperator(DCacheBaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        check_path(path, "path")
+        check_at_parse(path, field="path")
         try:
             check_mode(checksum)  # type: ignore[arg-type]
         except ValueError as exc:
@@ -52,7 +52,7 @@ class LocalFilesystemToDCacheOperator(DCacheBaseOperator):
         self.xattrs = xattrs
 
     def execute(self, context: Any) -> dict[str, Any]:
-        check_path(self.path, "path")
+        check_at_parse(self.path, field="path")
         if not os.path.isfile(self.local_path):
             raise FileNotFoundError(f"local_path: {self.local_path!r} is not a file")
         result = self.hook.upload(self.local_path, self.path, checksum=self.checksum,  # type: ignore[arg-type]

@@ -1,10 +1,5 @@
-"""What the waiting triggers, sensors and blocking operators share: backoff, deadlines, status events.
-
-Every waiting trigger yields exactly one event ``{"status": "success"|"error"|"timeout"|"cancelled",
-"message": str, ...}`` (the Amazon/dbt Cloud contract), so all failure policy lives in the operator's
-``execute_complete``. The helpers are free of I/O so blocking and deferred paths decide the same way;
-:class:`PollingTrigger` is the one poll loop of the deferred path, built on them.
-"""
+"""The one poll loop of the deferred waits (:class:`PollingTrigger`), over the pure decisions of
+:mod:`airflow_dcache.waits`."""
 
 from __future__ import annotations
 
@@ -15,43 +10,7 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_dcache.exceptions import DCacheConnectionError, LimitExceeded, ServerError
-from airflow_dcache.utils.backoff import Backoff, positive_seconds
-
-STATUSES = ("success", "error", "timeout", "cancelled")
-TRANSIENT = (DCacheConnectionError, ServerError, LimitExceeded)
-"""Errors worth retrying until the deadline: the service may come back; anything else is final."""
-
-DEFAULT_POLL_INTERVAL = 5.0
-DEFAULT_MAX_INTERVAL = 60.0
-DEFAULT_TIMEOUT = 24 * 3600.0
-
-
-def poll_backoff(poll_interval: Any, max_poll_interval: Any) -> Backoff:
-    """The backoff of a poll loop; validates both intervals with errors naming the argument."""
-    return Backoff(poll_interval, max_poll_interval, names=("poll_interval", "max_poll_interval"))
-
-
-check_interval = positive_seconds
-
-
-def deadline_after(timeout: float | None) -> float:
-    """Absolute ``time.time()`` deadline; serialised as such so a restarted trigger keeps the same one."""
-    if timeout is None:
-        timeout = DEFAULT_TIMEOUT
-    return time.time() + check_interval(timeout, "timeout")
-
-
-def event(status: str, message: str, **fields: Any) -> dict[str, Any]:
-    """One status event payload (plain JSON)."""
-    if status not in STATUSES:
-        raise ValueError(f"status must be one of {STATUSES}")
-    return {"status": status, "message": message, **fields}
-
-
-def error_message(exc: BaseException) -> str:
-    """A one-line description of an exception for an error event (hook errors are already masked)."""
-    return f"{type(exc).__name__}: {exc}"
+from airflow_dcache.waits import TRANSIENT, error_message, event, poll_backoff
 
 
 class PollingTrigger(BaseTrigger):

@@ -1,66 +1,22 @@
-"""Wait for a bulk request (``/bulk-requests``) or a WLCG tape REST stage request (``/tape/stage``).
-
-:func:`bulk_outcome` and :func:`stage_outcome` are pure and shared by the trigger, the sensor's
-``poke`` and the blocking operator path: ``None`` while running, else one status event. dCache sends
-no storage event when a recall completes, so the trigger polls the request's status with capped
-backoff (one request per round, whatever the number of files).
-"""
+"""Wait for a bulk request (``/bulk-requests``) or a WLCG tape REST stage request (``/tape/stage``): one
+status request per round, whatever the number of files; the outcome is :mod:`airflow_dcache.waits`'."""
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
 from airflow_dcache.exceptions import DCacheError
-from airflow_dcache.hooks._models import BulkRequestInfo, StageRequestInfo
-from airflow_dcache.triggers._waiting import (
+from airflow_dcache.triggers._waiting import PollingTrigger
+from airflow_dcache.waits import (
     DEFAULT_MAX_INTERVAL,
     DEFAULT_POLL_INTERVAL,
-    PollingTrigger,
+    bulk_outcome,
+    check_api,
     event,
     poll_backoff,
+    stage_outcome,
 )
-
-APIS = ("bulk", "tape")
-_SHOWN = 20
-
-
-def check_api(api: str) -> str:
-    if api not in APIS:
-        raise ValueError(f"api: {api!r} is not one of {', '.join(APIS)}")
-    return api
-
-
-def bulk_outcome(info: BulkRequestInfo) -> dict[str, Any] | None:
-    """The event for a finished bulk request, ``None`` while it runs."""
-    if not info.finished:
-        return None
-    counts = dict(sorted(Counter(t.state for t in info.targets).items()))
-    failed = [{"path": t.target, "error": f"{t.error_type or ''} {t.error_message or ''}".strip()}
-              for t in info.failed_targets]
-    common = {"request_id": info.id, "api": "bulk", "counts": counts, "failed": failed[:_SHOWN]}
-    if info.status.upper() == "CANCELLED":
-        return event("cancelled", f"bulk request {info.id} was cancelled", **common)
-    if failed:
-        return event("error", f"bulk request {info.id}: {len(failed)} of {len(info.targets)} target(s) failed: "
-                     + "; ".join(f"{f['path']}: {f['error']}" for f in failed[:_SHOWN]), **common)
-    return event("success", f"bulk request {info.id} completed ({len(info.targets)} target(s))", **common)
-
-
-def stage_outcome(info: StageRequestInfo) -> dict[str, Any] | None:
-    """The event for a finished tape REST stage request, ``None`` while it runs."""
-    if not info.finished:
-        return None
-    counts = dict(sorted(Counter(f.state for f in info.files).items()))
-    failed = [{"path": f.path, "error": f.error or f.state} for f in info.files if f.state != "COMPLETED"]
-    common = {"request_id": info.id, "api": "tape", "counts": counts, "failed": failed[:_SHOWN]}
-    if info.files and all(f.state == "CANCELLED" for f in info.files):
-        return event("cancelled", f"stage request {info.id} was cancelled", **common)
-    if failed:
-        return event("error", f"stage request {info.id}: {len(failed)} of {len(info.files)} file(s) not staged: "
-                     + "; ".join(f"{f['path']}: {f['error']}" for f in failed[:_SHOWN]), **common)
-    return event("success", f"stage request {info.id} completed ({len(info.files)} file(s))", **common)
 
 
 class DCacheBulkRequestTrigger(PollingTrigger):

@@ -15,7 +15,6 @@ import hashlib
 import json
 import logging
 import math
-import re
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import datetime
@@ -25,6 +24,7 @@ from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 
 from airflow_dcache.events import KIND_BY_MASK, BatchBuilder, EventFilter, batch_payload, format_time
 from airflow_dcache.events.payload import MAX_BATCH_BYTES, MAX_BATCH_EVENTS
+from airflow_dcache.paths import clean_path
 from airflow_dcache.triggers._sse_watch import (
     START_EXISTING,
     START_NOW,
@@ -42,7 +42,6 @@ __all__ = ["DEFAULT_EVENTS", "DCacheStorageEventTrigger"]
 log = logging.getLogger(__name__)
 
 DEFAULT_EVENTS = ("IN_CLOSE_WRITE", "IN_MOVED_TO")
-_PATH = re.compile(r"^/(.*[^/])?$")  # the inotify selector's own pattern (dcache-api.md §4.2)
 _SUBSCRIBABLE = frozenset(KIND_BY_MASK) - {"IN_Q_OVERFLOW"}
 COMMIT_DELAY = 5.0  # seconds between yielding a batch and storing the cursor past it (see _commit_due)
 
@@ -63,11 +62,7 @@ def _paths(value: Any) -> tuple[str, ...]:
         raise ValueError("paths: give at least one absolute dCache directory")
     result = set()
     for path in value:
-        if not isinstance(path, str) or not _PATH.match(path) or "//" in path:
-            raise ValueError(f"paths: {path!r} is not an absolute dCache path without a trailing '/'")
-        if any(part in (".", "..") for part in path.split("/")):
-            raise ValueError(f"paths: {path!r} must not contain '.' or '..'")
-        result.add(path)
+        result.add(clean_path(path, field="paths"))  # one spelling per directory: the watch id hashes them
     return tuple(sorted(result))
 
 

@@ -9,8 +9,9 @@ import time
 import pytest
 from airflow.sdk.module_loading import import_string
 
+from airflow_dcache.paths import paths_from
 from airflow_dcache.triggers.bulk import DCacheBulkRequestTrigger
-from airflow_dcache.triggers.qos import DCacheQosTrigger, normalise_paths
+from airflow_dcache.triggers.qos import DCacheQosTrigger
 from tests.operators.conftest import run_trigger
 
 
@@ -41,7 +42,7 @@ def test_unreachable_service_is_retried_until_the_deadline(refused_port: int, mo
 
 
 def test_paths_accept_operator_results() -> None:
-    assert normalise_paths({"destinations": ["/b/x"], "files": []}) == ["/b/x"]
-    assert normalise_paths([{"paths": ["/a", "/b"]}, {"path": "/c", "name": "c"}]) == ["/a", "/b", "/c"]
+    assert paths_from({"destinations": ["/b/x"], "files": []}) == ["/b/x"]
+    assert paths_from([{"paths": ["/a", "/b"]}, {"path": "/c", "name": "c"}]) == ["/a", "/b", "/c"]
     with pytest.raises(ValueError, match="paths"):
-        normalise_paths('["/a"]')
+        paths_from('["/a"]')

@@ -357,7 +357,7 @@ def test_start_from_timestamp_is_serialized_in_one_form() -> None:
         ({"paths": []}, "paths"),
         ({"paths": ["relative/dir"]}, "paths"),
         ({"paths": ["/data/../etc"]}, "paths"),
-        ({"paths": ["/data/"]}, "paths"),
+        ({"paths": ["/data/in\x00"]}, "paths"),
         ({"events": ["IN_EXPLODE"]}, "events"),
         ({"include": ["re:(unclosed"]}, "include"),
         ({"name_regex": "*bad"}, "name_regex"),
@@ -378,6 +378,14 @@ def test_bad_configuration_fails_at_parse_naming_the_field(kwargs: dict, field: 
     base.update(kwargs)
     with pytest.raises(ValueError, match=rf"^{field}"):
         DCacheStorageEventTrigger(**base)
+
+
+def test_watched_paths_are_spelled_as_every_other_path() -> None:
+    """``paths.clean_path`` decides, as for operators and hooks: one spelling per directory, so two
+    spellings of one tree are one watcher (the watch id hashes the paths)."""
+    spelled = DCacheStorageEventTrigger(paths=["/data/in/", "/data//raw", "/data/./x "])
+    assert spelled.paths == ("/data/in", "/data/raw", "/data/x ")
+    assert spelled.watch_id == DCacheStorageEventTrigger(paths=["/data/raw", "/data/in", "/data/x "]).watch_id
 
 
 async def test_missing_connection_is_retried_not_raised(monkeypatch: pytest.MonkeyPatch, caplog: Any) -> None:

@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from airflow_dcache.triggers._waiting import poll_backoff
 from airflow_dcache.utils.backoff import Backoff
+from airflow_dcache.waits import poll_backoff
 
 
 def test_doubles_up_to_the_cap_and_resets() -> None:

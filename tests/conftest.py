@@ -9,6 +9,7 @@ import contextlib
 import socket
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,6 +69,18 @@ def start_server(base: Path, *extra: str, tls: tuple[Path, Path] | None = None,
     proc, info = launch(cmd)
     return DCacheServer(info["webdav"], info["frontend"], info["api"], base / "data", passwords, proc, cmd,
                         ca_pem, info)
+
+
+@contextlib.contextmanager
+def fresh_dir(hook: Any, prefix: str) -> Iterator[str]:
+    """A new directory ``<prefix>-<random>`` made with ``hook`` and removed afterwards, so tests never
+    see each other's files."""
+    path = f"{prefix}-{uuid.uuid4().hex[:12]}"
+    hook.mkdir(path)
+    try:
+        yield path
+    finally:
+        hook.delete(path, recursive=True, missing_ok=True)
 
 
 @contextlib.contextmanager

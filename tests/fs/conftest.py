@@ -6,7 +6,6 @@ connection variables it was made from.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,6 +13,7 @@ import pytest
 
 from airflow_dcache.fs.dcache import DCacheFileSystem
 from airflow_dcache.hooks.dcache import DCacheHook
+from tests.conftest import fresh_dir
 from tests.hooks.conftest import ConnFactory, server_conn, set_conn  # noqa: F401 (fixture)
 
 
@@ -45,7 +45,5 @@ def alice_hook(conn: str) -> Iterator[DCacheHook]:
 
 @pytest.fixture
 def workdir(alice_hook: DCacheHook) -> Iterator[str]:
-    path = f"/home/alice/fs-{uuid.uuid4().hex[:12]}"
-    alice_hook.mkdir(path)
-    yield path
-    alice_hook.delete(path, recursive=True, missing_ok=True)
+    with fresh_dir(alice_hook, "/home/alice/fs") as path:
+        yield path

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from airflow_dcache.hooks.dcache import DCacheHook
+from tests.conftest import fresh_dir
 
 ConnFactory = Callable[..., str]
 
@@ -57,10 +58,8 @@ def bob(set_conn: ConnFactory, dcache_server: Any) -> Iterator[DCacheHook]:
 @pytest.fixture
 def workdir(alice: DCacheHook) -> Iterator[str]:
     """A fresh directory in alice's home, removed afterwards so tests never see each other's files."""
-    path = f"/home/alice/t-{uuid.uuid4().hex[:12]}"
-    alice.mkdir(path)
-    yield path
-    alice.delete(path, recursive=True, missing_ok=True)
+    with fresh_dir(alice, "/home/alice/t") as path:
+        yield path
 
 
 @pytest.fixture(params=["sync", "async"])

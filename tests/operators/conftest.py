@@ -11,14 +11,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from airflow_dcache.hooks.dcache import DCacheHook
-from tests.conftest import DCacheServer, start_server
+from tests.conftest import DCacheServer, fresh_dir, start_server
 
 FAST_TAPE = ("--allow-insecure-macaroons", "--tape-flush-delay", "0.3", "--tape-stage-delay", "0.3",
              "--tpc-marker-period", "0.2")
@@ -64,10 +63,8 @@ def main(main_conn: str) -> Iterator[DCacheHook]:
 
 @pytest.fixture
 def workdir(main: DCacheHook) -> Iterator[str]:
-    path = f"/home/alice/op-{uuid.uuid4().hex[:10]}"
-    main.mkdir(path)
-    yield path
-    main.delete(path, recursive=True, missing_ok=True)
+    with fresh_dir(main, "/home/alice/op") as path:
+        yield path
 
 
 class RecordingTI:

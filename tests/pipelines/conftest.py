@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import io
 import os
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from airflow_dcache.hooks.dcache import DCacheHook
-from tests.conftest import DCacheServer, start_server
+from tests.conftest import DCacheServer, fresh_dir, start_server
 from tests.operators.conftest import FAST_TAPE, RecordingTI, conn_json
 
 
@@ -69,10 +68,8 @@ def pipe_buffer(pipe_buffer_conn: str) -> Iterator[DCacheHook]:
 @pytest.fixture
 def pipe_workdir(pipe_main: DCacheHook) -> Iterator[str]:
     """A fresh directory in alice's home on ``main``, removed afterwards."""
-    path = f"/home/alice/pl-{uuid.uuid4().hex[:10]}"
-    pipe_main.mkdir(path)
-    yield path
-    pipe_main.delete(path, recursive=True, missing_ok=True)
+    with fresh_dir(pipe_main, "/home/alice/pl") as path:
+        yield path
 
 
 @pytest.fixture

@@ -22,6 +22,7 @@ from airflow_dcache.hooks._settings import AuthType, ConnectionSettings
 from airflow_dcache.server.services.bulk import pin_lifetime_ms
 from airflow_dcache.server.services.errors import BadRequest
 from airflow_dcache.server.services.tape import LIFETIME_UNITS, lifetime_ms
+from tests.server.test_bulk_and_tape_rest import wait_for
 
 UNITS = ("NANOSECONDS", "MICROSECONDS", "MILLISECONDS", "SECONDS", "MINUTES", "HOURS", "DAYS")
 
@@ -71,20 +72,13 @@ def _locality(server, path: str) -> str:
     return requests.get(f"{server.api}/namespace{path}?locality=true", auth=server.auth("alice")).json()["fileLocality"]
 
 
-def _wait(fn, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if fn():
-            return
-        time.sleep(0.1)
-    raise AssertionError("condition not reached")
 
 
 def _on_tape_only(server, path: str) -> None:
     r = requests.post(f"{server.api}/namespace{path}", json={"action": "qos", "target": "tape"},
                       auth=server.auth("alice"))
     assert r.status_code == 201
-    _wait(lambda: _locality(server, path) == "NEARLINE")
+    wait_for(lambda: _locality(server, path) == "NEARLINE")
 
 
 @pytest.mark.parametrize("unit", UNITS)
@@ -122,8 +116,8 @@ def test_a_milliseconds_pin_expires_and_a_minutes_pin_holds(tape_server):
                                                                      "lifetime-unit": unit},
                           auth=tape_server.auth("alice"))
         assert r.status_code == 201
-    _wait(lambda: _locality(tape_server, long_) == "ONLINE_AND_NEARLINE")
-    _wait(lambda: _locality(tape_server, short) == "NEARLINE", timeout=10)  # staged, then evicted at expiry
+    wait_for(lambda: _locality(tape_server, long_) == "ONLINE_AND_NEARLINE")
+    wait_for(lambda: _locality(tape_server, short) == "NEARLINE", timeout=10)  # staged, then evicted at expiry
     assert _locality(tape_server, long_) == "ONLINE_AND_NEARLINE"
 
 
@@ -133,8 +127,8 @@ def test_bulk_pin_in_milliseconds_expires(tape_server):
     r = requests.post(f"{tape_server.api}/bulk-requests", auth=tape_server.auth("alice"), json={
         "activity": "PIN", "target": [path], "arguments": {"lifetime": "1500", "lifetimeUnit": "MILLISECONDS"}})
     assert r.status_code == 201
-    _wait(lambda: _locality(tape_server, path) == "ONLINE_AND_NEARLINE")
-    _wait(lambda: _locality(tape_server, path) == "NEARLINE", timeout=10)
+    wait_for(lambda: _locality(tape_server, path) == "ONLINE_AND_NEARLINE")
+    wait_for(lambda: _locality(tape_server, path) == "NEARLINE", timeout=10)
 
 
 def test_bulk_pin_of_minus_one_millisecond_is_permanent(tape_server):
@@ -149,7 +143,7 @@ def test_bulk_pin_of_minus_one_millisecond_is_permanent(tape_server):
     r = requests.post(f"{tape_server.api}/bulk-requests", auth=tape_server.auth("alice"), json={
         "activity": "PIN", "target": [path], "arguments": {"lifetime": "-1", "lifetimeUnit": "MILLISECONDS"}})
     assert r.status_code == 201
-    _wait(lambda: _locality(tape_server, path) == "ONLINE_AND_NEARLINE")
+    wait_for(lambda: _locality(tape_server, path) == "ONLINE_AND_NEARLINE")
     time.sleep(3)  # the sweep (1 s here) never evicts it
     assert _locality(tape_server, path) == "ONLINE_AND_NEARLINE"
     bad = requests.post(f"{tape_server.api}/bulk-requests", auth=tape_server.auth("alice"), json={

@@ -9,11 +9,12 @@ the files' tape state.
 from __future__ import annotations
 
 import os
-import time
 import uuid
 
 import pytest
 import requests
+
+from tests.server.test_bulk_and_tape_rest import wait_for
 
 POOL = "main-pool1"  # <site>-pool1, the site being "main"
 GROUP = {"name": "default", "links": ["default-link"], "pools": [POOL], "nestedPoolGroups": []}
@@ -89,14 +90,6 @@ def tape_server(start_dcache):
     return start_dcache("--tape-flush-delay", "2", "--tape-stage-delay", "0.1", name="pg-tape")
 
 
-def _wait(fn, timeout: float = 20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = fn()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError("condition not reached")
 
 
 def test_precious_and_removable_follow_the_tape_state(tape_server):
@@ -113,7 +106,7 @@ def test_precious_and_removable_follow_the_tape_state(tape_server):
     r = requests.post(f"{tape_server.api}/namespace{path}", json={"action": "qos", "target": "tape"}, auth=auth)
     assert r.status_code == 201
     assert space()["precious"] == len(data)  # the flush waits 2 s
-    _wait(lambda: requests.get(f"{tape_server.api}/namespace{path}?locality=true",
+    wait_for(lambda: requests.get(f"{tape_server.api}/namespace{path}?locality=true",
                                auth=auth).json()["fileLocality"] == "NEARLINE")
     after = space()
     assert after["precious"] == 0 and after["removable"] == 0  # the disk copy is gone

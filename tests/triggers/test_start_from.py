@@ -16,6 +16,7 @@ import pytest
 from airflow_dcache.events import format_time
 from airflow_dcache.hooks.dcache import DCacheHook
 from airflow_dcache.triggers import DCacheStorageEventTrigger
+from tests.conftest import fresh_dir
 from tests.triggers.test_storage_events import FAST, MemoryStore, Runner, aput, put, set_connection
 
 COMMITTED = 6.5  # past the trigger's COMMIT_DELAY (5 s): the cursor past the last batch is stored
@@ -36,10 +37,8 @@ def alice(conn_id: str) -> Iterator[DCacheHook]:
 
 @pytest.fixture
 def workdir(alice: DCacheHook) -> Iterator[str]:
-    path = f"/home/alice/start-{uuid.uuid4().hex[:10]}"
-    alice.mkdir(path)
-    yield path
-    alice.delete(path, recursive=True, missing_ok=True)
+    with fresh_dir(alice, "/home/alice/start") as path:
+        yield path
 
 
 async def _stored(store: MemoryStore, timeout: float = 10) -> dict[str, Any]:

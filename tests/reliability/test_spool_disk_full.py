@@ -76,7 +76,11 @@ def start_billed(start_dcache: Any, broker: KafkaBroker, topic: str, spool_dir: 
 
 
 def fill(directory: Path) -> Path:
-    """A file taking every free byte of ``directory``'s file system (written until ENOSPC)."""
+    """A file taking every free byte of ``directory``'s file system (written until ENOSPC).
+
+    The running service may free a few blocks meanwhile (its SQLite spool truncates its journal), so
+    the filler tops up until the file system stays full, a bounded number of rounds.
+    """
     filler = directory / "filler"
     fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     block = b"\0" * 4096
@@ -89,10 +93,14 @@ def fill(directory: Path) -> Path:
                 break
         else:
             raise AssertionError("the spool's file system never filled")
-        for size in (512, 64, 1):  # the last partial block too
-            with contextlib.suppress(OSError):
-                for _ in range(4096 // size):
-                    os.write(fd, b"\0" * size)
+        for _ in range(50):
+            for size in (4096, 512, 64, 1):  # the last partial block too
+                with contextlib.suppress(OSError):
+                    for _ in range(SPOOL_FS // size if size == 4096 else 4096 // size):
+                        os.write(fd, b"\0" * size)
+            if os.statvfs(directory).f_bavail == 0:
+                break
+            time.sleep(0.05)
     finally:
         os.close(fd)
     assert os.statvfs(directory).f_bavail == 0

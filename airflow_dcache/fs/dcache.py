@@ -239,11 +239,13 @@ class DCacheFileSystem(AbstractFileSystem):
         return zlib.crc32(repr(sorted(info.items())).encode())  # no stored checksum: fall back on metadata
 
     def ukey(self, path: Any) -> str:
-        """Changes whenever the content does: ``adler32:<hex>`` (else id, size and mtime)."""
+        """The file version: pnfsid and checksum, spelled as :class:`~airflow_dcache.events.version.FileVersion`
+        ids (``<pnfsid>;adler32:<hex>``; size and mtime without a checksum). A re-upload of the same
+        bytes is a new key, as it is a new version everywhere else in the provider."""
         info = self.info(path)
         if info.get("adler32"):
-            return f"adler32:{info['adler32']}"
-        return f"{info.get('pnfsid')}:{info['size']}:{info.get('mtime')}"
+            return f"{info.get('pnfsid')};adler32:{info['adler32']}"
+        return f"{info.get('pnfsid')};size={info['size']},mtime={info.get('mtime')}"
 
     # ------------------------------------------------------------------------------ changes
 

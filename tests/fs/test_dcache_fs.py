@@ -81,7 +81,11 @@ def test_info_ls_and_checksums(conn: str, workdir: str, alice_hook: DCacheHook) 
     assert info["adler32"] == adler
     assert fs.checksums(name(conn, f"{workdir}/x.h5"))["adler32"] == adler
     assert fs.checksum(name(conn, f"{workdir}/x.h5")) == int(adler, 16)
-    assert fs.ukey(name(conn, f"{workdir}/x.h5")) == f"adler32:{adler}"
+    key = fs.ukey(name(conn, f"{workdir}/x.h5"))
+    assert key == f"{info['pnfsid']};adler32:{adler}"
+    fs.pipe_file(name(conn, f"{workdir}/x.h5"), DATA)  # the same bytes again: a new version, a new key
+    assert fs.ukey(name(conn, f"{workdir}/x.h5")) not in (key, None)
+    assert fs.ukey(name(conn, f"{workdir}/x.h5")).endswith(f";adler32:{adler}")
     listing = fs.ls(name(conn, workdir))
     assert [(i["name"], i["type"]) for i in listing] == [
         (f"{conn}{workdir}/sub", "directory"), (f"{conn}{workdir}/x.h5", "file")]

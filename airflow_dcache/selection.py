@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from airflow_dcache.hooks._models import NamespaceEntry
+from airflow_dcache.hooks.models import NamespaceEntry
 
 SCHEMA = "airflow-dcache/file-list/v1"
 LOCALITY_PARTS = frozenset({"ONLINE", "NEARLINE"})

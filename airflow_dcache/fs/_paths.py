@@ -12,7 +12,7 @@ import re
 import stat as stat_module
 from typing import Any
 
-from airflow_dcache.hooks._models import NamespaceEntry
+from airflow_dcache.hooks.models import NamespaceEntry
 
 SCHEME = "dcache"
 PREFIX = f"{SCHEME}://"

@@ -19,7 +19,7 @@ from urllib.parse import quote, unquote, urljoin, urlsplit
 
 from airflow_dcache.exceptions import AlreadyExists, Conflict, NotFound, UnexpectedResponse
 from airflow_dcache.hooks import _caveats, _checksums
-from airflow_dcache.hooks._models import (
+from airflow_dcache.hooks.models import (
     ArchivedBulkRequest,
     ArchiveInfo,
     BulkRequestInfo,

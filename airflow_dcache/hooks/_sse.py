@@ -13,15 +13,15 @@ import json
 import re
 from typing import Any
 
-from airflow_dcache.hooks._models import StorageEvent
+from airflow_dcache.hooks.models import ChannelMessage
 
 _EOL = re.compile(r"\r\n|\r|\n")
 
-__all__ = ["SSEParser", "StorageEvent"]
+__all__ = ["SSEParser", "ChannelMessage"]
 
 
 class SSEParser:
-    """``feed(chunk)`` → list of :class:`StorageEvent`; ``last_event_id`` is what to reconnect with.
+    """``feed(chunk)`` → list of :class:`ChannelMessage`; ``last_event_id`` is what to reconnect with.
 
     As the specification says, an event is dispatched only at its blank line: an incomplete event at the
     end of the stream is discarded, and an event without ``data`` is not dispatched. ``last_event_id``
@@ -43,7 +43,7 @@ class SSEParser:
         self._id: str | None = None
         self._data: list[str] = []
 
-    def feed(self, chunk: bytes | str) -> list[StorageEvent]:
+    def feed(self, chunk: bytes | str) -> list[ChannelMessage]:
         """Add a chunk of the stream; return the events it completed, in order."""
         text = self._decoder.decode(chunk) if isinstance(chunk, bytes) else chunk
         if not self._started and text:
@@ -66,7 +66,7 @@ class SSEParser:
         self._skip_lf = buffer.endswith("\r")
         return events
 
-    def feed_line(self, line: str) -> StorageEvent | None:
+    def feed_line(self, line: str) -> ChannelMessage | None:
         """Process one line without its terminator; return the event a blank line completes."""
         if not line:
             return self._dispatch()
@@ -86,12 +86,12 @@ class SSEParser:
             self.retry = int(value)
         return None  # unknown fields are ignored
 
-    def _dispatch(self) -> StorageEvent | None:
+    def _dispatch(self) -> ChannelMessage | None:
         if not self._data:
             self._reset()
             return None
         text = "\n".join(self._data)
-        event = StorageEvent(type=self._type or "message", id=self._id, data=_decode(text))
+        event = ChannelMessage(type=self._type or "message", id=self._id, data=_decode(text))
         self._reset()
         return event
 

@@ -32,7 +32,7 @@ from airflow_dcache.hooks._base import (
     identity_message,
 )
 from airflow_dcache.hooks._checksums import digests_from_headers
-from airflow_dcache.hooks._models import (
+from airflow_dcache.hooks.models import (
     ArchivedBulkRequest,
     ArchiveInfo,
     BulkRequestInfo,
@@ -40,7 +40,7 @@ from airflow_dcache.hooks._models import (
     MacaroonResponse,
     NamespaceEntry,
     StageRequestInfo,
-    StorageEvent,
+    ChannelMessage,
     TransferResult,
     UserInfo,
 )
@@ -680,7 +680,7 @@ class DCacheHook(DCacheHookBase):
         *,
         last_event_id: str | int | None = None,
         read_timeout: float | None = None,
-    ) -> Iterator[StorageEvent]:
+    ) -> Iterator[ChannelMessage]:
         """Generator over a channel's SSE stream; same contract as :meth:`DCacheAsyncHook.stream_events`.
 
         Close it (``contextlib.closing``) when stopping early, so the connection is released.

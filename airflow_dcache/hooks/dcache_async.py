@@ -30,7 +30,7 @@ from airflow_dcache.hooks._base import (
     identity_message,
 )
 from airflow_dcache.hooks._checksums import digests_from_headers
-from airflow_dcache.hooks._models import (
+from airflow_dcache.hooks.models import (
     ArchivedBulkRequest,
     ArchiveInfo,
     BulkRequestInfo,
@@ -38,7 +38,7 @@ from airflow_dcache.hooks._models import (
     MacaroonResponse,
     NamespaceEntry,
     StageRequestInfo,
-    StorageEvent,
+    ChannelMessage,
     TransferResult,
     UserInfo,
 )
@@ -678,7 +678,7 @@ class DCacheAsyncHook(DCacheHookBase):
         *,
         last_event_id: str | int | None = None,
         read_timeout: float | None = None,
-    ) -> AsyncIterator[StorageEvent]:
+    ) -> AsyncIterator[ChannelMessage]:
         """Read a channel's SSE stream until the server closes it; reconnecting is the caller's job.
 
         Pass the ``id`` of the last event processed as ``last_event_id`` to have dCache replay what came

@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 from airflow_dcache.exceptions import DCacheError
-from airflow_dcache.hooks._models import NamespaceEntry
+from airflow_dcache.hooks.models import NamespaceEntry
 from airflow_dcache.plugins.access import Access, personal_connection_ids
 from airflow_dcache.plugins.validation import visible
 

@@ -21,7 +21,7 @@ from typing import IO, TYPE_CHECKING
 
 if TYPE_CHECKING:
     from airflow_dcache.hooks.dcache import DCacheHook
-    from airflow_dcache.hooks.models import StorageEvent
+    from airflow_dcache.hooks.models import ChannelMessage
 
 DEFAULT_TIMEOUT = 30.0
 _END = object()
@@ -47,7 +47,7 @@ def _reader(hook: DCacheHook, channel: str, out: queue.Queue[object], stop: thre
         out.put(_END)
 
 
-def _wait_for(events: queue.Queue[object], deadline: float, what: str, match: object) -> StorageEvent:
+def _wait_for(events: queue.Queue[object], deadline: float, what: str, match: object) -> ChannelMessage:
     while True:
         left = deadline - time.monotonic()
         if left <= 0:
@@ -63,7 +63,7 @@ def _wait_for(events: queue.Queue[object], deadline: float, what: str, match: ob
 
 
 def upload_and_wait(hook: DCacheHook, source: str | os.PathLike[str] | IO[bytes] | bytes, path: str, *,
-                    mask: str = "IN_CLOSE_WRITE", timeout: float = DEFAULT_TIMEOUT) -> StorageEvent:
+                    mask: str = "IN_CLOSE_WRITE", timeout: float = DEFAULT_TIMEOUT) -> ChannelMessage:
     """Upload ``source`` to ``path`` and return the inotify event ``mask`` for it.
 
     :param hook: a :class:`~airflow_dcache.hooks.dcache.DCacheHook` on the instance (its user must be

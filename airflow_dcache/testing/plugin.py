@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from airflow_dcache.hooks.models import StorageEvent
+    from airflow_dcache.hooks.models import ChannelMessage
     from airflow_dcache.testing.dagrun import DagRunResult
     from airflow_dcache.testing.kafka import KafkaBroker
     from airflow_dcache.testing.server import DCacheTestServer
@@ -181,13 +181,13 @@ def kafka_broker_factory(tmp_path: Path) -> Iterator[Callable[..., KafkaBroker]]
 
 
 @pytest.fixture
-def dcache_upload() -> Callable[..., StorageEvent]:
-    """``upload(path, data, conn_id="dcache_default", timeout=30) -> StorageEvent`` (upload, await its event)."""
+def dcache_upload() -> Callable[..., ChannelMessage]:
+    """``upload(path, data, conn_id="dcache_default", timeout=30) -> ChannelMessage`` (upload, await its event)."""
     from airflow_dcache.hooks.dcache import DCacheHook
     from airflow_dcache.testing.events import upload_and_wait
 
     def upload(path: str, data: bytes | str | os.PathLike[str], conn_id: str = "dcache_default",
-               timeout: float = 30.0) -> StorageEvent:
+               timeout: float = 30.0) -> ChannelMessage:
         with DCacheHook(conn_id) as hook:
             return upload_and_wait(hook, data, path, timeout=timeout)
 

@@ -19,7 +19,7 @@ from airflow_dcache.exceptions import (
     NotFound,
     PermissionDenied,
 )
-from airflow_dcache.hooks._sse import StorageEvent
+from airflow_dcache.hooks._sse import ChannelMessage
 from airflow_dcache.hooks.dcache import DCacheHook
 from airflow_dcache.hooks.dcache_async import DCacheAsyncHook
 from tests.hooks.conftest import ConnFactory, server_conn
@@ -147,12 +147,12 @@ def test_channel_of_another_user_is_forbidden(
 
 # --------------------------------------------------------------------------------- streaming
 
-Stream = AsyncIterator[StorageEvent]
+Stream = AsyncIterator[ChannelMessage]
 
 
-async def read_until(stream: Stream, done: Callable[[StorageEvent], bool], timeout: float = 20) -> list[StorageEvent]:
+async def read_until(stream: Stream, done: Callable[[ChannelMessage], bool], timeout: float = 20) -> list[ChannelMessage]:
     """Events up to and including the first for which ``done`` is true; bounded by ``timeout``."""
-    events: list[StorageEvent] = []
+    events: list[ChannelMessage] = []
 
     async def go() -> None:
         async for event in stream:
@@ -165,7 +165,7 @@ async def read_until(stream: Stream, done: Callable[[StorageEvent], bool], timeo
     return events
 
 
-def is_tick(event: StorageEvent) -> bool:
+def is_tick(event: ChannelMessage) -> bool:
     return event.type == "metronome"
 
 
@@ -214,7 +214,7 @@ async def test_stream_ends_when_the_channel_is_deleted(alice_id: str) -> None:
             await _drain(hook.stream_events(channel))
 
 
-async def _drain(stream: Stream) -> list[StorageEvent]:
+async def _drain(stream: Stream) -> list[ChannelMessage]:
     return [event async for event in stream]
 
 
@@ -246,13 +246,13 @@ def test_stream_errors_are_typed(run: Run, set_conn: ConnFactory, dcache_server:
         _collect(run, alice_id, channel)
 
 
-def _collect(run: Run, conn_id: str, channel: str, **kwargs: Any) -> list[StorageEvent]:
+def _collect(run: Run, conn_id: str, channel: str, **kwargs: Any) -> list[ChannelMessage]:
     """All events of ``stream_events`` through whichever hook ``run`` drives."""
     if run.__name__ == "sync":
         with DCacheHook(conn_id) as hook:
             return list(hook.stream_events(channel, **kwargs))
 
-    async def go() -> list[StorageEvent]:
+    async def go() -> list[ChannelMessage]:
         async with DCacheAsyncHook(conn_id) as hook:
             return await asyncio.wait_for(_drain(hook.stream_events(channel, **kwargs)), 20)
 

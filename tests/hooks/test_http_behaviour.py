@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from airflow_dcache import exceptions as exc
-from airflow_dcache.hooks._models import TransferResult
+from airflow_dcache.hooks.models import TransferResult
 from tests.hooks.fakes import FakeServer, Recorded, Reply, lines
 
 DATA = bytes(range(256)) * 4096 + b"tail"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from airflow_dcache.hooks._models import (
+from airflow_dcache.hooks.models import (
     ArchivedBulkRequest,
     BulkRequestInfo,
     MacaroonResponse,

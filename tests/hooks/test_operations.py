@@ -12,7 +12,7 @@ import pytest
 from airflow_dcache import exceptions as exc
 from airflow_dcache.hooks import _operations as ops
 from airflow_dcache.hooks import _transfers as tx
-from airflow_dcache.hooks._models import MacaroonResponse
+from airflow_dcache.hooks.models import MacaroonResponse
 from airflow_dcache.hooks._protocol import ResponseInfo
 from airflow_dcache.hooks._settings import AuthType, ConnectionSettings
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from airflow_dcache.hooks._sse import SSEParser, StorageEvent
+from airflow_dcache.hooks._sse import SSEParser, ChannelMessage
 
 SUB = "http://127.0.0.1:3880/api/v1/events/channels/pf_B1dEed98IVKqc9BNa-w/subscriptions/inotify/AACF+b/x=="
 INOTIFY = {"event": {"name": "run42.h5", "mask": ["IN_CLOSE_WRITE"]}, "subscription": SUB}
@@ -25,14 +25,14 @@ STREAM = (
 ).encode()
 
 
-def parse(*chunks: bytes | str) -> list[StorageEvent]:
+def parse(*chunks: bytes | str) -> list[ChannelMessage]:
     parser = SSEParser()
     return [event for chunk in chunks for event in parser.feed(chunk)]
 
 
 def test_whole_stream() -> None:
     system, inotify, metronome = parse(STREAM)
-    assert system == StorageEvent("SYSTEM", None, {"type": "NEW_SUBSCRIPTION", "subscription": SUB})
+    assert system == ChannelMessage("SYSTEM", None, {"type": "NEW_SUBSCRIPTION", "subscription": SUB})
     assert system.is_system and system.system_type == "NEW_SUBSCRIPTION" and system.subscription == SUB
     assert system.payload is None and system.name is None and system.mask == []
     assert (inotify.type, inotify.id, inotify.data) == ("inotify", "0", INOTIFY)
@@ -52,13 +52,13 @@ def test_partial_chunks_of_any_size(size: int) -> None:
 
 def test_crlf_split_between_chunks_is_one_line_end() -> None:
     events = parse(b"id: 5\r", b"\ndata: 1\r", b"\n\r", b"\n")
-    assert events == [StorageEvent("message", "5", 1)]
+    assert events == [ChannelMessage("message", "5", 1)]
 
 
 def test_event_is_dispatched_only_at_the_blank_line() -> None:
     parser = SSEParser()
     assert parser.feed(b"event: inotify\nid: 3\ndata: {}\n") == []
-    assert parser.feed(b"\n") == [StorageEvent("inotify", "3", {})]
+    assert parser.feed(b"\n") == [ChannelMessage("inotify", "3", {})]
 
 
 def test_incomplete_event_at_the_end_is_not_dispatched() -> None:
@@ -74,7 +74,7 @@ def test_multi_line_data_is_joined_with_newlines() -> None:
 
 def test_comments_and_unknown_fields_are_ignored() -> None:
     events = parse(b': keep-alive\n\n:another\nevent: SYSTEM\nfoo: bar\n: in the middle\ndata: {"type":"SHUTDOWN"}\n\n')
-    assert events == [StorageEvent("SYSTEM", None, {"type": "SHUTDOWN"})]
+    assert events == [ChannelMessage("SYSTEM", None, {"type": "SHUTDOWN"})]
 
 
 def test_event_without_data_is_not_dispatched() -> None:
@@ -91,13 +91,13 @@ def test_last_event_id_survives_events_without_id() -> None:
 def test_field_forms_and_retry() -> None:
     parser = SSEParser()
     events = parser.feed("\ufeffevent:inotify\ndata\nretry: 2500\nretry: soon\nretry: ²\n\n")
-    assert events == [StorageEvent("inotify", None, "")]  # "data" without a colon: empty value
+    assert events == [ChannelMessage("inotify", None, "")]  # "data" without a colon: empty value
     assert parser.retry == 2500
 
 
 def test_id_with_nul_is_ignored() -> None:
     parser = SSEParser()
-    assert parser.feed("id: 1\0\ndata: 1\n\n") == [StorageEvent("message", None, 1)]
+    assert parser.feed("id: 1\0\ndata: 1\n\n") == [ChannelMessage("message", None, 1)]
     assert parser.last_event_id is None
 
 

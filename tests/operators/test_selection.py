@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from airflow_dcache.hooks._models import NamespaceEntry
+from airflow_dcache.hooks.models import NamespaceEntry
 from airflow_dcache.selection import Criteria, has_locality, locality_parts, parse_time, record, select
 
 T0 = int(datetime(2026, 1, 1, tzinfo=UTC).timestamp() * 1000)

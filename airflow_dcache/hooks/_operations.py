@@ -19,18 +19,6 @@ from urllib.parse import quote, unquote, urljoin, urlsplit
 
 from airflow_dcache.exceptions import AlreadyExists, Conflict, NotFound, UnexpectedResponse
 from airflow_dcache.hooks import _caveats, _checksums
-from airflow_dcache.hooks.models import (
-    ArchivedBulkRequest,
-    ArchiveInfo,
-    BulkRequestInfo,
-    BulkSubmission,
-    BulkTarget,
-    MacaroonResponse,
-    NamespaceEntry,
-    StageRequestInfo,
-    UserInfo,
-    bulk_targets,
-)
 from airflow_dcache.hooks._protocol import (
     MACAROON_REQUEST_TYPE,
     ResponseInfo,
@@ -46,6 +34,18 @@ from airflow_dcache.hooks._protocol import (
 )
 from airflow_dcache.hooks._settings import ConnectionSettings
 from airflow_dcache.hooks._transfers import refuse_directory
+from airflow_dcache.hooks.models import (
+    ArchivedBulkRequest,
+    ArchiveInfo,
+    BulkRequestInfo,
+    BulkSubmission,
+    BulkTarget,
+    MacaroonResponse,
+    NamespaceEntry,
+    StageRequestInfo,
+    UserInfo,
+    bulk_targets,
+)
 
 T = TypeVar("T")
 

@@ -17,7 +17,7 @@ from airflow_dcache.hooks.models import ChannelMessage
 
 _EOL = re.compile(r"\r\n|\r|\n")
 
-__all__ = ["SSEParser", "ChannelMessage"]
+__all__ = ["ChannelMessage", "SSEParser"]
 
 
 class SSEParser:

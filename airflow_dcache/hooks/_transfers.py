@@ -17,10 +17,10 @@ from urllib.parse import urlsplit
 
 from airflow_dcache.exceptions import ChecksumMismatch, Conflict, TransferFailed, UnexpectedResponse
 from airflow_dcache.hooks import _checksums
-from airflow_dcache.hooks.models import TransferResult
 from airflow_dcache.hooks._perfmarkers import PerfMarkerParser, TransferOutcome
 from airflow_dcache.hooks._protocol import door_url, mask_url, normalize_path
 from airflow_dcache.hooks._settings import ConnectionSettings
+from airflow_dcache.hooks.models import TransferResult
 
 ChecksumMode = Literal["adler32", "md5", "sha-256", "sha-512", "none"]
 _MODES = ("adler32", "md5", "sha-256", "sha-512", "none")

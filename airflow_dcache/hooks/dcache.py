@@ -32,18 +32,6 @@ from airflow_dcache.hooks._base import (
     identity_message,
 )
 from airflow_dcache.hooks._checksums import digests_from_headers
-from airflow_dcache.hooks.models import (
-    ArchivedBulkRequest,
-    ArchiveInfo,
-    BulkRequestInfo,
-    BulkSubmission,
-    MacaroonResponse,
-    NamespaceEntry,
-    StageRequestInfo,
-    ChannelMessage,
-    TransferResult,
-    UserInfo,
-)
 from airflow_dcache.hooks._perfmarkers import PerfMarker, PerfMarkerParser
 from airflow_dcache.hooks._protocol import (
     BACKOFF_FACTOR,
@@ -70,6 +58,18 @@ from airflow_dcache.hooks._protocol import (
 )
 from airflow_dcache.hooks._settings import AuthType
 from airflow_dcache.hooks._sse import SSEParser
+from airflow_dcache.hooks.models import (
+    ArchivedBulkRequest,
+    ArchiveInfo,
+    BulkRequestInfo,
+    BulkSubmission,
+    ChannelMessage,
+    MacaroonResponse,
+    NamespaceEntry,
+    StageRequestInfo,
+    TransferResult,
+    UserInfo,
+)
 
 T = TypeVar("T")
 _ERROR_BODY_LIMIT = 64 * 1024

@@ -12,9 +12,9 @@ import pytest
 from airflow_dcache import exceptions as exc
 from airflow_dcache.hooks import _operations as ops
 from airflow_dcache.hooks import _transfers as tx
-from airflow_dcache.hooks.models import MacaroonResponse
 from airflow_dcache.hooks._protocol import ResponseInfo
 from airflow_dcache.hooks._settings import AuthType, ConnectionSettings
+from airflow_dcache.hooks.models import MacaroonResponse
 
 S = ConnectionSettings(
     door_url="https://door:2880", frontend_url="https://door:3880", auth_type=AuthType.BASIC, login="alice"

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from airflow_dcache.hooks._sse import SSEParser, ChannelMessage
+from airflow_dcache.hooks._sse import ChannelMessage, SSEParser
 
 SUB = "http://127.0.0.1:3880/api/v1/events/channels/pf_B1dEed98IVKqc9BNa-w/subscriptions/inotify/AACF+b/x=="
 INOTIFY = {"event": {"name": "run42.h5", "mask": ["IN_CLOSE_WRITE"]}, "subscription": SUB}

@@ -1,12 +1,9 @@
 """Build-time package layout that ``pyproject.toml`` cannot express; all metadata lives there.
 
-The functions' sources live at the repository root (``functions/<name>/``: a ``main.py``, a
-``Dockerfile``, a ``function.json``), where ``make function-images`` and the function runner's
-digest expect them. An installed wheel has no repository root, so they are shipped as package data of
-``airflow_dcache.functions.library`` (mapped onto ``functions/``), which
-:func:`airflow_dcache.functions.registry.default_functions_dir` looks up. Every file of a function
-directory is shipped except caches, exactly the files the source digest covers, so a function has the
-same digest (and image tag) from a checkout and from a wheel.
+The provider's own functions live in ``airflow_dcache/functions/library/<name>/`` (a ``main.py``, a
+``Dockerfile``, a ``function.json``): folders, not Python packages, so every file of each is declared
+as package data of ``airflow_dcache.functions.library`` -- except caches, exactly the files the source
+digest covers, so a function has the same digest (and image tag) from a checkout and from a wheel.
 
 Non-Python files inside the package (the UI plugin's static bundle) are package data too.
 """
@@ -19,14 +16,13 @@ from pathlib import Path
 from setuptools import find_packages, setup
 
 HERE = Path(__file__).resolve().parent
-FUNCTIONS = "functions"
 LIBRARY = "airflow_dcache.functions.library"
 _SKIP_DIRS = {"__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache"}
 
 
 def function_files() -> list[str]:
-    """Every file under ``functions/`` (relative to it), as the registry's source digest sees them."""
-    root = HERE / FUNCTIONS
+    """Every file of the function library (relative to it), as the registry's source digest sees them."""
+    root = HERE / LIBRARY.replace(".", "/")
     out: list[str] = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS)
@@ -43,7 +39,8 @@ def package_assets() -> dict[str, list[str]]:
         for dirpath, dirnames, filenames in os.walk(pkg_dir):
             # Sub-directories that are packages themselves carry their own files.
             dirnames[:] = sorted(d for d in dirnames
-                                 if d not in _SKIP_DIRS and not (Path(dirpath) / d / "__init__.py").exists())
+                                 if d not in _SKIP_DIRS and not (Path(dirpath) / d / "__init__.py").exists()
+                                 and Path(dirpath) / d != HERE / LIBRARY.replace(".", "/"))
             rel = Path(dirpath).relative_to(pkg_dir)
             out.setdefault(package, []).extend(
                 (rel / f).as_posix() for f in sorted(filenames) if not f.endswith((".py", ".pyc", ".pyo")))
@@ -52,6 +49,5 @@ def package_assets() -> dict[str, list[str]]:
 
 setup(
     packages=[*find_packages(include=["airflow_dcache", "airflow_dcache.*"]), LIBRARY],
-    package_dir={LIBRARY: FUNCTIONS},
     package_data={**package_assets(), LIBRARY: function_files()},
 )

@@ -66,13 +66,23 @@ def run(args: argparse.Namespace) -> int:
         runner.stop()
 
 
-def repository_root() -> Path:
-    return Path(__file__).resolve().parents[2]
+def checkout_root() -> Path:
+    """The checkout the demo runs from: ``$AIRFLOW_DCACHE_CHECKOUT``, else the current directory.
+
+    The demo shows the checkout's example DAGs and uses its engine scripts, which an installed package
+    does not carry; it is told where they are instead of guessing from where this module happens to be.
+    """
+    root = Path(os.environ.get("AIRFLOW_DCACHE_CHECKOUT") or Path.cwd())
+    if not (root / "dags").is_dir():
+        raise SystemExit(f"the demo runs from an airflow-dcache checkout: {root} has no dags/ folder "
+                         "(run `make demo` in the checkout, or set AIRFLOW_DCACHE_CHECKOUT)")
+    return root
 
 
 def default_dags_folder() -> Path:
+    """``$AIRFLOW_DCACHE_DAGS``, else the checkout's example DAGs."""
     env = os.environ.get("AIRFLOW_DCACHE_DAGS")
-    return Path(env) if env else repository_root() / "dags"
+    return Path(env) if env else checkout_root() / "dags"
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -67,10 +67,10 @@ class DemoRunner:
 
     def __init__(self, base: Path, *, airflow_port: int, h5_files: int, video: bool, runtime: str,
                  timeout: float) -> None:
-        from airflow_dcache.demo import default_dags_folder, repository_root
+        from airflow_dcache.demo import checkout_root, default_dags_folder
 
         self.base = base
-        self.repo = repository_root()
+        self.repo = checkout_root()
         self.dags = default_dags_folder()
         self.airflow_port = airflow_port
         self.h5_files = h5_files

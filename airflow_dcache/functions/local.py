@@ -35,7 +35,7 @@ KILL_GRACE_SECONDS = 5.0
 
 
 class LocalRuntime(FunctionRuntime):
-    """Run ``functions/<name>/main.py`` with ``python`` (default: the worker's interpreter).
+    """Run ``<functions dir>/<name>/main.py`` with ``python`` (default: the worker's interpreter).
 
     :param function: function name (directory under ``functions_dir``).
     :param functions_dir: where function directories live (default: ``$AIRFLOW_DCACHE_FUNCTIONS_DIR``

@@ -1,6 +1,6 @@
 """Where function code lives and how it is identified.
 
-A function is a directory ``functions/<name>/`` with ``main.py`` (the entry point, run with the task
+A function is a directory ``<functions dir>/<name>/`` with ``main.py`` (the entry point, run with the task
 document on stdin), a ``Dockerfile`` and optionally ``function.json`` (description, default
 parameters). The *source digest* is the sha256 over every file of that directory plus the function
 SDK; the same digest names the Docker image tag and is stored as an image label, so a function has the
@@ -29,18 +29,16 @@ _SKIP_DIRS = {"__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache"}
 
 
 LIBRARY_DIR = Path(__file__).resolve().parent / "library"
-"""Where an installed wheel carries the repository's ``functions/`` (package data, see ``setup.py``)."""
+"""The provider's own functions (``deshake``, ``hdf5-preview``, ``select-files``): sources inside the
+package, so a checkout and an installed wheel find them the same way (package data, see ``setup.py``)."""
 
 
 def default_functions_dir() -> Path | None:
-    """``$AIRFLOW_DCACHE_FUNCTIONS_DIR``, else the wheel's shipped functions, else the checkout's ``functions/``."""
+    """``$AIRFLOW_DCACHE_FUNCTIONS_DIR`` (a site's own function folder), else the provider's library."""
     env = os.environ.get(FUNCTIONS_ENV)
     if env:
         return Path(env)
-    if LIBRARY_DIR.is_dir():
-        return LIBRARY_DIR
-    candidate = Path(__file__).resolve().parents[2] / "functions"
-    return candidate if candidate.is_dir() else None
+    return LIBRARY_DIR if LIBRARY_DIR.is_dir() else None
 
 
 def check_name(name: str) -> str:

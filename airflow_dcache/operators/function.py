@@ -106,7 +106,7 @@ def input_origins(origins: Any, count: int) -> list[dict[str, Any] | None]:
 
 
 class DCacheFunctionOperator(BaseOperator):
-    """Run a function (``functions/<name>``) on dCache inputs and put its outputs into a dCache directory.
+    """Run a function (``<functions dir>/<name>``) on dCache inputs and put its outputs into a dCache directory.
 
     The function's last stdout line (a JSON object, at most 1 MiB) is the return value; its
     ``outputs`` list is replaced by the final dCache paths with sizes and checksums. The activation

@@ -6,8 +6,9 @@ consumer-group offsets, as a restart of a real Kafka broker does; that is what a
 test needs. The S3 server itself lives only as long as the test's process and keeps objects in memory.
 
 moto runs as a subprocess from an interpreter that can import ``moto.server`` (and ``flask``):
-``$AIRFLOW_DCACHE_S3_PYTHON``, else the repository's ``.venv-s3`` (``scripts/bootstrap`` makes it;
-its own venv because botocore pins ``python-dateutil<3``), else the current interpreter.
+``$AIRFLOW_DCACHE_S3_PYTHON``, else ``.venv-s3`` in the current directory (the checkout, where
+``scripts/bootstrap`` makes it; its own venv because botocore pins ``python-dateutil<3``), else the
+current interpreter.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ ACCESS_KEY = "airflow-dcache-tests"
 def s3_python() -> str | None:
     """An interpreter that can run ``moto.server``, or ``None`` (the caller skips)."""
     candidates = [os.environ.get("AIRFLOW_DCACHE_S3_PYTHON", "")]
-    candidates.append(str(Path(__file__).resolve().parents[2] / ".venv-s3" / "bin" / "python"))
+    candidates.append(str(Path.cwd() / ".venv-s3" / "bin" / "python"))
     candidates.append(sys.executable)
     for python in filter(None, candidates):
         if not os.access(python, os.X_OK):

@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 import requests
 
-from airflow_dcache.demo import default_dags_folder, repository_root
+from airflow_dcache.demo import default_dags_folder
 from airflow_dcache.demo.samples import write_cxi, write_shaky_video
 from airflow_dcache.testing.airflow_stack import AirflowStack, airflow_executable
 from airflow_dcache.testing.sites import Sites, start_sites, wait_for_watches
@@ -197,13 +197,14 @@ def _backfill(stack: AirflowStack, start: datetime, end: datetime, conf: dict[st
 
 def test_reprocess_backfill_versioned_idempotent_and_new_version_on_code_change(
         dcache_sites: Sites, airflow_stack: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from airflow_dcache.functions import registry
     from airflow_dcache.functions.registry import find_function
     from airflow_dcache.hooks import DCacheHook
 
     started = time.monotonic()
     sites = dcache_sites
     functions = tmp_path / "functions"
-    shutil.copytree(repository_root() / "functions", functions)
+    shutil.copytree(registry.LIBRARY_DIR, functions)
     dags = tmp_path / "dags"
     dags.mkdir()
     shutil.copy(default_dags_folder() / "dcache_reprocess.py", dags)

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from airflow_dcache.functions.registry import LIBRARY_DIR
 from airflow_dcache.hooks.dcache import DCacheHook
 
 REPO = Path(__file__).resolve().parents[2]
@@ -71,7 +72,7 @@ def function_image(docker_url: str) -> Callable[[str], str]:
     def build(name: str) -> str:
         if name not in _built:
             base = build_base(client, log=lambda *_: None)
-            where = FIXTURE_FUNCTIONS if (FIXTURE_FUNCTIONS / name).is_dir() else REPO / "functions"
+            where = FIXTURE_FUNCTIONS if (FIXTURE_FUNCTIONS / name).is_dir() else LIBRARY_DIR
             _built[name] = build_function(client, find_function(name, where), base, log=lambda *_: None)
         return _built[name]
 

@@ -6,7 +6,7 @@ import subprocess
 from collections.abc import Callable
 
 from airflow_dcache.functions.images import base_tag, build_all, debian_mirror, docker_client
-from airflow_dcache.functions.registry import SOURCE_LABEL, find_function
+from airflow_dcache.functions.registry import LIBRARY_DIR, SOURCE_LABEL, find_function
 from tests.functions.support import *  # noqa: F403 - fixtures
 from tests.functions.support import REPO
 
@@ -27,8 +27,8 @@ def test_engine_has_no_bridge(docker_url: str) -> None:
 def test_function_images_are_cached_and_labelled(docker_url: str, function_image: Callable[[str], str]) -> None:
     function_image("select-files")  # built once
     lines: list[str] = []
-    tags = build_all(["select-files"], REPO / "functions", client=docker_client(docker_url), log=lines.append)
-    source = find_function("select-files", REPO / "functions")
+    tags = build_all(["select-files"], LIBRARY_DIR, client=docker_client(docker_url), log=lines.append)
+    source = find_function("select-files", LIBRARY_DIR)
     assert tags == {"select-files": source.image_tag}
     assert any("exists" in line for line in lines) and not any(line.startswith("built") for line in lines)
     image = docker_client(docker_url).images.get(source.image_tag)

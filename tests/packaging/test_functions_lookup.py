@@ -26,7 +26,14 @@ def test_shipped_library_before_checkout(monkeypatch: pytest.MonkeyPatch, tmp_pa
     assert registry.find_function("echo").directory == (tmp_path / "echo").resolve()
 
 
-def test_checkout_functions_without_a_shipped_library(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_the_library_is_inside_the_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No lookup of the checkout: the provider's functions are found beside the registry module."""
+    monkeypatch.delenv(registry.FUNCTIONS_ENV, raising=False)
+    assert registry.default_functions_dir() == ROOT / "airflow_dcache" / "functions" / "library"
+    assert {"deshake", "hdf5-preview", "select-files"} <= {d.name for d in registry.LIBRARY_DIR.iterdir()}
+
+
+def test_no_library_no_default(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv(registry.FUNCTIONS_ENV, raising=False)
     monkeypatch.setattr(registry, "LIBRARY_DIR", tmp_path / "absent")
-    assert registry.default_functions_dir() == ROOT / "functions"
+    assert registry.default_functions_dir() is None

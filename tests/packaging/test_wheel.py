@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from airflow_dcache.functions.registry import LIBRARY_DIR
 from tests.packaging.wheelenv import ROOT, Dists, FreshVenv, build_dists, fresh_venv
 
 pytestmark = [pytest.mark.packaging, pytest.mark.timeout(600)]
@@ -52,7 +53,7 @@ def test_wheel_ships_service_and_functions_not_tests(dists: Dists) -> None:
     assert "airflow_dcache/server/app.py" in names
     assert "airflow_dcache/functions/sdk/dcache_fn.py" in names
     assert "airflow_dcache/testing/plugin.py" in names
-    for function_dir in sorted((ROOT / "functions").iterdir()):
+    for function_dir in sorted(LIBRARY_DIR.iterdir()):
         if (function_dir / "main.py").is_file():
             for f in ("main.py", "Dockerfile"):
                 assert f"airflow_dcache/functions/library/{function_dir.name}/{f}" in names
@@ -100,8 +101,8 @@ def test_installed_functions_have_the_checkout_digests(installed: dict, venv: Fr
     from airflow_dcache.functions import registry
 
     assert installed["functions_dir"].startswith(str(venv.path))
-    expected = {d.name: registry.find_function(d.name, ROOT / "functions").digest
-                for d in sorted((ROOT / "functions").iterdir()) if (d / "main.py").is_file()}
+    expected = {d.name: registry.find_function(d.name, LIBRARY_DIR).digest
+                for d in sorted(LIBRARY_DIR.iterdir()) if (d / "main.py").is_file()}
     assert expected
     assert installed["functions"] == expected  # same identity (image tag) from a wheel as from a checkout
 

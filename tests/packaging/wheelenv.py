@@ -20,8 +20,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 CACHE = ROOT / "build" / "wheel-cache"
-SOURCES = ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md", "CHANGELOG.md", "airflow_dcache", "functions")
-_SKIP = {"__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache", "library"}
+SOURCES = ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md", "CHANGELOG.md", "airflow_dcache")
+_SKIP = {"__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache"}
 BUILD_TIMEOUT = 300.0
 
 

@@ -1,7 +1,8 @@
-"""Transport-independent pieces of the dCache wire protocol: URLs, credentials, redirects, errors.
+"""Transport-independent pieces of the dCache wire protocol: credentials, redirects, retries, errors.
 
 Both hooks execute the same requests through different HTTP clients; everything that decides *what* is
-sent and *how a reply is read* lives here as pure functions, so the two clients differ only in I/O.
+sent and *how a reply is read* lives here as pure functions, so the two clients differ only in I/O. URLs
+are built by the public :mod:`airflow_dcache.hooks.urls` (re-exported here for the hooks' modules).
 """
 
 from __future__ import annotations
@@ -12,13 +13,12 @@ import json
 import os
 import re
 import ssl
-import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC
 from typing import Any
-from urllib.parse import quote, urlencode, urljoin, urlsplit
+from urllib.parse import urljoin, urlsplit
 
 from airflow_dcache.exceptions import (
     AlreadyExists,
@@ -28,7 +28,18 @@ from airflow_dcache.exceptions import (
     error_class_for_status,
 )
 from airflow_dcache.hooks._settings import AuthType, ConnectionSettings
-from airflow_dcache.paths import OutsideAllowedRoots, clean_path, within
+from airflow_dcache.hooks.token_file import TokenFileReader  # noqa: F401 - the hooks' modules import it here
+from airflow_dcache.hooks.urls import (  # noqa: F401 - re-exported for the hooks' modules
+    allowed_path,
+    api_url,
+    door_url,
+    mask_url,
+    namespace_url,
+    normalize_path,
+    quote_path,
+    same_origin,
+    well_known_url,
+)
 
 MACAROON_REQUEST_TYPE = "application/macaroon-request"
 # Safe to repeat after a dropped connection or a 5xx; bodies of PUT/POST/COPY are streams we cannot replay.
@@ -39,131 +50,9 @@ BACKOFF_MAX = 30.0
 #: The longest single wait a server's ``Retry-After`` may impose; a longer ask fails the call instead.
 RETRY_AFTER_MAX = 60.0
 MAX_REDIRECTS = 5
-_MASK = "***"
-_AUTHZ_RE = re.compile(r"(?i)([?&]authz=)[^&#\s\"'<>]*")
-
-
-# --------------------------------------------------------------------------------------------- URLs
-
-
-def quote_path(path: str) -> str:
-    """Percent-encode a dCache path; keep ``/`` so the hierarchy survives, encode everything else."""
-    if not path.startswith("/"):
-        path = "/" + path
-    return quote(path, safe="/-._~!$&'()*+,;=:@")
-
-
-def normalize_path(path: str) -> str:
-    """Absolute, no trailing slash (except root), no ``//``: dCache treats these as the same path.
-
-    The one check of :func:`airflow_dcache.paths.clean_path`: ``..``, control characters and
-    leading/trailing whitespace are refused, never resolved or stripped.
-    """
-    if isinstance(path, str) and path.strip() and not path.startswith("/"):
-        path = "/" + path  # the hooks' API takes paths relative to the namespace root too
-    return clean_path(path, field="path")
-
-
-def allowed_path(settings: ConnectionSettings, path: str) -> str:
-    """:func:`normalize_path`, refusing a path outside the connection's / hook's ``allowed_roots``.
-
-    Every request that names a path goes through here (URLs and JSON bodies alike), so a hook made
-    for a pipeline with allowed roots cannot act outside them, whichever operator or task calls it.
-    """
-    clean = normalize_path(path)
-    if settings.allowed_roots and not within(clean, settings.allowed_roots):
-        raise OutsideAllowedRoots("path", clean, settings.allowed_roots)
-    return clean
-
-
-def door_url(settings: ConnectionSettings, path: str, query: Mapping[str, Any] | None = None) -> str:
-    """URL of ``path`` on the WebDAV door (prefix of the door URL included)."""
-    url = settings.door_url + quote_path(allowed_path(settings, path))
-    return _with_query(url, query)
-
-
-def api_url(settings: ConnectionSettings, endpoint: str, query: Mapping[str, Any] | None = None) -> str:
-    """URL of a REST endpoint such as ``namespace/data/x`` or ``bulk-requests``."""
-    return _with_query(settings.api_url + "/" + endpoint.lstrip("/"), query)
-
-
-def namespace_url(settings: ConnectionSettings, path: str, query: Mapping[str, Any] | None = None) -> str:
-    path = allowed_path(settings, path)
-    endpoint = "namespace" + ("" if path == "/" else quote_path(path))
-    return api_url(settings, endpoint, query)
-
-
-def well_known_url(settings: ConnectionSettings, name: str) -> str:
-    """``<frontend origin>/.well-known/<name>`` (RFC 8615): at the origin, not under the API prefix."""
-    parts = urlsplit(settings.frontend_url)
-    return f"{parts.scheme}://{parts.netloc}/.well-known/{quote(name, safe='-._~')}"
-
-
-def _with_query(url: str, query: Mapping[str, Any] | None) -> str:
-    if not query:
-        return url
-    items = [(k, _query_value(v)) for k, v in query.items() if v is not None]
-    return url + ("&" if "?" in url else "?") + urlencode(items) if items else url
-
-
-def _query_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (list, tuple)):
-        return ",".join(str(v) for v in value)
-    return str(value)
-
-
-def same_origin(a: str, b: str) -> bool:
-    """Credentials follow a redirect only to the same scheme, host and port."""
-    pa, pb = urlsplit(a), urlsplit(b)
-    return (pa.scheme, pa.hostname, pa.port or _default_port(pa.scheme)) == (
-        pb.scheme,
-        pb.hostname,
-        pb.port or _default_port(pb.scheme),
-    )
-
-
-def _default_port(scheme: str) -> int | None:
-    return {"http": 80, "https": 443}.get(scheme)
-
-
-def mask_url(url: str) -> str:
-    """Hide ``authz=`` values: a pre-authorised URL in a log line is a leaked credential."""
-    return _AUTHZ_RE.sub(lambda m: m.group(1) + _MASK, url)
 
 
 # ------------------------------------------------------------------------------------ credentials
-
-
-class TokenFileReader:
-    """Re-read a token file only when it changes: OIDC agents rotate it while long tasks run."""
-
-    def __init__(self, path: str) -> None:
-        self.path = os.path.expanduser(path)
-        self._lock = threading.Lock()
-        self._stamp: tuple[int, int, int, int] | None = None
-        self._token: str | None = None
-
-    def read(self) -> tuple[str, bool]:
-        """Return the token and whether it is new since the previous call (so it can be masked once)."""
-        try:
-            st = os.stat(self.path)
-        except OSError as exc:
-            raise DCacheError(f"cannot read token file {self.path}: {exc.strerror}") from None
-        # nanosecond times and the inode: two tokens of equal length written within one coarse mtime
-        # tick, or swapped in by rename (htgettoken, oidc-agent), still count as a change
-        stamp = (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino)
-        with self._lock:
-            if stamp != self._stamp or self._token is None:
-                with open(self.path, encoding="utf-8") as fh:
-                    token = fh.read().strip()
-                if not token:
-                    raise DCacheError(f"token file {self.path} is empty")
-                changed = token != self._token
-                self._stamp, self._token = stamp, token
-                return token, changed
-            return self._token, False
 
 
 def auth_headers(settings: ConnectionSettings, token: str | None = None, *, elevated: bool = False) -> dict[str, str]:

@@ -37,7 +37,7 @@ from airflow_dcache.functions.runtime import FunctionRuntime
 from airflow_dcache.functions.token_exchange import CREDENTIAL_KINDS
 from airflow_dcache.hooks.dcache import DCacheHook
 from airflow_dcache.macaroons.caveats import ACTIVITY_NAMES
-from airflow_dcache.operators._base import expected_versions
+from airflow_dcache.operators.base import expected_versions
 from airflow_dcache.paths import clean_roots
 from airflow_dcache.retry_policy import DCacheRetryPolicy
 from airflow_dcache.version_compat import is_resolved_at_runtime

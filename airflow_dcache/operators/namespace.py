@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from airflow_dcache.links.dcache import DCacheFileLink, DCacheViewLink, persist_file_links
-from airflow_dcache.operators._base import DCacheBaseOperator
+from airflow_dcache.operators.base import DCacheBaseOperator
 from airflow_dcache.paths import check_at_parse, is_template, paths_from
 from airflow_dcache.selection import DEFAULT_MAX_DIRS, DEFAULT_MAX_FILES, Criteria, select
 

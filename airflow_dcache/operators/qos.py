@@ -23,7 +23,7 @@ from airflow_dcache.links.dcache import (
     persist_file_links,
     request_url,
 )
-from airflow_dcache.operators._base import (
+from airflow_dcache.operators.base import (
     DCacheBaseOperator,
     check_files,
     check_versions,

@@ -38,7 +38,7 @@ from airflow_dcache.exceptions import DCacheConnectionError, DCacheError, Transf
 from airflow_dcache.hooks._settings import AuthType
 from airflow_dcache.hooks.dcache import DCacheHook
 from airflow_dcache.links.dcache import DCacheFileLink, DCacheViewLink, persist_file_links
-from airflow_dcache.operators._base import check_versions, expected_versions
+from airflow_dcache.operators.base import check_versions, expected_versions
 from airflow_dcache.paths import check_at_parse, clean_roots, is_template, paths_from
 from airflow_dcache.retry_policy import DCacheRetryPolicy
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from airflow_dcache.exceptions import DCacheError
 from airflow_dcache.links.dcache import DCacheRequestLink, request_url
-from airflow_dcache.operators._base import raise_unless_success, request_outcome, wait_request
+from airflow_dcache.operators.base import raise_unless_success, request_outcome, wait_request
 from airflow_dcache.operators.qos import _WaitingOperator
 from airflow_dcache.paths import check_at_parse, paths_from
 from airflow_dcache.triggers.bulk import DCacheBulkRequestTrigger

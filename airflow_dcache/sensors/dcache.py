@@ -17,7 +17,7 @@ from airflow.sdk import BaseSensorOperator, conf
 from airflow.sdk.exceptions import AirflowException
 
 from airflow_dcache.hooks.dcache import DCacheHook
-from airflow_dcache.operators._base import (
+from airflow_dcache.operators.base import (
     DEFAULT_CONN_ID,
     check_files,
     check_versions,

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from airflow_dcache.links.dcache import DCacheFileLink, DCacheViewLink, persist_file_links
-from airflow_dcache.operators._base import DCacheBaseOperator
+from airflow_dcache.operators.base import DCacheBaseOperator
 from airflow_dcache.paths import check_at_parse
 
 

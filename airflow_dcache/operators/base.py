@@ -1,7 +1,8 @@
-"""Base operator and the blocking side of the waits, shared by the operators and the sensors.
+"""Base operator and the blocking side of the waits, shared by the operators, sensors and transfers.
 
-The blocking helpers decide exactly as the triggers do (same pure checks from
-``airflow_dcache.triggers.qos`` / ``.bulk``), so ``deferrable=False`` and ``True`` behave the same.
+Public (as Amazon's ``base_aws``) because sensors and transfers build on it. The blocking helpers
+decide exactly as the triggers do (the same pure checks of :mod:`airflow_dcache.waits`), so
+``deferrable=False`` and ``True`` behave the same.
 """
 
 from __future__ import annotations

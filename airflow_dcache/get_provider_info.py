@@ -119,7 +119,12 @@ def get_provider_info() -> dict[str, Any]:
             }
         ],
         "asset-uris": [
-            {"schemes": ["dcache"], "handler": "airflow_dcache.assets.dcache.sanitize_uri"},
+            {
+                "schemes": ["dcache"],
+                "handler": "airflow_dcache.assets.dcache.sanitize_uri",
+                "factory": "airflow_dcache.assets.dcache.create_asset",
+                "to_openlineage_converter": "airflow_dcache.assets.dcache.convert_asset_to_openlineage",
+            },
         ],
         # ObjectStoragePath("dcache://<conn>/<path>"): fsspec filesystem over the hook (docs/filesystem.md).
         "filesystems": ["airflow_dcache.fs.dcache"],

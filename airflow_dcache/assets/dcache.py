@@ -15,7 +15,8 @@ from airflow_dcache.paths import InvalidPath, clean_path
 if TYPE_CHECKING:
     from airflow.sdk import Asset
 
-__all__ = ["asset_uri", "create_asset", "normalise_path", "sanitize_uri", "split_uri"]
+__all__ = ["asset_uri", "convert_asset_to_openlineage", "create_asset", "lineage_namespace", "normalise_path",
+           "sanitize_uri", "split_uri"]
 
 SCHEME = "dcache"
 _SITE = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
@@ -65,7 +66,26 @@ def asset_uri(site: str, path: str) -> str:
 
 
 def create_asset(*, site: str, path: str, extra: dict | None = None) -> Asset:
-    """An ``Asset`` for a watched tree (mirrors the Kafka provider's ``create_asset``)."""
+    """An ``Asset`` for a dCache tree or file; the ``factory`` of the provider's ``asset-uris`` entry, which
+    Airflow's hook-lineage collector calls with ``asset_kwargs={"site": …, "path": …}``."""
     from airflow.sdk import Asset
 
     return Asset(uri=asset_uri(site, path), extra=extra or {})
+
+
+def lineage_namespace(site: str) -> str:
+    """``dcache://<site>``: the OpenLineage dataset namespace of one dCache instance (its naming
+    convention for storage: scheme and authority in the namespace, the path as the name)."""
+    return f"{SCHEME}://{_site(site)}"
+
+
+def convert_asset_to_openlineage(asset: Asset, lineage_context: object = None) -> object:
+    """The OpenLineage dataset of a ``dcache://`` asset: namespace ``dcache://<site>``, name the path.
+
+    Registered as the ``to_openlineage_converter`` of the ``dcache`` scheme, so the OpenLineage provider
+    names a DAG's dCache assets exactly as the operators name the files they read and write.
+    """
+    from airflow.providers.common.compat.openlineage.facet import Dataset
+
+    site, path = split_uri(asset.uri)
+    return Dataset(namespace=lineage_namespace(site), name=path)

@@ -19,6 +19,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from airflow_dcache.assets.dcache import lineage_namespace
+
 CHECKSUM_FACET = "dcache_checksums"
 ACTIVATION_FACET = "dcache_activation"
 
@@ -32,12 +34,7 @@ class LineageDataset:
     facets: Mapping[str, Any] = field(default_factory=dict)
 
 
-def namespace(site: str) -> str:
-    """``dcache://<site>``, the dataset namespace of one dCache instance.
 
-    :param site: the connection's ``site`` extra.
-    """
-    return f"dcache://{site}"
 
 
 def _dataset(site: str, path: Any, checksums: Mapping[str, Any] | None = None,
@@ -48,7 +45,7 @@ def _dataset(site: str, path: Any, checksums: Mapping[str, Any] | None = None,
     sums = {str(k): str(v) for k, v in (checksums or {}).items() if v}
     if sums:
         facets[CHECKSUM_FACET] = sums
-    return LineageDataset(namespace(site), path, facets)
+    return LineageDataset(lineage_namespace(site), path, facets)
 
 
 def _unique(datasets: Iterable[LineageDataset | None]) -> list[LineageDataset]:

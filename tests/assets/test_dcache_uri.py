@@ -53,3 +53,29 @@ def test_helpers() -> None:
     assert create_asset(site="buffer", path="/x").uri == "dcache://buffer/x"
     with pytest.raises(ValueError, match="absolute"):
         asset_uri("main", "relative/path")
+
+
+def test_hook_lineage_collector_creates_dcache_assets_through_the_registered_factory() -> None:
+    from airflow.sdk.lineage import get_hook_lineage_collector
+    from airflow.sdk.providers_manager_runtime import ProvidersManagerTaskRuntime
+
+    assert ProvidersManagerTaskRuntime().asset_factories["dcache"] is create_asset
+    asset = get_hook_lineage_collector().create_asset(scheme="dcache", asset_kwargs={"site": "main", "path": "/a//b/"})
+    assert asset is not None and asset.uri == "dcache://main/a/b"
+
+
+def test_openlineage_converter_names_assets_as_the_operators_name_files() -> None:
+    """Registered for the scheme; without the OpenLineage client it is a no-op, as upstream converters are."""
+    from airflow.sdk.providers_manager_runtime import ProvidersManagerTaskRuntime
+
+    from airflow_dcache.assets.dcache import convert_asset_to_openlineage, lineage_namespace
+
+    assert ProvidersManagerTaskRuntime().asset_to_openlineage_converters["dcache"] is convert_asset_to_openlineage
+    dataset = convert_asset_to_openlineage(Asset("dcache://main/data/a%20b"))
+    try:
+        import openlineage.client  # noqa: F401
+    except ImportError:
+        assert dataset is None
+    else:
+        assert (dataset.namespace, dataset.name) == ("dcache://main", "/data/a b")  # type: ignore[attr-defined]
+    assert lineage_namespace("Main") == "dcache://main"

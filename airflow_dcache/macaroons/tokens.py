@@ -4,7 +4,7 @@ pymacaroons reads and writes dCache's V1 tokens byte for byte, so the hooks use 
 minted macaroon (who, until when, which activities and paths) and to narrow it before handing it on.
 Its V1 parser is lax with damaged input, though: it accepts a truncated or missing signature, keeps
 caveats found after the signature, and fails with ``IndexError`` or a late ``UnicodeDecodeError`` on
-some malformed tokens (``tests/unit/test_pymacaroons_gaps.py`` shows each case). :func:`parse_token`
+some malformed tokens (``tests/macaroons/test_pymacaroons_gaps.py`` shows each case). :func:`parse_token`
 therefore wraps it with the checks it lacks: V1 only, a 32-byte signature, UTF-8 caveats, and the token
 must re-serialise to exactly the bytes received. The bundled server, which must refuse hostile bearer
 tokens with dCache's precise reasons, keeps the strict :mod:`airflow_dcache.macaroons.codec`.

@@ -6,8 +6,15 @@ with its own home: the SQLite database is migrated once per session (``airflow d
 copied for every run, so each run starts from an empty, migrated database. The child inherits the
 test's environment, including ``AIRFLOW_CONN_*`` set by the ``dcache_connection`` fixture.
 
-Run as ``python -m airflow_dcache.testing.dagrun DAG_FILE DAG_ID CONF_JSON``; it prints one
-``DAGRUN-RESULT <json>`` line with the run's state and each task's state.
+Run as ``python -m airflow_dcache.testing.dagrun DAG_FILE DAG_ID CONF_JSON [EVENTS_FILE]``; it prints
+one ``DAGRUN-RESULT <json>`` line with the run's state and each task's state.
+
+``EVENTS_FILE`` (JSON, as :meth:`airflow_dcache.testing.watchers.WatchedEvents.asset_events` gives
+them) makes the run *asset-triggered* as the scheduler would: each entry becomes an asset event of the
+DAG's schedule asset, recorded as the triggerer records a watcher's ``TriggerEvent``, and is attached to
+the run before its first task starts, so the tasks read them from ``triggering_asset_events``.
+``dag.test()`` has no parameter for that; the run is created through Airflow's
+``get_or_create_dagrun``, wrapped for this child only (see :mod:`airflow_dcache.version_compat`).
 """
 
 from __future__ import annotations
@@ -63,7 +70,7 @@ def migrated_template(base: Path) -> Path:
 
 def run_dag(dag_file: str | os.PathLike[str], dag_id: str, template_db: Path, home: Path, *,
             conf: dict[str, Any] | None = None, env: dict[str, str] | None = None,
-            timeout: float = RUN_TIMEOUT) -> DagRunResult:
+            asset_events: list[dict[str, Any]] | None = None, timeout: float = RUN_TIMEOUT) -> DagRunResult:
     """Run ``dag_id`` from ``dag_file`` once with ``dag.test(run_conf=conf)`` in a child process.
 
     :param dag_file: the DAG's Python file (as it lies in the dags folder).
@@ -72,6 +79,8 @@ def run_dag(dag_file: str | os.PathLike[str], dag_id: str, template_db: Path, ho
     :param home: a fresh directory for this run's Airflow home.
     :param conf: the run's ``conf`` (overrides ``params`` defaults).
     :param env: extra environment for the child (on top of the test's own).
+    :param asset_events: the run's triggering asset events (``{"uri", "extra"}``), e.g. what the DAG's
+        watchers reported (:func:`airflow_dcache.testing.watchers.watch`).
     :param timeout: bound of the whole run in seconds.
     """
     home.mkdir(parents=True, exist_ok=True)
@@ -79,8 +88,12 @@ def run_dag(dag_file: str | os.PathLike[str], dag_id: str, template_db: Path, ho
     shutil.copy2(template_db, home / "airflow.db")
     child_env = {**os.environ, **_home_env(home), **(env or {})}
     child_env["AIRFLOW__CORE__DAGS_FOLDER"] = str(Path(dag_file).resolve().parent)
-    done = subprocess.run([sys.executable, "-m", "airflow_dcache.testing.dagrun", str(dag_file), dag_id,
-                           json.dumps(conf or {})], env=child_env, capture_output=True, text=True, timeout=timeout)
+    argv = [sys.executable, "-m", "airflow_dcache.testing.dagrun", str(dag_file), dag_id, json.dumps(conf or {})]
+    if asset_events is not None:
+        events_file = home / "asset-events.json"
+        events_file.write_text(json.dumps(asset_events))
+        argv.append(str(events_file))
+    done = subprocess.run(argv, env=child_env, capture_output=True, text=True, timeout=timeout)
     output = done.stdout + done.stderr
     for line in reversed(done.stdout.splitlines()):
         if line.startswith(RESULT_MARK):
@@ -93,6 +106,7 @@ def _main(argv: list[str]) -> int:
     from airflow.dag_processing.dagbag import DagBag
 
     dag_file, dag_id, conf = argv[0], argv[1], json.loads(argv[2])
+    events = json.loads(Path(argv[3]).read_text()) if len(argv) > 3 else None
     # Parsed as the DAG processor would (a DAG need not be assigned to a module-level name).
     bag = DagBag(dag_folder=dag_file, safe_mode=False)
     if bag.import_errors:
@@ -102,6 +116,8 @@ def _main(argv: list[str]) -> int:
     if dag is None:
         print(f"no DAG {dag_id!r} in {dag_file} (found {sorted(bag.dags)})", file=sys.stderr)
         return 2
+    if events is not None:
+        _attach_asset_events(events)
     run = dag.test(run_conf=conf)
     from airflow.models.taskinstance import TaskInstance
     from airflow.utils.session import create_session
@@ -112,6 +128,31 @@ def _main(argv: list[str]) -> int:
                  (str(ti.state) if ti.state else None) for ti in tis}
     print(RESULT_MARK + json.dumps({"state": str(run.state), "tasks": tasks}), flush=True)
     return 0
+
+
+def _attach_asset_events(events: list[dict[str, Any]]) -> None:
+    """Make the run ``dag.test()`` creates consume ``events`` (this child process only)."""
+    from airflow.models import dagrun
+    from airflow.models.asset import AssetEvent, AssetModel
+    from sqlalchemy import select
+
+    create = dagrun.get_or_create_dagrun
+
+    def with_events(*args: Any, **kwargs: Any) -> Any:
+        run = create(*args, **kwargs)
+        session = kwargs["session"]
+        for entry in events:
+            asset_id = session.scalar(select(AssetModel.id).where(AssetModel.uri == entry["uri"]))
+            if asset_id is None:
+                raise RuntimeError(f"asset {entry['uri']} is not in the DAG's schedule")
+            event = AssetEvent(asset_id=asset_id, extra=entry["extra"])
+            session.add(event)
+            session.flush()
+            run.consumed_asset_events.append(event)
+        session.commit()
+        return run
+
+    dagrun.get_or_create_dagrun = with_events
 
 
 if __name__ == "__main__":

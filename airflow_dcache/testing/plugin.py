@@ -15,7 +15,10 @@ Fixtures:
 * ``kafka_broker`` (session) / ``kafka_broker_factory``: a tansu Kafka-protocol broker;
 * ``dcache_upload``: ``upload(path, data, conn_id=...)`` uploads and waits for the storage event;
 * ``dcache_dag_test``: ``run(dag_file, dag_id, conf=None) -> DagRunResult`` runs ``dag.test()`` in a
-  child process with a migrated throw-away Airflow home and the test's connections.
+  child process with a migrated throw-away Airflow home and the test's connections;
+* ``dcache_event_dag_test``: ``run(dag_file, dag_id, act, expect_files=1) -> EventDagRunResult`` runs
+  the DAG the way production does: its own asset watchers report what ``act()`` does to storage, and
+  the run consumes their events as ``triggering_asset_events``.
 
 A project's own ``conftest.py`` fixtures of the same names take precedence, as pytest resolves a
 conftest's fixtures before a plugin's.
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +40,7 @@ if TYPE_CHECKING:
     from airflow_dcache.testing.kafka import KafkaBroker
     from airflow_dcache.testing.server import DCacheTestServer
     from airflow_dcache.testing.sites import Sites
+    from airflow_dcache.testing.watchers import WatchedEvents
 
 
 def connection_for(server: Any, user: str = "alice", **extra: Any) -> dict[str, Any]:
@@ -218,5 +223,50 @@ def dcache_dag_test(_dcache_airflow_db: Path, tmp_path: Path) -> Callable[..., D
         runs.append(1)
         return run_dag(dag_file, dag_id, _dcache_airflow_db, tmp_path / f"airflow-home-{len(runs)}", conf=conf,
                        env=env)
+
+    return run
+
+
+@dataclass(frozen=True)
+class EventDagRunResult:
+    """An event-driven run: what the DAG's watchers reported, and the run that consumed it."""
+
+    events: WatchedEvents
+    run: DagRunResult
+
+    @property
+    def succeeded(self) -> bool:
+        return self.run.succeeded
+
+
+@pytest.fixture
+def dcache_event_dag_test(_dcache_airflow_db: Path, tmp_path: Path) -> Callable[..., EventDagRunResult]:
+    """``run(dag_file, dag_id, act, expect_files=1, conf=None, env=None, timeout=60) -> EventDagRunResult``.
+
+    The DAG's own ``AssetWatcher`` triggers run in this process against the test's connections; once
+    they are subscribed ``act()`` is called (upload files there); when they have reported
+    ``expect_files`` files, the DAG runs with ``dag.test()`` in a child process and their events as the
+    run's ``triggering_asset_events``. See :mod:`airflow_dcache.testing.watchers`.
+    """
+    from airflow.dag_processing.dagbag import DagBag
+
+    from airflow_dcache.testing.dagrun import run_dag
+    from airflow_dcache.testing.watchers import watch
+
+    runs: list[int] = []
+
+    def run(dag_file: str | os.PathLike[str], dag_id: str, act: Callable[[], Any], *, expect_files: int = 1,
+            conf: dict[str, Any] | None = None, env: dict[str, str] | None = None,
+            timeout: float = 60.0) -> EventDagRunResult:
+        bag = DagBag(dag_folder=str(dag_file), safe_mode=False)
+        if bag.import_errors:
+            raise AssertionError(f"{dag_file} does not import: {bag.import_errors}")
+        if dag_id not in bag.dags:
+            raise AssertionError(f"no DAG {dag_id!r} in {dag_file} (found {sorted(bag.dags)})")
+        events = watch(bag.dags[dag_id], act, expect_files=expect_files, timeout=timeout)
+        runs.append(1)
+        result = run_dag(dag_file, dag_id, _dcache_airflow_db, tmp_path / f"airflow-event-home-{len(runs)}",
+                         conf=conf, env=env, asset_events=events.asset_events())
+        return EventDagRunResult(events, result)
 
     return run

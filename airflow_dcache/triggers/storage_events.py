@@ -218,6 +218,15 @@ class DCacheStorageEventTrigger(BaseEventTrigger):
         self.start_from = _start_from(start_from, self.events)
         self._watch: ChannelWatch | None = None
 
+    @property
+    def is_subscribed(self) -> bool:
+        """Whether the running watch holds its channel with every subscription in place.
+
+        From then on every change below the watched paths is reported; test harnesses wait for it
+        before they upload (``airflow_dcache.testing.watchers``).
+        """
+        return self._watch is not None and self._watch.subscribed_channel is not None
+
     # ------------------------------------------------------------------ identity
 
     def serialize(self) -> tuple[str, dict[str, Any]]:

@@ -25,14 +25,17 @@ def example_files() -> dict[str, str]:
     return files
 
 
-def test_docs_example_dag_test_passes(tmp_path: Path) -> None:
+def test_docs_examples_pass(tmp_path: Path) -> None:
     files = example_files()
-    assert set(files) == {"dags/report_upload.py", "tests/test_report_upload.py"}
-    assert sum(len(code.splitlines()) for code in files.values()) <= 45  # "a DAG and its test in ~20 lines" each
+    assert set(files) == {"dags/report_upload.py", "tests/test_report_upload.py",
+                          "dags/inventory_on_upload.py", "tests/test_inventory_on_upload.py"}
+    for dag, test in (("report_upload", "test_report_upload"), ("inventory_on_upload", "test_inventory_on_upload")):
+        lines = len(files[f"dags/{dag}.py"].splitlines()) + len(files[f"tests/{test}.py"].splitlines())
+        assert lines <= 60, (dag, lines)  # a DAG and its test, each about twenty lines
     for name, code in files.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(code)
     done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
-    assert "2 passed" in done.stdout
+    assert "3 passed" in done.stdout

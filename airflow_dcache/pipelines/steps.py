@@ -229,8 +229,15 @@ def collect_work_items(hook: Any, params: Mapping[str, Any], triggering_asset_ev
                        site: str, run_id: str, buffer_root: str, output_root: str, source_root: str | None = None,
                        skipped: MutableSequence[dict[str, Any]] | None = None,
                        allowed_roots: Sequence[str] | None = None, selector: Any = None,
-                       selector_name: str | None = None) -> list[dict[str, Any]]:
+                       selector_name: str | None = None, interval: tuple[Any, Any] | None = None,
+                       interval_glob: str = "*") -> list[dict[str, Any]]:
     """A run's work items: the UI's ``paths`` when given, else the triggering events' files; minus those done.
+
+    A run with neither (a scheduled or backfill run of a DAG scheduled on assets *or* time, see
+    ``docs/backfills.md``) covers, when ``interval`` (the run's data interval) is given, the files below
+    ``source_root`` named ``interval_glob`` and modified within it, resolved with the pipeline's login;
+    the done-markers then skip what the event runs processed already, and ``params['reprocess']``
+    processes them again.
 
     The same function serves the automatic (event) and the interactive (trigger form) runs, so both
     cover files in one way. Each item is checked against the file at its path now and completed with
@@ -253,14 +260,17 @@ def collect_work_items(hook: Any, params: Mapping[str, Any], triggering_asset_ev
     from airflow_dcache.paths import within
 
     patterns = split_patterns(params.get("paths"), allowed_roots)
+    events = events_from_asset_events(triggering_asset_events)
     if patterns:
         records = select_records(selector or hook, patterns, allow_empty=bool(params.get("allow_empty")))
         if selector is not None and selector_name:
             for rec in records:
                 check_readable(selector, rec["path"], selector_name)
         items = work_items_from_selection(records, **where)
+    elif not events and interval is not None and source_root:
+        items = work_items_from_selection(records_in_interval(hook, source_root, interval, interval_glob), **where)
     else:
-        items = work_items_from_events(events_from_asset_events(triggering_asset_events), **where)
+        items = work_items_from_events(events, **where)
     kept = []
     for item in items:
         if allowed_roots and not within(item["path"], allowed_roots):
@@ -277,6 +287,20 @@ def collect_work_items(hook: Any, params: Mapping[str, Any], triggering_asset_ev
             continue
         kept.append(reason)
     return kept
+
+
+def records_in_interval(hook: Any, root: str, interval: tuple[Any, Any], name_glob: str = "*"
+                        ) -> list[dict[str, Any]]:
+    """File records below ``root`` (recursively) named ``name_glob`` and modified in ``[start, end)``.
+
+    What a time-scheduled or backfill run of an event-driven DAG covers: the files its event runs would
+    have seen in that interval (by mtime, i.e. when the upload completed).
+    """
+    from airflow_dcache.selection import Criteria, select
+
+    start, end = interval
+    criteria = Criteria(name_glob=name_glob, mtime_after=start, mtime_before=end)
+    return select(lambda d: hook.list_dir(d, checksum=True), root, criteria, recursive=True)
 
 
 def person_selector(conn_id: str, dag_run: Any, params: Mapping[str, Any],

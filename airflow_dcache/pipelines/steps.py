@@ -267,7 +267,7 @@ def collect_work_items(hook: Any, params: Mapping[str, Any], triggering_asset_ev
             for rec in records:
                 check_readable(selector, rec["path"], selector_name)
         items = work_items_from_selection(records, **where)
-    elif not events and interval is not None and source_root:
+    elif not events and interval is not None and None not in interval and source_root:
         items = work_items_from_selection(records_in_interval(hook, source_root, interval, interval_glob), **where)
     else:
         items = work_items_from_events(events, **where)

@@ -1,4 +1,4 @@
-"""What the sync and async hooks have in common apart from I/O: identity, settings, secret masking."""
+"""What the sync and async hooks have in common apart from I/O: identity, settings, credentials, secret masking."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from typing import Any
 from airflow.sdk import BaseHook
 from airflow.sdk.log import mask_secret
 
-from airflow_dcache.hooks._settings import ConnectionSettings, settings_from_connection
+from airflow_dcache.hooks._protocol import TokenFileReader, auth_headers
+from airflow_dcache.hooks._settings import AuthType, ConnectionSettings, settings_from_connection
 from airflow_dcache.paths import clean_roots, within
 
 
@@ -47,6 +48,7 @@ class DCacheHookBase(BaseHook):
         self.assert_roles = assert_roles
         self.allowed_roots = clean_roots(allowed_roots or ())
         self._settings = self._roles_applied(settings) if settings is not None else None
+        self._token_reader: TokenFileReader | None = None
         if settings is not None:
             self._mask(settings)
 
@@ -80,6 +82,17 @@ class DCacheHookBase(BaseHook):
             self._mask(settings)
             self._settings = self._roles_applied(settings)
         return self._settings
+
+    def _auth_headers(self, settings: ConnectionSettings, elevated: bool) -> tuple[dict[str, str], str | None]:
+        """Credential headers for one request, and the token when it was just read anew from the token
+        file: the caller masks it (sync or async) before the request can log it. OIDC agents rotate the
+        file while long tasks run, so it is checked on every request."""
+        if settings.auth_type is not AuthType.TOKEN_FILE:
+            return auth_headers(settings, elevated=elevated), None
+        if self._token_reader is None:
+            self._token_reader = TokenFileReader(settings.token_file or "")
+        token, changed = self._token_reader.read()
+        return auth_headers(settings, token, elevated=elevated), token if changed else None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(dcache_conn_id={self.dcache_conn_id!r})"

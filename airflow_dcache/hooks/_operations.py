@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar
 from urllib.parse import quote, unquote, urljoin, urlsplit
 
-from airflow_dcache.exceptions import AlreadyExists, Conflict, NotFound, UnexpectedResponse
+from airflow_dcache.exceptions import AlreadyExists, Conflict, DCacheConnectionError, NotFound, UnexpectedResponse
 from airflow_dcache.hooks import _caveats, _checksums
 from airflow_dcache.hooks._protocol import (
     MACAROON_REQUEST_TYPE,
@@ -611,16 +611,10 @@ def _names(value: Iterable[str] | str | None) -> list[str] | None:
     return [value] if isinstance(value, str) else list(value)
 
 
-def list_archived_bulk_requests(
-    s: ConnectionSettings,
-    *,
-    owner: Iterable[str] | str | None = None,
-    activity: Iterable[str] | str | None = None,
-    status: Iterable[str] | str | None = None,
-    before: datetime | str | None = None,
-    after: datetime | str | None = None,
-    limit: int | None = None,
-) -> Operation[list[dict[str, Any]]]:
+def list_archived_bulk_requests(s: ConnectionSettings, *, owner: Iterable[str] | str | None = None,
+                                activity: Iterable[str] | str | None = None, status: Iterable[str] | str | None = None,
+                                before: datetime | str | None = None, after: datetime | str | None = None,
+                                limit: int | None = None) -> Operation[list[dict[str, Any]]]:
     """Summaries of archived (cleared) requests, oldest first: ``uid``, ``owner``, ``activity``, ``status``,
     ``lastModified``. ``before``/``after`` bound the last modification; naive datetimes are taken as the
     server's local time, as dCache reads them."""
@@ -759,17 +753,10 @@ def tape_api_endpoints(s: ConnectionSettings) -> Operation[list[dict[str, Any]]]
 # ------------------------------------------------------------------------------------- macaroons
 
 
-def mint_macaroon(
-    s: ConnectionSettings,
-    path: str = "/",
-    caveats: Any = None,
-    *,
-    activities: Iterable[str] | str | None = None,
-    validity: timedelta | int | float | str | None = None,
-    ip: Iterable[str] | str | None = None,
-    before: datetime | None = None,
-    max_upload: int | None = None,
-) -> Operation[MacaroonResponse]:
+def mint_macaroon(s: ConnectionSettings, path: str = "/", caveats: Any = None, *,
+                  activities: Iterable[str] | str | None = None, validity: timedelta | int | float | str | None = None,
+                  ip: Iterable[str] | str | None = None, before: datetime | None = None,
+                  max_upload: int | None = None) -> Operation[MacaroonResponse]:
     """POST to the path itself, so dCache adds the ``path:`` caveat (a macaroon for that subtree only).
 
     The body is sent as bytes with the exact Content-Type: dCache compares it as a string, and a
@@ -1071,6 +1058,16 @@ def check_event_stream(info: ResponseInfo, call: Call) -> None:
             method=call.method,
             url=call.url,
         )
+
+
+def event_stream_broken(call: Call, read_timeout: float | None, timed_out: bool, detail: str) -> DCacheConnectionError:
+    """The error of an event stream that stopped mid-way: a read timeout names the wait that ran out
+    (dCache sends no keep-alives, so a quiet channel looks the same), anything else its cause."""
+    if timed_out:
+        message = f"no data on the event stream for {read_timeout} s"
+    else:
+        message = f"event stream interrupted: {mask_url(detail)}"
+    return DCacheConnectionError(message, method="GET", url=mask_url(call.url))
 
 
 def event_types(s: ConnectionSettings) -> Operation[list[str]]:

@@ -11,7 +11,7 @@ import contextlib
 import os
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Generator, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import IO, Any, TypeVar
 
@@ -21,7 +21,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.exceptions import ReadTimeoutError
 from urllib3.util.retry import Retry
 
-from airflow_dcache.exceptions import DCacheConnectionError, DCacheError, PermissionDenied, UnexpectedResponse
+from airflow_dcache.exceptions import DCacheConnectionError, DCacheError, PermissionDenied
 from airflow_dcache.hooks import _operations as ops
 from airflow_dcache.hooks import _tape_discovery as tape_discovery
 from airflow_dcache.hooks import _transfers as tx
@@ -35,28 +35,22 @@ from airflow_dcache.hooks._checksums import digests_from_headers
 from airflow_dcache.hooks._perfmarkers import PerfMarker, PerfMarkerParser
 from airflow_dcache.hooks._protocol import (
     BACKOFF_FACTOR,
-    MAX_REDIRECTS,
     RETRY_AFTER_MAX,
     RETRY_METHODS,
     RETRY_STATUSES,
     ResponseInfo,
-    TokenFileReader,
-    auth_headers,
     call_deadline,
     check_tls_files,
     client_cert,
     door_url,
-    elevation_message,
     error_for,
     mask_url,
-    may_elevate,
-    next_hop,
     normalize_path,
     parse_retry_after,
     requests_verify,
     retry_wait,
 )
-from airflow_dcache.hooks._settings import AuthType
+from airflow_dcache.hooks._routing import ERROR_BODY_LIMIT, Elevation, Route
 from airflow_dcache.hooks._sse import SSEParser
 from airflow_dcache.hooks.models import (
     ArchivedBulkRequest,
@@ -72,8 +66,6 @@ from airflow_dcache.hooks.models import (
 )
 
 T = TypeVar("T")
-_ERROR_BODY_LIMIT = 64 * 1024
-_REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 
 def _replayable(body: Any) -> bool:
@@ -114,7 +106,6 @@ class DCacheHook(DCacheHookBase):
     def __init__(self, dcache_conn_id: str = DCacheHookBase.default_conn_name, **kwargs: Any) -> None:
         super().__init__(dcache_conn_id, **kwargs)
         self._session: requests.Session | None = None
-        self._token_reader: TokenFileReader | None = None
         self._lock = threading.Lock()
         self._tape = tape_discovery.TapeEndpoint()  # from the WLCG discovery document, on first use
 
@@ -159,15 +150,10 @@ class DCacheHook(DCacheHookBase):
         self.close()
 
     def _auth(self, elevated: bool = False) -> dict[str, str]:
-        settings = self.settings
-        if settings.auth_type is AuthType.TOKEN_FILE:
-            if self._token_reader is None:
-                self._token_reader = TokenFileReader(settings.token_file or "")
-            token, changed = self._token_reader.read()
-            if changed:
-                self._mask_token(token)
-            return auth_headers(settings, token, elevated=elevated)
-        return auth_headers(settings, elevated=elevated)
+        headers, fresh_token = self._auth_headers(self.settings, elevated)
+        if fresh_token:
+            self._mask_token(fresh_token)
+        return headers
 
     @staticmethod
     def _mask_token(token: str) -> None:
@@ -190,58 +176,54 @@ class DCacheHook(DCacheHookBase):
         """Send one request (and its redirects); return a 2xx (or ``ok_statuses``) response or raise."""
         session = self.get_conn()
         settings = self.settings
-        credentials = True
+        route = Route(method, url, follow_redirects)
         deadline = call_deadline(settings)  # Retry-After waits of this call end here
         limited = 0  # 429 answers waited out so far
-        hops = 0
-        while hops <= MAX_REDIRECTS:
+        while route.open:
             all_headers = dict(headers or {})
-            if credentials:
+            if route.credentials:
                 all_headers.update(self._auth(elevated))
             try:
                 response = session.request(
-                    method,
-                    url,
+                    route.method,
+                    route.url,
                     headers=all_headers,
                     data=body,
                     stream=stream,
                     allow_redirects=False,
                     timeout=timeout if timeout is not None else settings.timeout,
                     verify=requests_verify(settings),
-                    cert=client_cert(settings) if credentials else None,
+                    cert=client_cert(settings) if route.credentials else None,
                 )
             except requests.RequestException as exc:
                 raise DCacheConnectionError(
-                    f"cannot reach dCache: {mask_url(str(exc))}", method=method, url=mask_url(url)
+                    f"cannot reach dCache: {mask_url(str(exc))}", method=route.method, url=mask_url(route.url)
                 ) from None
             if response.status_code == 429 and _replayable(body):
-                wait = retry_wait(429, response.headers, method, limited, settings.retries,
+                wait = retry_wait(429, response.headers, route.method, limited, settings.retries,
                                   deadline - time.monotonic())
                 if wait is not None:
                     response.close()
                     self.log.info("dCache is rate limiting (429); retrying %s %s after %.1f s",
-                                  method, mask_url(url), wait)
+                                  route.method, mask_url(route.url), wait)
                     time.sleep(wait)
                     if isinstance(body, tx.HashingReader):
                         body.rewind()
                     limited += 1
                     continue
-            hops += 1
-            if follow_redirects and response.status_code in _REDIRECTS:
-                hop = next_hop(method, url, response.status_code, response.headers.get("Location"))
+            hop = route.after(response.status_code, response.headers.get("Location"))
+            if hop is not None:
                 response.close()
                 self.log.debug("following %s redirect to %s", response.status_code, mask_url(hop.url))
-                if hop.keep_body and isinstance(body, tx.HashingReader):
-                    body.rewind()
-                elif not hop.keep_body:
+                if not hop.keep_body:
                     body = None
-                method, url = hop.method, hop.url
-                credentials = credentials and hop.keep_credentials
+                elif isinstance(body, tx.HashingReader):
+                    body.rewind()
                 continue
             if response.status_code >= 300 and response.status_code not in ok_statuses:
-                raise self._error(response, method, url, exists_statuses)
+                raise self._error(response, route.method, route.url, exists_statuses)
             return response
-        raise UnexpectedResponse(f"more than {MAX_REDIRECTS} redirects", method=method, url=mask_url(url))
+        raise route.too_many()
 
     @staticmethod
     def _info(response: requests.Response, body: bytes = b"") -> ResponseInfo:
@@ -254,7 +236,7 @@ class DCacheHook(DCacheHookBase):
             body = b""
             for chunk in response.iter_content(8192):
                 body += chunk
-                if len(body) >= _ERROR_BODY_LIMIT:
+                if len(body) >= ERROR_BODY_LIMIT:
                     break
         except requests.RequestException:
             body = b""
@@ -266,17 +248,15 @@ class DCacheHook(DCacheHookBase):
 
     def _send_call(self, call: ops.Call) -> requests.Response:
         """Send a shared operation's call; a refused metadata change goes once more asserting the roles."""
-        elevated = call.elevate == "always" and may_elevate(call, self.settings)
+        elevation = Elevation(call, self.settings)
         while True:
             try:
                 return self._request(call.method, call.url, call.headers, call.body,
                                      follow_redirects=call.follow_redirects, exists_statuses=call.exists_statuses,
-                                     ok_statuses=call.ok_statuses, elevated=elevated)
+                                     ok_statuses=call.ok_statuses, elevated=elevation.elevated)
             except PermissionDenied:
-                if elevated or not may_elevate(call, self.settings):
+                if not elevation.retry(self.log):
                     raise
-                self.log.info("%s", elevation_message(call, self.settings))
-                elevated = True
 
     def _run(self, operation: ops.Operation[T]) -> T:
         """Drive a shared operation: send each ``Call``, feed back the reply or throw the error in."""
@@ -680,10 +660,16 @@ class DCacheHook(DCacheHookBase):
         *,
         last_event_id: str | int | None = None,
         read_timeout: float | None = None,
-    ) -> Iterator[ChannelMessage]:
-        """Generator over a channel's SSE stream; same contract as :meth:`DCacheAsyncHook.stream_events`.
+    ) -> Generator[ChannelMessage, None, None]:
+        """Read a channel's SSE stream until the server closes it; reconnecting is the caller's job.
 
-        Close it (``contextlib.closing``) when stopping early, so the connection is released.
+        Pass the ``id`` of the last event processed as ``last_event_id`` to have dCache replay what came
+        after it (``SYSTEM`` ``EVENT_LOSS`` if it is no longer in the backlog). ``read_timeout`` bounds
+        the wait for the next bytes (``DCacheConnectionError`` when exceeded); ``None`` waits for ever,
+        because dCache sends no keep-alives on a quiet channel. A channel that is gone raises
+        ``NotFound``, another user's ``PermissionDenied``, anonymous access ``AuthenticationFailed``.
+        Close the generator when stopping early (``contextlib.closing``; ``contextlib.aclosing`` for the
+        async hook's) to release the connection.
 
         :param channel_url: the channel URL as :meth:`create_channel` returned it.
         :param last_event_id: replay what came after this event id.
@@ -701,11 +687,8 @@ class DCacheHook(DCacheHookBase):
                 for chunk in response.iter_content(chunk_size=None):
                     yield from parser.feed(chunk)
             except requests.RequestException as exc:
-                if exc.args and isinstance(exc.args[0], ReadTimeoutError):
-                    message = f"no data on the event stream for {read_timeout} s"
-                else:
-                    message = f"event stream interrupted: {mask_url(str(exc))}"
-                raise DCacheConnectionError(message, method="GET", url=mask_url(call.url)) from None
+                timed_out = bool(exc.args) and isinstance(exc.args[0], ReadTimeoutError)
+                raise ops.event_stream_broken(call, read_timeout, timed_out, str(exc)) from None
 
     # ------------------------------------------------------------------------------------ tape
 
@@ -787,18 +770,8 @@ class DCacheHook(DCacheHookBase):
         :param before: absolute expiry (timezone-aware).
         :param max_upload: largest upload allowed, in bytes.
         """
-        result = self._run(
-            ops.mint_macaroon(
-                self.settings,
-                path,
-                caveats,
-                activities=activities,
-                validity=validity,
-                ip=ip,
-                before=before,
-                max_upload=max_upload,
-            )
-        )
+        result = self._run(ops.mint_macaroon(self.settings, path, caveats, activities=activities, validity=validity,
+                                             ip=ip, before=before, max_upload=max_upload))
         self._mask_token(result.macaroon)
         return result
 

@@ -62,6 +62,11 @@ def workdir(alice: DCacheHook) -> Iterator[str]:
         yield path
 
 
+#: for a test that calls a method only the sync hook has (the async hook offers what async callers use,
+#: issue 18): ``run`` then drives the sync hook alone
+sync_only = pytest.mark.parametrize("run", ["sync"], indirect=True)
+
+
 @pytest.fixture(params=["sync", "async"])
 def run(request: pytest.FixtureRequest) -> Callable[..., Any]:
     """``run(conn_id, method, *args)`` on a fresh sync or async hook; the same test covers both."""
@@ -74,8 +79,7 @@ def run(request: pytest.FixtureRequest) -> Callable[..., Any]:
     def asynchronous(conn_id: str, method: str, *args: Any, **kwargs: Any) -> Any:
         async def go() -> Any:
             async with DCacheAsyncHook(conn_id) as hook:
-                name = "atest_connection" if method == "test_connection" else method
-                return await getattr(hook, name)(*args, **kwargs)
+                return await getattr(hook, method)(*args, **kwargs)
 
         return asyncio.run(go())
 

@@ -61,12 +61,13 @@ def test_sync_hook_refuses_outside_before_any_request(closed_conn: str, method: 
     assert is_permanent(caught.value)
 
 
-@pytest.mark.parametrize(("method", "args"), CALLS, ids=[c[0] for c in CALLS])
+ASYNC_CALLS = [c for c in CALLS if hasattr(DCacheAsyncHook, c[0])]
+
+
+@pytest.mark.parametrize(("method", "args"), ASYNC_CALLS, ids=[c[0] for c in ASYNC_CALLS])
 def test_async_hook_refuses_outside_before_any_request(closed_conn: str, method: str, args: Any) -> None:
     async def go() -> None:
         async with DCacheAsyncHook(closed_conn, allowed_roots=ROOTS) as hook:
-            if not hasattr(hook, method):
-                pytest.skip(f"no {method} on the async hook")
             with pytest.raises(OutsideAllowedRoots):
                 await getattr(hook, method)(*args("/home/bob/private/x.h5"))
 

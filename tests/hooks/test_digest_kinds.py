@@ -6,7 +6,6 @@ and one that ignores ``Want-Digest`` (``--digest-headers``). The access log show
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import os
@@ -20,7 +19,6 @@ import requests
 
 from airflow_dcache.hooks._checksums import digests_from_headers, parse_repr_digest, want_headers
 from airflow_dcache.hooks.dcache import DCacheHook
-from airflow_dcache.hooks.dcache_async import DCacheAsyncHook
 from airflow_dcache.testing.server import DCacheTestServer, start_server, stop_process
 
 DATA = os.urandom(40_000)
@@ -77,19 +75,6 @@ def test_sync_hook_gets_sha256_and_adler32_whatever_the_server_speaks(server, mo
     methods = _methods(log, start)
     # a server without RFC 3230 cannot say adler32 in a header: the namespace (one GET) fills it in
     assert ("GET" in methods) == (mode == "rfc9530"), methods
-
-
-def test_async_hook_reads_repr_digest_too(server, monkeypatch) -> None:
-    mode, srv, _log = server
-    path = _upload(srv, mode)
-    conn_id = _conn(monkeypatch, srv)
-
-    async def go() -> dict[str, str]:
-        async with DCacheAsyncHook(conn_id) as hook:
-            return await hook.checksum(path, ["sha-512", "adler32"])
-
-    result = asyncio.run(go())
-    assert result["adler32"] == ADLER and result["sha-512"] == SHA512
 
 
 def test_parse_repr_digest_is_a_structured_dictionary() -> None:

@@ -12,7 +12,7 @@ from airflow_dcache.exceptions import AuthenticationFailed, NotFound, Permission
 from airflow_dcache.hooks import _operations as ops
 from airflow_dcache.hooks._settings import AuthType, ConnectionSettings
 from airflow_dcache.hooks.dcache import DCacheHook
-from tests.hooks.conftest import ConnFactory, server_conn
+from tests.hooks.conftest import ConnFactory, server_conn, sync_only
 
 Run = Callable[..., Any]
 
@@ -27,6 +27,7 @@ def admin_id(set_conn: ConnFactory, dcache_server: Any) -> str:
     return server_conn(set_conn, dcache_server, "admin", roles="admin")
 
 
+@sync_only
 def test_qos_classes(run: Run, alice_id: str) -> None:
     assert run(alice_id, "qos_classes") == ["disk", "tape", "disk+tape", "volatile"]
     assert run(alice_id, "qos_classes", "directory") == ["disk", "tape", "disk+tape", "volatile"]
@@ -34,6 +35,7 @@ def test_qos_classes(run: Run, alice_id: str) -> None:
         run(alice_id, "qos_classes", "pool")
 
 
+@sync_only
 def test_qos_capability(run: Run, alice_id: str) -> None:
     disk = run(alice_id, "qos_capability", "disk")
     assert disk["name"] == "disk" and disk["transition"] == ["tape", "disk+tape"]
@@ -45,6 +47,7 @@ def test_qos_capability(run: Run, alice_id: str) -> None:
         run(alice_id, "qos_capability", "gold")
 
 
+@sync_only
 def test_qos_needs_authentication(run: Run, set_conn: ConnFactory, dcache_server: Any) -> None:
     with pytest.raises(AuthenticationFailed):
         run(server_conn(set_conn, dcache_server, None), "qos_classes")
@@ -69,6 +72,7 @@ def test_stat_by_pnfsid_is_for_admins_only(run: Run, alice_id: str, alice: DCach
         run(alice_id, "stat_by_pnfsid", pnfsid)
 
 
+@sync_only
 def test_tape_api_endpoints(run: Run, alice_id: str, set_conn: ConnFactory, dcache_server: Any) -> None:
     endpoints = run(alice_id, "tape_api_endpoints")
     assert endpoints == [{"uri": dcache_server.api + "/tape", "version": "v1", "metadata": {}}]

@@ -2,6 +2,7 @@
 
 Each test is parametrised over the sync and async hook: they share the protocol code, and these tests
 prove the two I/O layers really behave the same (redirect credentials, retries, streaming, errors).
+A test of a method only the sync hook has (transfers, copies, macaroons) is marked ``sync_only``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import pytest
 
 from airflow_dcache import exceptions as exc
 from airflow_dcache.hooks.models import TransferResult
+from tests.hooks.conftest import sync_only
 from tests.hooks.fakes import FakeServer, Recorded, Reply, lines
 
 DATA = bytes(range(256)) * 4096 + b"tail"
@@ -37,6 +39,7 @@ def conn_for(set_conn: Callable[..., str], server: FakeServer, **extra: Any) -> 
 # ------------------------------------------------------------------------------ redirects to pools
 
 
+@sync_only
 def test_download_follows_pool_redirect_without_credentials(
     run: Callable[..., Any], set_conn: Callable[..., str], tmp_path: Path
 ) -> None:
@@ -61,6 +64,7 @@ def test_download_follows_pool_redirect_without_credentials(
     assert pool_req.header("Want-Digest") == "adler32"  # asked again, the pool answers it
 
 
+@sync_only
 def test_download_checksum_mismatch_leaves_no_file(
     run: Callable[..., Any], set_conn: Callable[..., str], tmp_path: Path
 ) -> None:
@@ -70,6 +74,7 @@ def test_download_checksum_mismatch_leaves_no_file(
     assert list(tmp_path.iterdir()) == []
 
 
+@sync_only
 def test_download_to_stream_without_server_digest(run: Callable[..., Any], set_conn: Callable[..., str]) -> None:
     with FakeServer(lambda r: Reply(200, body=iter([DATA[:10], DATA[10:]]))) as srv:
         buf = io.BytesIO()
@@ -78,6 +83,7 @@ def test_download_to_stream_without_server_digest(run: Callable[..., Any], set_c
     assert result.checksums == {"adler32": ADLER}
 
 
+@sync_only
 def test_put_307_sends_body_to_pool_without_credentials(
     run: Callable[..., Any], set_conn: Callable[..., str], tmp_path: Path
 ) -> None:
@@ -97,6 +103,7 @@ def test_put_307_sends_body_to_pool_without_credentials(
 # ----------------------------------------------------------------------------------- uploads
 
 
+@sync_only
 def test_upload_mismatch_deletes_the_bad_copy(
     run: Callable[..., Any], set_conn: Callable[..., str], tmp_path: Path
 ) -> None:
@@ -116,6 +123,7 @@ def test_upload_mismatch_deletes_the_bad_copy(
     assert srv.requests[-1].path == "/data/in.bin"
 
 
+@sync_only
 def test_upload_md5_sends_content_md5_and_xattrs(
     run: Callable[..., Any], set_conn: Callable[..., str], tmp_path: Path
 ) -> None:
@@ -133,6 +141,7 @@ def test_upload_md5_sends_content_md5_and_xattrs(
     assert result.verified_by == "md5"
 
 
+@sync_only
 def test_upload_from_unsized_stream_is_chunked_and_verified_by_head(
     run: Callable[..., Any], set_conn: Callable[..., str]
 ) -> None:
@@ -174,7 +183,7 @@ def test_idempotent_get_is_retried_on_503(run: Callable[..., Any], set_conn: Cal
 def test_post_is_never_retried(run: Callable[..., Any], set_conn: Callable[..., str]) -> None:
     busy = Reply(503, "Server is busy (internal timeout)")
     with FakeServer(lambda r: busy) as srv, pytest.raises(exc.ServerError, match=r"busy \(internal timeout\)"):
-        run(conn_for(set_conn, srv), "set_qos", "/f", "tape")
+        run(conn_for(set_conn, srv), "create_channel")
     assert len(srv.requests) == 1
 
 
@@ -214,6 +223,7 @@ def test_frontend_errors_are_typed(
 # ------------------------------------------------------------------------------ bulk and tape
 
 
+@sync_only
 def test_bulk_lifecycle(run: Callable[..., Any], set_conn: Callable[..., str]) -> None:
     def handler(req: Recorded) -> Reply:
         if req.method == "POST":
@@ -245,6 +255,7 @@ def test_bulk_lifecycle(run: Callable[..., Any], set_conn: Callable[..., str]) -
     assert srv.requests[0].header("Content-Type") == "application/json"
 
 
+@sync_only
 def test_tape_stage_cancel_error_from_headers(run: Callable[..., Any], set_conn: Callable[..., str]) -> None:
     def handler(req: Recorded) -> Reply:
         if req.path == "/.well-known/wlcg-tape-rest-api":
@@ -279,6 +290,7 @@ MARKERS = [
 ]
 
 
+@sync_only
 def test_copy_pull_success(run: Callable[..., Any], set_conn: Callable[..., str]) -> None:
     reply = Reply(202, headers={"Content-Type": "text/perf-marker-stream"}, body=lines(*MARKERS, "success: Created"))
     with FakeServer(lambda r: reply) as srv:
@@ -297,6 +309,7 @@ def test_copy_pull_success(run: Callable[..., Any], set_conn: Callable[..., str]
     assert req.header("Destination") is None
 
 
+@sync_only
 @pytest.mark.parametrize(
     ("tail", "message"),
     [(["failure: rejected GET: 404 Not Found"], "rejected GET: 404 Not Found"), ([], "ended without")],
@@ -310,6 +323,7 @@ def test_copy_push_failure(
     assert srv.requests[0].header("Destination") == "https://remote.example/f"
 
 
+@sync_only
 def test_copy_refused_up_front(run: Callable[..., Any], set_conn: Callable[..., str]) -> None:
     refused = Reply(400, "COPY request contains both Source and Destination headers")
     with FakeServer(lambda r: refused) as srv, pytest.raises(exc.BadRequest, match="contains both"):
@@ -319,6 +333,7 @@ def test_copy_refused_up_front(run: Callable[..., Any], set_conn: Callable[..., 
 # ------------------------------------------------------------------------- macaroons and auth
 
 
+@sync_only
 def test_macaroon_request_wire_format(run: Callable[..., Any], set_conn: Callable[..., str]) -> None:
     minted = {
         "macaroon": "MDAxY2xvY2F0aW9uIHNlY3JldA",
@@ -352,6 +367,7 @@ def test_token_file_is_sent_as_bearer_and_reread(
     ]
 
 
+@sync_only
 def test_connection_test_reports_which_check_failed(run: Callable[..., Any], set_conn: Callable[..., str]) -> None:
     def door_down(req: Recorded) -> Reply:
         return Reply(401, "Unauthorized") if req.method == "PROPFIND" else Reply(200)
@@ -376,12 +392,14 @@ def test_connection_test_reports_which_check_failed(run: Callable[..., Any], set
     assert PASSWORD not in message
 
 
+@sync_only
 def test_copy_answered_synchronously(run: Callable[..., Any], set_conn: Callable[..., str]) -> None:
     with FakeServer(lambda r: Reply(201, "Created")) as srv:
         result = run(conn_for(set_conn, srv), "copy_pull", "https://remote.example/f", "/data/f")
     assert result.markers == 0
 
 
+@sync_only
 def test_missing_tls_files_are_named(run: Callable[..., Any], set_conn: Callable[..., str], tmp_path: Path) -> None:
     conn_id = set_conn(
         host="https://127.0.0.1:9", login="a", password=PASSWORD, extra={"ca_bundle": str(tmp_path / "ca.pem")}
@@ -392,6 +410,7 @@ def test_missing_tls_files_are_named(run: Callable[..., Any], set_conn: Callable
     assert not ok and "ca_bundle" in message
 
 
+@sync_only
 def test_x509_certificate_goes_to_the_door_only(
     run: Callable[..., Any], set_conn: Callable[..., str], tmp_path: Path
 ) -> None:

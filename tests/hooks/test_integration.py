@@ -23,7 +23,7 @@ import requests
 from airflow_dcache import exceptions as exc
 from airflow_dcache.hooks.dcache import DCacheHook
 from airflow_dcache.macaroons.caveats import CaveatBuilder
-from tests.hooks.conftest import server_conn
+from tests.hooks.conftest import server_conn, sync_only
 
 Run = Callable[..., Any]
 Conn = Callable[..., str]
@@ -46,12 +46,14 @@ def source(tmp_path: Path) -> Path:
 # --------------------------------------------------------------------------- connection test
 
 
+@sync_only
 def test_connection_ok(run: Run, alice_id: str) -> None:
     ok, message = run(alice_id, "test_connection")
     assert ok, message
     assert "alice" in message
 
 
+@sync_only
 def test_connection_wrong_password(run: Run, set_conn: Conn, dcache_server: Any) -> None:
     conn_id = set_conn(
         host=dcache_server.webdav,
@@ -65,11 +67,13 @@ def test_connection_wrong_password(run: Run, set_conn: Conn, dcache_server: Any)
     assert "not-the-password" not in message
 
 
+@sync_only
 def test_connection_anonymous_is_refused(run: Run, set_conn: Conn, dcache_server: Any) -> None:
     ok, message = run(server_conn(set_conn, dcache_server, None), "test_connection")
     assert not ok and "401" in message
 
 
+@sync_only
 def test_connection_from_uri(run: Run, set_conn: Conn, dcache_server: Any) -> None:
     from urllib.parse import quote, urlsplit
 
@@ -121,6 +125,7 @@ def test_whoami(run: Run, alice_id: str) -> None:
 # ---------------------------------------------------------------------------------- namespace
 
 
+@sync_only
 def test_namespace_round_trip(run: Run, alice_id: str, workdir: str) -> None:
     deep = f"{workdir}/a/b/c"
     assert run(alice_id, "mkdir", deep) is True
@@ -150,6 +155,7 @@ def test_list_dir_paging(run: Run, alice_id: str, workdir: str) -> None:
     assert sorted(names) == ["d1", "d2", "d3"]
 
 
+@sync_only
 def test_labels_and_their_files(run: Run, alice_id: str, workdir: str, source: Path) -> None:
     tag = f"campaign-{uuid.uuid4().hex[:6]}"
     for name in ("y.bin", "x.bin"):
@@ -168,6 +174,7 @@ def test_labels_and_their_files(run: Run, alice_id: str, workdir: str, source: P
         run(alice_id, "labelled_files", tag, checksum=True)
 
 
+@sync_only
 def test_metadata(run: Run, alice_id: str, workdir: str, source: Path) -> None:
     path = f"{workdir}/meta.bin"
     run(alice_id, "upload", source, path, xattrs={"origin": "airflow run/42"})
@@ -185,6 +192,7 @@ def test_metadata(run: Run, alice_id: str, workdir: str, source: Path) -> None:
     assert entry.locality in ("ONLINE", "ONLINE_AND_NEARLINE", "NEARLINE")
 
 
+@sync_only
 def test_move_without_overwrite(run: Run, alice_id: str, workdir: str, source: Path) -> None:
     run(alice_id, "upload", source, f"{workdir}/a")
     run(alice_id, "upload", io.BytesIO(b"other"), f"{workdir}/b")
@@ -197,6 +205,7 @@ def test_move_without_overwrite(run: Run, alice_id: str, workdir: str, source: P
 # ---------------------------------------------------------------------------------------- data
 
 
+@sync_only
 @pytest.mark.parametrize("checksum", ["adler32", "md5", "sha-256", "sha-512", "none"])
 def test_upload_download_round_trip(
     run: Run, alice_id: str, workdir: str, source: Path, tmp_path: Path, checksum: str
@@ -217,6 +226,7 @@ def test_upload_download_round_trip(
         assert up.checksums[checksum] == stored[checksum]
 
 
+@sync_only
 def test_upload_stream_and_download_to_stream(run: Run, alice_id: str, workdir: str) -> None:
     path = f"{workdir}/s/stream.bin"
     result = run(alice_id, "upload", io.BytesIO(DATA), path, make_parents=True)
@@ -226,6 +236,7 @@ def test_upload_stream_and_download_to_stream(run: Run, alice_id: str, workdir: 
     assert buffer.getvalue() == DATA
 
 
+@sync_only
 def test_upload_unsized_pipe(run: Run, alice_id: str, workdir: str) -> None:
     read_fd, write_fd = os.pipe()
     os.write(write_fd, DATA[:60000])
@@ -235,6 +246,7 @@ def test_upload_unsized_pipe(run: Run, alice_id: str, workdir: str) -> None:
     assert result.size == 60000 and result.verified_by == "adler32"
 
 
+@sync_only
 def test_empty_file(run: Run, alice_id: str, workdir: str, tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.write_bytes(b"")
@@ -243,24 +255,28 @@ def test_empty_file(run: Run, alice_id: str, workdir: str, tmp_path: Path) -> No
     assert run(alice_id, "download", f"{workdir}/empty", tmp_path / "empty.back").size == 0
 
 
+@sync_only
 def test_upload_without_overwrite(run: Run, alice_id: str, workdir: str, source: Path) -> None:
     run(alice_id, "upload", source, f"{workdir}/once")
     with pytest.raises(exc.AlreadyExists):
         run(alice_id, "upload", source, f"{workdir}/once", overwrite=False)
 
 
+@sync_only
 def test_download_missing_leaves_no_file(run: Run, alice_id: str, workdir: str, tmp_path: Path) -> None:
     with pytest.raises(exc.NotFound):
         run(alice_id, "download", f"{workdir}/missing", tmp_path / "x")
     assert list(tmp_path.iterdir()) == []
 
 
+@sync_only
 def test_download_of_a_directory_is_refused(run: Run, alice_id: str, workdir: str, tmp_path: Path) -> None:
     with pytest.raises(exc.Conflict, match="is a directory"):
         run(alice_id, "download", workdir, tmp_path / "listing.html")
     assert list(tmp_path.iterdir()) == []
 
 
+@sync_only
 def test_md5_upload_needs_a_seekable_source(run: Run, alice_id: str, workdir: str) -> None:
     read_fd, write_fd = os.pipe()
     os.close(write_fd)
@@ -271,6 +287,7 @@ def test_md5_upload_needs_a_seekable_source(run: Run, alice_id: str, workdir: st
 # ----------------------------------------------------------------------------------- permissions
 
 
+@sync_only
 def test_permission_denied_is_typed(run: Run, set_conn: Conn, dcache_server: Any, workdir: str) -> None:
     bob_id = server_conn(set_conn, dcache_server, "bob")
     with pytest.raises(exc.PermissionDenied):
@@ -285,6 +302,7 @@ def test_permission_denied_is_typed(run: Run, set_conn: Conn, dcache_server: Any
 # ------------------------------------------------------------------------------------- macaroons
 
 
+@sync_only
 def test_presigned_url_works_without_other_credentials(run: Run, alice_id: str, workdir: str, source: Path) -> None:
     path = f"{workdir}/shared.bin"
     run(alice_id, "upload", source, path)
@@ -295,6 +313,7 @@ def test_presigned_url_works_without_other_credentials(run: Run, alice_id: str, 
     assert requests.put(url, data=b"x", timeout=30).status_code in (401, 403)
 
 
+@sync_only
 def test_macaroon_as_connection_is_restricted(
     run: Run, alice_id: str, set_conn: Conn, dcache_server: Any, workdir: str, source: Path
 ) -> None:
@@ -314,6 +333,7 @@ def test_macaroon_as_connection_is_restricted(
     assert minted.macaroon not in str(info.value)
 
 
+@sync_only
 def test_bad_validity_is_refused_before_sending(run: Run, alice_id: str) -> None:
     with pytest.raises(ValueError):
         run(alice_id, "mint_macaroon", "/home/alice", activities=["DOWNLOAD"], validity="P1W")
@@ -364,6 +384,7 @@ def poll(check: Callable[[], Any], timeout: float = 60.0, interval: float = 0.3)
         time.sleep(interval)
 
 
+@sync_only
 def test_qos_transition_and_pins(run: Run, alice_id: str, workdir: str, source: Path) -> None:
     path = f"{workdir}/q.bin"
     run(alice_id, "upload", source, path)
@@ -379,6 +400,7 @@ def test_qos_transition_and_pins(run: Run, alice_id: str, workdir: str, source: 
         run(alice_id, "set_qos", f"{workdir}/missing", "tape")
 
 
+@sync_only
 @pytest.mark.skip(reason="server lacks QoS policies (namespace qos action answers 400 'not supported', issue 3)")
 def test_qos_policy(run: Run, alice_id: str, workdir: str, source: Path) -> None:
     path = f"{workdir}/p.bin"
@@ -387,6 +409,7 @@ def test_qos_policy(run: Run, alice_id: str, workdir: str, source: Path) -> None
     assert run(alice_id, "stat", path, optional=True).raw.get("qosPolicy") == "default"
 
 
+@sync_only
 def test_bulk_requests(run: Run, alice_id: str, workdir: str, source: Path) -> None:
     paths = [f"{workdir}/b{i}.bin" for i in range(3)]
     for path in paths:
@@ -416,6 +439,7 @@ def test_bulk_requests(run: Run, alice_id: str, workdir: str, source: Path) -> N
         run(alice_id, "list_archived_bulk_requests", limit=0)
 
 
+@sync_only
 def test_bulk_request_failures_are_reported_per_target(run: Run, alice_id: str, workdir: str) -> None:
     sub = run(alice_id, "submit_bulk_request", "LOG_TARGET", [f"{workdir}/missing"])
     status = poll(lambda: (st := run(alice_id, "bulk_request_status", sub.url)).finished and st)
@@ -424,6 +448,7 @@ def test_bulk_request_failures_are_reported_per_target(run: Run, alice_id: str, 
     run(alice_id, "clear_bulk_request", sub.id, cancel_if_running=True)
 
 
+@sync_only
 def test_tape_stage_release_and_archiveinfo(run: Run, alice_id: str, workdir: str, source: Path) -> None:
     on_tape, disk_only = f"{workdir}/tape.bin", f"{workdir}/disk.bin"
     for path in (on_tape, disk_only):
@@ -447,6 +472,7 @@ def test_tape_stage_release_and_archiveinfo(run: Run, alice_id: str, workdir: st
         run(alice_id, "stage_status", sub.id)
 
 
+@sync_only
 def test_third_party_copy_push_and_pull(run: Run, alice_id: str, workdir: str, source: Path) -> None:
     path = f"{workdir}/src.bin"
     run(alice_id, "upload", source, path)
@@ -461,6 +487,7 @@ def test_third_party_copy_push_and_pull(run: Run, alice_id: str, workdir: str, s
     assert run(alice_id, "checksum", f"{workdir}/pulled.bin")["adler32"] == ADLER
 
 
+@sync_only
 def test_third_party_copy_failure_carries_the_remote_reason(run: Run, alice_id: str, workdir: str) -> None:
     remote = run(alice_id, "presigned_url", workdir, ["DOWNLOAD", "LIST"], 600)
     missing = remote.replace(workdir, f"{workdir}/does-not-exist", 1)
@@ -470,6 +497,7 @@ def test_third_party_copy_failure_carries_the_remote_reason(run: Run, alice_id: 
     assert not run(alice_id, "exists", f"{workdir}/never.bin")
 
 
+@sync_only
 def test_redirects_to_pools(run: Run, set_conn: Conn, start_dcache: Any, source: Path, tmp_path: Path) -> None:
     server = start_dcache("--redirect-reads", "--redirect-writes", name="redirecting")
     conn_id = server_conn(set_conn, server, "alice")
@@ -493,6 +521,7 @@ def tls_alice(set_conn: Conn, dcache_tls_server: Any) -> str:
     return server_conn(set_conn, dcache_tls_server, "alice")
 
 
+@sync_only
 def test_tls_round_trip(run: Run, tls_alice: str, source: Path, tmp_path: Path) -> None:
     ok, message = run(tls_alice, "test_connection")
     assert ok, message
@@ -503,6 +532,7 @@ def test_tls_round_trip(run: Run, tls_alice: str, source: Path, tmp_path: Path) 
     run(tls_alice, "delete", path)
 
 
+@sync_only
 def test_tls_macaroon_without_insecure_flag(run: Run, tls_alice: str, dcache_tls_server: Any) -> None:
     url = run(tls_alice, "presigned_url", "/home/alice", ["LIST"], 60)
     assert url.startswith("https://")
@@ -510,6 +540,7 @@ def test_tls_macaroon_without_insecure_flag(run: Run, tls_alice: str, dcache_tls
     assert reply.status_code == 207
 
 
+@sync_only
 def test_tls_untrusted_certificate(run: Run, set_conn: Conn, dcache_tls_server: Any) -> None:
     conn_id = set_conn(
         host=dcache_tls_server.webdav,
@@ -537,6 +568,7 @@ def test_tls_verify_false(run: Run, set_conn: Conn, dcache_tls_server: Any) -> N
     assert run(conn_id, "whoami").username == "alice"
 
 
+@sync_only
 def test_x509_client_certificate_against_the_server(run: Run, set_conn: Conn, dcache_tls_server: Any,
                                                      source: Path) -> None:
     """auth_type x509 logs in with a real client certificate mapped to alice by its DN."""

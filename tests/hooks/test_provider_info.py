@@ -21,7 +21,7 @@ def _conn_type() -> dict:
 def _extras_read_by_settings() -> set[str]:
     tree = ast.parse(inspect.getsource(_settings))
     return {
-        node.args[1].value
+        str(node.args[1].value)
         for node in ast.walk(tree)
         if isinstance(node, ast.Call)
         and getattr(node.func, "id", None) == "_extra"

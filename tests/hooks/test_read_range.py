@@ -1,4 +1,4 @@
-"""``read_range``: a few bytes of a file without moving the file, on both hooks.
+"""``read_range``: a few bytes of a file without moving the file (a sync hook method: no async caller reads ranges).
 
 Against the bundled server (which answers ``Range`` with ``206`` and ``416`` as dCache's pools do),
 and on loopback servers scripted for what it does not do: ignore ``Range`` (``200`` with the whole
@@ -17,7 +17,7 @@ import pytest
 from airflow_dcache import exceptions as exc
 from airflow_dcache.hooks.dcache import DCacheHook
 from airflow_dcache.pipelines import steps
-from tests.hooks.conftest import server_conn
+from tests.hooks.conftest import server_conn, sync_only
 from tests.hooks.fakes import FakeServer, Recorded, Reply
 from tests.hooks.test_http_behaviour import conn_for
 
@@ -42,11 +42,13 @@ def stored(alice: DCacheHook, workdir: str, tmp_path: Path) -> str:
 # ------------------------------------------------------------------------------ the bundled server
 
 
+@sync_only
 @pytest.mark.parametrize(("offset", "length"), [(0, 8), (1, 1), (1000, 5000), (len(DATA) - 4096, 4096)])
 def test_reads_exactly_the_range(run: Run, alice_id: str, stored: str, offset: int, length: int) -> None:
     assert run(alice_id, "read_range", stored, offset, length) == DATA[offset:offset + length]
 
 
+@sync_only
 def test_a_range_past_the_end_is_short_and_beyond_it_empty(run: Run, alice_id: str, stored: str) -> None:
     size = len(DATA)
     assert run(alice_id, "read_range", stored, size - 3, 10) == DATA[-3:]
@@ -54,6 +56,7 @@ def test_a_range_past_the_end_is_short_and_beyond_it_empty(run: Run, alice_id: s
     assert run(alice_id, "read_range", stored, size + 1000, 8) == b""
 
 
+@sync_only
 def test_empty_file_reads_as_empty(run: Run, alice_id: str, alice: DCacheHook, workdir: str,
                                    tmp_path: Path) -> None:
     (tmp_path / "empty").write_bytes(b"")
@@ -61,6 +64,7 @@ def test_empty_file_reads_as_empty(run: Run, alice_id: str, alice: DCacheHook, w
     assert run(alice_id, "read_range", f"{workdir}/empty", 0, 8) == b""
 
 
+@sync_only
 def test_missing_file_and_directory_are_errors(run: Run, alice_id: str, workdir: str) -> None:
     with pytest.raises(exc.NotFound):
         run(alice_id, "read_range", f"{workdir}/nope", 0, 8)
@@ -68,6 +72,7 @@ def test_missing_file_and_directory_are_errors(run: Run, alice_id: str, workdir:
         run(alice_id, "read_range", workdir, 0, 8)
 
 
+@sync_only
 @pytest.mark.parametrize(("offset", "length", "field"), [(-1, 8, "offset"), (0, 0, "length"), (0, -5, "length"),
                                                          (True, 8, "offset"), (0, 2.5, "length"), ("0", 8, "offset")])
 def test_bad_arguments_name_the_field(run: Run, alice_id: str, offset: Any, length: Any, field: str) -> None:
@@ -90,6 +95,7 @@ class Counted:
             yield self.data
 
 
+@sync_only
 def test_a_server_ignoring_range_is_read_only_up_to_the_range(run: Run, set_conn: Conn) -> None:
     chunk = bytes(range(256)) * 256  # 64 KiB; the whole "file" is 64 MiB, more than loopback buffers hold
     body = Counted(chunk, 1024)
@@ -101,6 +107,7 @@ def test_a_server_ignoring_range_is_read_only_up_to_the_range(run: Run, set_conn
     assert request.header("Range") == "bytes=70000-70009"
 
 
+@sync_only
 def test_a_whole_file_reply_shorter_than_the_offset_is_empty(run: Run, set_conn: Conn) -> None:
     with FakeServer(lambda r: Reply(200, body=b"0123456789")) as srv:
         conn = conn_for(set_conn, srv)
@@ -108,6 +115,7 @@ def test_a_whole_file_reply_shorter_than_the_offset_is_empty(run: Run, set_conn:
         assert run(conn, "read_range", "/f", 50, 8) == b""
 
 
+@sync_only
 def test_the_range_header_survives_the_pool_redirect(run: Run, set_conn: Conn) -> None:
     def pool(req: Recorded) -> Reply:
         return Reply(206, headers={"Content-Range": "bytes 2-5/10"}, body=b"2345")
@@ -119,6 +127,7 @@ def test_the_range_header_survives_the_pool_redirect(run: Run, set_conn: Conn) -
     assert req.header("Range") == "bytes=2-5" and req.header("Authorization") is None
 
 
+@sync_only
 @pytest.mark.parametrize(("headers", "body", "match"), [
     ({"Content-Range": "bytes 0-7/100"}, b"01234567", "asked for bytes from 4"),
     ({}, b"4567", "206 without a single Content-Range"),
@@ -132,6 +141,7 @@ def test_a_206_that_is_not_the_range_asked_for_is_an_error(run: Run, set_conn: C
         run(conn_for(set_conn, srv), "read_range", "/f", 4, 8)
 
 
+@sync_only
 def test_a_206_with_more_than_asked_is_cut(run: Run, set_conn: Conn) -> None:
     with FakeServer(lambda r: Reply(206, headers={"Content-Range": "bytes 4-19/100"}, body=b"x" * 16)) as srv:
         assert run(conn_for(set_conn, srv), "read_range", "/f", 4, 8) == b"x" * 8

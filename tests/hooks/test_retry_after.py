@@ -68,20 +68,21 @@ def _sync_calls(conn_id: str) -> list[Any]:
 
 def _async_calls(conn_id: str) -> list[Any]:
     async def go() -> list[Any]:
-        async with DCacheAsyncHook(conn_id) as hook:
-            return [await hook.submit_bulk_request("LOG_TARGET", ["/home/alice"]) for _ in range(2)]
+        async with DCacheAsyncHook(conn_id) as hook:  # no bulk submission on the async hook: a channel is a POST too
+            return [await hook.create_channel() for _ in range(2)]
 
     return asyncio.run(go())
 
 
-@pytest.mark.parametrize("calls", [_sync_calls, _async_calls], ids=["sync", "async"])
-def test_429_with_retry_after_is_waited_out_even_for_a_post(limited, monkeypatch, calls) -> None:
+@pytest.mark.parametrize(("calls", "path"), [(_sync_calls, "/api/v1/bulk-requests"),
+                                             (_async_calls, "/api/v1/events/channels")], ids=["sync", "async"])
+def test_429_with_retry_after_is_waited_out_even_for_a_post(limited, monkeypatch, calls, path) -> None:
     srv, log = limited
     conn_id = _conn(monkeypatch, srv)
     start = _mark(log)
-    submissions = calls(conn_id)
-    assert len({s.id for s in submissions}) == 2  # both requests were made, each once
-    posts = [line for line in _lines(log, start) if line["path"] == "/api/v1/bulk-requests"]
+    results = calls(conn_id)
+    assert len(set(map(str, results))) == 2  # both requests were made, each once
+    posts = [line for line in _lines(log, start) if line["path"] == path]
     assert [line.get("status") for line in posts].count(429) >= 1, posts  # the limiter did refuse one
     assert len([line for line in posts if "status" not in line]) == 2  # and each went through once
 
@@ -105,13 +106,9 @@ def test_413_fails_at_once_after_exactly_one_request(plain, monkeypatch) -> None
     posts = [line for line in _lines(log, start) if line["method"] == "POST"]
     assert [line["path"] for line in posts] == ["/api/v1/bulk-requests"]
 
-    async def stage() -> None:
-        async with DCacheAsyncHook(conn_id) as hook:
-            await hook.stage(targets)
-
     start = _mark(log)
-    with pytest.raises(exc.PayloadTooLarge, match="exceeds maximum 500") as info:
-        asyncio.run(stage())
+    with DCacheHook(conn_id) as hook, pytest.raises(exc.PayloadTooLarge, match="exceeds maximum 500") as info:
+        hook.stage(targets)
     assert DCacheRetryPolicy().evaluate(info.value, 1, 3).action.name.lower() == "fail"
     posts = [line for line in _lines(log, start) if line["method"] == "POST"]
     assert [line["path"] for line in posts] == ["/api/v1/tape/stage"]

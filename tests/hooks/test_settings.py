@@ -18,7 +18,7 @@ from airflow_dcache.hooks._settings import (
 
 
 def conn(**fields: Any) -> Any:
-    base = {"host": None, "port": None, "schema": None, "login": None, "password": None}
+    base: dict[str, Any] = {"host": None, "port": None, "schema": None, "login": None, "password": None}
     base.update(fields)
     extra = base.pop("extra", {})
     return SimpleNamespace(**base, extra_dejson=extra)

@@ -41,7 +41,7 @@ from typing import Any
 from airflow.sdk.exceptions import AirflowNotFoundException
 from fsspec.spec import AbstractFileSystem
 
-from airflow_dcache.hooks._transfers import check_mode
+from airflow_dcache.hooks.arguments import check_mode
 from airflow_dcache.hooks.dcache import DCacheHook
 from airflow_dcache.paths import clean_roots
 

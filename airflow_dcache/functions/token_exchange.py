@@ -24,8 +24,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from airflow_dcache.hooks._protocol import TokenFileReader
-from airflow_dcache.hooks._settings import AuthType, ConnectionSettings
+from airflow_dcache.hooks.models import AuthType, ConnectionSettings
+from airflow_dcache.hooks.token_file import TokenFileReader
 
 TOKEN_EXCHANGE_GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"
 ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"

@@ -34,6 +34,7 @@ from airflow_dcache.hooks._protocol import (
 )
 from airflow_dcache.hooks._settings import ConnectionSettings
 from airflow_dcache.hooks._transfers import refuse_directory
+from airflow_dcache.hooks.arguments import parse_gid, parse_mode
 from airflow_dcache.hooks.models import (
     ArchivedBulkRequest,
     ArchiveInfo,
@@ -314,32 +315,6 @@ def _label_names(labels: Iterable[str], field_name: str) -> list[str]:
     if isinstance(labels, str) or not all(isinstance(x, str) and x.strip() for x in labels):
         raise ValueError(f"{field_name}: expected a list of non-empty label names, got {labels!r}")
     return list(labels)
-
-
-def parse_mode(value: object, field_name: str = "mode") -> int:
-    """Permission bits from an int (``0o775``, ``509``) or an octal string (``"775"``, ``"0775"``, ``"0o775"``).
-
-    A decimal-looking string is read as octal, the way ``chmod 775`` is; ``rwx`` notation is refused.
-    """
-    if isinstance(value, int) and not isinstance(value, bool):
-        mode = value
-    elif isinstance(value, str) and re.fullmatch(r"(0o|0O)?[0-7]{1,5}", value.strip()):
-        mode = int(value.strip().removeprefix("0o").removeprefix("0O"), 8)
-    else:
-        raise ValueError(f"{field_name}: expected permission bits as an int (0o775) or an octal string "
-                         f"('775', '0775'), got {value!r}")
-    if not 0 <= mode <= 0o7777:
-        raise ValueError(f"{field_name}: {oct(mode) if mode >= 0 else mode} is outside 0o0..0o7777")
-    return mode
-
-
-def parse_gid(value: object, field_name: str = "gid") -> int:
-    """A numeric group id (dCache's ``chgrp`` takes no group names)."""
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value.strip())
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{field_name}: expected a numeric group id (>= 0), got {value!r}")
-    return value
 
 
 def chmod(s: ConnectionSettings, path: str, mode: int | str) -> Operation[None]:

@@ -20,18 +20,11 @@ from airflow_dcache.hooks import _checksums
 from airflow_dcache.hooks._perfmarkers import PerfMarkerParser, TransferOutcome
 from airflow_dcache.hooks._protocol import door_url, mask_url, normalize_path
 from airflow_dcache.hooks._settings import ConnectionSettings
+from airflow_dcache.hooks.arguments import ChecksumMode, check_mode  # noqa: F401 - the hooks use tx.check_mode
 from airflow_dcache.hooks.models import TransferResult
 
-ChecksumMode = Literal["adler32", "md5", "sha-256", "sha-512", "none"]
-_MODES = ("adler32", "md5", "sha-256", "sha-512", "none")
 CHUNK_SIZE = 1024 * 1024
 TPC_CREDENTIALS = frozenset({"none", "gridsite", "oidc"})
-
-
-def check_mode(mode: str) -> ChecksumMode:
-    if mode not in _MODES:
-        raise ValueError(f"checksum must be one of {', '.join(repr(m) for m in _MODES)}; got {mode!r}")
-    return mode  # type: ignore[return-value]
 
 
 def upload_url(settings: ConnectionSettings, path: str, xattrs: Mapping[str, Any] | None = None) -> str:

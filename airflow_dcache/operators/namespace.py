@@ -199,7 +199,7 @@ class DCacheSetPermissionsOperator(_NamespaceOperator):
         self.remove_labels = remove_labels
 
     def execute(self, context: Any) -> dict[str, Any]:
-        from airflow_dcache.hooks._operations import parse_gid, parse_mode
+        from airflow_dcache.hooks.arguments import parse_gid, parse_mode
 
         paths = paths_from(self.path, field="path")
         _check_permissions(self.mode, self.gid, self.labels, self.remove_labels, rendered=True)
@@ -233,7 +233,7 @@ class DCacheSetPermissionsOperator(_NamespaceOperator):
 
 def _check_permissions(mode: Any, gid: Any, labels: Any, remove_labels: Any, *, rendered: bool) -> None:
     """Check what is not a template (everything, once rendered); errors name the argument."""
-    from airflow_dcache.hooks._operations import parse_gid, parse_mode
+    from airflow_dcache.hooks.arguments import parse_gid, parse_mode
 
     if mode not in (None, "") and (rendered or not is_template(mode)):
         parse_mode(mode, "mode")

@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from airflow_dcache.hooks._transfers import check_mode
+from airflow_dcache.hooks.arguments import check_mode
 from airflow_dcache.links.dcache import DCacheFileLink, DCacheViewLink, persist_file_links
 from airflow_dcache.operators.base import DCacheBaseOperator
 from airflow_dcache.paths import check_at_parse

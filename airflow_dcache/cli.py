@@ -1,4 +1,4 @@
-"""The ``airflow-dcache`` command: ``server``, ``demo``, and ``bench`` in a source checkout.
+"""The ``airflow-dcache`` command: ``server``, ``demo``, ``function``, and ``bench`` in a source checkout.
 
 The benchmarks live in the repository's ``benchmarks/`` (they compare against nginx, time the test
 service, write ``benchmarks/results/``), not in the package; ``bench`` is therefore only offered when
@@ -69,6 +69,12 @@ def main(argv: list[str] | None = None) -> int:
         demo_parser = sub.add_parser("demo", help="run the demo (service with sample users and data)")
         demo.add_arguments(demo_parser)
         demo_parser.set_defaults(func=demo.run)
+
+    from airflow_dcache.functions import kit
+
+    function = sub.add_parser("function", help="write, build and test your own functions; the Docker engine")
+    kit.add_arguments(function)
+    function.set_defaults(func=kit.run)
 
     if benchmarks_available():
         bench = sub.add_parser("bench", help="run a benchmark from the checkout's benchmarks/")

@@ -2,21 +2,38 @@
 
 Containers run with ``--network host`` (the engine has no bridge), a read-only root file system with
 a private ``/tmp``, no capabilities, ``no-new-privileges``, an optional CPU and memory limit, and
-pull policy *never*: a missing image fails at once (``make function-images`` builds them). The task
-document goes in on stdin through an attach socket, never in the environment (``docker inspect``
+pull policy *never*: a missing image fails at once (``airflow-dcache function build`` builds them). The
+task document goes in on stdin through an attach socket, never in the environment (``docker inspect``
 would show it). The container is removed after the run, on timeout and on ``stop()``.
+
+An image is only run for the code it was built from: when the function's folder is found (``functions_dir``,
+``$AIRFLOW_DCACHE_FUNCTIONS_DIR`` or the provider's library), the image's source-digest label must equal
+the folder's current digest, otherwise the run is refused (:class:`StaleImage`) rather than silently
+running old code. ``rebuild=True`` (or ``$AIRFLOW_DCACHE_FUNCTION_REBUILD=1``) builds the image instead.
+A worker without the folder (images only) trusts the image's label.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import socket
+import subprocess
 import threading
+from pathlib import Path
 from typing import Any
 
-from airflow_dcache.functions.images import docker_client
-from airflow_dcache.functions.registry import IMAGE_REPOSITORY, SOURCE_LABEL, check_name
+from airflow_dcache.functions.images import build_base, build_function, docker_client
+from airflow_dcache.functions.registry import (
+    IMAGE_REPOSITORY,
+    LIBRARY_DIR,
+    SOURCE_LABEL,
+    FunctionSource,
+    check_name,
+    default_functions_dir,
+    find_function,
+)
 from airflow_dcache.functions.runtime import (
     STDOUT_KEEP_BYTES,
     FunctionIdentity,
@@ -27,6 +44,28 @@ from airflow_dcache.functions.runtime import (
 )
 
 STDERR_KEEP_BYTES = 64 * 1024
+REBUILD_ENV = "AIRFLOW_DCACHE_FUNCTION_REBUILD"
+"""Set to ``1`` to rebuild a function's image when it is missing or older than the folder, instead of refusing."""
+
+log = logging.getLogger(__name__)
+
+
+class StaleImage(FunctionRunError):
+    """The image was built from other code than the function folder holds now (or its origin is unknown)."""
+
+
+def rebuild_requested(value: bool | None = None) -> bool:
+    """``value`` when given, else whether ``$AIRFLOW_DCACHE_FUNCTION_REBUILD`` is ``1``/``true``/``yes``."""
+    if value is not None:
+        return value
+    return os.environ.get(REBUILD_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def build_hint(source: FunctionSource) -> str:
+    """The command that builds ``source``'s image; ``--dir`` unless it is one of the provider's own."""
+    parent = source.directory.parent
+    where = "" if parent == LIBRARY_DIR.resolve() else f" --dir {parent}"
+    return f"airflow-dcache function build {source.name}{where}"
 
 
 class DockerRuntime(FunctionRuntime):
@@ -38,12 +77,17 @@ class DockerRuntime(FunctionRuntime):
     :param cpus: CPU limit (e.g. ``1.5``), ``None`` for no limit.
     :param memory: memory limit in Docker's notation (``"512m"``), ``None`` for no limit.
     :param command: command to run instead of the image's entry point.
+    :param functions_dir: where the function's folder is looked up to check the image against it (default
+        ``$AIRFLOW_DCACHE_FUNCTIONS_DIR`` or the provider's library); no folder there, no check.
+    :param rebuild: build the image when it is missing or stale instead of refusing to run it (default
+        ``$AIRFLOW_DCACHE_FUNCTION_REBUILD``).
     """
 
     name = "docker"
 
     def __init__(self, function: str, image: str | None = None, *, docker_url: str | None = None,
-                 cpus: float | None = None, memory: str | None = None, command: list[str] | None = None) -> None:
+                 cpus: float | None = None, memory: str | None = None, command: list[str] | None = None,
+                 functions_dir: str | os.PathLike[str] | None = None, rebuild: bool | None = None) -> None:
         super().__init__()
         self.function = check_name(function)
         self.image = image or f"{IMAGE_REPOSITORY}/{function}:latest"
@@ -51,6 +95,8 @@ class DockerRuntime(FunctionRuntime):
         self.cpus = cpus
         self.memory = memory
         self.command = command
+        self.functions_dir = functions_dir
+        self.rebuild = rebuild_requested(rebuild)
         self._client: Any = None
         self._container_id: str | None = None
         self._lock = threading.RLock()  # re-entered when a signal handler calls stop()
@@ -66,27 +112,66 @@ class DockerRuntime(FunctionRuntime):
             except docker.errors.DockerException as exc:
                 self._client = None
                 raise FunctionRunError(
-                    f"no Docker engine answers ({exc}); start one with scripts/docker-engine"
+                    f"no Docker engine answers ({exc}); start one with: airflow-dcache function engine start"
                 ) from exc
         return self._client
 
+    def source(self) -> FunctionSource | None:
+        """The function's folder when there is one to check the image against, else ``None``."""
+        base = Path(self.functions_dir) if self.functions_dir is not None else default_functions_dir()
+        if base is None or not (base / self.function / "main.py").is_file():
+            return None
+        try:
+            return find_function(self.function, base)
+        except ValueError as exc:  # e.g. a function.json that is not JSON
+            raise FunctionRunError(f"function {self.function}: {exc}") from exc
+
     def identify(self) -> FunctionIdentity:
+        source = self.source()
+        current = source.digest if source is not None else None
+        image = self._image(missing_ok=self.rebuild and source is not None)
+        recorded = _labels(image).get(SOURCE_LABEL) if image is not None else None
+        if source is not None and current is not None and (image is None or recorded != current):
+            if not self.rebuild:
+                raise StaleImage(_stale_message(self.image, source, recorded, current))
+            self.image = self._build(source)
+            image = self._image(missing_ok=False)
+            recorded = _labels(image).get(SOURCE_LABEL)
+        config = image.attrs.get("Config") or {}
+        command = self.command or [*(config.get("Entrypoint") or []), *(config.get("Cmd") or [])]
+        # Without a folder to compare with, the label is the best identity; an image built by hand has
+        # none, and its image id stands in.
+        digest = recorded or image.id
+        return FunctionIdentity("docker", self.function, digest, image=self.image, image_id=image.id,
+                                command=list(command))
+
+    def _image(self, *, missing_ok: bool) -> Any:
         import docker.errors
 
         try:
-            image = self.client.images.get(self.image)
+            return self.client.images.get(self.image)
         except docker.errors.ImageNotFound:
+            if missing_ok:
+                return None
             raise FunctionRunError(
-                f"image {self.image} is not on the engine (pull policy is never); build it with make function-images"
+                f"image {self.image} is not on the engine (pull policy is never); build it with: "
+                f"airflow-dcache function build {self.function}"
             ) from None
         except docker.errors.DockerException as exc:
             raise FunctionRunError(f"cannot inspect image {self.image}: {exc}") from exc
-        config = image.attrs.get("Config") or {}
-        labels = config.get("Labels") or {}
-        command = self.command or [*(config.get("Entrypoint") or []), *(config.get("Cmd") or [])]
-        digest = labels.get(SOURCE_LABEL) or image.id
-        return FunctionIdentity("docker", self.function, digest, image=self.image, image_id=image.id,
-                                command=list(command))
+
+    def _build(self, source: FunctionSource) -> str:
+        """Build ``source`` (and the base if missing) on this runtime's engine; returns the new tag."""
+        import docker.errors
+
+        log.info("%s=1: building the image of %s (%s)", REBUILD_ENV, source.name, source.digest)
+        client = docker_client(self.docker_url)  # the default timeout: a base build takes minutes
+        try:
+            return build_function(client, source, build_base(client, log=log.info), log=log.debug)
+        except (RuntimeError, OSError, subprocess.CalledProcessError, docker.errors.DockerException) as exc:
+            raise FunctionRunError(f"function {source.name}: rebuilding its image failed: {exc}") from exc
+        finally:
+            client.close()
 
     def client_ip(self) -> str | None:
         # Host networking on a local engine: requests leave from the host's own addresses. Whether
@@ -192,6 +277,21 @@ class DockerRuntime(FunctionRuntime):
 
         with contextlib.suppress(docker.errors.APIError):
             self.client.api.remove_container(cid, force=True)
+
+
+def _labels(image: Any) -> dict[str, str]:
+    return dict((image.attrs.get("Config") or {}).get("Labels") or {})
+
+
+def _stale_message(image: str, source: FunctionSource, recorded: str | None, current: str) -> str:
+    if recorded is None:
+        why = (f"image {image} of function {source.name} has no {SOURCE_LABEL} label, so it cannot be shown "
+               f"to hold the code of {source.directory} ({current})")
+    else:
+        why = (f"image {image} of function {source.name} was built from source {recorded}, but "
+               f"{source.directory} is now {current}")
+    return (f"{why}; refusing to run old code. Rebuild it with: {build_hint(source)} "
+            f"(or set {REBUILD_ENV}=1 to rebuild before running)")
 
 
 def docker_available(docker_url: str | None = None) -> bool:

@@ -6,7 +6,8 @@ root file system made by ``debootstrap --variant=minbase`` and turned into an im
 (the engine has no bridge). Every image is tagged by a content hash (the base by its recipe, a
 function by its source digest), so a rebuild is skipped when that tag already exists.
 
-Run as ``python -m airflow_dcache.functions.images [name ...]`` (``scripts/function-images``).
+Run as ``airflow-dcache function build [name ...]`` or ``python -m airflow_dcache.functions.images [name ...]``
+(``scripts/function-images``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from airflow_dcache.functions.engine import Engine
 from airflow_dcache.functions.registry import (
     IMAGE_REPOSITORY,
     SDK_FILE,
@@ -34,14 +36,19 @@ from airflow_dcache.functions.registry import (
 SUITE = "bookworm"
 BASE_PACKAGES = ("python3",)
 DEFAULT_SOCKET = "unix:///run/airflow-dcache-docker.sock"
+"""The private engine's default socket (``$AIRFLOW_DCACHE_DOCKER_SOCK`` moves it, see ``engine``)."""
+
+
+def engine_url(base_url: str | None = None) -> str:
+    """``base_url``, else ``$DOCKER_HOST``, else the project's private engine socket."""
+    return base_url or os.environ.get("DOCKER_HOST") or Engine.from_env().host
 
 
 def docker_client(base_url: str | None = None, timeout: int = 600) -> Any:
     """A Docker SDK client for ``base_url``, ``$DOCKER_HOST`` or this project's engine socket."""
     from docker.client import DockerClient
 
-    url = base_url or os.environ.get("DOCKER_HOST") or DEFAULT_SOCKET
-    return DockerClient(base_url=url, version="auto", timeout=timeout)
+    return DockerClient(base_url=engine_url(base_url), version="auto", timeout=timeout)
 
 
 def debian_mirror() -> str:
@@ -114,6 +121,8 @@ def build_base(client: Any, *, log: Any = print) -> str:
 
 def build_function(client: Any, source: FunctionSource, base: str, *, log: Any = print) -> str:
     """``docker build --network host`` of one function on ``base``; skipped when its tag exists."""
+    if not (source.directory / "Dockerfile").is_file():
+        raise RuntimeError(f"{source.name}: no Dockerfile in {source.directory} (docs/functions.md shows one)")
     tag = source.image_tag
     if image_exists(client, tag):
         log(f"{tag} exists")

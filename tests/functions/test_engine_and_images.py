@@ -1,9 +1,13 @@
-"""scripts/docker-engine is idempotent; image builds are cached by content hash; containers get no bridge."""
+"""The engine command (packaged, and scripts/docker-engine) is idempotent; image builds are cached by content
+hash; containers get no bridge."""
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from airflow_dcache.functions.images import base_tag, build_all, debian_mirror, docker_client
 from airflow_dcache.functions.registry import LIBRARY_DIR, SOURCE_LABEL, find_function
@@ -17,6 +21,32 @@ def test_engine_script_is_idempotent(docker_url: str) -> None:
     status = subprocess.run([str(REPO / "scripts/docker-engine"), "status"], capture_output=True, text=True,
                             timeout=60)
     assert status.returncode == 0
+
+
+def test_packaged_engine_command_is_the_script(docker_url: str) -> None:
+    """``airflow-dcache function engine`` prints what scripts/docker-engine prints (the script wraps it)."""
+    for action in ([], ["start"], ["status"]):
+        proc = subprocess.run([sys.executable, "-m", "airflow_dcache.cli", "function", "engine", *action],
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0 and proc.stdout.strip() == f"DOCKER_HOST={docker_url}", proc.stderr
+
+
+def test_engine_command_without_an_engine(tmp_path: Path) -> None:
+    """status fails with a message, stop touches nothing, start explains a missing dockerd; none starts one."""
+    env = {**os.environ, "AIRFLOW_DCACHE_DOCKER_ROOT": str(tmp_path / "root"),
+           "AIRFLOW_DCACHE_DOCKER_SOCK": str(tmp_path / "engine.sock")}
+    script = str(REPO / "scripts/docker-engine")
+    status = subprocess.run([script, "status"], capture_output=True, text=True, timeout=60, env=env)
+    assert status.returncode == 1 and f"not answering on {tmp_path / 'engine.sock'}" in status.stderr
+    stop = subprocess.run([script, "stop"], capture_output=True, text=True, timeout=60, env=env)
+    assert stop.returncode == 0 and not (tmp_path / "root").exists()
+    start = subprocess.run([sys.executable, "-m", "airflow_dcache.functions.engine"], capture_output=True, text=True,
+                           timeout=60, env={**env, "PATH": str(tmp_path)})  # no dockerd on this PATH
+    assert start.returncode == 1 and start.stdout == ""
+    assert start.stderr.strip() in {"docker-engine: dockerd not installed (apt-get install docker.io)",
+                                    "docker-engine: dockerd needs root"}
+    usage = subprocess.run([script, "restart"], capture_output=True, text=True, timeout=60, env=env)
+    assert usage.returncode == 2
 
 
 def test_engine_has_no_bridge(docker_url: str) -> None:

@@ -106,7 +106,8 @@ class DCacheFunctionOperator(BaseOperator):
         the only case where the function's source address is known), a list of addresses/subnets, or
         ``None`` for no ``ip:`` caveat.
     :param cpus: CPU limit for the container. :param memory: memory limit (``"1g"``) for the container.
-    :param functions_dir: where function directories live (local runtime).
+    :param functions_dir: where function directories live (local runtime; the docker runtime checks the
+        image was built from that folder's current source).
     :param docker_url: Docker engine URL (default ``$DOCKER_HOST`` or the project's engine socket).
     :param dcache_conn_id: the dCache connection; its credential never reaches the function.
     :param credentials: what the function gets: ``"macaroon"`` (per-file macaroons minted by the door)
@@ -213,7 +214,7 @@ class DCacheFunctionOperator(BaseOperator):
             from airflow_dcache.functions.container import DockerRuntime
 
             return DockerRuntime(self.function, self.image, docker_url=self.docker_url, cpus=self.cpus,
-                                 memory=self.memory, command=self.command)
+                                 memory=self.memory, command=self.command, functions_dir=self.functions_dir)
         from airflow_dcache.functions.local import LocalRuntime
 
         return LocalRuntime(self.function, self.functions_dir)

@@ -86,7 +86,11 @@ def engine_hint(url: str) -> str:
 
 def connect(url: str | None = None) -> object:
     """A Docker client on a live engine, or :class:`KitError` saying how to start one."""
-    import docker.errors
+    try:
+        import docker.errors
+    except ImportError:
+        raise KitError("building and running function images needs the Docker SDK: "
+                       "pip install 'airflow-dcache[docker]'") from None
 
     from airflow_dcache.functions.images import docker_client, engine_url
 

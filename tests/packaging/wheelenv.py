@@ -126,3 +126,20 @@ def fresh_venv(path: Path, wheel: Path) -> FreshVenv:
     if done.returncode != 0:
         raise RuntimeError(f"pip install of the wheel failed:\n{done.stdout}\n{done.stderr}")
     return venv
+
+
+def installed_venv(path: Path, wheel: Path, extras: str, constraints: Path = ROOT / "requirements.lock",
+                   timeout: float = 900.0) -> FreshVenv:
+    """A venv at ``path`` with ``pip install "<wheel>[extras]" -c constraints``, as docs/index.md tells a user.
+
+    Unlike :func:`fresh_venv` nothing is borrowed from the project's venv: pip resolves every dependency
+    from the configured index under the tested pins, so a missing or wrong dependency declaration fails here.
+    """
+    subprocess.run([sys.executable, "-m", "venv", str(path)], check=True, timeout=120)
+    venv = FreshVenv(path)
+    done = venv.run(str(venv.python), "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                    f"{wheel}[{extras}]", "-c", str(constraints), timeout=timeout)
+    if done.returncode != 0:
+        raise RuntimeError(f"pip install of {wheel.name}[{extras}] failed:\n"
+                           f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    return venv

@@ -59,6 +59,8 @@ if str(Path(__file__).resolve().parent) not in sys.path:  # also importable as b
 
 from _common import format_table, run_async_benchmark
 
+from airflow_dcache.testing.watchers import MemoryStateStore
+
 SCRIPT = Path(__file__).resolve()
 GOALS = {"event_p99_ms": 100.0, "dag_run_p50_s": 2.0, "sse_events_per_s": 10_000, "kafka_records_per_s": 50_000}
 FAST_PACING: dict[str, Any] = {"batch_quiet": 0.0, "batch_max_latency": 0.0, "batch_min_interval": 0.0}
@@ -223,17 +225,7 @@ async def upload(service: Service, directory: str, names: list[str], rate: float
 # --------------------------------------------------------------------------------------------------
 
 
-class MemoryStore:
-    """The triggerer's ``asset_state_store`` accessor (aget/aset), in memory, JSON round-tripped like the real one."""
-
-    def __init__(self) -> None:
-        self.data: dict[str, Any] = {}
-
-    async def aget(self, key: str, default: Any = None) -> Any:
-        return json.loads(json.dumps(self.data.get(key, default)))
-
-    async def aset(self, key: str, value: Any) -> None:
-        self.data[key] = json.loads(json.dumps(value))
+MemoryStore = MemoryStateStore  # the triggerer's asset_state_store accessor, in memory
 
 
 SEEN: dict[str, dict[str, float]] = defaultdict(dict)  # client id -> file name -> first seen (monotonic)

@@ -17,29 +17,14 @@ import pytest
 
 from airflow_dcache.events import parse_batch
 from airflow_dcache.hooks.dcache import DCacheHook
+from airflow_dcache.testing.watchers import MemoryStateStore
 from airflow_dcache.triggers import DCacheStorageEventTrigger
 
 FAST = dict(batch_quiet=0.2, batch_max_latency=1.0, batch_min_interval=0.3, keepalive=2.0,
             reconnect_backoff_max=2.0)
 
 
-class MemoryStore:
-    """Stand-in for the triggerer's AssetStateStoreAccessors (aget/aset/adelete/aclear)."""
-
-    def __init__(self) -> None:
-        self.data: dict[str, Any] = {}
-
-    async def aget(self, key: str, default: Any = None) -> Any:
-        return json.loads(json.dumps(self.data.get(key, default)))
-
-    async def aset(self, key: str, value: Any) -> None:
-        self.data[key] = json.loads(json.dumps(value))
-
-    async def adelete(self, key: str) -> None:
-        self.data.pop(key, None)
-
-    async def aclear(self) -> None:
-        self.data.clear()
+MemoryStore = MemoryStateStore  # the triggerer's asset_state_store accessor, in memory
 
 
 def set_connection(monkeypatch: pytest.MonkeyPatch, server: Any, conn_id: str, user: str = "alice") -> None:

@@ -9,9 +9,11 @@ one, ``tests/test_version_compat.py`` fails and names it, instead of a watcher q
   which; the public ``__getitem__`` needs the ``Asset`` object, which a trigger does not have.
 - ``airflow.sdk.definitions._internal.mixins.ResolveMixin`` (task SDK 1.3.2): the one base of XComArgs
   and mapped-task arguments; an operator that validates its arguments at parse time must skip those.
-- The Kafka provider's ``KafkaConsumerHook._get_client`` (override point for ``group.id`` and the initial
-  offset), ``KafkaSharedStreamProducer._ensure_manual_commit`` and ``._resolve_floor`` (apache-kafka
-  provider 2.1.0): the billing trigger subclasses the shared-stream producer and keeps its commit rules.
+- The Kafka provider's ``KafkaConsumerHook._get_client`` (apache-kafka provider 2.1.0): the one override
+  point for ``group.id`` and the initial offset, used by ``hooks/billing.py:DCacheBillingConsumerHook``.
+- The Kafka provider's ``KafkaSharedStreamProducer._ensure_manual_commit`` and ``._resolve_floor``
+  (apache-kafka provider 2.1.0): ``triggers/billing_stream.py:BillingStreamProducer`` subclasses the
+  shared-stream producer and keeps its commit rules.
 """
 
 from __future__ import annotations

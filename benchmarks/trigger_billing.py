@@ -71,19 +71,21 @@ def run(count: int, repeat: int, burst: int = 5000) -> dict[str, Any]:
     messages = [_Message(i, v) for i, v in enumerate(values)]
     trigger = DCacheBillingEventTrigger(topics=["billing"], site="main", include=["/data/in"], exclude=["*.tmp"])
     producer = DCacheBillingEventTrigger.create_shared_stream_producer(trigger.serialize()[1])
-    parse, total, events = [], [], 0
+    parse, total, cpu, events = [], [], [], 0
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         chunks: list[Any] = [messages[i:i + burst] for i in range(0, len(messages), burst)]
         batches = [producer.build_batch(chunk)[0] for chunk in chunks]
         t1 = time.perf_counter()
         events = sum(p["count"] for b in batches for p in trigger.payloads(b))
-        t2 = time.perf_counter()
+        t2, c2 = time.perf_counter(), time.process_time()
         parse.append(count / (t1 - t0))
         total.append(count / (t2 - t0))
+        cpu.append(count / max(c2 - c0, 1e-9))
+    # CPU time besides wall time: on a shared machine the wall figure swings with the neighbours' load.
     return {"records": count, "repeat": repeat, "burst": burst, "matching_events": events,
             "parse_records_per_s": statistics.median(parse), "records_per_s": statistics.median(total),
-            "goal_records_per_s": 50_000}
+            "cpu_records_per_s": statistics.median(cpu), "goal_records_per_s": 50_000}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'measure':<40} {'value':>12} {'goal':>10}")
     print(f"{'parse+map (producer), records/s':<40} {result['parse_records_per_s']:>12,.0f} {'':>10}")
     print(f"{'parse+map+filter+payload, records/s':<40} {result['records_per_s']:>12,.0f} {50_000:>10,}")
+    print(f"{'  the same per CPU second, records/s':<40} {result['cpu_records_per_s']:>12,.0f} {'':>10}")
     print(f"{'matching events (1 in 10 uploads)':<40} {result['matching_events']:>12,}")
     return 0 if result["records_per_s"] >= result["goal_records_per_s"] else 1
 

@@ -27,13 +27,22 @@ A record that *is* valid billing JSON but maps to no event (the last two rows, o
 could not resolve such as ``"Unknown"`` or NFS's ``parent:[<id>]/name``) returns ``None``. A
 record that is not valid billing JSON raises :class:`BillingRecordError` naming what is wrong;
 callers count, log and skip it, they never crash on it.
+
+Two paths, one answer. :func:`parse_billing_record` + :func:`billing_fields` are the reference: they
+read any JSON and name the first thing wrong. One trigger must keep up with a whole site's billing
+(>= 50,000 records/s), so :func:`billing_event` first tries a fast path that decodes, with msgspec,
+only the keys the mapping reads, into types that are exactly the valid ones; a record that path does
+not fully understand (a wrong type, an unknown ``msgType``, a bad date, not JSON at all) goes through
+the reference path, which gives the same event, ``None`` or error as before the fast path existed.
 """
 
 from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
+
+import msgspec
 
 from airflow_dcache.events.model import EventKind, StorageEvent
 
@@ -43,6 +52,7 @@ __all__ = [
     "billing_event",
     "billing_fields",
     "parse_billing_record",
+    "reference_billing_event",
 ]
 
 _KNOWN_TYPES = frozenset({"transfer", "request", "remove", "store", "restore", "hit", "warning"})
@@ -112,9 +122,8 @@ def _utc_millis(date: str) -> str:
         raise BillingRecordError(f"date {date[:40]!r} is not ISO-8601") from None
     if parsed.tzinfo is None:
         raise BillingRecordError(f"date {date[:40]!r} has no UTC offset")
-    u = parsed.astimezone(UTC)  # formatted field by field: strftime costs more than the rest of the record
-    return (f"{u.year:04d}-{u.month:02d}-{u.day:02d}T{u.hour:02d}:{u.minute:02d}:{u.second:02d}."
-            f"{u.microsecond // 1000:03d}Z")
+    # isoformat (C) writes %04d years and truncates to milliseconds, like format_time; "+00:00" -> "Z".
+    return parsed.astimezone(UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
 def _int(doc: dict[str, Any], key: str) -> int | None:
@@ -250,6 +259,145 @@ def billing_fields(doc: dict[str, Any]) -> BillingFields | None:
     )
 
 
+# -- the fast path ---------------------------------------------------------------------------------
+#
+# Each field's type is the set of values the reference path accepts without comment (``int`` excludes
+# ``bool`` in msgspec, as ``_int`` does); anything else fails the decode and takes the reference path.
+
+
+class _Status(msgspec.Struct, gc=False):
+    code: int = 0
+    msg: str | None = None
+
+
+class _ProtocolInfo(msgspec.Struct, gc=False):
+    protocol: str | None = None
+    host: str | None = None
+
+
+class _Mover(msgspec.Struct, gc=False):
+    """A door request's ``moverInfo``: the keys the mapping reads from it."""
+
+    isWrite: str | None = None  # dCache's key names
+    isP2p: bool = False
+    transferSize: int | None = None
+    protocolInfo: _ProtocolInfo | None = None
+
+
+class _Record(msgspec.Struct, gc=False):
+    """The keys of one billing record the mapping reads; every other key is checked as JSON and skipped."""
+
+    msgType: str
+    date: str
+    version: Any = msgspec.UNSET
+    VERSION: Any = msgspec.UNSET
+    status: _Status | None = None
+    cellType: str | None = None
+    cellName: str | None = None
+    session: str | None = None
+    storageInfo: str | None = None
+    billingPath: str | None = None
+    transferPath: str | None = None
+    isWrite: str | None = None
+    isP2p: bool = False
+    transferSize: int | None = None
+    protocolInfo: _ProtocolInfo | None = None
+    moverInfo: _Mover | None = None
+    client: str | None = None
+    subject: list[str] | None = None
+    owner: str | None = None
+    fileSize: int | None = None
+    pnfsid: str | None = None
+
+
+_decode_record = msgspec.json.Decoder(_Record).decode
+#: The fast path's answer "not sure": let the reference path decide (event, ``None`` or error).
+_UNSURE: Final = object()
+_WRITE_OR_READ: Final = {"write": EventKind.CLOSED_AFTER_WRITE, "read": EventKind.READ}
+
+
+def _fast_event(value: bytes | str | None, cursor: str) -> StorageEvent | object | None:
+    """The event of a well-typed record, ``None`` for a valid non-file record, else :data:`_UNSURE`.
+
+    Never raises for a bad record and never decides one is bad: that is the reference path's job.
+    """
+    if not isinstance(value, bytes | bytearray | str):  # None (a tombstone), or nothing Kafka gives
+        return _UNSURE
+    try:
+        # msgspec does not check the UTF-8 of keys it skips: non-ASCII bytes are decoded to str first, so
+        # "not UTF-8" stays the reference's verdict.
+        if not isinstance(value, str) and not value.isascii():
+            value = value.decode("utf-8")
+        r = _decode_record(value)
+    except (UnicodeDecodeError, msgspec.DecodeError):  # ValidationError is a DecodeError
+        return _UNSURE
+    msg_type = r.msgType
+    version = r.version if r.version is not msgspec.UNSET else r.VERSION
+    if msg_type not in _KNOWN_TYPES or version is None or version is msgspec.UNSET:
+        return _UNSURE
+    try:
+        time = _utc_millis(r.date)
+    except BillingRecordError:
+        return _UNSURE
+    cell_type = r.cellType
+    if msg_type == "transfer" or msg_type == "request":
+        mover: _Record | _Mover | None = r if msg_type == "transfer" else r.moverInfo
+        if mover is None:
+            return None  # a door request that failed before a mover ran
+        direction = mover.isWrite
+        kind = _WRITE_OR_READ.get(direction)  # type: ignore[arg-type]
+        if kind is None:
+            return None if direction is None and msg_type == "request" else _UNSURE
+    elif msg_type == "remove" and cell_type == "door":
+        kind, mover = EventKind.DELETED, None
+    elif msg_type == "store":
+        kind, mover = EventKind.FLUSHED, None
+    elif msg_type == "restore":
+        kind, mover = EventKind.STAGED, None
+    else:
+        return None  # pool remove, hit, warning
+    path = r.billingPath
+    if not (path and path.startswith("/")):
+        path = r.transferPath
+        if not (path and path.startswith("/")):
+            return None
+    status = r.status
+    msg = status.msg if status is not None else None
+    extra: dict[str, Any] = {
+        "msgType": msg_type,
+        "status": {"code": status.code if status is not None else 0, "msg": msg[:500] if msg is not None else ""},
+    }
+    if r.cellName is not None:
+        extra["cellName"] = r.cellName
+    if r.session is not None:
+        extra["session"] = r.session
+    if r.storageInfo is not None:
+        extra["storageInfo"] = r.storageInfo
+    if mover is None:  # remove, store, restore: their moverInfo, else none (the reference's ``or {}``)
+        mover = r.moverInfo or _Mover()
+    extra["isP2p"] = mover.isP2p
+    if mover.transferSize is not None:
+        extra["transferSize"] = mover.transferSize
+    info = mover.protocolInfo
+    user = _user(r.subject)
+    if user is None and cell_type == "door":
+        user = r.owner
+    return StorageEvent.trusted(
+        kind=kind,
+        path=path,
+        name=path.rsplit("/", 1)[-1],
+        time=time,
+        source="kafka",
+        cursor=cursor,
+        size=r.fileSize,
+        pnfsid=r.pnfsid,
+        user=user,
+        client_host=(info.host if info is not None else None) if msg_type == "transfer" else r.client,
+        protocol=info.protocol if info is not None else None,
+        extra=extra,
+    )
+
+
 def billing_event(value: bytes | str | None, *, cursor: str) -> StorageEvent | None:
     """One Kafka value → a ``StorageEvent`` with ``source="kafka"``, or ``None`` (not a file event).
 
@@ -257,6 +405,14 @@ def billing_event(value: bytes | str | None, *, cursor: str) -> StorageEvent | N
     :param cursor: where it came from, ``"<topic>:<partition>:<offset>"``.
     :raises BillingRecordError: the value is not valid dCache billing JSON.
     """
+    event = _fast_event(value, cursor)
+    if event is not _UNSURE:
+        return event  # type: ignore[return-value]
+    return reference_billing_event(value, cursor=cursor)
+
+
+def reference_billing_event(value: bytes | str | None, *, cursor: str) -> StorageEvent | None:
+    """:func:`billing_event` through the reference path only (any JSON, exact errors; the tests' oracle)."""
     fields = billing_fields(parse_billing_record(value))
     if fields is None:
         return None

@@ -18,8 +18,9 @@ from __future__ import annotations
 import fnmatch
 import ipaddress
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from airflow_dcache.events.model import KIND_BY_MASK, EventKind, StorageEvent
@@ -64,18 +65,43 @@ class PathPattern:
             mode, arg = "name", text
         object.__setattr__(self, "_mode", mode)
         object.__setattr__(self, "_arg", arg)
+        object.__setattr__(self, "_test", _compile_test(mode, arg))
 
     def matches(self, event: StorageEvent) -> bool:
-        mode, arg = self._mode, self._arg  # type: ignore[attr-defined]
-        if mode == "prefix":
-            return arg == "/" or event.path == arg or event.path.startswith(arg + "/")
-        if mode == "glob_name":
-            return arg.match(event.name) is not None
-        if mode == "glob_path":
-            return arg.match(event.path) is not None
-        if mode == "re":
-            return arg.search(event.path) is not None
-        return bool(event.name == arg)
+        return self._test(event)  # type: ignore[attr-defined, no-any-return]
+
+
+def _whole_tree(event: StorageEvent) -> bool:
+    return True
+
+
+def _under(prefix: str, below: str, event: StorageEvent) -> bool:
+    return event.path == prefix or event.path.startswith(below)
+
+
+def _name_matches(match: Callable[[str], Any], event: StorageEvent) -> bool:
+    return match(event.name) is not None
+
+
+def _path_matches(match: Callable[[str], Any], event: StorageEvent) -> bool:
+    return match(event.path) is not None
+
+
+def _name_is(name: str, event: StorageEvent) -> bool:
+    return bool(event.name == name)
+
+
+def _compile_test(mode: str, arg: Any) -> Callable[[StorageEvent], bool]:
+    """The test of one pattern as one call (it runs for every raw event of every watcher); picklable."""
+    if mode == "prefix":
+        return _whole_tree if arg == "/" else partial(_under, arg, arg + "/")
+    if mode == "glob_name":
+        return partial(_name_matches, arg.match)
+    if mode == "glob_path":
+        return partial(_path_matches, arg.match)
+    if mode == "re":
+        return partial(_path_matches, arg.search)
+    return partial(_name_is, arg)
 
 
 def _strings(value: Any, name: str) -> tuple[str, ...]:
@@ -140,6 +166,8 @@ class EventFilter:
         set_(self, "exclude", _strings(self.exclude, "exclude"))
         set_(self, "_include", tuple(PathPattern(p, "include") for p in self.include))
         set_(self, "_exclude", tuple(PathPattern(p, "exclude") for p in self.exclude))
+        set_(self, "_include_tests", tuple(p._test for p in self._include))  # type: ignore[attr-defined]
+        set_(self, "_exclude_tests", tuple(p._test for p in self._exclude))  # type: ignore[attr-defined]
         if self.name_regex is not None:
             if not isinstance(self.name_regex, str) or not self.name_regex:
                 raise ValueError(f"name_regex: must be a non-empty string, got {self.name_regex!r}")
@@ -178,16 +206,23 @@ class EventFilter:
         """Whether ``event`` passes every criterion; cheap checks first (this runs per raw event)."""
         if self._kinds and event.kind not in self._kinds:  # type: ignore[attr-defined]
             return False
-        if self.exclude_p2p and event.extra.get("isP2p") is True:
+        extra = event.extra
+        if self.exclude_p2p and extra.get("isP2p") is True:
             return False
         if self.exclude_failed:
-            status = event.extra.get("status")
-            if isinstance(status, Mapping) and status.get("code", 0) not in (0, None):
+            status = extra.get("status")
+            if (type(status) is dict or isinstance(status, Mapping)) and status.get("code", 0) not in (0, None):
                 return False
-        if self._include and not any(p.matches(event) for p in self._include):  # type: ignore[attr-defined]
-            return False
-        if any(p.matches(event) for p in self._exclude):  # type: ignore[attr-defined]
-            return False
+        include = self._include_tests  # type: ignore[attr-defined]
+        if include:
+            for test in include:
+                if test(event):
+                    break
+            else:
+                return False
+        for test in self._exclude_tests:  # type: ignore[attr-defined]
+            if test(event):
+                return False
         name_re = self._name_re  # type: ignore[attr-defined]
         if name_re is not None and not name_re.fullmatch(event.name):
             return False

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from airflow_dcache.events import EventFilter, StorageEvent
+from airflow_dcache.events.model import EventKind
 
 
 def ev(path: str = "/data/in/a.h5", **kw: object) -> StorageEvent:
@@ -92,3 +93,16 @@ def test_kwargs_are_deterministic_and_round_trip() -> None:
     assert EventFilter.from_kwargs(a.to_kwargs()) == a
     with pytest.raises(ValueError, match=r"^inclde"):
         EventFilter.from_kwargs({"inclde": []})
+
+
+def test_compiled_filter_pickles_and_still_matches() -> None:
+    """The per-pattern tests are compiled once; a filter must still survive pickling (deep copies, executors)."""
+    import pickle
+
+    flt = EventFilter(include=("/data/in", "*.h5", "re:^/x", "/a/*/b.txt", "exact", "/"), exclude=("*.tmp",))
+    clone = pickle.loads(pickle.dumps(flt))
+    assert clone == flt
+    for path in ("/data/in/a.tmp", "/data/in/a", "/elsewhere/f.h5", "/x/1", "/a/q/r/b.txt", "/p/exact"):
+        event = StorageEvent(kind=EventKind.CLOSED_AFTER_WRITE, path=path, name=path.rsplit("/", 1)[-1], is_dir=False,
+                             time="2026-05-14T08:21:07.512Z", source="kafka", cursor="t:0:1")
+        assert clone.matches(event) == flt.matches(event) == (not path.endswith(".tmp"))

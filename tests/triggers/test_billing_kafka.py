@@ -24,7 +24,8 @@ from confluent_kafka import Consumer, TopicPartition
 
 from airflow_dcache.events.payload import parse_batch
 from airflow_dcache.server.services.billing import records as rec
-from airflow_dcache.triggers.billing import BillingBatch, DCacheBillingEventTrigger
+from airflow_dcache.triggers.billing import DCacheBillingEventTrigger
+from airflow_dcache.triggers.billing_stream import BillingBatch
 from tests.kafka_broker import CONSUMER_DEFAULTS, KafkaBroker, unique_topic
 
 pytestmark = pytest.mark.timeout(180) if hasattr(pytest.mark, "timeout") else []

@@ -16,7 +16,8 @@ from airflow_dcache.events.billing import BillingRecordError, billing_event, bil
 from airflow_dcache.events.model import EventKind, StorageEvent, format_time, parse_time
 from airflow_dcache.events.payload import SCHEMA, parse_batch
 from airflow_dcache.server.services.billing import records as rec
-from airflow_dcache.triggers.billing import BillingBatch, DCacheBillingEventTrigger
+from airflow_dcache.triggers.billing import DCacheBillingEventTrigger
+from airflow_dcache.triggers.billing_stream import BillingBatch
 
 POOL = rec.Cell("pool_a", "pool", "poolDomain")
 DOOR = rec.Cell("WebDAV-door01", "door", "webdavDomain")

@@ -7,7 +7,8 @@ import json
 import pytest
 from airflow.triggers.base import BaseEventTrigger
 
-from airflow_dcache.triggers.billing import CLASSPATH, BillingStreamProducer, DCacheBillingEventTrigger
+from airflow_dcache.triggers.billing import CLASSPATH, DCacheBillingEventTrigger
+from airflow_dcache.triggers.billing_stream import BillingStreamProducer
 
 
 def test_serialize_names_this_class_and_rebuilds_identically() -> None:

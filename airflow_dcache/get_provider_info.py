@@ -118,6 +118,16 @@ def get_provider_info() -> dict[str, Any]:
                 },
             }
         ],
+        "hooks": [
+            {
+                "integration-name": "dCache",
+                "python-modules": [
+                    "airflow_dcache.hooks.dcache",
+                    "airflow_dcache.hooks.dcache_async",
+                    "airflow_dcache.hooks.billing",
+                ],
+            }
+        ],
         "asset-uris": [
             {
                 "schemes": ["dcache"],

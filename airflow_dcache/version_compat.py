@@ -14,6 +14,10 @@ one, ``tests/test_version_compat.py`` fails and names it, instead of a watcher q
 - The Kafka provider's ``KafkaSharedStreamProducer._ensure_manual_commit`` and ``._resolve_floor``
   (apache-kafka provider 2.1.0): ``triggers/billing_stream.py:BillingStreamProducer`` subclasses the
   shared-stream producer and keeps its commit rules.
+- ``airflow.models.dagrun.get_or_create_dagrun`` (apache-airflow 3.3.2): ``dag.test()`` creates its run
+  through it and has no parameter for triggering asset events; ``airflow_dcache.testing.dagrun`` wraps it,
+  in its child process only, to attach the events a test's watchers reported (``AssetEvent`` rows on the
+  run's ``consumed_asset_events``), so an event-driven DAG is tested as the scheduler would run it.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ PRIVATE_NAMES: tuple[tuple[str, str], ...] = (
     ("airflow.providers.apache.kafka.hooks.consume", "KafkaConsumerHook._get_client"),
     ("airflow.providers.apache.kafka.triggers.shared_stream", "KafkaSharedStreamProducer._ensure_manual_commit"),
     ("airflow.providers.apache.kafka.triggers.shared_stream", "KafkaSharedStreamProducer._resolve_floor"),
+    ("airflow.models.dagrun", "get_or_create_dagrun"),
 )
 
 

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from airflow_dcache.hooks import _checksums
-from airflow_dcache.hooks._settings import AuthType, ConnectionSettings
+from airflow_dcache.hooks._settings import AuthType, ConnectionSettings, parse_site
 
 
 class _XComValue:
@@ -424,4 +424,5 @@ __all__ = [
     "StagedFile",
     "TransferResult",
     "UserInfo",
+    "parse_site",
 ]

@@ -112,7 +112,7 @@ def connection_site(conn_id: str) -> str | None:
     try:
         from airflow.sdk import BaseHook
 
-        from airflow_dcache.hooks._settings import parse_site
+        from airflow_dcache.hooks.models import parse_site
 
         site = parse_site(BaseHook.get_connection(conn_id).extra_dejson.get("site"), conn_id)
     except Exception as exc:  # a missing or broken connection: no identity from it

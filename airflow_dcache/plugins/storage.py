@@ -59,7 +59,7 @@ def discover_connection_ids() -> list[str]:
 
 def offered_connections() -> list[dict[str, str]]:
     """``[{"conn_id", "site"}]`` of the connections the view offers (cached for 30 s)."""
-    from airflow_dcache.hooks._settings import parse_site
+    from airflow_dcache.hooks.models import parse_site
 
     cached = _CACHE.get("conns")
     if cached and time.monotonic() - cached[0] < CACHE_SECONDS:

@@ -9,8 +9,9 @@ from typing import Any
 from airflow.sdk import BaseHook
 from airflow.sdk.log import mask_secret
 
-from airflow_dcache.hooks._protocol import TokenFileReader, auth_headers
+from airflow_dcache.hooks._protocol import auth_headers
 from airflow_dcache.hooks._settings import AuthType, ConnectionSettings, settings_from_connection
+from airflow_dcache.hooks.token_file import TokenFileReader
 from airflow_dcache.paths import clean_roots, within
 
 

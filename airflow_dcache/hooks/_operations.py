@@ -19,19 +19,7 @@ from urllib.parse import quote, unquote, urljoin, urlsplit
 
 from airflow_dcache.exceptions import AlreadyExists, Conflict, DCacheConnectionError, NotFound, UnexpectedResponse
 from airflow_dcache.hooks import _caveats, _checksums
-from airflow_dcache.hooks._protocol import (
-    MACAROON_REQUEST_TYPE,
-    ResponseInfo,
-    allowed_path,
-    api_url,
-    door_url,
-    mask_url,
-    namespace_url,
-    normalize_path,
-    parse_json,
-    same_origin,
-    well_known_url,
-)
+from airflow_dcache.hooks._protocol import MACAROON_REQUEST_TYPE, ResponseInfo, parse_json
 from airflow_dcache.hooks._settings import ConnectionSettings
 from airflow_dcache.hooks._transfers import refuse_directory
 from airflow_dcache.hooks.arguments import parse_gid, parse_mode
@@ -46,6 +34,16 @@ from airflow_dcache.hooks.models import (
     StageRequestInfo,
     UserInfo,
     bulk_targets,
+)
+from airflow_dcache.hooks.urls import (
+    allowed_path,
+    api_url,
+    door_url,
+    mask_url,
+    namespace_url,
+    normalize_path,
+    same_origin,
+    well_known_url,
 )
 
 T = TypeVar("T")

@@ -1,8 +1,9 @@
 """Transport-independent pieces of the dCache wire protocol: credentials, redirects, retries, errors.
 
 Both hooks execute the same requests through different HTTP clients; everything that decides *what* is
-sent and *how a reply is read* lives here as pure functions, so the two clients differ only in I/O. URLs
-are built by the public :mod:`airflow_dcache.hooks.urls` (re-exported here for the hooks' modules).
+sent and *how a reply is read* lives here as pure functions, so the two clients differ only in I/O.
+URLs are built by the public :mod:`airflow_dcache.hooks.urls`, token files read by
+:mod:`airflow_dcache.hooks.token_file`.
 """
 
 from __future__ import annotations
@@ -28,18 +29,7 @@ from airflow_dcache.exceptions import (
     error_class_for_status,
 )
 from airflow_dcache.hooks._settings import AuthType, ConnectionSettings
-from airflow_dcache.hooks.token_file import TokenFileReader  # noqa: F401 - the hooks' modules import it here
-from airflow_dcache.hooks.urls import (  # noqa: F401 - re-exported for the hooks' modules
-    allowed_path,
-    api_url,
-    door_url,
-    mask_url,
-    namespace_url,
-    normalize_path,
-    quote_path,
-    same_origin,
-    well_known_url,
-)
+from airflow_dcache.hooks.urls import mask_url, same_origin
 
 MACAROON_REQUEST_TYPE = "application/macaroon-request"
 # Safe to repeat after a dropped connection or a 5xx; bodies of PUT/POST/COPY are streams we cannot replay.

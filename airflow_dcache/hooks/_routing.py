@@ -9,8 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 from airflow_dcache.exceptions import UnexpectedResponse
-from airflow_dcache.hooks._protocol import MAX_REDIRECTS, Hop, elevation_message, mask_url, may_elevate, next_hop
+from airflow_dcache.hooks._protocol import MAX_REDIRECTS, Hop, elevation_message, may_elevate, next_hop
 from airflow_dcache.hooks._settings import ConnectionSettings
+from airflow_dcache.hooks.urls import mask_url
 
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 ERROR_BODY_LIMIT = 64 * 1024  # bytes of an error reply read for its message; the rest is dropped

@@ -20,8 +20,9 @@ from urllib.parse import urlsplit
 
 from airflow_dcache.exceptions import NotFound, UnexpectedResponse
 from airflow_dcache.hooks._operations import Call, Operation
-from airflow_dcache.hooks._protocol import api_url, mask_url, parse_json, well_known_url
+from airflow_dcache.hooks._protocol import parse_json
 from airflow_dcache.hooks._settings import ConnectionSettings
+from airflow_dcache.hooks.urls import api_url, mask_url, well_known_url
 
 log = logging.getLogger(__name__)
 

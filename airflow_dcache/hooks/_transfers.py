@@ -18,10 +18,10 @@ from urllib.parse import urlsplit
 from airflow_dcache.exceptions import ChecksumMismatch, Conflict, TransferFailed, UnexpectedResponse
 from airflow_dcache.hooks import _checksums
 from airflow_dcache.hooks._perfmarkers import PerfMarkerParser, TransferOutcome
-from airflow_dcache.hooks._protocol import door_url, mask_url, normalize_path
 from airflow_dcache.hooks._settings import ConnectionSettings
 from airflow_dcache.hooks.arguments import ChecksumMode, check_mode  # noqa: F401 - the hooks use tx.check_mode
 from airflow_dcache.hooks.models import TransferResult
+from airflow_dcache.hooks.urls import door_url, mask_url, normalize_path
 
 CHUNK_SIZE = 1024 * 1024
 TPC_CREDENTIALS = frozenset({"none", "gridsite", "oidc"})

@@ -42,10 +42,7 @@ from airflow_dcache.hooks._protocol import (
     call_deadline,
     check_tls_files,
     client_cert,
-    door_url,
     error_for,
-    mask_url,
-    normalize_path,
     parse_retry_after,
     requests_verify,
     retry_wait,
@@ -64,6 +61,7 @@ from airflow_dcache.hooks.models import (
     TransferResult,
     UserInfo,
 )
+from airflow_dcache.hooks.urls import door_url, mask_url, normalize_path
 
 T = TypeVar("T")
 

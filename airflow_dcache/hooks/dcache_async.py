@@ -41,7 +41,6 @@ from airflow_dcache.hooks._protocol import (
     backoff_delay,
     call_deadline,
     error_for,
-    mask_url,
     retry_wait,
     ssl_context,
 )
@@ -55,6 +54,7 @@ from airflow_dcache.hooks.models import (
     StageRequestInfo,
     UserInfo,
 )
+from airflow_dcache.hooks.urls import mask_url
 
 T = TypeVar("T")
 BodyFactory = Callable[[], AsyncIterator[bytes]]

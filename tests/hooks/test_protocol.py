@@ -11,21 +11,10 @@ from pathlib import Path
 import pytest
 
 from airflow_dcache import exceptions as exc
-from airflow_dcache.hooks._protocol import (
-    ResponseInfo,
-    TokenFileReader,
-    api_url,
-    auth_headers,
-    door_url,
-    error_for,
-    error_message,
-    mask_url,
-    namespace_url,
-    next_hop,
-    normalize_path,
-    same_origin,
-)
+from airflow_dcache.hooks._protocol import ResponseInfo, auth_headers, error_for, error_message, next_hop
 from airflow_dcache.hooks._settings import AuthType, ConnectionSettings
+from airflow_dcache.hooks.token_file import TokenFileReader
+from airflow_dcache.hooks.urls import api_url, door_url, mask_url, namespace_url, normalize_path, same_origin
 
 
 def settings(**kw: object) -> ConnectionSettings:

@@ -48,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     :param argv: command-line arguments without the program name.
     """
     parser = argparse.ArgumentParser(
-        prog="airflow-dcache", description="The dCache-compatible service, the demo and (in a checkout) the benchmarks."
+        prog="airflow-dcache",
+        description="The dCache-compatible service, the demo, the function kit and (in a checkout) the benchmarks."
     )
     sub = parser.add_subparsers(dest="command", required=True)
 

@@ -41,6 +41,18 @@ Billing instead of SSE
     ``*.h5`` under ``/data/incoming``, pool-to-pool and failed transfers excluded). It is defined when
     ``$AIRFLOW_DCACHE_BILLING_TOPIC`` names the topic (connection ``kafka_billing``).
 
+Chunked design (``$AIRFLOW_DCACHE_PIPELINE_DESIGN=chunked``, read when the DAG is parsed)
+    Same DAG id, asset, steps and rules, but the task group is mapped over *chunks* of files (at most
+    ``chunk_max_files`` files and ``chunk_max_bytes`` bytes, defaults 50 files / 2 GiB or
+    ``$AIRFLOW_DCACHE_CHUNK_MAX_FILES`` / ``$AIRFLOW_DCACHE_CHUNK_MAX_BYTES``): ``collect`` → ``chunk`` →
+    per chunk ``validate_replicate``, ``preview``, ``publish``, ``archive_rule``, ``drop_buffer_replica``,
+    ``wait_archived``, ``record_lineage`` → ``report``. A run costs a few tasks per chunk instead of 8 per
+    file, and is not capped by ``[core] max_map_length`` files. Inside a stage each file is handled on its
+    own (``$AIRFLOW_DCACHE_CHUNK_CONCURRENCY`` at once, default 8): a file that fails is carried with
+    its stage and reason, later stages skip it, its chunk-mates go on. ``report`` fails the run naming
+    every failed file, stage and reason; trigger with ``only_failed_of`` = that run's id to re-run just
+    those files. One asset event per chunk carries the list of per-file lineage records.
+
 Connections: ``dcache_main`` and ``dcache_buffer`` (``site`` extras ``main``/``buffer``). The function
 runtime is ``$AIRFLOW_DCACHE_FUNCTION_RUNTIME`` (``local`` or ``docker``; the demo picks it).
 """
@@ -73,6 +85,12 @@ SELECT_ROOTS = [SOURCE_ROOT]
 ALLOWED_ROOTS = [SOURCE_ROOT, BUFFER_ROOT, OUTPUT_ROOT]
 # [END ingest_roots]
 BILLING_TOPIC = os.environ.get("AIRFLOW_DCACHE_BILLING_TOPIC")
+# per_file: a task group mapped over files (8 tasks per file; the demo and its progress view read these
+# task ids); chunked: mapped over chunks of files, a few tasks per chunk (docs/pipelines.md)
+DESIGNS = ("per_file", "chunked")
+DESIGN = os.environ.get("AIRFLOW_DCACHE_PIPELINE_DESIGN", "").strip() or "per_file"
+if DESIGN not in DESIGNS:
+    raise ValueError(f"$AIRFLOW_DCACHE_PIPELINE_DESIGN: expected one of {', '.join(DESIGNS)}, got {DESIGN!r}")
 
 
 def _env_number(name: str, default: float, *, minimum: float, whole: bool = False) -> float:
@@ -125,12 +143,26 @@ PARAMS = {
                          description="Off: a manual run whose paths match no file fails, naming the pattern."),
 }
 
+# [START ingest_chunk_params]
+# The chunked design's own params; their defaults come from the environment when the DAG is parsed.
+CHUNK_PARAMS = {
+    "chunk_max_files": Param(int(_env_number("AIRFLOW_DCACHE_CHUNK_MAX_FILES", 50, minimum=1, whole=True)),
+                             type="integer", minimum=1, title="Files per chunk (at most)"),
+    "chunk_max_bytes": Param(int(_env_number("AIRFLOW_DCACHE_CHUNK_MAX_BYTES", 2 * 1024 ** 3, minimum=1, whole=True)),
+                             type="integer", minimum=1, title="Bytes per chunk (at most)"),
+    "only_failed_of": Param("", type="string", title="Re-run only the files that failed in run",
+                            description="A run id of this DAG: its failed files (its report) are the selection."),
+}
+CHUNK_CONCURRENCY = int(_env_number("AIRFLOW_DCACHE_CHUNK_CONCURRENCY", 8, minimum=1, whole=True))
+# [END ingest_chunk_params]
+
 
 def ingest_pipeline(dag_id: str, source: Asset) -> DAG:
     """The pipeline scheduled on ``source``: the SSE and the billing variant share every task."""
 
     @dag(dag_id=dag_id, schedule=[source], catchup=False, render_template_as_native_obj=True, max_active_runs=16,
-         tags=["dcache", "ingest", "example"], doc_md=__doc__, params=PARAMS,
+         tags=["dcache", "ingest", "example"], doc_md=__doc__,
+         params={**PARAMS, **CHUNK_PARAMS} if DESIGN == "chunked" else PARAMS,
          # a 403/404 or a changed file fails at once; every dCache task stays inside ALLOWED_ROOTS
          default_args={"retry_policy": DCacheRetryPolicy(), "allowed_roots": ALLOWED_ROOTS})
     def pipeline() -> None:
@@ -143,9 +175,12 @@ def ingest_pipeline(dag_id: str, source: Asset) -> DAG:
             with their reasons.
             """
             from airflow_dcache.hooks import DCacheHook
-            from airflow_dcache.pipelines import steps
+            from airflow_dcache.pipelines import chunk_steps, steps
 
             skipped: list[dict[str, Any]] = []
+            if (params or {}).get("only_failed_of"):  # the chunked design's "re-run the failures"
+                failed = ti.xcom_pull(task_ids="report", key="failed", run_id=params["only_failed_of"])
+                params = chunk_steps.rerun_params(params, failed)
             # files chosen by a person (trigger form, REST, CLI, backfill conf) are selected with that
             # person's dCache identity when the site mapped one, else plainly (no admin role) in SELECT_ROOTS
             selector, person = steps.person_selector(MAIN, dag_run, params, SELECT_ROOTS)
@@ -154,6 +189,8 @@ def ingest_pipeline(dag_id: str, source: Asset) -> DAG:
                                                  run_id=run_id, buffer_root=BUFFER_ROOT, output_root=OUTPUT_ROOT,
                                                  source_root=SOURCE_ROOT, skipped=skipped, allowed_roots=SELECT_ROOTS,
                                                  selector=selector, selector_name=person)
+            if (params or {}).get("only_failed_of"):
+                chunk_steps.note_missing(params["paths"], items, skipped)
             ti.xcom_push(key="skipped", value=skipped)
             return items
 
@@ -245,10 +282,92 @@ def ingest_pipeline(dag_id: str, source: Asset) -> DAG:
             # [END ingest_per_file]
 
         items = collect()
+        if DESIGN == "chunked":
+            chunked_design(dag_id, items, clean_up)
+            return
         # a teardown: runs when the files are done whatever their outcome, and does not decide the run's state
         per_file.expand(item=items) >> clean_up().as_teardown()
 
     return pipeline()
+
+
+def chunked_design(dag_id: str, items: Any, clean_up: Any) -> None:
+    """``chunk`` → the chunk group mapped over chunks → ``report``; the stage bodies are in ``chunk_steps``."""
+
+    def config() -> Any:
+        from airflow_dcache.pipelines.chunk_steps import Config
+
+        return Config(main=MAIN, buffer=BUFFER, allowed_roots=ALLOWED_ROOTS, concurrency=CHUNK_CONCURRENCY)
+
+    @task
+    def chunk(items: list[dict[str, Any]], params: dict[str, Any]) -> list[dict[str, Any]]:
+        """The run's work items in chunks of at most ``chunk_max_files`` files and ``chunk_max_bytes`` bytes."""
+        from airflow_dcache.pipelines.chunks import make_chunks
+
+        return make_chunks(items, params["chunk_max_files"], params["chunk_max_bytes"])
+
+    # [START ingest_chunked]
+    @task_group(group_id="chunks")
+    def per_chunk(chunk: dict[str, Any]) -> None:
+        from airflow_dcache.pipelines import chunk_steps as cs
+
+        @task(**REPLICATE_RETRIES)
+        def validate_replicate(chunk: dict[str, Any]) -> dict[str, Any]:
+            return cs.validate_replicate(chunk, config())
+
+        @task
+        def preview(chunk: dict[str, Any], params: dict[str, Any], run_id: str, ti: Any = None) -> dict[str, Any]:
+            ids = {"dag_id": dag_id, "task_id": ti.task_id, "run_id": run_id, "map_index": ti.map_index}
+            return cs.preview(chunk, config(), runtime=RUNTIME, function=params["function"],
+                              parameters=params["function_parameters"], ids=ids)
+
+        @task(**REPLICATE_RETRIES)
+        def publish(chunk: dict[str, Any]) -> dict[str, Any]:
+            return cs.publish(chunk, config())
+
+        @task
+        def archive_rule(chunk: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+            return cs.archive_rule(chunk, config(), target_qos=params["target_qos"])
+
+        @task
+        def drop_buffer_replica(chunk: dict[str, Any]) -> dict[str, Any]:
+            return cs.drop_buffer_replica(chunk, config())
+
+        @task
+        def wait_archived(chunk: dict[str, Any]) -> dict[str, Any]:
+            return cs.wait_archived(chunk, config(), timeout=600, interval=1)
+
+        @task(outlets=[processed])
+        def record_lineage(archived: dict[str, Any], dropped: dict[str, Any], run_id: str, params: Any = None,
+                           ti: Any = None, outlet_events: Any = None) -> dict[str, Any]:
+            """Mark each file version processed and emit one asset event with the chunk's lineage records."""
+            state, records = cs.record_lineage(archived, dropped, config(), dag_id=dag_id, run_id=run_id,
+                                               function_name=(params or {}).get("function"))
+            ti.xcom_push(key="outcome", value=state)  # read by report, also when no event is emitted
+            if not records:  # nothing processed in this chunk: no asset event that says nothing
+                from airflow.sdk.exceptions import AirflowSkipException
+
+                raise AirflowSkipException(f"chunk {state.get('index')}: no file of this chunk was processed here")
+            outlet_events[processed].extra = cs.lineage_extra(records, dag_id=dag_id, run_id=run_id,
+                                                              chunk=state.get("index", ti.map_index))
+            return state
+
+        published = publish(preview(validate_replicate(chunk)))
+        record_lineage(wait_archived(archive_rule(published)), drop_buffer_replica(published))
+    # [END ingest_chunked]
+
+    @task(trigger_rule="all_done", retries=0)
+    def report(ti: Any = None) -> dict[str, Any]:
+        """Per-file outcomes and timings (XCom); fails the run naming every failed file, its stage and reason."""
+        from airflow_dcache.pipelines import chunk_steps
+
+        return chunk_steps.report(ti, group="chunks")
+
+    chunks = chunk(items)
+    done = per_chunk.expand(chunk=chunks)
+    done >> report()
+    # a teardown: runs when the chunks are done whatever their outcome, and does not decide the run's state
+    done >> clean_up().as_teardown()
 
 
 dcache_ingest_pipeline = ingest_pipeline("dcache_ingest_pipeline", incoming)

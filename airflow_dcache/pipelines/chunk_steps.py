@@ -1,0 +1,401 @@
+"""The stage bodies of the chunked ingest pipeline: each takes a chunk (see :mod:`.chunks`) and returns it.
+
+Every stage does for each live file of the chunk what the per-file design's task of the same name does
+for one file, with the same rules: each step that acts on the raw file names its version
+(``require_version``: a file replaced since the event fails at once), the copies use per-file
+macaroons (:class:`~airflow_dcache.transfers.tpc.ThirdPartyCopy`), the function runs once per file
+(:class:`~airflow_dcache.functions.activation.Activation`: per-file macaroons, private output area,
+activation record), and the marker ``airflow_dcache.done.<dag_id>`` is set per file version by
+:func:`~airflow_dcache.pipelines.steps.mark_processed` (compare-and-set) in the last stage only.
+
+Two stages act on the chunk at once instead of per file, because one request serves all its files:
+``archive_rule`` (one bulk ``UPDATE_QOS`` request for the chunk's live files) and ``wait_archived``
+(one directory listing per directory and round instead of a ``stat`` per file).
+
+Hooks: a stage's worker threads each get their own hooks (:class:`Hooks`), built from the connection
+settings resolved once in the task's own thread; a hook's ``requests`` session is not shared between
+threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import posixpath
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from airflow_dcache.events.version import FileVersion, require_version
+from airflow_dcache.exceptions import DCacheConnectionError
+from airflow_dcache.hooks.dcache import DCacheHook
+from airflow_dcache.pipelines import chunks as ck
+from airflow_dcache.pipelines import steps
+
+log = logging.getLogger(__name__)
+
+#: Task ids (inside the chunk group) of the stages whose result the next one reads, in order.
+STAGE_TASKS = ("validate_replicate", "preview", "publish", "archive_rule", "wait_archived", "record_lineage")
+#: The asset event's ``extra`` schema of a chunk's lineage (a list of per-file lineage records).
+CHUNK_LINEAGE_SCHEMA = "airflow-dcache/lineage-chunk/v1"
+
+
+@dataclass(frozen=True)
+class Config:
+    """Where a chunk's stages act: the pipeline's connections, trees and per-stage concurrency."""
+
+    main: str
+    buffer: str
+    allowed_roots: Sequence[str]
+    concurrency: int = ck.DEFAULT_CONCURRENCY
+    #: a site that cannot be reached fails the stage task (retried) instead of the files
+    transient: tuple[type[BaseException], ...] = field(default=(DCacheConnectionError,))
+
+
+class Hooks:
+    """One hook per connection and worker thread, all from settings resolved once in the creating thread."""
+
+    def __init__(self, conn_ids: Sequence[str], allowed_roots: Sequence[str]) -> None:
+        self._base = {c: DCacheHook(c, allowed_roots=allowed_roots) for c in conn_ids}
+        self._settings = {c: h.settings for c, h in self._base.items()}  # read the connections here, once
+        self._local = threading.local()
+        self._made: list[DCacheHook] = list(self._base.values())
+        self._lock = threading.Lock()
+
+    def __call__(self, conn_id: str) -> DCacheHook:
+        """This thread's hook on ``conn_id``."""
+        mine: dict[str, DCacheHook] = self._local.__dict__.setdefault("hooks", {})
+        if conn_id not in mine:
+            mine[conn_id] = DCacheHook(conn_id, settings=self._settings[conn_id])
+            with self._lock:
+                self._made.append(mine[conn_id])
+        return mine[conn_id]
+
+    def base(self, conn_id: str) -> DCacheHook:
+        """The hook of the creating thread (for requests made once per chunk)."""
+        return self._base[conn_id]
+
+    def close(self) -> None:
+        for hook in self._made:
+            hook.close()
+
+    def __enter__(self) -> Hooks:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _run(chunk: Mapping[str, Any], cfg: Config, stages: Sequence[tuple[str, ck.Step]]) -> ck.Chunk:
+    return ck.run_stages(chunk, stages, concurrency=cfg.concurrency, transient=cfg.transient)
+
+
+def _version(item: Mapping[str, Any]) -> FileVersion:
+    version = steps.item_version(item)
+    if version is None:
+        raise ValueError(f"{item.get('path')}: the work item names no version (no pnfsid)")
+    return version
+
+
+def validate_replicate(chunk: Mapping[str, Any], cfg: Config) -> ck.Chunk:
+    """``validate`` (as :func:`steps.check_hdf5`) then ``replicate`` main → buffer, per file.
+
+    Fused into one task: a file is copied as soon as it is valid, and the chunk costs one task less.
+    """
+    from airflow_dcache.transfers.tpc import ThirdPartyCopy
+
+    with Hooks([cfg.main, cfg.buffer], cfg.allowed_roots) as hooks:
+        def validate(entry: ck.Entry) -> dict[str, Any]:
+            return {"item": steps.check_hdf5(hooks(cfg.main), entry["item"])}
+
+        def replicate(entry: ck.Entry) -> None:
+            item = entry["item"]
+            # validate checked the version an instant ago on this thread; the copy is checked against
+            # the version's checksum afterwards, so a replacement in between is still caught
+            version = _version(item)
+            ThirdPartyCopy(hooks(cfg.main), hooks(cfg.buffer)).copy(item["path"], item["buffer_path"], version)
+
+        return _run(chunk, cfg, [("validate", validate), ("replicate", replicate)])
+
+
+def make_runtime(kind: str, function: str) -> Any:
+    """The function runtime for one activation (``local`` subprocess or ``docker`` container)."""
+    if kind == "docker":
+        from airflow_dcache.functions.container import DockerRuntime
+
+        return DockerRuntime(function, None)
+    if kind != "local":
+        raise ValueError(f"$AIRFLOW_DCACHE_FUNCTION_RUNTIME: expected local or docker, got {kind!r}")
+    from airflow_dcache.functions.local import LocalRuntime
+
+    return LocalRuntime(function)
+
+
+def preview(chunk: Mapping[str, Any], cfg: Config, *, runtime: str, function: str, parameters: Mapping[str, Any],
+            ids: Mapping[str, Any], timeout: float = 300) -> ck.Chunk:
+    """Run ``function`` once per file at the buffer site (one :class:`Activation` each); result in ``preview``.
+
+    One activation per file, not one for the chunk: each file keeps its own DOWNLOAD macaroon, its
+    own private output area and activation record, and a function failing on one file fails only it.
+    """
+    from airflow_dcache.functions.activation import Activation, ActivationOptions, RunIds
+
+    run_ids = RunIds(**ids)
+    with Hooks([cfg.buffer], cfg.allowed_roots) as hooks:
+        def run(entry: ck.Entry) -> dict[str, Any]:
+            item = entry["item"]
+            activation = Activation(hooks(cfg.buffer), make_runtime(runtime, function), function,
+                                    ActivationOptions(timeout=timeout), log=log)
+            result = activation.run([item["buffer_path"]], output_dir=item["buffer_output_dir"],
+                                    origins=[item.get("origin")], parameters=parameters, ids=run_ids)
+            return {"preview": result}
+
+        return _run(chunk, cfg, [("preview", run)])
+
+
+def publish(chunk: Mapping[str, Any], cfg: Config) -> ck.Chunk:
+    """Copy each file's outputs and activation record buffer → ``output_dir`` on main; ``published`` maps them.
+
+    The outputs of one file sit in its own output folder on the buffer and go to its own folder on
+    main, so one macaroon per side covers them (:meth:`ThirdPartyCopy.copy_folder`).
+    """
+    from airflow_dcache.transfers.tpc import ThirdPartyCopy
+
+    with Hooks([cfg.main, cfg.buffer], cfg.allowed_roots) as hooks:
+        def copy(entry: ck.Entry) -> dict[str, Any]:
+            result, out_dir = entry["preview"], entry["item"]["output_dir"].rstrip("/")
+            # the outputs' adler32 is known (the activation verified them): no second read of the source
+            files = [(o["path"], (o.get("checksums") or {}).get("adler32")) for o in result.get("outputs", [])]
+            files.append((result["activation_record"], None))
+            copier = ThirdPartyCopy(hooks(cfg.buffer), hooks(cfg.main))
+            folders = {posixpath.dirname(path) for path, _ in files}
+            if len(folders) == 1:  # the function's output folder: one macaroon per side for this file's outputs
+                copied = copier.copy_folder([(posixpath.basename(p), a) for p, a in files], folders.pop(), out_dir)
+            else:
+                copied = [copier.copy(p, f"{out_dir}/{posixpath.basename(p)}", adler32=a) for p, a in files]
+            return {"published": {c["source"]: c["destination"] for c in copied}}
+
+        return _run(chunk, cfg, [("publish", copy)])
+
+
+def archive_rule(chunk: Mapping[str, Any], cfg: Config, *, target_qos: str) -> ck.Chunk:
+    """Check each raw file is still its version, then one bulk ``UPDATE_QOS`` for the chunk's live files."""
+    from airflow_dcache.waits import qos_name
+
+    target = qos_name(target_qos)
+    if target is None:
+        raise ValueError("target_qos: no QoS given")
+    with Hooks([cfg.main], cfg.allowed_roots) as hooks:
+        def check(entry: ck.Entry) -> None:
+            require_version(hooks(cfg.main), entry["item"]["path"], _version(entry["item"]), step=f"QoS {target}")
+
+        result = _run(chunk, cfg, [("archive_rule", check)])
+        paths = [e["item"]["path"] for e in ck.live(result)]
+        if not paths:
+            return result
+        try:
+            submission = hooks.base(cfg.main).submit_bulk_request("UPDATE_QOS", paths,
+                                                                  arguments={"targetQos": target})
+        except cfg.transient as exc:
+            raise ck.StageUnreachable(f"QoS {target} for chunk {chunk.get('index')}: {exc}") from exc
+        except Exception as exc:
+            return ck.fail_live(result, "archive_rule", exc)
+        log.info("QoS %s requested for %d file(s) (bulk request %s)", target, len(paths), submission.id)
+        now = time.time()
+        for entry in ck.live(result):
+            entry["timings"]["archive_rule"][1] = now
+            entry["qos_request"] = submission.id
+        return result
+
+
+def drop_buffer_replica(chunk: Mapping[str, Any], cfg: Config) -> ck.Chunk:
+    """Remove each live file's work area on the buffer site (its replica and function outputs)."""
+    with Hooks([cfg.buffer], cfg.allowed_roots) as hooks:
+        def drop(entry: ck.Entry) -> None:
+            hooks(cfg.buffer).delete(entry["item"]["buffer_dir"], recursive=True, missing_ok=True)
+
+        return _run(chunk, cfg, [("drop_buffer_replica", drop)])
+
+
+def wait_archived(chunk: Mapping[str, Any], cfg: Config, *, timeout: float = 600, interval: float = 1.0,
+                  clock: Callable[[], float] = time.monotonic) -> ck.Chunk:
+    """Wait until every live raw file's locality includes NEARLINE: one listing per directory and round.
+
+    A file that is gone or was replaced fails at once (its version is compared on every round); one
+    not archived within ``timeout`` seconds fails with that reason; the others are not held back by it.
+    """
+    from airflow_dcache.waits import FileCondition, check_file
+
+    condition = FileCondition.build(None, "NEARLINE")
+    result = ck.copy_chunk(chunk)
+    pending = {e["item"]["path"]: e for e in ck.live(result)}
+    start = time.time()
+    deadline = clock() + timeout
+    with Hooks([cfg.main], cfg.allowed_roots) as hooks:
+        hook = hooks.base(cfg.main)
+        for _round in range(int(timeout / max(interval, 0.01)) + 2):
+            by_dir: dict[str, list[str]] = {}
+            for path in pending:
+                by_dir.setdefault(posixpath.dirname(path), []).append(path)
+            for directory, paths in by_dir.items():
+                try:
+                    listing = {e.name: e for e in hook.list_dir(directory, locality=True, checksum=True)}
+                except DCacheConnectionError as exc:
+                    raise ck.StageUnreachable(f"waiting for chunk {chunk.get('index')} to be archived: {exc}") \
+                        from exc
+                except Exception as exc:
+                    listing = {}
+                    log.warning("could not list %s: %s", directory, exc)
+                for path in paths:
+                    _judge(pending, path, listing.get(posixpath.basename(path)), condition, check_file, start)
+            if not pending or clock() >= deadline:
+                break
+            time.sleep(interval)
+    for path, entry in pending.items():
+        entry["timings"]["wait_archived"] = [start, time.time()]
+        entry["failed"] = {"stage": "wait_archived",
+                           "reason": f"{path}: not archived (locality NEARLINE) after {timeout:.0f} s"}
+    return result
+
+
+def _judge(pending: dict[str, ck.Entry], path: str, found: Any, condition: Any, check_file: Any,
+           start: float) -> None:
+    """One file of one round of :func:`wait_archived`: done, failed (gone, replaced, broken) or still pending."""
+    entry = pending[path]
+    version = steps.item_version(entry["item"])
+    reason = None
+    if found is None:
+        reason = f"{path} is gone (deleted or moved away) while waiting until it is archived"
+    elif version is not None and found.pnfsid and not FileVersion.of(found).same_as(version):
+        reason = (f"{path} changed while waiting until it is archived: {version.describe()} was replaced by "
+                  f"{FileVersion.of(found).describe()}")
+    else:
+        verdict = check_file(found, condition)
+        if verdict.failure:
+            reason = f"{path}: {verdict.failure}"
+        elif not verdict.met:
+            return
+    entry["timings"]["wait_archived"] = [start, time.time()]
+    if reason:
+        entry["failed"] = {"stage": "wait_archived", "reason": reason}
+    del pending[path]
+
+
+def record_lineage(archived: Mapping[str, Any], dropped: Mapping[str, Any], cfg: Config, *, dag_id: str,
+                   run_id: str, function_name: str | None) -> tuple[ck.Chunk, list[dict[str, Any]]]:
+    """Mark each file version processed (compare-and-set) and build its lineage record; the chunk and records.
+
+    ``archived`` and ``dropped`` are the results of the two parallel stages (wait for tape, drop the
+    buffer replica): a file failed in either is not marked. A version another run marked first keeps
+    that run's result: this run's outputs of it are removed and the file is ``skipped``, not failed.
+    """
+    merged = ck.merge(archived, dropped)
+    with Hooks([cfg.main], cfg.allowed_roots) as hooks:
+        def mark(entry: ck.Entry) -> dict[str, Any]:
+            item, result = entry["item"], entry["preview"]
+            published = entry.get("published") or {}
+            lineage = steps.build_lineage(item, result, output_site="main", dag_id=dag_id, run_id=run_id,
+                                          function_name=function_name)
+            for out in lineage["outputs"]:
+                out["path"] = published.get(out["path"], out["path"])
+            if lineage["activation_record"]:
+                lineage["activation_record"] = published.get(lineage["activation_record"])
+            hook = hooks(cfg.main)
+            if not steps.mark_processed(hook, item["path"], dag_id, f"{dag_id}/{run_id}", version=item["version"]):
+                steps.discard_outputs(hook, item)
+                return {"skipped": f"{item['path']} ({item.get('pnfsid')}) was processed by another run first; "
+                                   "this run's outputs were removed"}
+            return {"lineage": lineage}
+
+        result = _run(merged, cfg, [("record_lineage", mark)])
+    records = [e["lineage"] for e in ck.live(result) if e.get("lineage") and not e.get("skipped")]
+    return result, records
+
+
+def lineage_extra(records: Sequence[Mapping[str, Any]], *, dag_id: str, run_id: str, chunk: int) -> dict[str, Any]:
+    """The ``extra`` of a chunk's asset event on ``dcache://main/data/processed``.
+
+    ``{"schema": "airflow-dcache/lineage-chunk/v1", "dag_id", "run_id", "chunk": <index>,
+    "records": [<lineage record, schema airflow-dcache/lineage/v1, one per file version>]}``: the per-file
+    design emits one event per file with the record itself as ``extra``; a chunk emits one event with
+    the list, so a consumer reads ``extra["records"]`` when the schema is the chunk one.
+    """
+    return {"schema": CHUNK_LINEAGE_SCHEMA, "dag_id": dag_id, "run_id": run_id, "chunk": chunk,
+            "records": [dict(r) for r in records]}
+
+
+def final_chunk(pull: Callable[[str, str], Any], group: str, initial: Mapping[str, Any]) -> ck.Chunk:
+    """The furthest state a run's chunk reached; files a failed stage task left behind are failed.
+
+    ``pull(task_id, key)`` reads the chunk's XCom of a task of ``group`` (this map index); ``initial``
+    is the chunk as the ``chunk`` task made it. When a stage task failed as a whole (a site unreachable
+    after all retries) its files never got a result: they are reported failed at that task, pointing
+    to its log.
+    """
+    state = pull(f"{group}.record_lineage", "outcome")
+    if state:
+        return dict(state)
+    missing, state = STAGE_TASKS[0], initial
+    for position in range(len(STAGE_TASKS) - 2, -1, -1):
+        found = pull(f"{group}.{STAGE_TASKS[position]}", "return_value")
+        if found:
+            missing, state = STAGE_TASKS[position + 1], found
+            break
+    error = RuntimeError(f"the chunk's task {group}.{missing} (chunk {initial.get('index')}) did not complete: "
+                         "see its log")
+    return ck.fail_live(state, missing, error)
+
+
+def report(ti: Any, *, group: str) -> dict[str, Any]:
+    """The run's per-file outcomes (XCom ``outcomes`` and ``failed``); fails naming every failed file.
+
+    Reads each chunk's furthest state (:func:`final_chunk`), so a file is reported whatever stage or
+    task it ended in. ``failed`` (``[{"path", "pnfsid", "stage", "reason"}]``) is what a later run's
+    ``only_failed_of`` selects.
+    """
+    from airflow.sdk.exceptions import AirflowException
+
+    initial = ti.xcom_pull(task_ids="chunk") or []
+    states = []
+    for position, chunk in enumerate(initial):
+        def pull(task_id: str, key: str, _index: int = position) -> Any:
+            return ti.xcom_pull(task_ids=task_id, key=key, map_indexes=_index)
+
+        states.append(final_chunk(pull, group, chunk))
+    outcome = ck.outcomes(states)
+    outcome["skipped_at_collect"] = ti.xcom_pull(task_ids="collect", key="skipped") or []
+    ti.xcom_push(key="failed", value=outcome["failed"])
+    ti.xcom_push(key="outcomes", value=outcome)
+    log.info("%d file(s) in %d chunk(s): %s", len(outcome["files"]), len(states), outcome["counts"])
+    if outcome["failed"]:
+        raise AirflowException(f"{len(outcome['failed'])} of {len(outcome['files'])} file(s) failed "
+                               f"(re-run them with only_failed_of={ti.run_id}):\n"
+                               + ck.failure_summary(outcome["failed"]))
+    return outcome
+
+
+def rerun_params(params: Mapping[str, Any], failed: Sequence[Mapping[str, Any]] | None) -> dict[str, Any]:
+    """The params of a run over the files that failed in the run ``params["only_failed_of"]``.
+
+    They become a manual selection (``paths``) of the files as they are now: a file fixed by a new
+    upload is processed in its new version, one that is gone is skipped with that reason.
+    """
+    run = params.get("only_failed_of")
+    if failed is None:
+        raise ValueError(f"only_failed_of: run {run!r} of this DAG has no report of failed files (no such run, "
+                         "not a chunked run, or it has not reached its report yet)")
+    if params.get("paths"):
+        raise ValueError("only_failed_of, paths: give one of them, not both")
+    paths = sorted({str(f["path"]) for f in failed if f.get("path")})
+    log.info("re-running the %d file(s) that failed in %s: %s", len(paths), run, paths)
+    return {**params, "paths": paths, "allow_empty": True}
+
+
+def note_missing(paths: Sequence[str], items: Sequence[Mapping[str, Any]], skipped: list[dict[str, Any]]) -> None:
+    """Add to ``skipped`` each re-run path that selected nothing (the file is gone), so the re-run says why."""
+    seen = {i.get("path") for i in items} | {s.get("path") for s in skipped}
+    for path in paths:
+        if path not in seen:
+            log.info("not processing %s again: gone (no file at this path any more)", path)
+            skipped.append({"path": path, "pnfsid": None, "reason": "gone: no file at this path any more"})

@@ -1,0 +1,186 @@
+"""Chunking and the per-file stage runner of the chunked ingest pipeline (pure logic, a real thread pool)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from airflow_dcache.pipelines import chunks as ck
+
+
+def _items(n: int, size: int = 10) -> list[dict]:
+    return [{"path": f"/data/incoming/f{i:03d}.h5", "size": size} for i in range(n)]
+
+
+def test_chunks_respect_files_and_bytes_and_keep_the_order() -> None:
+    chunks = ck.make_chunks(_items(7), max_files=3, max_bytes=10_000)
+    assert [len(c["files"]) for c in chunks] == [3, 3, 1]
+    assert [c["index"] for c in chunks] == [0, 1, 2]
+    paths = [e["item"]["path"] for c in chunks for e in c["files"]]
+    assert paths == [i["path"] for i in _items(7)]
+    assert all(e["failed"] is None and e["timings"] == {} for c in chunks for e in c["files"])
+    by_bytes = ck.make_chunks(_items(5, size=40), max_files=50, max_bytes=100)
+    assert [len(c["files"]) for c in by_bytes] == [2, 2, 1]
+
+
+def test_a_file_larger_than_max_bytes_gets_its_own_chunk_and_unknown_size_counts_as_empty() -> None:
+    items: list[dict[str, Any]] = [{"path": "/a", "size": 5}, {"path": "/big", "size": 500},
+                                   {"path": "/b", "size": None}, {"path": "/c"}]
+    chunks = ck.make_chunks(items, max_files=10, max_bytes=100)
+    assert [[e["item"]["path"] for e in c["files"]] for c in chunks] == [["/a"], ["/big"], ["/b", "/c"]]
+    assert ck.make_chunks([], max_files=3) == []
+
+
+def test_bad_limits_and_items_name_the_field() -> None:
+    with pytest.raises(ValueError, match="chunk_max_files: expected a whole number >= 1, got 0"):
+        ck.make_chunks(_items(1), max_files=0)
+    with pytest.raises(ValueError, match="chunk_max_bytes"):
+        ck.make_chunks(_items(1), max_bytes="lots")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="chunk_max_files"):
+        ck.make_chunks(_items(1), max_files=True)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="/x: size must be a whole number"):
+        ck.make_chunks([{"path": "/x", "size": -1}])
+    with pytest.raises(ValueError, match="items: expected work items with a 'path'"):
+        ck.make_chunks([{"name": "x"}])
+    assert ck.whole("12", "f") == 12
+
+
+def test_a_failed_file_is_carried_and_its_chunk_mates_go_on() -> None:
+    (chunk,) = ck.make_chunks(_items(5), max_files=10)
+
+    def first(entry: dict) -> dict:
+        if entry["item"]["path"].endswith("f002.h5"):
+            raise ValueError("no HDF5 signature")
+        return {"checked": True}
+
+    seen: list[str] = []
+
+    def second(entry: dict) -> None:
+        seen.append(entry["item"]["path"])
+
+    out = ck.run_stages(chunk, [("validate", first), ("replicate", second)], concurrency=2)
+    bad = out["files"][2]
+    assert bad["failed"] == {"stage": "validate", "reason": "/data/incoming/f002.h5: no HDF5 signature"}
+    assert "replicate" not in bad["timings"] and "validate" in bad["timings"]
+    assert sorted(seen) == [i["path"] for i in _items(5) if not i["path"].endswith("f002.h5")]
+    good = [e for e in out["files"] if not e["failed"]]
+    assert len(good) == 4 and all(e["checked"] and set(e["timings"]) == {"validate", "replicate"} for e in good)
+    assert all(s <= e for f in good for s, e in f["timings"].values())
+    # the input is not changed; a later stage skips the failed file
+    assert chunk["files"][2]["failed"] is None
+    later = ck.run_stages(out, [("publish", lambda e: {"published": True})])
+    assert "published" not in later["files"][2] and later["files"][2]["failed"]["stage"] == "validate"
+    assert [e["item"]["path"] for e in ck.live(later)] == [e["item"]["path"] for e in good]
+
+
+def test_a_message_that_names_the_file_is_kept_as_it_is() -> None:
+    assert ck.failure(ValueError("/x.h5: empty file"), "/x.h5") == "/x.h5: empty file"
+    assert ck.failure(RuntimeError(), "/x.h5") == "/x.h5: RuntimeError"
+    assert len(ck.failure(ValueError("x" * 5000), "/x.h5")) == ck.MAX_REASON
+
+
+def test_concurrency_is_bounded_and_used() -> None:
+    (chunk,) = ck.make_chunks(_items(12), max_files=20)
+    running, peak, lock = [0], [0], threading.Lock()
+
+    def slow(entry: dict) -> None:
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(0.05)
+        with lock:
+            running[0] -= 1
+
+    ck.run_stages(chunk, [("s", slow)], concurrency=3)
+    assert peak[0] == 3
+    with pytest.raises(ValueError, match="concurrency"):
+        ck.run_stages(chunk, [("s", slow)], concurrency=0)
+
+
+def test_a_transient_error_fails_the_stage_not_the_files() -> None:
+    (chunk,) = ck.make_chunks(_items(3), max_files=10)
+
+    def down(entry: dict) -> None:
+        if entry["item"]["path"].endswith("f001.h5"):
+            raise ConnectionError("destination site 'buffer' is unreachable")
+
+    with pytest.raises(ck.StageUnreachable, match=r"1 file\(s\) of chunk 0 .*f001.h5: destination site"):
+        ck.run_stages(chunk, [("replicate", down)], transient=(ConnectionError,))
+
+
+def test_merge_takes_the_first_failure_and_unites_results() -> None:
+    (chunk,) = ck.make_chunks(_items(3), max_files=10)
+    a = ck.run_stages(chunk, [("wait", lambda e: None if "f000" in e["item"]["path"] else {"archived": True})])
+    b = ck.run_stages(chunk, [("drop", lambda e: (_ for _ in ()).throw(OSError("gone"))
+                               if "f001" in e["item"]["path"] else None)])
+    merged = ck.merge(a, b)
+    assert merged["files"][1]["failed"]["stage"] == "drop"
+    assert set(merged["files"][2]["timings"]) == {"wait", "drop"} and merged["files"][2]["archived"]
+    with pytest.raises(ValueError, match="different files"):
+        ck.merge(a, ck.make_chunks(_items(2), max_files=10)[0])
+
+
+def test_fail_live_and_outcomes() -> None:
+    (chunk,) = ck.make_chunks(_items(3), max_files=10)
+    step = ck.run_stages(chunk, [("validate", lambda e: (_ for _ in ()).throw(ValueError("bad"))
+                                  if "f000" in e["item"]["path"] else None)])
+    step["files"][2]["skipped"] = "processed by another run first"
+    failed = ck.fail_live(step, "archive_rule", RuntimeError("bulk request refused"))
+    assert failed["files"][0]["failed"]["stage"] == "validate"  # failed before: keeps its own reason
+    assert failed["files"][1]["failed"] == {"stage": "archive_rule",
+                                            "reason": "/data/incoming/f001.h5: bulk request refused"}
+    report = ck.outcomes([step])
+    assert report["counts"] == {"failed": 1, "processed": 1, "skipped": 1}
+    assert report["failed"] == [{"path": "/data/incoming/f000.h5", "pnfsid": None, "stage": "validate",
+                                 "reason": "/data/incoming/f000.h5: bad"}]
+    assert ck.failure_summary(report["failed"]) == "/data/incoming/f000.h5 (validate): /data/incoming/f000.h5: bad"
+
+
+def test_rerun_params_select_the_failed_files_of_a_run() -> None:
+    from airflow_dcache.pipelines.chunk_steps import rerun_params
+
+    failed = [{"path": "/data/incoming/b.h5", "stage": "validate", "reason": "x"},
+              {"path": "/data/incoming/a.h5", "stage": "preview", "reason": "y"}]
+    params = rerun_params({"only_failed_of": "manual__1", "paths": [], "reprocess": False}, failed)
+    assert params["paths"] == ["/data/incoming/a.h5", "/data/incoming/b.h5"] and params["allow_empty"] is True
+    assert rerun_params({"only_failed_of": "manual__1"}, [])["paths"] == []
+    with pytest.raises(ValueError, match="only_failed_of: run 'nope' of this DAG has no report"):
+        rerun_params({"only_failed_of": "nope"}, None)
+    with pytest.raises(ValueError, match="only_failed_of, paths: give one of them"):
+        rerun_params({"only_failed_of": "manual__1", "paths": ["/data/incoming/*.h5"]}, failed)
+
+
+def test_final_chunk_reports_the_files_a_failed_stage_task_left_behind() -> None:
+    from airflow_dcache.pipelines.chunk_steps import final_chunk
+
+    (initial,) = ck.make_chunks(_items(2), max_files=10)
+    published = ck.run_stages(initial, [("publish", lambda e: {"published": {}})])
+    xcoms = {("chunks.publish", "return_value"): published}
+    state = final_chunk(lambda task, key: xcoms.get((task, key)), "chunks", initial)
+    assert [e["failed"]["stage"] for e in state["files"]] == ["archive_rule", "archive_rule"]
+    assert "chunks.archive_rule (chunk 0) did not complete" in state["files"][0]["failed"]["reason"]
+    nothing = final_chunk(lambda task, key: None, "chunks", initial)
+    assert {e["failed"]["stage"] for e in nothing["files"]} == {"validate_replicate"}
+    done = {**published, "files": [{**e, "lineage": {}} for e in published["files"]]}
+    xcoms[("chunks.record_lineage", "outcome")] = done
+    assert final_chunk(lambda task, key: xcoms.get((task, key)), "chunks", initial) == done
+
+
+def test_lineage_extra_shape() -> None:
+    from airflow_dcache.pipelines.chunk_steps import CHUNK_LINEAGE_SCHEMA, lineage_extra
+
+    extra = lineage_extra([{"schema": "airflow-dcache/lineage/v1", "input": {"path": "/a"}}], dag_id="d",
+                          run_id="r", chunk=3)
+    assert extra == {"schema": CHUNK_LINEAGE_SCHEMA, "dag_id": "d", "run_id": "r", "chunk": 3,
+                     "records": [{"schema": "airflow-dcache/lineage/v1", "input": {"path": "/a"}}]}
+
+
+def test_a_rerun_path_that_selects_nothing_is_listed_as_skipped() -> None:
+    from airflow_dcache.pipelines.chunk_steps import note_missing
+
+    skipped = [{"path": "/c", "reason": "already processed by d/r"}]
+    note_missing(["/a", "/b", "/c"], [{"path": "/a"}], skipped)
+    assert skipped[1:] == [{"path": "/b", "pnfsid": None, "reason": "gone: no file at this path any more"}]

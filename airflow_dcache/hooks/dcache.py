@@ -43,6 +43,7 @@ from airflow_dcache.hooks._protocol import (
     check_tls_files,
     client_cert,
     error_for,
+    masked_part,
     parse_retry_after,
     requests_verify,
     retry_wait,
@@ -155,7 +156,7 @@ class DCacheHook(DCacheHookBase):
 
     @staticmethod
     def _mask_token(token: str) -> None:
-        mask_secret(token)
+        mask_secret(masked_part(token))
 
     def _request(
         self,

@@ -41,6 +41,7 @@ from airflow_dcache.hooks._protocol import (
     backoff_delay,
     call_deadline,
     error_for,
+    masked_part,
     retry_wait,
     ssl_context,
 )
@@ -129,7 +130,7 @@ class DCacheAsyncHook(DCacheHookBase):
     async def _auth(self, elevated: bool = False) -> dict[str, str]:
         headers, fresh_token = self._auth_headers(await self.aget_settings(), elevated)
         if fresh_token:
-            await amask_secret(fresh_token)
+            await amask_secret(masked_part(fresh_token))
         return headers
 
     async def _send_once(

@@ -249,3 +249,18 @@ def test_errors_are_airflow_exceptions_and_pickle() -> None:
     assert isinstance(error, AirflowException)
     clone = pickle.loads(pickle.dumps(error))
     assert type(clone) is exc.NotFound and str(clone) == str(error) == "GET https://d/x: 404 gone"
+
+
+def test_long_credentials_register_their_signature_tail_with_the_masker() -> None:
+    """Registering whole macaroons made minting quadratic (the masker recompiles one regex per secret)."""
+    from airflow.sdk.log import _secrets_masker, mask_secret
+
+    from airflow_dcache.hooks._protocol import MASKED_TAIL, masked_part
+
+    assert masked_part("s3cret-password") == "s3cret-password"  # short: whole
+    macaroon = "MDAx" + "bG9jYXRpb24gT3B0aW9uYWwuZW1wdHkK" * 12 + "c2lnbmF0dXJlIK7dX0gGv2Qh3yB1jPqT8mN4rW6sZ0aL"
+    part = masked_part(macaroon)
+    assert part == macaroon[-MASKED_TAIL:] and len(part) == MASKED_TAIL
+    mask_secret(part)
+    logged = str(_secrets_masker().redact(f"GET https://door/f?authz={macaroon}"))
+    assert macaroon not in logged and part not in logged  # the signature never reaches a log

@@ -8,9 +8,11 @@ demo: venv
 	@scripts/system-deps --demo
 	.venv/bin/airflow-dcache demo $(ARGS)
 
+# Two workers, a test file each at a time: the end-to-end files mostly wait on Airflow and dCache, so two
+# fit the 2-core machine (module-scoped stacks stay in one worker; every fixture uses free ports).
 test: venv
 	@scripts/system-deps
-	.venv/bin/python -m pytest -q -p no:cacheprovider
+	.venv/bin/python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile
 
 lint: venv
 	.venv/bin/ruff check .

@@ -378,8 +378,9 @@ def report(ti: Any, *, group: str) -> dict[str, Any]:
 def rerun_params(params: Mapping[str, Any], failed: Sequence[Mapping[str, Any]] | None) -> dict[str, Any]:
     """The params of a run over the files that failed in the run ``params["only_failed_of"]``.
 
-    They become a manual selection (``paths``) of the files as they are now: a file fixed by a new
-    upload is processed in its new version, one that is gone is skipped with that reason.
+    They become a manual selection (``paths``, taken literally: a name with ``*`` is that file, not a
+    glob) of the files as they are now: a file fixed by a new upload is processed in its new version,
+    one that is gone is skipped with that reason.
     """
     run = params.get("only_failed_of")
     if failed is None:
@@ -389,7 +390,7 @@ def rerun_params(params: Mapping[str, Any], failed: Sequence[Mapping[str, Any]] 
         raise ValueError("only_failed_of, paths: give one of them, not both")
     paths = sorted({str(f["path"]) for f in failed if f.get("path")})
     log.info("re-running the %d file(s) that failed in %s: %s", len(paths), run, paths)
-    return {**params, "paths": paths, "allow_empty": True}
+    return {**params, "paths": paths, "allow_empty": True, "literal_paths": True}
 
 
 def note_missing(paths: Sequence[str], items: Sequence[Mapping[str, Any]], skipped: list[dict[str, Any]]) -> None:

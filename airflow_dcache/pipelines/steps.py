@@ -187,11 +187,14 @@ def split_patterns(value: str | Sequence[str] | None, allowed_roots: Sequence[st
     return [require_within(p, allowed_roots, field="paths") for p in items]
 
 
-def select_records(hook: Any, patterns: Sequence[str], *, allow_empty: bool = False) -> list[dict[str, Any]]:
+def select_records(hook: Any, patterns: Sequence[str], *, allow_empty: bool = False,
+                   literal: bool = False) -> list[dict[str, Any]]:
     """Resolve paths and globs (``/data/incoming/*.h5``) to file-list records, with the selection module.
 
     A pattern that matches nothing (a typo, a wrong folder) is an error naming it, unless
-    ``allow_empty``: a manual run over nothing would otherwise be a green run that did nothing.
+    ``allow_empty``: a manual run over nothing would otherwise be a green run that did nothing. With
+    ``literal`` every entry is one path, even when its name contains ``*``, ``?`` or ``[`` (dCache
+    allows them): how a re-run names exactly the files that failed, never others that a glob would match.
     """
     from airflow_dcache.exceptions import NotFound
     from airflow_dcache.selection import Criteria, record, select
@@ -199,7 +202,7 @@ def select_records(hook: Any, patterns: Sequence[str], *, allow_empty: bool = Fa
     records: dict[str, dict[str, Any]] = {}
     unmatched: list[str] = []
     for pattern in patterns:
-        if any(c in pattern for c in "*?["):
+        if not literal and any(c in pattern for c in "*?["):
             root = pattern[: pattern.rfind("/", 0, min(pattern.find(c) for c in "*?[" if c in pattern)) + 1] or "/"
             recursive = "/" in pattern[len(root):]
             try:
@@ -262,7 +265,8 @@ def collect_work_items(hook: Any, params: Mapping[str, Any], triggering_asset_ev
     patterns = split_patterns(params.get("paths"), allowed_roots)
     events = events_from_asset_events(triggering_asset_events)
     if patterns:
-        records = select_records(selector or hook, patterns, allow_empty=bool(params.get("allow_empty")))
+        records = select_records(selector or hook, patterns, allow_empty=bool(params.get("allow_empty")),
+                                 literal=bool(params.get("literal_paths")))
         if selector is not None and selector_name:
             for rec in records:
                 check_readable(selector, rec["path"], selector_name)

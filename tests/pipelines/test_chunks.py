@@ -184,3 +184,21 @@ def test_a_rerun_path_that_selects_nothing_is_listed_as_skipped() -> None:
     skipped = [{"path": "/c", "reason": "already processed by d/r"}]
     note_missing(["/a", "/b", "/c"], [{"path": "/a"}], skipped)
     assert skipped[1:] == [{"path": "/b", "pnfsid": None, "reason": "gone: no file at this path any more"}]
+
+
+def test_a_rerun_names_exactly_the_failed_files_even_with_glob_characters(pipe_main: Any, pipe_workdir: str) -> None:
+    """dCache names may contain ``*``: the re-run of ``a*.h5`` must not also pick up ``ab.h5``."""
+    import io
+
+    from airflow_dcache.pipelines import steps
+    from airflow_dcache.pipelines.chunk_steps import rerun_params
+
+    for name in ("a*.h5", "ab.h5"):
+        pipe_main.upload(io.BytesIO(b"\x89HDF\r\n\x1a\n" + name.encode()), f"{pipe_workdir}/{name}")
+    params = rerun_params({"only_failed_of": "manual__1"}, [{"path": f"{pipe_workdir}/a*.h5", "stage": "validate"}])
+    items = steps.collect_work_items(pipe_main, params, None, consumer="rerun-test", site="main", run_id="r2",
+                                     buffer_root="/tmp-buffer", output_root="/tmp-out")
+    assert [i["path"] for i in items] == [f"{pipe_workdir}/a*.h5"]
+    globbed = steps.collect_work_items(pipe_main, {"paths": [f"{pipe_workdir}/a*.h5"]}, None, consumer="rerun-test",
+                                       site="main", run_id="r2", buffer_root="/tmp-buffer", output_root="/tmp-out")
+    assert sorted(i["path"] for i in globbed) == [f"{pipe_workdir}/a*.h5", f"{pipe_workdir}/ab.h5"]  # a person's glob

@@ -66,12 +66,22 @@ class Engine:
         return ping(str(self.sock), timeout)
 
     def pid(self) -> int | None:
-        """The pid in the pid file when that process still exists."""
+        """The pid in the pid file when that process still exists and is a ``dockerd``.
+
+        The state directory outlives reboots and container restarts, where pids are reused at once: a
+        pid that now belongs to another program is a stale file, never something to signal.
+        """
         try:
             pid = int(self.pidfile.read_text().strip())
         except (OSError, ValueError):
             return None
-        return pid if _alive(pid) else None
+        if not _alive(pid):
+            return None
+        try:
+            name = Path(f"/proc/{pid}/comm").read_text(encoding="utf-8").strip()
+        except OSError:
+            return None
+        return pid if name == "dockerd" else None
 
     def start(self, timeout: float = START_TIMEOUT) -> str:
         """Start dockerd unless an engine answers already (idempotent); returns ``DOCKER_HOST``."""
@@ -84,9 +94,21 @@ class Engine:
             raise EngineError("dockerd not installed (apt-get install docker.io)")
         for directory in (self.root / "data", self.root / "exec", self.sock.parent):
             directory.mkdir(parents=True, exist_ok=True)
-        if self.pidfile.exists() and self.pid() is None:  # a stale pid file from a killed engine
-            self.pidfile.unlink(missing_ok=True)
-        self.sock.unlink(missing_ok=True)
+        running = self.pid()
+        if running is None:
+            self.pidfile.unlink(missing_ok=True)  # a stale pid file from a killed engine, if any
+            self.sock.unlink(missing_ok=True)
+            self._spawn(dockerd)
+        # else: our engine runs but is slow to answer (busy, starting): wait for it, never start a second
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.answers():
+                return self.host
+            time.sleep(0.5)
+        raise EngineError(f"dockerd{f' (pid {running})' if running else ''} did not answer on {self.sock} "
+                          f"within {timeout:.0f} s; last log lines:\n" + _tail(self.log, 20))
+
+    def _spawn(self, dockerd: str) -> None:
         with open(self.log, "ab") as log, open(os.devnull, "rb") as devnull:
             # A session of its own (setsid): the engine outlives this command and its terminal.
             subprocess.Popen(
@@ -96,13 +118,6 @@ class Engine:
                  "--userland-proxy=false"],
                 stdin=devnull, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.answers():
-                return self.host
-            time.sleep(0.5)
-        raise EngineError(f"dockerd did not answer on {self.sock} within {timeout:.0f} s; last log lines:\n"
-                          + _tail(self.log, 20))
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:
         """Stop the engine this module started (by its pid file; nothing else)."""

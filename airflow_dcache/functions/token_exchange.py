@@ -159,7 +159,9 @@ class TokenExchanger:
                                      f"HTTP {status} {str(error)[:64]} {str(why)[:200]}".rstrip())
         from airflow.sdk.log import mask_secret
 
-        mask_secret(token)
+        from airflow_dcache.utils.masking import masked_part
+
+        mask_secret(masked_part(token))  # one per input: whole tokens would make masking quadratic
         return token
 
     def endpoint(self) -> str:

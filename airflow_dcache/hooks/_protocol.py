@@ -45,23 +45,6 @@ MAX_REDIRECTS = 5
 # ------------------------------------------------------------------------------------ credentials
 
 
-MASKED_TAIL = 64
-"""How much of a long credential is registered with Airflow's log masker: its last characters."""
-
-
-def masked_part(credential: str) -> str:
-    """What to register with the log masker for ``credential``: all of it, or the tail of a long one.
-
-    Airflow's masker rebuilds one regular expression of every registered secret on each addition, so
-    registering whole macaroons (hundreds of characters, hundreds per chunk task) made minting
-    quadratic: 250 macaroons cost 0.35 s each. A macaroon's and a JWT's signature is at the end, and a
-    logged credential without it is useless, so the last :data:`MASKED_TAIL` characters are enough to
-    keep it out of task logs; identifier and caveats (or header and claims) are readable by whoever
-    holds the credential anyway. Short credentials (passwords, opaque tokens) are registered whole.
-    """
-    return credential if len(credential) <= 2 * MASKED_TAIL else credential[-MASKED_TAIL:]
-
-
 def auth_headers(settings: ConnectionSettings, token: str | None = None, *, elevated: bool = False) -> dict[str, str]:
     """The ``Authorization`` header for the configured scheme; ``token`` overrides for token files.
 

@@ -43,7 +43,6 @@ from airflow_dcache.hooks._protocol import (
     check_tls_files,
     client_cert,
     error_for,
-    masked_part,
     parse_retry_after,
     requests_verify,
     retry_wait,
@@ -63,6 +62,7 @@ from airflow_dcache.hooks.models import (
     UserInfo,
 )
 from airflow_dcache.hooks.urls import door_url, mask_url, normalize_path
+from airflow_dcache.utils.masking import masked_part
 
 T = TypeVar("T")
 

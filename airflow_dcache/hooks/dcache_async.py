@@ -41,7 +41,6 @@ from airflow_dcache.hooks._protocol import (
     backoff_delay,
     call_deadline,
     error_for,
-    masked_part,
     retry_wait,
     ssl_context,
 )
@@ -56,6 +55,7 @@ from airflow_dcache.hooks.models import (
     UserInfo,
 )
 from airflow_dcache.hooks.urls import mask_url
+from airflow_dcache.utils.masking import masked_part
 
 T = TypeVar("T")
 BodyFactory = Callable[[], AsyncIterator[bytes]]

@@ -255,7 +255,7 @@ def test_long_credentials_register_their_signature_tail_with_the_masker() -> Non
     """Registering whole macaroons made minting quadratic (the masker recompiles one regex per secret)."""
     from airflow.sdk.log import _secrets_masker, mask_secret
 
-    from airflow_dcache.hooks._protocol import MASKED_TAIL, masked_part
+    from airflow_dcache.utils.masking import MASKED_TAIL, masked_part
 
     assert masked_part("s3cret-password") == "s3cret-password"  # short: whole
     macaroon = "MDAx" + "bG9jYXRpb24gT3B0aW9uYWwuZW1wdHkK" * 12 + "c2lnbmF0dXJlIK7dX0gGv2Qh3yB1jPqT8mN4rW6sZ0aL"

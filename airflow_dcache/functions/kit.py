@@ -233,6 +233,7 @@ def _run_on_service(name: str, where: Path, runtime: str, inputs: list[Path], pa
         if out is not None and result is not None:
             out.mkdir(parents=True, exist_ok=True)
             for item in record.get("outputs") or []:
+                (out / item["name"]).parent.mkdir(parents=True, exist_ok=True)  # outputs may be nested
                 hook.download(item["path"], out / item["name"])
                 print(f"downloaded {out / item['name']}")
     return 0 if error is None else 1

@@ -400,7 +400,8 @@ def mark_processed(hook: Any, path: str, consumer: str, value: str, *,
         try:
             hook.set_xattr(path, {name: value}, mode="CREATE")
         except Conflict:
-            return False
+            # this run's own marker (a retried task) is success, not another run's win
+            return (hook.stat(path, xattr=True).xattrs or {}).get(name) == value
         return True
     want = version if isinstance(version, FileVersion) else FileVersion.from_json(version)
     require_version(hook, path, want, step="marking it processed")
@@ -410,8 +411,11 @@ def mark_processed(hook: Any, path: str, consumer: str, value: str, *,
         hook.set_xattr(path, {name: marker}, mode="CREATE")
     except Conflict:
         entry = require_version(hook, path, want, step="marking it processed", xattr=True)
-        if marker_version(entry, consumer) is not None:
-            return False  # this version is marked by another run: its result stands
+        done = marker_version(entry, consumer)
+        if done is not None:
+            # marked by this very run (a retried task: its outputs are the result) or by another
+            # run, whose result stands
+            return (done[1], done[2]) == (dag_id, run_id)
         # a marker naming another version sits on this one (left by an overwrite in the instant of a
         # write): it does not count, so this version's marker replaces it
         hook.set_xattr(path, {name: marker}, mode="MODIFY")

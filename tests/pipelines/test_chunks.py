@@ -202,3 +202,24 @@ def test_a_rerun_names_exactly_the_failed_files_even_with_glob_characters(pipe_m
     globbed = steps.collect_work_items(pipe_main, {"paths": [f"{pipe_workdir}/a*.h5"]}, None, consumer="rerun-test",
                                        site="main", run_id="r2", buffer_root="/tmp-buffer", output_root="/tmp-out")
     assert sorted(i["path"] for i in globbed) == [f"{pipe_workdir}/a*.h5", f"{pipe_workdir}/ab.h5"]  # a person's glob
+
+
+def test_marking_a_version_again_in_the_same_run_is_success_not_anothers_win(pipe_main: Any,
+                                                                               pipe_workdir: str) -> None:
+    """A retried lineage task must not take its own marker for another run's and delete its outputs."""
+    import io
+
+    from airflow_dcache.events.version import FileVersion
+    from airflow_dcache.pipelines import steps
+
+    path = f"{pipe_workdir}/m.h5"
+    pipe_main.upload(io.BytesIO(b"\x89HDF\r\n\x1a\nmark"), path)
+    version = FileVersion.of(pipe_main.stat(path, checksum=True))
+    assert steps.mark_processed(pipe_main, path, "dag_m", "dag_m/run_1", version=version)
+    assert steps.mark_processed(pipe_main, path, "dag_m", "dag_m/run_1", version=version)  # the retry
+    assert not steps.mark_processed(pipe_main, path, "dag_m", "dag_m/run_2", version=version)  # another run
+    plain = f"{pipe_workdir}/plain.h5"
+    pipe_main.upload(io.BytesIO(b"plain"), plain)
+    assert steps.mark_processed(pipe_main, plain, "dag_m", "dag_m/run_1")
+    assert steps.mark_processed(pipe_main, plain, "dag_m", "dag_m/run_1")
+    assert not steps.mark_processed(pipe_main, plain, "dag_m", "dag_m/run_2")

@@ -225,7 +225,8 @@ def wait_archived(chunk: Mapping[str, Any], cfg: Config, *, timeout: float = 600
     A file that is gone or was replaced fails at once (its version is compared on every round); one
     not archived within ``timeout`` seconds fails with that reason; the others are not held back by it.
     """
-    from airflow_dcache.waits import FileCondition, check_file
+    from airflow_dcache.exceptions import NotFound
+    from airflow_dcache.waits import TRANSIENT, FileCondition, check_file
 
     condition = FileCondition.build(None, "NEARLINE")
     result = ck.copy_chunk(chunk)
@@ -244,9 +245,17 @@ def wait_archived(chunk: Mapping[str, Any], cfg: Config, *, timeout: float = 600
                 except DCacheConnectionError as exc:
                     raise ck.StageUnreachable(f"waiting for chunk {chunk.get('index')} to be archived: {exc}") \
                         from exc
-                except Exception as exc:
-                    listing = {}
-                    log.warning("could not list %s: %s", directory, exc)
+                except NotFound:
+                    listing = {}  # the directory is gone: so are its files
+                except TRANSIENT as exc:
+                    log.warning("could not list %s (%s); trying again next round", directory, exc)
+                    continue
+                except Exception as exc:  # refused or broken: the files fail with the real reason
+                    for path in paths:
+                        entry = pending.pop(path)
+                        entry["timings"]["wait_archived"] = [start, time.time()]
+                        entry["failed"] = {"stage": "wait_archived", "reason": f"{path}: {exc}"}
+                    continue
                 for path in paths:
                     _judge(pending, path, listing.get(posixpath.basename(path)), condition, check_file, start)
             if not pending or clock() >= deadline:

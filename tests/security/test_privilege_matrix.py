@@ -449,6 +449,45 @@ def _backfill_body(directory: str, minute: datetime) -> dict[str, Any]:
             "dag_run_conf": {"directory": directory}, "max_active_runs": 1, "reprocess_behavior": "none"}
 
 
+def _undecided(cell: Cell) -> bool:
+    """The deployment, not the privilege rules, decided the cell: an error, or a failure without a refusal."""
+    return cell.outcome == "error" or any("no recognised refusal" in p for p in cell.problems)
+
+
+def _backfill_cell(st: Stack, cell: Cell, directory: str, slot: datetime, created: list[int],
+                   reprocess: str) -> bool:
+    """A backfill of ``slot`` as the cell's role; ``True`` when Airflow created it (its id appended)."""
+    cell.task = "select"
+    body = {**_backfill_body(directory, slot), "reprocess_behavior": reprocess}
+    resp = _create_backfill(st, cell.role, body)
+    if resp.status_code == 403:
+        cell.outcome, cell.how = "deny", "403 Airflow"
+        cell.evidence.append(f"403 {resp.text[:160]}")
+        return False
+    if resp.status_code != 200:
+        cell.outcome, cell.how = "error", f"HTTP {resp.status_code}"
+        cell.problems.append(f"backfill: {resp.status_code} {resp.text[:300]}")
+        return False
+    backfill = resp.json()
+    created.append(int(backfill["id"]))
+    cell.evidence.append(f"backfill {backfill['id']} over {slot:%H:%M} (reprocess {reprocess})")
+    return True
+
+
+def _backfill_started(st: Stack, cell: Cell, slot: datetime, backfill_id: int) -> None:
+    """Until the backfill's run leaves the queue (bounded); then the backfill is ended, since a DAG has only
+    one unfinished backfill at a time (its started run goes on)."""
+    try:
+        run = _wait(lambda: (lambda r: r if r and r["state"] != "queued" else None)(
+            _run_for(st, REPROCESS, slot)), 90, "backfill run started")
+        cell.run = (REPROCESS, run["dag_run_id"])
+    except TimeoutError as exc:
+        cell.outcome, cell.how = "error", str(exc)
+        cell.problems.append(str(exc))
+    with contextlib.suppress(requests.HTTPError):
+        st.call("PUT", f"/backfills/{backfill_id}/cancel")
+
+
 def _create_backfill(st: Stack, user: str, body: dict[str, Any], attempts: int = 5) -> requests.Response:
     """``POST /backfills`` as ``user``; a locked SQLite (503/500) or a not yet cancelled backfill (409): again."""
     s = st.session(user)
@@ -551,7 +590,9 @@ def _judge_run(st: Stack, cell: Cell, t: Target) -> None:
             if token in log:
                 cell.problems.append(f"the {cell.task} log reveals {token!r}")
         if not kinds:
-            cell.problems.append(f"{cell.task} failed for no recognised refusal; log tail: {log[-600:]}")
+            errors = [ln for ln in log.splitlines() if '"level":"error"' in ln or "Traceback" in ln]
+            cell.problems.append(f"{cell.task} failed for no recognised refusal; log errors: "
+                                 f"{' | '.join(errors)[-900:] or 'none'}; log tail: {log[-400:]}")
         return
     cell.outcome, cell.how = "error", f"{cell.task} {state}"
     cell.problems.append(f"{cell.task} ended {state}")
@@ -648,7 +689,7 @@ def _run_matrix(st: Stack, targets: dict[str, Target], witness: Witness, audit: 
     # trigger with 500/502, or fails a task before it ran) is asked once more; the first attempt is kept
     # as evidence and listed as an observation.
     retry = [c for c in cells.values() if c.entry in (*VIEW_ENTRIES, "plugin_trigger", "rest_trigger")
-             and (c.outcome == "error" or any("no recognised refusal" in p for p in c.problems))]
+             and _undecided(c)]
     if retry:
         observations.append("asked again after an infrastructure failure: " + "; ".join(
             f"{c.key} {c.how} {str(c.problems[:1])[:160]}" for c in retry))
@@ -700,35 +741,12 @@ def _run_matrix(st: Stack, targets: dict[str, Target], witness: Witness, audit: 
     created_backfills: list[int] = []  # all by roles that may create them
     for role, target in order:
         cell = cells[(role, "backfill", target)]
-        cell.task = "select"
-        body = _backfill_body(directories[target], slots[(role, target)])
-        resp = _create_backfill(st, role, body)
-        if resp.status_code == 403:
-            cell.outcome, cell.how = "deny", "403 Airflow"
-            cell.evidence.append(f"403 {resp.text[:160]}")
-            continue
-        if resp.status_code != 200:
-            cell.outcome, cell.how = "error", f"HTTP {resp.status_code}"
-            cell.problems.append(f"backfill: {resp.status_code} {resp.text[:300]}")
-            continue
-        backfill = resp.json()
-        created_backfills.append(int(backfill["id"]))
-        cell.evidence.append(f"backfill {backfill['id']} over {slots[(role, target)]:%H:%M}")
-        if not unpaused:  # backfill runs start only while the DAG is active; unpaused after the first
-            # backfill exists, so the scheduler's own run never takes the minute of bob's uploads
-            st.call("PATCH", f"/dags/{REPROCESS}", json={"is_paused": False})
-            unpaused = True
-        logical = slots[(role, target)]
-        try:
-            run = _wait(lambda lg=logical: (lambda r: r if r and r["state"] != "queued" else None)(
-                _run_for(st, REPROCESS, lg)), 90, "backfill run started")
-            cell.run = (REPROCESS, run["dag_run_id"])
-        except TimeoutError as exc:
-            cell.outcome, cell.how = "error", str(exc)
-            cell.problems.append(str(exc))
-        # only one unfinished backfill per DAG: end this one (its started run goes on) for the next
-        with contextlib.suppress(requests.HTTPError):
-            st.call("PUT", f"/backfills/{backfill['id']}/cancel")
+        if _backfill_cell(st, cell, directories[target], slots[(role, target)], created_backfills, "none"):
+            if not unpaused:  # backfill runs start only while the DAG is active; unpaused after the first
+                # backfill exists, so the scheduler's own run never takes the minute of bob's uploads
+                st.call("PATCH", f"/dags/{REPROCESS}", json={"is_paused": False})
+                unpaused = True
+            _backfill_started(st, cell, slots[(role, target)], created_backfills[-1])
 
     # the same hole through a plain REST trigger of dcache_reprocess (no backfill): an observation
     info = Cell("alice", "rest_trigger(dcache_reprocess)", "private", task="select")
@@ -747,6 +765,23 @@ def _run_matrix(st: Stack, targets: dict[str, Target], witness: Witness, audit: 
     print(f"{time.strftime('%X')} backfill selects final", flush=True)
     for c in backfill_cells:
         _judge_run(st, c, targets[c.target])
+    # A backfill cell the deployment failed to decide (a select that ended failed with no refusal in its
+    # log: the task's final state lost to SQLite's write lock under load) is asked once more, by a backfill
+    # of the same interval that reprocesses the failed run (the same run, cleared), as the others are.
+    again = [c for c in backfill_cells if c.run and _undecided(c)]
+    if again:
+        observations.append("backfill cells asked again after an infrastructure failure: " + "; ".join(
+            f"{c.key} {c.how} {str(c.problems[:1])[:160]}" for c in again))
+        for old in again:
+            cell = cells[old.key] = Cell(*old.key, task="select")
+            cell.evidence.append(f"second attempt (first: {old.how})")
+            slot = slots[(cell.role, cell.target)]
+            if _backfill_cell(st, cell, directories[cell.target], slot, created_backfills, "failed"):
+                _backfill_started(st, cell, slot, created_backfills[-1])
+        backfill_cells = [c for c in cells.values() if c.entry == "backfill"]
+        _wait_tasks(st, backfill_cells, timeout=180)
+        for c in backfill_cells:
+            _judge_run(st, c, targets[c.target])
     if info.run:
         _judge_run(st, info, targets["private"])
         observations.append(f"REST trigger of {REPROCESS} (directory = bob's 0700 tree) as alice (USER): "

@@ -348,8 +348,10 @@ def chunked_design(dag_id: str, items: Any, clean_up: Any) -> None:
                 from airflow.sdk.exceptions import AirflowSkipException
 
                 raise AirflowSkipException(f"chunk {state.get('index')}: no file of this chunk was processed here")
-            outlet_events[processed].extra = cs.lineage_extra(records, dag_id=dag_id, run_id=run_id,
-                                                              chunk=state.get("index", ti.map_index))
+            from airflow_dcache.events import lineage_chunk
+
+            outlet_events[processed].extra = lineage_chunk(records, dag_id=dag_id, run_id=run_id,
+                                                           chunk=state.get("index", ti.map_index))
             return state
 
         published = publish(preview(validate_replicate(chunk)))

@@ -9,6 +9,7 @@ from __future__ import annotations
 from airflow_dcache.events.filters import EventFilter
 from airflow_dcache.events.model import KIND_BY_MASK, EventKind, StorageEvent, format_time, kind_from_mask
 from airflow_dcache.events.payload import (
+    CHUNK_LINEAGE_SCHEMA,
     LINEAGE_SCHEMA,
     MAX_BATCH_BYTES,
     MAX_BATCH_EVENTS,
@@ -16,11 +17,14 @@ from airflow_dcache.events.payload import (
     BatchBuilder,
     batch_payload,
     events_from_asset_events,
+    lineage_chunk,
     lineage_record,
+    lineage_records,
     parse_batch,
 )
 
 __all__ = [
+    "CHUNK_LINEAGE_SCHEMA",
     "KIND_BY_MASK",
     "LINEAGE_SCHEMA",
     "MAX_BATCH_BYTES",
@@ -34,6 +38,8 @@ __all__ = [
     "events_from_asset_events",
     "format_time",
     "kind_from_mask",
+    "lineage_chunk",
     "lineage_record",
+    "lineage_records",
     "parse_batch",
 ]

@@ -14,6 +14,7 @@ from typing import Any
 from airflow_dcache.events.model import StorageEvent
 
 __all__ = [
+    "CHUNK_LINEAGE_SCHEMA",
     "LINEAGE_SCHEMA",
     "MAX_BATCH_BYTES",
     "MAX_BATCH_EVENTS",
@@ -24,12 +25,16 @@ __all__ = [
     "batch_payload",
     "event_size",
     "events_from_asset_events",
+    "lineage_chunk",
     "lineage_record",
+    "lineage_records",
     "parse_batch",
 ]
 
 SCHEMA = "airflow-dcache/storage-events/v1"
 LINEAGE_SCHEMA = "airflow-dcache/lineage/v1"
+#: One asset event for a chunk of files: ``records`` holds one lineage record per file version.
+CHUNK_LINEAGE_SCHEMA = "airflow-dcache/lineage-chunk/v1"
 MAX_BATCH_EVENTS = 1000
 MAX_BATCH_BYTES = 512 * 1024
 MAX_EVENT_BYTES = 16 * 1024
@@ -212,3 +217,31 @@ def lineage_record(
         "dag_id": dag_id,
         "run_id": run_id,
     }
+
+
+def lineage_chunk(records: Sequence[Mapping[str, Any]], *, dag_id: str, run_id: str, chunk: int) -> dict[str, Any]:
+    """The ``extra`` of a chunk's lineage asset event: the per-file records of one chunk, in one event.
+
+    The per-file design emits one asset event per file with the record itself as ``extra``; a chunk
+    emits one event with the list (an asset event per file would cost the scheduler what chunks save).
+    Readers use :func:`lineage_records`, which accepts both.
+    """
+    for i, record in enumerate(records):
+        if record.get("schema") != LINEAGE_SCHEMA:
+            raise ValueError(f"lineage chunk records[{i}]: expected schema {LINEAGE_SCHEMA!r}, "
+                             f"got {record.get('schema')!r}")
+    return {"schema": CHUNK_LINEAGE_SCHEMA, "dag_id": dag_id, "run_id": run_id, "chunk": chunk,
+            "records": [dict(r) for r in records]}
+
+
+def lineage_records(extra: Any) -> list[dict[str, Any]]:
+    """The per-file lineage records an asset event's ``extra`` carries: one (per-file design), many (a chunk),
+    or none (any other ``extra``). Every consumer reads lineage through this, whatever the pipeline's design."""
+    if not isinstance(extra, Mapping):
+        return []
+    if extra.get("schema") == LINEAGE_SCHEMA:
+        return [dict(extra)]
+    if extra.get("schema") == CHUNK_LINEAGE_SCHEMA:
+        return [dict(r) for r in extra.get("records") or []
+                if isinstance(r, Mapping) and r.get("schema") == LINEAGE_SCHEMA]
+    return []

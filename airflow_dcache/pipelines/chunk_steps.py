@@ -37,8 +37,6 @@ log = logging.getLogger(__name__)
 
 #: Task ids (inside the chunk group) of the stages whose result the next one reads, in order.
 STAGE_TASKS = ("validate_replicate", "preview", "publish", "archive_rule", "wait_archived", "record_lineage")
-#: The asset event's ``extra`` schema of a chunk's lineage (a list of per-file lineage records).
-CHUNK_LINEAGE_SCHEMA = "airflow-dcache/lineage-chunk/v1"
 
 
 @dataclass(frozen=True)
@@ -320,18 +318,6 @@ def record_lineage(archived: Mapping[str, Any], dropped: Mapping[str, Any], cfg:
         result = _run(merged, cfg, [("record_lineage", mark)])
     records = [e["lineage"] for e in ck.live(result) if e.get("lineage") and not e.get("skipped")]
     return result, records
-
-
-def lineage_extra(records: Sequence[Mapping[str, Any]], *, dag_id: str, run_id: str, chunk: int) -> dict[str, Any]:
-    """The ``extra`` of a chunk's asset event on ``dcache://main/data/processed``.
-
-    ``{"schema": "airflow-dcache/lineage-chunk/v1", "dag_id", "run_id", "chunk": <index>,
-    "records": [<lineage record, schema airflow-dcache/lineage/v1, one per file version>]}``: the per-file
-    design emits one event per file with the record itself as ``extra``; a chunk emits one event with
-    the list, so a consumer reads ``extra["records"]`` when the schema is the chunk one.
-    """
-    return {"schema": CHUNK_LINEAGE_SCHEMA, "dag_id": dag_id, "run_id": run_id, "chunk": chunk,
-            "records": [dict(r) for r in records]}
 
 
 def final_chunk(pull: Callable[[str, str], Any], group: str, initial: Mapping[str, Any]) -> ck.Chunk:

@@ -12,8 +12,8 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-LINEAGE_SCHEMA = "airflow-dcache/lineage/v1"
-BATCH_SCHEMA = "airflow-dcache/storage-events/v1"
+from airflow_dcache.events.payload import SCHEMA as BATCH_SCHEMA
+from airflow_dcache.events.payload import lineage_records
 
 
 def parse_time(value: Any) -> datetime | None:
@@ -27,12 +27,11 @@ def parse_time(value: Any) -> datetime | None:
 
 
 def runs_from_lineage(asset_events: Iterable[Mapping[str, Any]], site: str, path: str) -> list[dict[str, Any]]:
-    """The lineage records whose input is ``site``:``path``, newest first, as rows for the page."""
+    """The lineage records whose input is ``site``:``path``, newest first, as rows for the page (a chunk's
+    asset event carries the records of all its files: each is read)."""
     rows = []
-    for ev in asset_events:
-        extra = ev.get("extra") or {}
-        if not isinstance(extra, Mapping) or extra.get("schema") != LINEAGE_SCHEMA:
-            continue
+    records = ((ev, record) for ev in asset_events for record in lineage_records(ev.get("extra")))
+    for ev, extra in records:
         inp = extra.get("input") or {}
         if inp.get("path") != path or (inp.get("site") and site and inp.get("site") != site):
             continue

@@ -22,12 +22,12 @@ from typing import Any
 
 import requests
 
+from airflow_dcache import events
 from airflow_dcache.events import events_from_asset_events
 from airflow_dcache.events.version import parse_marker
 from airflow_dcache.testing.airflow_stack import AirflowStack
 
 INGEST = "dcache_ingest_pipeline"
-LINEAGE_SCHEMA = "airflow-dcache/lineage/v1"
 MARKER = "airflow_dcache.done." + INGEST
 FINAL = frozenset({"success", "failed"})
 
@@ -106,9 +106,7 @@ def lineage_records(stack: AirflowStack) -> list[dict[str, Any]]:
     """The pipeline's lineage records (asset events on ``dcache://main/data/processed``), oldest first."""
     out = []
     for ev in stack.api.asset_events("dcache://main/data/processed"):
-        extra = ev.get("extra") or {}
-        if extra.get("schema") == LINEAGE_SCHEMA and extra.get("dag_id") == INGEST:
-            out.append(extra)
+        out += [r for r in events.lineage_records(ev.get("extra")) if r.get("dag_id") == INGEST]
     return out
 
 

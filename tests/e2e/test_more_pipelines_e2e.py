@@ -31,6 +31,7 @@ import requests
 
 from airflow_dcache.demo import default_dags_folder
 from airflow_dcache.demo.samples import write_cxi, write_shaky_video
+from airflow_dcache.events import lineage_records
 from airflow_dcache.testing.airflow_stack import AirflowStack, airflow_executable
 from airflow_dcache.testing.sites import Sites, start_sites, wait_for_watches
 from tests.functions.support import docker_url, function_image  # noqa: F401 - fixtures
@@ -80,9 +81,9 @@ def _lineage(stack: AirflowStack, dag_id: str) -> dict[str, list[dict[str, Any]]
     """Lineage records of ``dag_id`` by input path, each with the asset event's timestamp."""
     out: dict[str, list[dict[str, Any]]] = {}
     for ev in stack.api.asset_events(PROCESSED):
-        extra = ev.get("extra") or {}
-        if extra.get("schema") == "airflow-dcache/lineage/v1" and extra.get("dag_id") == dag_id:
-            out.setdefault(extra["input"]["path"], []).append({**extra, "_timestamp": ev["timestamp"]})
+        for extra in lineage_records(ev.get("extra")):
+            if extra.get("dag_id") == dag_id:
+                out.setdefault(extra["input"]["path"], []).append({**extra, "_timestamp": ev["timestamp"]})
     return out
 
 

@@ -16,6 +16,7 @@ import requests
 
 from airflow_dcache.demo import default_dags_folder
 from airflow_dcache.demo.samples import write_cxi
+from airflow_dcache.events import lineage_records
 from airflow_dcache.testing.airflow_stack import AirflowStack
 from airflow_dcache.testing.sites import Sites, start_sites, wait_for_watches
 
@@ -52,9 +53,9 @@ def _upload(sites: Sites, tmp_path: Path, names: list[str]) -> None:
 def _lineage_by_input(stack: AirflowStack) -> dict[str, list[dict]]:
     out: dict[str, list[dict]] = {}
     for ev in stack.api.asset_events("dcache://main/data/processed"):
-        extra = ev.get("extra") or {}
-        if extra.get("schema") == "airflow-dcache/lineage/v1" and extra.get("dag_id") == INGEST:
-            out.setdefault(extra["input"]["path"], []).append(extra)
+        for extra in lineage_records(ev.get("extra")):
+            if extra.get("dag_id") == INGEST:
+                out.setdefault(extra["input"]["path"], []).append(extra)
     return out
 
 

@@ -87,3 +87,21 @@ def test_lineage_record_validates() -> None:
     with pytest.raises(ValueError, match=r"outputs\[0\]\.path"):
         lineage_record(event_key="k", input={"site": "main", "path": "/in/f1"}, outputs=[{"site": "b"}],
                        function={"name": "t", "digest": "d"}, dag_id="d", run_id="r")
+
+
+def test_lineage_records_read_both_designs() -> None:
+    """A per-file event carries one record, a chunk's event many; every reader gets the same records."""
+    from airflow_dcache.events import CHUNK_LINEAGE_SCHEMA, lineage_chunk, lineage_records
+
+    recs = [lineage_record(event_key=f"k{i}", input={"site": "main", "path": f"/in/f{i}"},
+                           outputs=[{"site": "main", "path": f"/out/f{i}"}], function={"name": "t", "digest": "d"},
+                           dag_id="d", run_id="r") for i in range(3)]
+    chunk = lineage_chunk(recs, dag_id="d", run_id="r", chunk=2)
+    assert chunk["schema"] == CHUNK_LINEAGE_SCHEMA and chunk["chunk"] == 2
+    assert lineage_records(chunk) == recs
+    assert lineage_records(recs[1]) == [recs[1]]
+    json.dumps(chunk)
+    for foreign in (None, [], {"schema": "x"}, {"schema": CHUNK_LINEAGE_SCHEMA, "records": [{"schema": "x"}, 3]}):
+        assert lineage_records(foreign) == []
+    with pytest.raises(ValueError, match=r"records\[0\]"):
+        lineage_chunk([{"schema": "other"}], dag_id="d", run_id="r", chunk=0)

@@ -169,15 +169,6 @@ def test_final_chunk_reports_the_files_a_failed_stage_task_left_behind() -> None
     assert final_chunk(lambda task, key: xcoms.get((task, key)), "chunks", initial) == done
 
 
-def test_lineage_extra_shape() -> None:
-    from airflow_dcache.pipelines.chunk_steps import CHUNK_LINEAGE_SCHEMA, lineage_extra
-
-    extra = lineage_extra([{"schema": "airflow-dcache/lineage/v1", "input": {"path": "/a"}}], dag_id="d",
-                          run_id="r", chunk=3)
-    assert extra == {"schema": CHUNK_LINEAGE_SCHEMA, "dag_id": "d", "run_id": "r", "chunk": 3,
-                     "records": [{"schema": "airflow-dcache/lineage/v1", "input": {"path": "/a"}}]}
-
-
 def test_a_rerun_path_that_selects_nothing_is_listed_as_skipped() -> None:
     from airflow_dcache.pipelines.chunk_steps import note_missing
 

@@ -108,7 +108,9 @@ def test_markers_parse_dag_and_run() -> None:
 
 
 def test_lineage_rows_match_site_and_path_and_merge_markers() -> None:
-    record = {"schema": lineage.LINEAGE_SCHEMA, "input": {"site": "main", "path": "/d/f.h5"},
+    from airflow_dcache.events import LINEAGE_SCHEMA, lineage_chunk
+
+    record = {"schema": LINEAGE_SCHEMA, "input": {"site": "main", "path": "/d/f.h5"},
               "outputs": [{"site": "main", "path": "/p/f.png", "size": 3}], "function": {"name": "fn"},
               "dag_id": "ingest", "run_id": "r1"}
     events = [{"extra": record, "timestamp": "2026-01-01T00:00:01Z"},
@@ -118,10 +120,16 @@ def test_lineage_rows_match_site_and_path_and_merge_markers() -> None:
     assert [(r["dag_id"], r["run_id"], r["function"]) for r in rows] == [("ingest", "r1", "fn")]
     merged = lineage.merge_runs(rows, [{"dag_id": "ingest", "run_id": "r1"}, {"dag_id": "x", "run_id": "r2"}])
     assert [(r["run_id"], r["source"]) for r in merged] == [("r1", "lineage"), ("r2", "marker")]
+    # a chunked run's asset event: one event, the records of all its files
+    other = {**record, "input": {"site": "main", "path": "/d/g.h5"}, "run_id": "r3"}
+    chunk = {"extra": lineage_chunk([other, {**record, "run_id": "r3"}], dag_id="ingest", run_id="r3", chunk=0),
+             "timestamp": "2026-01-01T00:00:02Z"}
+    rows = lineage.runs_from_lineage([*events, chunk], "main", "/d/f.h5")
+    assert [(r["run_id"], r["time"]) for r in rows] == [("r3", "2026-01-01T00:00:02Z"), ("r1", "2026-01-01T00:00:01Z")]
 
 
 def test_lag_is_run_start_minus_first_upload_of_the_batch() -> None:
-    batch = {"schema": lineage.BATCH_SCHEMA, "events": [{"time": "2026-01-01T00:00:02.000Z"},
+    batch = {"schema": "airflow-dcache/storage-events/v1", "events": [{"time": "2026-01-01T00:00:02.000Z"},
                                                          {"time": "2026-01-01T00:00:01.000Z"}]}
     events = [{"timestamp": "2026-01-01T00:00:03Z", "extra": {"from_trigger": True, "payload": batch},
                "created_dagruns": [{"dag_id": "d", "run_id": "r", "start_date": "2026-01-01T00:00:04.500Z"}]}]

@@ -7,7 +7,7 @@ How it starts
     triggering event. Or by hand: *Trigger* in the UI with ``paths`` (paths or globs on ``main``) —
     the same tasks, the same function, the seed's "same code interactive and automatic".
 
-What it does, per file (a mapped task group, so each file moves on as soon as its own step is done)
+What it does to each file
     1. ``validate``: the file is still this version, non-empty, has a checksum, starts with the HDF5
        signature (8 bytes read through a pre-authorised URL);
     2. ``replicate``: HTTP third-party copy ``main`` → ``buffer`` (next to compute), each side
@@ -15,12 +15,31 @@ What it does, per file (a mapped task group, so each file moves on as soon as it
     3. ``preview``: the ``hdf5-preview`` function runs at the buffer site with pre-authorised URLs only
        (DOWNLOAD on its input, UPLOAD on a private output area) and writes a PNG and a JSON summary;
     4. ``publish``: third-party copy of the outputs to ``/data/processed/<run>/<file>/`` on ``main``;
-    5. ``archive_rule``: the rule update — QoS of the raw file on ``main`` becomes ``disk+tape``;
+    5. ``archive_rule``: the rule update — QoS of the raw file on ``main`` becomes ``target_qos``;
     6. ``drop_buffer_replica``: the file's work area on ``buffer`` is removed;
-    7. ``wait_archived``: until the raw file's locality includes NEARLINE (it is on tape);
+    7. ``wait_archived``: until the raw file has the QoS asked for (on tape for ``tape``/``disk+tape``);
     8. ``record_lineage``: marks the input version processed (xattr, compare-and-set) and emits the
-       lineage record (event key, input checksum, outputs, activation record) as an asset event on
+       lineage record (event key, input checksum, outputs, activation record) on
        ``dcache://main/data/processed``.
+
+In chunks (the default design)
+    The stages are mapped over *chunks* of files (at most ``chunk_max_files`` files and
+    ``chunk_max_bytes`` bytes, defaults 50 files / 2 GiB or ``$AIRFLOW_DCACHE_CHUNK_MAX_FILES`` /
+    ``$AIRFLOW_DCACHE_CHUNK_MAX_BYTES``): ``collect`` → ``chunk`` → per chunk ``validate_replicate``,
+    ``preview``, ``publish``, ``archive_rule``, ``drop_buffer_replica``, ``wait_archived``,
+    ``record_lineage`` → ``report``. A run costs a few tasks per chunk instead of 8 per file, and is not
+    capped by ``[core] max_map_length`` files. Inside a stage each file is handled on its own
+    (``$AIRFLOW_DCACHE_CHUNK_CONCURRENCY`` at once, default 8): a file that fails is carried with its
+    stage and reason, later stages skip it, its chunk-mates go on. ``report`` fails the run naming every
+    failed file, stage and reason; trigger with ``only_failed_of`` = that run's id (or press *Re-run
+    failed* in the dCache view) to re-run just those files. One asset event per chunk carries the list
+    of per-file lineage records.
+
+Per file (``$AIRFLOW_DCACHE_PIPELINE_DESIGN=per_file``, read when the DAG is parsed)
+    Same DAG id, asset, steps and rules, the task group mapped over files: each file is its own row in
+    the grid and moves on as soon as its own step is done. For runs of a handful of files that is the
+    more readable view; from tens of files on, its 8 task instances per file cost more than the work
+    (``docs/pipelines.md``).
 
 Idempotent by the event key: a redelivered event, or a run over files already done, finds the marker
 (``airflow_dcache.done.<dag_id>`` on the input) and skips them — unless ``reprocess`` is set. The
@@ -41,18 +60,6 @@ Billing instead of SSE
     ``*.h5`` under ``/data/incoming``, pool-to-pool and failed transfers excluded). It is defined when
     ``$AIRFLOW_DCACHE_BILLING_TOPIC`` names the topic (connection ``kafka_billing``).
 
-Chunked design (``$AIRFLOW_DCACHE_PIPELINE_DESIGN=chunked``, read when the DAG is parsed)
-    Same DAG id, asset, steps and rules, but the task group is mapped over *chunks* of files (at most
-    ``chunk_max_files`` files and ``chunk_max_bytes`` bytes, defaults 50 files / 2 GiB or
-    ``$AIRFLOW_DCACHE_CHUNK_MAX_FILES`` / ``$AIRFLOW_DCACHE_CHUNK_MAX_BYTES``): ``collect`` → ``chunk`` →
-    per chunk ``validate_replicate``, ``preview``, ``publish``, ``archive_rule``, ``drop_buffer_replica``,
-    ``wait_archived``, ``record_lineage`` → ``report``. A run costs a few tasks per chunk instead of 8 per
-    file, and is not capped by ``[core] max_map_length`` files. Inside a stage each file is handled on its
-    own (``$AIRFLOW_DCACHE_CHUNK_CONCURRENCY`` at once, default 8): a file that fails is carried with
-    its stage and reason, later stages skip it, its chunk-mates go on. ``report`` fails the run naming
-    every failed file, stage and reason; trigger with ``only_failed_of`` = that run's id to re-run just
-    those files. One asset event per chunk carries the list of per-file lineage records.
-
 Connections: ``dcache_main`` and ``dcache_buffer`` (``site`` extras ``main``/``buffer``). The function
 runtime is ``$AIRFLOW_DCACHE_FUNCTION_RUNTIME`` (``local`` or ``docker``; the demo picks it).
 """
@@ -71,6 +78,7 @@ from airflow_dcache.operators import (
     DCacheReplicateOperator,
     DCacheSetQosOperator,
 )
+from airflow_dcache.pipelines import design
 from airflow_dcache.retry_policy import DCacheRetryPolicy
 from airflow_dcache.sensors import DCacheFileSensor
 from airflow_dcache.triggers import DCacheBillingEventTrigger, DCacheStorageEventTrigger
@@ -85,12 +93,9 @@ SELECT_ROOTS = [SOURCE_ROOT]
 ALLOWED_ROOTS = [SOURCE_ROOT, BUFFER_ROOT, OUTPUT_ROOT]
 # [END ingest_roots]
 BILLING_TOPIC = os.environ.get("AIRFLOW_DCACHE_BILLING_TOPIC")
-# per_file: a task group mapped over files (8 tasks per file; the demo and its progress view read these
-# task ids); chunked: mapped over chunks of files, a few tasks per chunk (docs/pipelines.md)
-DESIGNS = ("per_file", "chunked")
-DESIGN = os.environ.get("AIRFLOW_DCACHE_PIPELINE_DESIGN", "").strip() or "per_file"
-if DESIGN not in DESIGNS:
-    raise ValueError(f"$AIRFLOW_DCACHE_PIPELINE_DESIGN: expected one of {', '.join(DESIGNS)}, got {DESIGN!r}")
+# chunked (the default): the stages mapped over chunks of files, a few tasks per chunk; per_file: mapped over
+# files, 8 tasks per file, each file its own grid row (airflow_dcache.pipelines.design, docs/pipelines.md)
+DESIGN = design.from_env().name
 
 
 def _env_number(name: str, default: float, *, minimum: float, whole: bool = False) -> float:

@@ -1,8 +1,10 @@
 """Follow sample files through the pipelines with Airflow's REST API, and print what a newcomer should see.
 
-A pipeline run covers the files of its triggering events; its first task (``collect``) returns them
-in map-index order, so every later mapped task instance with the same map index works on the same
-file. That is all this module assumes of a DAG: a ``collect`` task and a list of stage task ids.
+A pipeline run covers the files of its triggering events; one task (``collect``, or ``chunk`` in the
+chunked design) returns its mapped units in map-index order — one file each, or a chunk of files —
+so every later mapped task instance with the same map index works on that file (or its chunk). That is
+all this module assumes of a DAG: that task, a list of stage task ids, and optionally a ``report`` task
+whose XCom ``failed`` names the files that failed inside a chunk (their stage tasks still succeed).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from airflow_dcache.pipelines.design import PER_FILE, Design
 from airflow_dcache.testing.airflow_stack import AirflowAPI
 
 DONE = {"success", "skipped"}
@@ -25,7 +28,15 @@ class Pipeline:
 
     dag_id: str
     stages: Sequence[tuple[str, str]]  # (task_id, label)
-    collect_task: str = "collect"
+    #: how the units task's XCom maps to files (a file per map index unless a design says chunks)
+    design: Design = PER_FILE
+    #: a task whose XCom ``failed`` lists ``{"path", "stage", "reason"}`` of files failed inside a unit
+    report_task: str | None = None
+
+    @classmethod
+    def of(cls, dag_id: str, design: Design) -> Pipeline:
+        """The ingest pipeline ``dag_id`` as ``design`` lays it out."""
+        return cls(dag_id, design.task_ids(), design, "report" if design.units_task == "chunk" else None)
 
 
 @dataclass
@@ -34,6 +45,7 @@ class FileProgress:
 
     name: str
     dag_id: str
+    path: str | None = None
     run_id: str | None = None
     map_index: int | None = None
     uploaded_at: float | None = None
@@ -42,12 +54,16 @@ class FileProgress:
     started: dict[str, datetime] = field(default_factory=dict)
     ended: dict[str, datetime] = field(default_factory=dict)
     result: dict[str, Any] = field(default_factory=dict)
+    #: why the file failed inside its chunk (the run's report), though its chunk's tasks succeeded
+    failure: str | None = None
+    #: the run's report was read (pipelines with a report are done for a file only then)
+    reported: bool = False
 
     def finished(self, stages: Iterable[str]) -> bool:
         return all(self.states.get(s) in DONE for s in stages)
 
     def failed(self) -> bool:
-        return any(s in FAILED for s in self.states.values())
+        return self.failure is not None or any(s in FAILED for s in self.states.values())
 
 
 def _time(value: str | None) -> datetime | None:
@@ -64,32 +80,36 @@ class ProgressTracker:
         self.pipelines = {p.dag_id: p for p in pipelines}
         self.files = {name: FileProgress(name, dag_id) for name, dag_id in files.items()}
         self.say = say
-        self._collected: dict[tuple[str, str], list[str]] = {}
+        self._units: dict[tuple[str, str], list[list[dict[str, Any]]]] = {}
 
-    def _names_of_run(self, dag_id: str, run_id: str) -> list[str] | None:
+    def _units_of_run(self, dag_id: str, run_id: str) -> list[list[dict[str, Any]]] | None:
+        """The run's work items per map index, once its units task pushed them."""
         key = (dag_id, run_id)
-        if key not in self._collected:
+        if key not in self._units:
+            pipeline = self.pipelines[dag_id]
             try:
-                value = self.api.xcom(dag_id, run_id, self.pipelines[dag_id].collect_task)
+                value = self.api.xcom(dag_id, run_id, pipeline.design.units_task)
             except Exception:  # not pushed yet
                 return None
-            items = [i.get("item", i) for i in (value or []) if isinstance(i, Mapping)]  # expand_kwargs wraps
-            self._collected[key] = [str(i.get("name") or str(i.get("path", "")).rsplit("/", 1)[-1]) for i in items]
-        return self._collected[key]
+            self._units[key] = pipeline.design.units(value)
+        return self._units[key]
 
     def poll(self) -> None:
         for dag_id, pipeline in self.pipelines.items():
             for run in self.api.dag_runs(dag_id):
-                names = self._names_of_run(dag_id, run["dag_run_id"])
-                if not names:
+                units = self._units_of_run(dag_id, run["dag_run_id"])
+                if not units:
                     continue
-                for index, name in enumerate(names):
-                    fp = self.files.get(name)
-                    if fp is None or fp.dag_id != dag_id or (fp.run_id and fp.run_id != run["dag_run_id"]):
-                        continue
-                    if fp.run_id is None:
-                        fp.run_id, fp.map_index = run["dag_run_id"], index
-                        self.say(f"  {name:<24} picked up by {dag_id} run {run['dag_run_id']}")
+                for index, items in enumerate(units):
+                    for item in items:
+                        name = str(item.get("name") or str(item.get("path", "")).rsplit("/", 1)[-1])
+                        fp = self.files.get(name)
+                        if fp is None or fp.dag_id != dag_id or (fp.run_id and fp.run_id != run["dag_run_id"]):
+                            continue
+                        if fp.run_id is None:
+                            fp.run_id, fp.map_index, fp.path = run["dag_run_id"], index, item.get("path")
+                            self.say(f"  {name:<24} picked up by {dag_id} run {run['dag_run_id']}"
+                                     + (f" (chunk {index})" if pipeline.design.units_task == "chunk" else ""))
                 self._update_run(pipeline, run["dag_run_id"])
 
     def _update_run(self, pipeline: Pipeline, run_id: str) -> None:
@@ -116,14 +136,33 @@ class ProgressTracker:
                     mark = "ok" if state in DONE else state.upper()
                     self.say(f"  {fp.name:<24} {labels[ti['task_id']]:<14} {mark:<6} "
                              f"{fp.durations[ti['task_id']]:5.1f} s")
+        if pipeline.report_task:
+            self._read_report(pipeline, run_id, mine)
+
+    def _read_report(self, pipeline: Pipeline, run_id: str, mine: list[FileProgress]) -> None:
+        """Files the run's report names failed: their chunk's stage tasks succeeded, the file did not."""
+        if all(fp.reported for fp in mine) or not pipeline.report_task:
+            return
+        try:
+            failed = self.api.xcom(pipeline.dag_id, run_id, pipeline.report_task, key="failed")
+        except Exception:  # no report yet
+            return
+        for fp in mine:
+            fp.reported = True
+        for row in failed or []:
+            for fp in mine:
+                if isinstance(row, Mapping) and row.get("path") == fp.path:
+                    fp.failure = f"{row.get('stage')}: {row.get('reason')}"
+                    self.say(f"  {fp.name:<24} FAILED at {row.get('stage')}: {str(row.get('reason'))[:200]}")
 
     def wait(self, timeout: float, interval: float = 1.0) -> bool:
         """Poll until every file finished every stage of its pipeline (True) or one failed / time ran out."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self.poll()
-            if all(fp.finished(s for s, _ in self.pipelines[fp.dag_id].stages) for fp in self.files.values()):
-                return True
+            if all(fp.finished(s for s, _ in self.pipelines[fp.dag_id].stages)
+                   and (fp.reported or not self.pipelines[fp.dag_id].report_task) for fp in self.files.values()):
+                return not any(fp.failed() for fp in self.files.values())
             if any(fp.failed() for fp in self.files.values()):
                 return False
             time.sleep(interval)

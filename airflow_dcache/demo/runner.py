@@ -11,14 +11,12 @@ from pathlib import Path
 
 from airflow_dcache.demo.progress import FileProgress, Pipeline, ProgressTracker, summary_table
 from airflow_dcache.demo.samples import write_cxi, write_shaky_video
+from airflow_dcache.pipelines import design
 from airflow_dcache.testing.airflow_stack import AirflowStack
 from airflow_dcache.testing.sites import Sites, start_sites, wait_for_watches
 
-INGEST = Pipeline("dcache_ingest_pipeline", [
-    ("file.validate", "validate"), ("file.replicate", "to buffer"), ("file.preview", "function"),
-    ("file.publish", "publish"), ("file.archive_rule", "QoS rule"), ("file.drop_buffer_replica", "buffer clean"),
-    ("file.wait_archived", "archived"), ("file.record_lineage", "lineage"),
-])
+#: The ingest pipeline as the example DAG lays it out (its design is read from the same variable).
+INGEST = Pipeline.of("dcache_ingest_pipeline", design.from_env())
 DESHAKE = Pipeline("dcache_video_deshake", [("video.deshake", "function"), ("video.record_lineage", "lineage")])
 #: How many watched directories the example DAGs subscribe to (incoming, videos).
 WATCHED_PATHS = 2
@@ -157,12 +155,16 @@ class DemoRunner:
 
                 t = datetime.fromisoformat(started.replace("Z", "+00:00")).timestamp()
                 cols["upload→run"] = f"{t - self.uploaded_at[fp.name]:.1f}s"
+            pipeline = INGEST if fp.dag_id == INGEST.dag_id else DESHAKE
             try:
                 task_id = pipeline_task(fp.dag_id, "record_lineage")
-                lineage = self.stack.api.xcom(fp.dag_id, fp.run_id, task_id, map_index=fp.map_index or 0)
+                value = self.stack.api.xcom(fp.dag_id, fp.run_id, task_id, map_index=fp.map_index or 0)
+                lineage = pipeline.design.file_result(value, fp.path or "")
             except Exception:
                 lineage = None
-            if isinstance(lineage, Mapping):
+            if fp.failure:
+                cols["outputs"] = f"FAILED {fp.failure[:80]}"
+            elif isinstance(lineage, Mapping):
                 cols["outputs"] = ", ".join(o.get("path", "") for o in lineage.get("outputs", []))
         cols["archive"] = self._archive_state(fp)
         return cols

@@ -34,8 +34,35 @@ def _upstream(dag, task_id: str) -> set[str]:
     return set(dag.get_task(task_id).upstream_task_ids)
 
 
-def test_ingest_pipeline_chain(dagbag) -> None:
+def _ingest_as(design: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The ingest DAG parsed with ``$AIRFLOW_DCACHE_PIPELINE_DESIGN`` = ``design`` (read at parse time)."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    monkeypatch.setenv("AIRFLOW_DCACHE_PIPELINE_DESIGN", design)
+    bag = DagBag(dag_folder=str(DAGS / "dcache_ingest_pipeline.py"))
+    assert bag.import_errors == {}
+    return bag.dags["dcache_ingest_pipeline"]
+
+
+def test_ingest_pipeline_is_chunked_by_default(dagbag) -> None:
+    from airflow_dcache.pipelines.design import CHUNKED
+
     dag = dagbag.dags["dcache_ingest_pipeline"]
+    assert {"collect", "chunk", "report", *(t for t, _ in CHUNKED.task_ids())} <= set(dag.task_ids)
+    stages = [t for t, _ in CHUNKED.task_ids()]
+    for before, after in zip(stages[:3], stages[1:4], strict=True):  # to buffer → function → publish → QoS rule
+        assert before in _upstream(dag, after)
+    assert "chunks.publish" in _upstream(dag, "chunks.drop_buffer_replica")
+    assert "chunks.archive_rule" in _upstream(dag, "chunks.wait_archived")
+    assert {"chunks.wait_archived", "chunks.drop_buffer_replica"} <= _upstream(dag, "chunks.record_lineage")
+    assert {"paths", "function", "function_parameters", "target_qos", "reprocess", "chunk_max_files",
+            "chunk_max_bytes", "only_failed_of"} <= set(dag.params)
+    assert [o.uri for o in dag.get_task("chunks.record_lineage").outlets] == ["dcache://main/data/processed"]
+    assert not any(t.startswith("file.") for t in dag.task_ids)
+
+
+def test_ingest_pipeline_chain_per_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    dag = _ingest_as("per_file", tmp_path, monkeypatch)
     assert {"collect", "file.validate", "file.replicate", "file.preview", "file.publish", "file.archive_rule",
             "file.drop_buffer_replica", "file.wait_archived", "file.record_lineage"} <= set(dag.task_ids)
     assert "file.validate" in _upstream(dag, "file.replicate")
@@ -47,8 +74,19 @@ def test_ingest_pipeline_chain(dagbag) -> None:
     assert {"file.wait_archived", "file.drop_buffer_replica"} <= _upstream(dag, "file.record_lineage")
     # Scheduled by the storage-event watcher of /data/incoming; UI form params present.
     assert {"paths", "function", "function_parameters", "target_qos", "reprocess"} <= set(dag.params)
+    assert "chunk_max_files" not in dag.params
     outlets = dag.get_task("file.record_lineage").outlets
     assert [o.uri for o in outlets] == ["dcache://main/data/processed"]
+
+
+def test_an_unknown_design_is_an_import_error_naming_the_variable(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from airflow.dag_processing.dagbag import DagBag
+
+    monkeypatch.setenv("AIRFLOW_DCACHE_PIPELINE_DESIGN", "per-file")
+    bag = DagBag(dag_folder=str(DAGS / "dcache_ingest_pipeline.py"))
+    (error,) = bag.import_errors.values()
+    assert "$AIRFLOW_DCACHE_PIPELINE_DESIGN: expected one of chunked, per_file, got 'per-file'" in error
 
 
 def test_ingest_watcher_trigger_kwargs_hold_no_secret(dagbag) -> None:

@@ -46,6 +46,7 @@ import pytest
 from airflow_dcache.demo import default_dags_folder
 from airflow_dcache.demo.samples import write_cxi
 from airflow_dcache.hooks import DCacheHook
+from airflow_dcache.pipelines import design
 from airflow_dcache.testing.airflow_stack import AirflowStack
 from airflow_dcache.testing.sites import Sites, wait_for_watches
 from airflow_dcache.triggers.storage_events import COMMIT_DELAY
@@ -66,6 +67,8 @@ from tests.e2e.facility import (
 )
 
 INCOMING_ASSET = "dcache://main/data/incoming"
+#: the example DAG's design in this run (the default unless $AIRFLOW_DCACHE_PIPELINE_DESIGN says otherwise)
+DESIGN = design.from_env()
 STAGING = "/data/staging-alice"  # outside the watched tree: the source of the renames
 # inside the pipeline's allowed roots (a manual selection elsewhere is refused), but named *.hdf5, which
 # the watcher's include (*.h5) does not match: only the manual runs pick these up
@@ -158,7 +161,7 @@ class Pipeline:
     def __init__(self, stack: AirflowStack) -> None:
         self.api = stack.api
         self.token = self.api.dag(INGEST)["file_token"]
-        self._collect: dict[str, list[dict[str, Any]]] = {}
+        self._units: dict[str, list[list[dict[str, Any]]]] = {}
 
     def set_paused(self, paused: bool) -> None:
         self.api.request("PATCH", f"/dags/{INGEST}", json={"is_paused": paused})
@@ -169,26 +172,23 @@ class Pipeline:
         assets = self.api.request("GET", "/assets", params={"uri_pattern": INCOMING_ASSET, "limit": 100})["assets"]
         return [w for a in assets if a["uri"] == INCOMING_ASSET for w in a.get("watchers") or []]
 
-    def items(self, run_id: str) -> list[dict[str, Any]] | None:
-        """The run's work items (``collect``'s XCom), cached once known."""
-        if run_id not in self._collect:
+    def units(self, run_id: str) -> list[list[dict[str, Any]]] | None:
+        """The run's work items per map index (the design's units task: ``collect``, or ``chunk``), cached."""
+        if run_id not in self._units:
             try:
-                value = self.api.xcom(INGEST, run_id, "collect")
+                value = self.api.xcom(INGEST, run_id, DESIGN.units_task)
             except Exception:
                 return None
             if value is None:
                 return None
-            self._collect[run_id] = list(value)
-        return self._collect[run_id]
+            self._units[run_id] = DESIGN.units(value)
+        return self._units[run_id]
 
     def task_states(self, pnfsid: str) -> tuple[str, dict[str, str]] | None:
-        """(run id, task id → state) of the mapped tasks working on ``pnfsid``, if a run has it."""
+        """(run id, task id → state) of the mapped tasks working on ``pnfsid`` (its file or its chunk)."""
         for run in self.api.dag_runs(INGEST):
-            items = self.items(run["dag_run_id"])
-            if not items:
-                continue
-            for index, item in enumerate(items):
-                if item.get("pnfsid") == pnfsid:
+            for index, items in enumerate(self.units(run["dag_run_id"]) or []):
+                if any(item.get("pnfsid") == pnfsid for item in items):
                     tis = self.api.task_instances(INGEST, run["dag_run_id"])
                     return run["dag_run_id"], {t["task_id"]: str(t["state"]) for t in tis
                                                if t.get("map_index") == index}
@@ -214,8 +214,8 @@ def overwrite_in_flight(beamline: Beamline, pipeline: Pipeline, firsts: list[tup
             if found is None:
                 continue
             run_id, states = found
-            stage_state = states.get(f"file.{stage}")
-            done = states.get("file.record_lineage") in FINAL or "failed" in states.values()
+            stage_state = states.get(DESIGN.task(stage))
+            done = states.get(DESIGN.task("record_lineage")) in FINAL or "failed" in states.values()
             in_flight = stage_state == "running" or (stage == "replicate" and stage_state == "success" and not done)
             if in_flight or done:
                 what = f"{stage} {stage_state} in {run_id}" if in_flight else f"MISSED: {run_id} already ended"

@@ -50,6 +50,9 @@ def facility(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Sites, 
     base = tmp_path_factory.mktemp("buffer-down")
     sites = start_sites(base / "sites", fast_hash=True, log_dir=base)
     env = {**sites.connections(), "AIRFLOW_DCACHE_FUNCTION_RUNTIME": "local",
+           # the per-file variant, whose task ids this test reads (file.replicate[0]); the chunked design's
+           # copy stages take the same retry settings, a site down there is not exercised by this test
+           "AIRFLOW_DCACHE_PIPELINE_DESIGN": "per_file",
            "AIRFLOW_DCACHE_REPLICATE_RETRIES": str(RETRIES),
            "AIRFLOW_DCACHE_REPLICATE_RETRY_DELAY": str(BASE_DELAY),
            "AIRFLOW_DCACHE_REPLICATE_MAX_RETRY_DELAY": "60"}

@@ -10,6 +10,7 @@ host taken from the request.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 from fastapi import HTTPException
@@ -104,3 +105,22 @@ class AirflowClient:
 
     async def dag_runs(self, dag_id: str, limit: int = 10) -> list[dict[str, Any]]:
         return list((await self.get(f"/dags/{dag_id}/dagRuns", limit=limit, order_by="-run_after"))["dag_runs"])
+
+    async def dag_run(self, dag_id: str, run_id: str) -> dict[str, Any]:
+        return dict(await self.get(f"/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}"))
+
+    async def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+        return await self.paged(f"/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}/taskInstances", "task_instances",
+                                want=10000)
+
+    async def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value",
+                   map_index: int = -1) -> Any:
+        """An XCom's value, or ``None`` when it is not there (yet): a 404 is an answer here, not an error."""
+        try:
+            doc = await self.get(f"/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}/taskInstances/{task_id}"
+                                 f"/xcomEntries/{key}", map_index=map_index, deserialize=True)
+        except HTTPException as exc:
+            if exc.status_code == 404:
+                return None
+            raise
+        return doc.get("value")

@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field
 
 from airflow_dcache.exceptions import DCacheError
 from airflow_dcache.paths import InvalidPath, OutsideAllowedRoots, require_within
-from airflow_dcache.plugins import access, lineage, live, storage, watchers
+from airflow_dcache.plugins import access, lineage, live, runs, storage, watchers
 from airflow_dcache.plugins.airflow_api import AirflowClient
 from airflow_dcache.plugins.security import (
     Caller,
@@ -37,6 +37,7 @@ from airflow_dcache.plugins.validation import (
     clean_dag_id,
     clean_event_kind,
     clean_page,
+    clean_run_id,
     echo,
 )
 
@@ -83,6 +84,17 @@ class TriggerBody(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
     conn: str | None = None
     note: str | None = Field(default=None, max_length=1000)
+
+
+class RerunBody(BaseModel):
+    """``POST /api/rerun``: a run of ``dag_id`` over the files that failed in its run ``run_id``."""
+
+    dag_id: str
+    run_id: str
+
+
+#: The param a DAG takes when it can re-run only the failed files of one of its runs (the chunked design).
+RERUN_PARAM = "only_failed_of"
 
 
 def create_app() -> FastAPI:
@@ -257,6 +269,59 @@ def create_app() -> FastAPI:
         run_id = str(run["dag_run_id"])
         return {"dag_id": dag_id, "run_id": run_id, "state": run.get("state"),
                 "url": f"../../dags/{quote(dag_id, safe='')}/runs/{quote(run_id, safe='')}"}
+
+    @app.get("/api/runs")
+    async def recent_runs(caller: ViewerDep, dag_id: str, limit: int = 20) -> dict[str, Any]:
+        """The DAG's recent runs (for the *Runs* tab's list), as the caller may see them."""
+        dag_id = clean_dag_id(dag_id)
+        _, limit = clean_page(0, limit)
+        async with AirflowClient(caller.token) as api:
+            found = await api.dag_runs(dag_id, limit=limit)
+        return {"dag_id": dag_id, "may_trigger": may_trigger(caller, dag_id), "runs": [
+            {k: r.get(k) for k in ("dag_run_id", "state", "run_type", "start_date", "end_date",
+                                   "triggering_user_name")} for r in found]}
+
+    @app.get("/api/run")
+    async def run_files(caller: ViewerDep, dag_id: str, run_id: str) -> dict[str, Any]:
+        """A chunked run file by file: each file's chunk, stage, outcome, reason and stage timings."""
+        dag_id, run_id = clean_dag_id(dag_id), clean_run_id(run_id)
+        async with AirflowClient(caller.token) as api:
+            run = await api.dag_run(dag_id, run_id)
+            outcomes = await api.xcom(dag_id, run_id, "report", key="outcomes")
+            if isinstance(outcomes, dict):
+                rows, source = runs.rows_from_report(outcomes), "report"
+            else:
+                units = await api.xcom(dag_id, run_id, "chunk")
+                rows = runs.rows_in_flight(units, await api.task_instances(dag_id, run_id)) if units else []
+                source = "task instances" if units else "not chunked yet"
+        failed = sum(1 for r in rows if r["outcome"] == "failed")
+        return {"dag_id": dag_id, "run_id": run_id, "state": run.get("state"), "source": source,
+                "files": rows, "counts": runs.counts(rows), "failed": failed,
+                "may_rerun": bool(failed) and source == "report" and may_trigger(caller, dag_id),
+                "url": f"../../dags/{quote(dag_id, safe='')}/runs/{quote(run_id, safe='')}"}
+
+    @app.post("/api/rerun")
+    async def rerun_failed(caller: ViewerDep, body: RerunBody, request: Request) -> dict[str, Any]:
+        """Re-run only the files that failed in a run: a new run with ``only_failed_of``, triggered as the caller."""
+        _same_origin(request)
+        dag_id, run_id = clean_dag_id(body.dag_id), clean_run_id(body.run_id)
+        if not may_trigger(caller, dag_id):
+            raise HTTPException(403, f"you may not trigger {dag_id}")
+        async with AirflowClient(caller.token) as api:  # Airflow decides again, as the user
+            params = (await api.dag_details(dag_id)).get("params") or {}
+            if RERUN_PARAM not in params:
+                raise InvalidInput("dag_id", f"{dag_id} cannot re-run only the failed files of a run "
+                                             f"(it has no {RERUN_PARAM!r} param: not the chunked design)")
+            failed = await api.xcom(dag_id, run_id, "report", key="failed")
+            if not failed:
+                raise InvalidInput("run_id", f"run {echo(run_id)} of {dag_id} has no failed files to re-run "
+                                             "(no report yet, or every file succeeded)")
+            new = await api.trigger(dag_id, {RERUN_PARAM: run_id},
+                                    note=f"dCache view: re-run of the {len(failed)} failed file(s) of {run_id} "
+                                         f"by {caller.name}")
+        new_id = str(new["dag_run_id"])
+        return {"dag_id": dag_id, "run_id": new_id, "state": new.get("state"), "files": len(failed),
+                "url": f"../../dags/{quote(dag_id, safe='')}/runs/{quote(new_id, safe='')}"}
 
     @app.get("/api/lag")
     async def lag(caller: ViewerDep) -> dict[str, Any]:

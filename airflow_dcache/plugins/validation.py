@@ -76,6 +76,14 @@ def clean_dag_id(value: str | None) -> str:
     return value
 
 
+def clean_run_id(value: str | None) -> str:
+    """A run id as Airflow makes them (``manual__2026-…+00:00``) or a person names them: printable, no ``/``."""
+    if (not isinstance(value, str) or not 1 <= len(value) <= 250 or "/" in value or value != value.strip()
+            or any(unicodedata.category(ch) in _HIDDEN for ch in value)):
+        raise InvalidInput("run_id", f"not a run id: {echo(value)}")
+    return value
+
+
 def clean_conn_id(value: str | None, allowed: Sequence[str]) -> str:
     """A connection the view offers; anything else is refused (never a connection of another type)."""
     if not isinstance(value, str) or not _CONN_ID.fullmatch(value):

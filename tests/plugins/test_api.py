@@ -32,6 +32,9 @@ ENDPOINTS = [
     ("GET", "/dcache/api/dags"),
     ("GET", "/dcache/api/lag"),
     ("POST", "/dcache/api/trigger"),
+    ("GET", "/dcache/api/runs?dag_id=x"),
+    ("GET", "/dcache/api/run?dag_id=x&run_id=y"),
+    ("POST", "/dcache/api/rerun"),
     ("GET", "/dcache/ui/static/app.js"),
 ]
 
@@ -553,3 +556,71 @@ def test_page_accepts_a_bearer_token_like_the_api(ui_stack: UIStack) -> None:
     assert r.status_code == 200  # the explicit credential wins over the cookie, as in the core API
     r = requests.get(url, headers={"Authorization": "Bearer not-a-jwt"}, allow_redirects=False, timeout=30)
     assert r.status_code == 403
+
+
+def _wait_report(ui: UIStack, run_id: str, timeout: float = 300) -> dict[str, Any]:
+    """The view's file-by-file answer for ``run_id`` once the run's report ran (bounded)."""
+    s = ui.session("admin")
+    deadline = time.monotonic() + timeout
+    doc: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        r = s.get(f"{ui.base}/dcache/api/run", params={"dag_id": INGEST, "run_id": run_id}, timeout=60)
+        assert r.status_code == 200, r.text
+        doc = r.json()
+        assert doc["source"] in ("report", "task instances", "not chunked yet"), doc
+        if doc["source"] == "report":
+            return doc
+        time.sleep(2)
+    raise TimeoutError(f"no report for {run_id} after {timeout} s: {doc}")
+
+
+def test_runs_tab_shows_a_chunked_run_file_by_file_and_reruns_only_the_failed(ui_stack: UIStack, tmp_path) -> None:
+    """Last in this module: it unpauses the ingest DAG (the chunked design, the default) for two runs."""
+    from airflow_dcache.demo.samples import write_cxi
+
+    good, bad = "/data/incoming/runs-tab-good.h5", "/data/incoming/runs-tab-bad.h5"
+    ui_stack.upload(good, write_cxi(tmp_path / "good.h5", seed=7, frames=2).read_bytes())
+    ui_stack.upload(bad, b"not an HDF5 file at all")
+    admin, viewer = ui_stack.session("admin"), ui_stack.session("viewer")
+    r = admin.post(f"{ui_stack.base}/dcache/api/trigger", timeout=30,
+                   json={"dag_id": INGEST, "paths": [good, bad], "conn": "dcache_main", "params": {"reprocess": True}})
+    assert r.status_code == 200, r.text
+    run_id = r.json()["run_id"]
+    listed = viewer.get(f"{ui_stack.base}/dcache/api/runs", params={"dag_id": INGEST}, timeout=60).json()
+    assert run_id in [x["dag_run_id"] for x in listed["runs"]] and listed["may_trigger"] is False
+    ui_stack.stack.api.unpause(INGEST)
+    try:
+        doc = _wait_report(ui_stack, run_id)
+        by_path = {f["path"]: f for f in doc["files"]}
+        assert set(by_path) == {good, bad}, doc
+        assert by_path[good]["outcome"] == "processed" and by_path[good]["stage"] == "done"
+        assert {"preview", "publish", "record_lineage"} <= set(by_path[good]["durations"]), by_path[good]
+        assert by_path[bad]["outcome"] == "failed" and bad in by_path[bad]["reason"], by_path[bad]
+        assert doc["failed"] == 1 and doc["counts"] == {"processed": 1, "failed": 1} and doc["may_rerun"] is True
+        # a viewer sees the same rows, without the button, and cannot re-run
+        seen = viewer.get(f"{ui_stack.base}/dcache/api/run", params={"dag_id": INGEST, "run_id": run_id},
+                          timeout=60).json()
+        assert seen["files"] == doc["files"] and seen["may_rerun"] is False
+        r = viewer.post(f"{ui_stack.base}/dcache/api/rerun", json={"dag_id": INGEST, "run_id": run_id}, timeout=30)
+        assert r.status_code == 403
+        for body, field in (({"dag_id": INGEST, "run_id": "a/b"}, "run_id"), ({"dag_id": "../x", "run_id": run_id},
+                                                                                 "dag_id")):
+            r = admin.post(f"{ui_stack.base}/dcache/api/rerun", json=body, timeout=30)
+            assert r.status_code == 400 and r.json()["field"] == field, r.text
+        r = admin.post(f"{ui_stack.base}/dcache/api/rerun", json={"dag_id": INGEST, "run_id": run_id},
+                       headers={"Origin": "http://evil.example"}, timeout=30)
+        assert r.status_code == 403
+        # the button: a new run over the one failed file, as the admin
+        r = admin.post(f"{ui_stack.base}/dcache/api/rerun", json={"dag_id": INGEST, "run_id": run_id}, timeout=30)
+        assert r.status_code == 200, r.text
+        again = r.json()
+        assert again["files"] == 1 and again["run_id"] != run_id
+        run = ui_stack.stack.api.dag_run(INGEST, again["run_id"])
+        assert run["conf"] == {"only_failed_of": run_id} and run["triggering_user_name"] == "admin"
+        r = admin.post(f"{ui_stack.base}/dcache/api/rerun", json={"dag_id": INGEST, "run_id": again["run_id"]},
+                       timeout=30)
+        assert r.status_code == 400 and r.json()["field"] == "run_id"  # no report yet: nothing to re-run
+        redo = _wait_report(ui_stack, again["run_id"])
+        assert [(f["path"], f["outcome"]) for f in redo["files"]] == [(bad, "failed")], redo
+    finally:
+        ui_stack.stack.api.request("PATCH", f"/dags/{INGEST}", json={"is_paused": True})

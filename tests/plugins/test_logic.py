@@ -150,3 +150,37 @@ def test_view_url_links_a_path_on_a_connection() -> None:
     for bad in ("/data/../etc", "/data/x\x00.h5"):
         with pytest.raises(InvalidPath):
             view_url("dcache_main", bad, base_url="")
+
+
+def test_runs_rows_from_the_report_and_in_flight() -> None:
+    from airflow_dcache.plugins import runs
+
+    outcomes = {"files": [
+        {"path": "/d/a.h5", "pnfsid": "A", "chunk": 0, "outcome": "processed", "failed": None, "reason": None,
+         "timings": {"preview": [10.0, 12.5], "bogus": "x"}},
+        {"path": "/d/b\u202e.h5", "pnfsid": "B", "chunk": 0, "outcome": "failed",
+         "failed": {"stage": "validate", "reason": "/d/b.h5: no HDF5 signature"}, "timings": {}},
+        "garbage"]}
+    rows = runs.rows_from_report(outcomes)
+    assert [(r["outcome"], r["stage"]) for r in rows] == [("processed", "done"), ("failed", "validate")]
+    assert rows[0]["durations"] == {"preview": 2.5} and rows[1]["name"] == "b\\u202e.h5"
+    assert runs.counts(rows) == {"processed": 1, "failed": 1}
+    units = [{"index": 0, "files": [{"item": {"path": "/d/a.h5"}}, {"item": {"path": "/d/b.h5"}}]},
+             {"index": 1, "files": [{"item": {"path": "/d/c.h5"}}]}]
+    tis = [{"task_id": "chunks.validate_replicate", "map_index": 0, "state": "success"},
+           {"task_id": "chunks.preview", "map_index": 0, "state": "running"},
+           {"task_id": "chunks.validate_replicate", "map_index": 1, "state": "upstream_failed"}]
+    flight = runs.rows_in_flight(units, tis)
+    assert [(r["path"], r["chunk"], r["stage"], r["outcome"]) for r in flight] == [
+        ("/d/a.h5", 0, "preview", "running"), ("/d/b.h5", 0, "preview", "running"),
+        ("/d/c.h5", 1, "validate_replicate", "failed")]
+    assert runs.rows_in_flight(None, tis) == []
+
+
+def test_run_ids_are_checked() -> None:
+    from airflow_dcache.plugins.validation import InvalidInput, clean_run_id
+
+    assert clean_run_id("manual__2026-12-06T20:06:00.1+00:00") == "manual__2026-12-06T20:06:00.1+00:00"
+    for bad in ("", "a/b", " x", "x\u202e", "x" * 251, None):
+        with pytest.raises(InvalidInput, match="run_id"):
+            clean_run_id(bad)

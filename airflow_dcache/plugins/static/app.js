@@ -80,6 +80,7 @@
     for (const b of document.querySelectorAll(".tabs button")) b.classList.toggle("active", b.dataset.tab === name);
     for (const p of document.querySelectorAll(".panel")) p.hidden = p.id !== "panel-" + name;
     if (name === "lag") loadLag();
+    if (name === "runs") loadRunDags();
     if (name === "live" && !$("#live-path").dataset.touched) $("#live-path").value = state.path;
   }
 
@@ -343,6 +344,69 @@
     } catch (e) { showError(e.message); }
   }
 
+  // ---------------------------------------------------------------- runs (a chunked run, file by file)
+  const runsState = { dag: null, run: null };
+  async function loadRunDags() {
+    showError("");
+    try {
+      if (!state.dags.length) state.dags = (await call("/dags")).dags;
+      const select = $("#runs-dag"); const chosen = select.value;
+      select.replaceChildren(...state.dags.filter((d) => "only_failed_of" in (d.params || {}))
+        .map((d) => el("option", { value: d.dag_id, text: d.dag_id })));
+      if (!select.options.length) { $("#runs-note").textContent = "no DAG here runs in chunks (only_failed_of)"; return; }
+      if (chosen) select.value = chosen;
+      await loadRuns();
+    } catch (e) { showError(e.message); }
+  }
+
+  async function loadRuns() {
+    runsState.dag = $("#runs-dag").value;
+    try {
+      const data = await call("/runs?" + q({ dag_id: runsState.dag }));
+      const body = $("#runs-table tbody"); body.replaceChildren();
+      for (const r of data.runs) {
+        body.append(el("tr", { class: "clickable", onclick: () => showRunFiles(r.dag_run_id) },
+          el("td", { class: "mono", text: visible(r.dag_run_id) }), el("td", {}, badge(r.state)),
+          el("td", { class: "mono", text: iso(r.start_date) }), el("td", { text: visible(r.triggering_user_name || "") })));
+      }
+      if (!data.runs.length) body.append(el("tr", {}, el("td", { colspan: "4", class: "muted", text: "no runs" })));
+    } catch (e) { showError(e.message); }
+  }
+
+  async function showRunFiles(runId) {
+    runsState.run = runId; showError("");
+    $("#rerun-result").textContent = "";
+    try {
+      const data = await call("/run?" + q({ dag_id: runsState.dag, run_id: runId }));
+      $("#run-files").hidden = false;
+      $("#run-title").textContent = visible(runId);
+      const counts = Object.entries(data.counts).map(([k, v]) => `${v} ${k}`).join(", ") || "no files yet";
+      $("#run-summary").textContent = `${data.state}: ${counts} (from the ${data.source})`;
+      const btn = $("#rerun-btn");
+      btn.hidden = !data.may_rerun; btn.textContent = `Re-run ${data.failed} failed`;
+      const body = $("#run-files-table tbody"); body.replaceChildren();
+      for (const f of data.files) {
+        const timings = Object.entries(f.durations || {}).map(([s, d]) => `${s} ${d.toFixed(1)} s`).join(", ");
+        body.append(el("tr", {}, el("td", { class: "mono", title: visible(f.path), text: f.name }),
+          el("td", { text: f.chunk ?? "" }), el("td", {}, badge(f.outcome)),
+          el("td", { text: f.stage || "" }), el("td", { class: "muted", text: timings }),
+          el("td", { class: "reason", text: f.reason || "" })));
+      }
+    } catch (e) { showError(e.message); }
+  }
+
+  async function rerunFailed() {
+    const out = $("#rerun-result"); out.textContent = "";
+    try {
+      const r = await call("/rerun", { method: "POST", headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ dag_id: runsState.dag, run_id: runsState.run }) });
+      out.append("Started ", el("a", { href: r.url, target: "_top", class: "mono", text: visible(r.run_id) }),
+        ` over the ${r.files} failed file(s).`);
+      $("#rerun-btn").hidden = true;
+      await loadRuns();
+    } catch (e) { out.textContent = e.message; }
+  }
+
   // ---------------------------------------------------------------- start
   async function init() {
     for (const b of document.querySelectorAll(".tabs button")) b.addEventListener("click", () => showTab(b.dataset.tab));
@@ -358,6 +422,9 @@
     $("#live-hide-filtered").addEventListener("change", (e) => $("#live-table").classList.toggle("hide-filtered", e.target.checked));
     $("#live-path").addEventListener("input", (e) => { e.target.dataset.touched = "1"; });
     $("#lag-refresh").addEventListener("click", loadLag);
+    $("#runs-dag").addEventListener("change", loadRuns);
+    $("#runs-refresh").addEventListener("click", () => (runsState.run ? showRunFiles(runsState.run) : null, loadRuns()));
+    $("#rerun-btn").addEventListener("click", rerunFailed);
     $("#conn").addEventListener("change", () => { state.conn = $("#conn").value; state.selected.clear(); selection(); stopLive(); showIdentity(); browse("/"); });
     try {
       const data = await call("/connections");

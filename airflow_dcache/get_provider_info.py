@@ -148,7 +148,8 @@ def get_provider_info() -> dict[str, Any]:
             },
             {
                 "integration-name": "dCache",
-                "python-modules": ["airflow_dcache.triggers.qos", "airflow_dcache.triggers.bulk"],
+                "python-modules": ["airflow_dcache.triggers.qos", "airflow_dcache.triggers.bulk",
+                                   "airflow_dcache.triggers.files_wait"],
             },
         ],
         "queues": [
@@ -164,6 +165,7 @@ def get_provider_info() -> dict[str, Any]:
                     "airflow_dcache.operators.stage",
                     "airflow_dcache.operators.replicate",
                     "airflow_dcache.operators.function",
+                    "airflow_dcache.operators.chunk_wait",
                 ],
             }
         ],

@@ -25,7 +25,9 @@ What it does to each file
 In chunks (the default design)
     The stages are mapped over *chunks* of files (at most ``chunk_max_files`` files and
     ``chunk_max_bytes`` bytes, defaults 50 files / 2 GiB or ``$AIRFLOW_DCACHE_CHUNK_MAX_FILES`` /
-    ``$AIRFLOW_DCACHE_CHUNK_MAX_BYTES``): ``collect`` → ``chunk`` → per chunk ``validate_replicate``,
+    ``$AIRFLOW_DCACHE_CHUNK_MAX_BYTES``; a burst of more than ``chunk_max_files`` times ``chunk_max_count``
+    files, default 12 chunks or ``$AIRFLOW_DCACHE_CHUNK_MAX_COUNT``, gets bigger chunks instead of more):
+    ``collect`` → ``chunk`` → per chunk ``validate_replicate``,
     ``preview``, ``publish``, ``archive_rule``, ``drop_buffer_replica``, ``wait_archived``,
     ``record_lineage`` → ``report``. A run costs a few tasks per chunk instead of 8 per file, and is not
     capped by ``[core] max_map_length`` files. Inside a stage each file is handled on its own
@@ -155,6 +157,10 @@ CHUNK_PARAMS = {
                              type="integer", minimum=1, title="Files per chunk (at most)"),
     "chunk_max_bytes": Param(int(_env_number("AIRFLOW_DCACHE_CHUNK_MAX_BYTES", 2 * 1024 ** 3, minimum=1, whole=True)),
                              type="integer", minimum=1, title="Bytes per chunk (at most)"),
+    "chunk_max_count": Param(int(_env_number("AIRFLOW_DCACHE_CHUNK_MAX_COUNT", 12, minimum=1, whole=True)),
+                             type="integer", minimum=1, title="Chunks per run (at most, while the bytes allow)",
+                             description="More files than chunk_max_files times this make bigger chunks, not more "
+                                         "tasks."),
     "only_failed_of": Param("", type="string", title="Re-run only the files that failed in run",
                             description="A run id of this DAG: its failed files (its report) are the selection."),
 }
@@ -250,7 +256,11 @@ def ingest_pipeline(dag_id: str, source: Asset) -> DAG:
             drop = DCacheDeleteOperator(task_id="drop_buffer_replica", dcache_conn_id=BUFFER,
                                         path=checked["buffer_dir"], recursive=True, missing_ok=True)
             archived = DCacheFileSensor(task_id="wait_archived", dcache_conn_id=MAIN, path=checked["path"],
-                                        expected_version=checked["version"], condition="nearline", poke_interval=1,
+                                        expected_version=checked["version"], condition="qos", poke_interval=1,
+                                        # the wait follows the rule: disk → ONLINE, tape → NEARLINE, disk+tape → both
+                                        target_qos="{{ params.target_qos }}",
+                                        locality="{{ {'disk': 'ONLINE', 'tape': 'NEARLINE'}"
+                                                 ".get(params.target_qos, 'ONLINE_AND_NEARLINE') }}",
                                         timeout=600, mode="poke")
 
             @task(outlets=[processed])
@@ -261,18 +271,10 @@ def ingest_pipeline(dag_id: str, source: Asset) -> DAG:
                 from airflow_dcache.pipelines import steps
 
                 published = {o["source"]: o["destination"] for o in copies.get("files", [])}
-                lineage = steps.build_lineage(item, result, output_site="main", dag_id=dag_id, run_id=run_id,
-                                              function_name=(params or {}).get("function"))
-                for out in lineage["outputs"]:
-                    out["path"] = published.get(out["path"], out["path"])
-                if lineage["activation_record"]:
-                    lineage["activation_record"] = published.get(lineage["activation_record"])
                 with DCacheHook(MAIN, allowed_roots=ALLOWED_ROOTS) as hook:
-                    claimed = steps.mark_processed(hook, item["path"], dag_id, f"{dag_id}/{run_id}",
-                                                   version=item["version"])
-                    if not claimed:  # another run processed this version first: its result stands, ours goes
-                        steps.discard_outputs(hook, item)
-                if not claimed:
+                    lineage = steps.record_processed(hook, item, result, published, dag_id=dag_id, run_id=run_id,
+                                                     function_name=(params or {}).get("function"))
+                if lineage is None:  # another run processed this version first: its result stands, ours went
                     from airflow.sdk.exceptions import AirflowSkipException
 
                     raise AirflowSkipException(f"{item['path']} ({item['pnfsid']}) was processed by another run "
@@ -306,10 +308,11 @@ def chunked_design(dag_id: str, items: Any, clean_up: Any) -> None:
 
     @task
     def chunk(items: list[dict[str, Any]], params: dict[str, Any]) -> list[dict[str, Any]]:
-        """The run's work items in chunks of at most ``chunk_max_files`` files and ``chunk_max_bytes`` bytes."""
+        """The run's work items in chunks of at most ``chunk_max_files`` files and ``chunk_max_bytes`` bytes;
+        a burst that would need more than ``chunk_max_count`` chunks gets bigger chunks instead."""
         from airflow_dcache.pipelines.chunks import make_chunks
 
-        return make_chunks(items, params["chunk_max_files"], params["chunk_max_bytes"])
+        return make_chunks(items, params["chunk_max_files"], params["chunk_max_bytes"], params["chunk_max_count"])
 
     # [START ingest_chunked]
     @task_group(group_id="chunks")
@@ -320,7 +323,9 @@ def chunked_design(dag_id: str, items: Any, clean_up: Any) -> None:
         def validate_replicate(chunk: dict[str, Any]) -> dict[str, Any]:
             return cs.validate_replicate(chunk, config())
 
-        @task
+        # retried only when the buffer is unreachable (a function failing on a file fails that file): each
+        # activation writes its own private area, so running a chunk's functions again is safe
+        @task(**REPLICATE_RETRIES)
         def preview(chunk: dict[str, Any], params: dict[str, Any], run_id: str, ti: Any = None) -> dict[str, Any]:
             ids = {"dag_id": dag_id, "task_id": ti.task_id, "run_id": run_id, "map_index": ti.map_index}
             return cs.preview(chunk, config(), runtime=RUNTIME, function=params["function"],
@@ -330,19 +335,28 @@ def chunked_design(dag_id: str, items: Any, clean_up: Any) -> None:
         def publish(chunk: dict[str, Any]) -> dict[str, Any]:
             return cs.publish(chunk, config())
 
-        @task
+        @task(**REPLICATE_RETRIES)  # idempotent: versions re-checked, the same QoS asked for again
         def archive_rule(chunk: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
             return cs.archive_rule(chunk, config(), target_qos=params["target_qos"])
 
-        @task
+        @task(**REPLICATE_RETRIES)  # idempotent: a missing path is fine
         def drop_buffer_replica(chunk: dict[str, Any]) -> dict[str, Any]:
             return cs.drop_buffer_replica(chunk, config())
 
-        @task
-        def wait_archived(chunk: dict[str, Any]) -> dict[str, Any]:
-            return cs.wait_archived(chunk, config(), timeout=600, interval=1)
+        def wait_archived(chunk: Any) -> Any:
+            """One deferred wait for the chunk's files: one trigger, one listing per directory and round.
 
-        @task(outlets=[processed])
+            The condition follows ``target_qos`` (disk: ONLINE, tape: NEARLINE, disk+tape: both); a file
+            gone, replaced or late is failed alone. Read-only, so a site outage is retried as a whole.
+            """
+            from airflow_dcache.operators.chunk_wait import DCacheChunkWaitOperator
+
+            return DCacheChunkWaitOperator(
+                task_id="wait_archived", dcache_conn_id=MAIN, chunk=chunk, target_qos="{{ params.target_qos }}",
+                timeout=600, poll_interval=1, max_poll_interval=5, concurrency=CHUNK_CONCURRENCY,
+                **REPLICATE_RETRIES).output
+
+        @task(outlets=[processed], **REPLICATE_RETRIES)  # compare-and-set: this run's own marker is success
         def record_lineage(archived: dict[str, Any], dropped: dict[str, Any], run_id: str, params: Any = None,
                            ti: Any = None, outlet_events: Any = None) -> dict[str, Any]:
             """Mark each file version processed and emit one asset event with the chunk's lineage records."""

@@ -3,7 +3,10 @@
 ``DCacheFunctionOperator`` (``airflow_dcache.operators.function``) is built on these modules:
 
 - ``taskdoc``: the ``airflow-dcache/function-task/v1`` document a function reads on stdin;
-- ``runtime`` (shared parts), ``local`` (subprocess) and ``container`` (Docker engine);
+- ``runtime`` (shared parts), ``local`` (subprocess) and ``container`` (Docker engine), built by
+  ``factory.make_runtime`` (the one place both the operator and the chunked pipeline build them);
+- ``warm``: warm instances (one process/container serving a chunk's task documents in turn) and the
+  pool the chunked pipeline's ``preview`` runs them in;
 - ``record``: the ``airflow-dcache/activation/v1`` record;
 - ``registry``: where function sources live and their digest; ``images``: building the images;
 - ``sdk/dcache_fn.py``: the stdlib-only function-side SDK.

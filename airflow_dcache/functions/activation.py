@@ -33,7 +33,13 @@ from airflow_dcache.events.version import FileVersion, require_version
 from airflow_dcache.functions.credentials import CredentialError, Grant, credential_source, ip_restriction
 from airflow_dcache.functions.outputs import OutputsRejected, move_into_place, verify_outputs
 from airflow_dcache.functions.record import build_record, record_name, scrub
-from airflow_dcache.functions.runtime import FunctionIdentity, FunctionRunError, FunctionRuntime, RunResult
+from airflow_dcache.functions.runtime import (
+    FunctionIdentity,
+    FunctionRunError,
+    FunctionRuntime,
+    RunResult,
+    env_secrets,
+)
 from airflow_dcache.functions.runtime import parse_result as parse_function_result
 from airflow_dcache.functions.taskdoc import TaskDocument, TaskInput, TaskOutput
 from airflow_dcache.hooks.dcache import DCacheHook
@@ -99,13 +105,17 @@ class Activation:
     """Runs ``function`` once through ``runtime`` with ``hook``'s connection; see the module docstring."""
 
     def __init__(self, hook: DCacheHook, runtime: FunctionRuntime, function: str, options: ActivationOptions,
-                 *, log: Any = None, publish: Publish | None = None) -> None:
+                 *, log: Any = None, publish: Publish | None = None,
+                 connection_extras: Mapping[str, Any] | None = None) -> None:
+        """:param connection_extras: the connection's extras when the caller has read them already (a
+        chunk reads them once for all its files); else they are read from ``hook``'s connection."""
         self.hook = hook
         self.runtime = runtime
         self.function = function
         self.options = options
         self.log = log or logging.getLogger(__name__)  # the task's logger, when a task runs it
         self.publish: Publish = publish or (lambda _key, _value: None)
+        self.connection_extras = connection_extras
 
     def identify(self) -> FunctionIdentity:
         """What will run (runtime, image, source digest); fails before anything is touched in dCache."""
@@ -197,7 +207,7 @@ class Activation:
         self.publish(XCOM_RECORD, record)
         self.log.info("%s finished in %.2f s: %d output(s), record %s", self.function, result.duration,
                       len(final_outputs), record_path)
-        value = scrub(value, [*secrets, *(v for v in env.values() if v and len(v) >= 4)])
+        value = scrub(value, [*secrets, *env_secrets(env)])
         return {**value, "outputs": final_outputs, "activation_record": record_path,
                 "function_digest": identity.digest}
 
@@ -205,7 +215,8 @@ class Activation:
 
     def _credentials(self) -> Callable[[str, Sequence[str], int, list[str] | None], Grant]:
         try:
-            source = credential_source(self.hook, self.options.credentials, token_prefix=self.options.token_prefix)
+            source = credential_source(self.hook, self.options.credentials, token_prefix=self.options.token_prefix,
+                                       extras=self.connection_extras)
         except CredentialError as exc:
             raise ActivationError(f"function {self.function}: {exc}") from None
 
@@ -247,6 +258,8 @@ def _judge(result: RunResult) -> dict[str, Any]:
         raise _Rejected("killed (on_kill)")
     if result.timed_out:
         raise _Rejected(f"timed out after {result.duration:.1f} s")
+    if result.failure is not None:
+        raise _Rejected(result.failure)
     if result.exit_code != 0:
         raise _Rejected(f"exited with code {result.exit_code}")
     value, reason = parse_function_result(result.stdout)

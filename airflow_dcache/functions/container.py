@@ -4,7 +4,9 @@ Containers run with ``--network host`` (the engine has no bridge), a read-only r
 a private ``/tmp``, no capabilities, ``no-new-privileges``, an optional CPU and memory limit, and
 pull policy *never*: a missing image fails at once (``airflow-dcache function build`` builds them). The
 task document goes in on stdin through an attach socket, never in the environment (``docker inspect``
-would show it). The container is removed after the run, on timeout and on ``stop()``.
+would show it). The container is removed after the run, on timeout and on ``stop()``. A *warm*
+container (:class:`DockerWarmInstance`, :mod:`airflow_dcache.functions.warm`) has the same shape and
+serves a chunk's task documents one after the other over the same attach stream.
 
 An image is only run for the code it was built from: when the function's folder is found (``functions_dir``,
 ``$AIRFLOW_DCACHE_FUNCTIONS_DIR`` or the provider's library), the image's source-digest label must equal
@@ -42,6 +44,7 @@ from airflow_dcache.functions.runtime import (
     RunResult,
     now,
 )
+from airflow_dcache.functions.warm import EXIT_WAIT_SECONDS, WARM_ENV, WarmInstance
 
 STDERR_KEEP_BYTES = 64 * 1024
 REBUILD_ENV = "AIRFLOW_DCACHE_FUNCTION_REBUILD"
@@ -129,13 +132,13 @@ class DockerRuntime(FunctionRuntime):
     def identify(self) -> FunctionIdentity:
         source = self.source()
         current = source.digest if source is not None else None
-        image = self._image(missing_ok=self.rebuild and source is not None)
+        image = self._image(missing_ok=self.rebuild and source is not None, source=source)
         recorded = _labels(image).get(SOURCE_LABEL) if image is not None else None
         if source is not None and current is not None and (image is None or recorded != current):
             if not self.rebuild:
                 raise StaleImage(_stale_message(self.image, source, recorded, current))
             self.image = self._build(source)
-            image = self._image(missing_ok=False)
+            image = self._image(missing_ok=False, source=source)
             recorded = _labels(image).get(SOURCE_LABEL)
         config = image.attrs.get("Config") or {}
         command = self.command or [*(config.get("Entrypoint") or []), *(config.get("Cmd") or [])]
@@ -145,7 +148,7 @@ class DockerRuntime(FunctionRuntime):
         return FunctionIdentity("docker", self.function, digest, image=self.image, image_id=image.id,
                                 command=list(command))
 
-    def _image(self, *, missing_ok: bool) -> Any:
+    def _image(self, *, missing_ok: bool, source: FunctionSource | None = None) -> Any:
         import docker.errors
 
         try:
@@ -153,9 +156,10 @@ class DockerRuntime(FunctionRuntime):
         except docker.errors.ImageNotFound:
             if missing_ok:
                 return None
+            # the folder's own build command (with --dir for a site's functions), else the library's
+            hint = build_hint(source) if source is not None else f"airflow-dcache function build {self.function}"
             raise FunctionRunError(
-                f"image {self.image} is not on the engine (pull policy is never); build it with: "
-                f"airflow-dcache function build {self.function}"
+                f"image {self.image} is not on the engine (pull policy is never); build it with: {hint}"
             ) from None
         except docker.errors.DockerException as exc:
             raise FunctionRunError(f"cannot inspect image {self.image}: {exc}") from exc
@@ -183,18 +187,8 @@ class DockerRuntime(FunctionRuntime):
         import requests
 
         api = self.client.api
-        host_config = api.create_host_config(
-            network_mode="host", read_only=True, tmpfs={"/tmp": "rw,size=2g,mode=1777"},
-            cap_drop=["ALL"], security_opt=["no-new-privileges"],
-            nano_cpus=int(self.cpus * 1e9) if self.cpus else None, mem_limit=self.memory,
-        )
         try:
-            config = api.create_container_config(
-                self.image, self.command, stdin_open=True, environment=env, working_dir="/tmp",
-                user="65534:65534", host_config=host_config, labels={"org.airflow-dcache.function": self.function},
-            )
-            config["StdinOnce"] = True  # EOF on stdin once the task document is sent (no SDK keyword for it)
-            created = api.create_container_from_config(config)
+            created = api.create_container_from_config(self.container_config(self.image, env))
         except docker.errors.ImageNotFound:
             raise FunctionRunError(f"image {self.image} is not on the engine (pull policy is never)") from None
         except docker.errors.APIError as exc:
@@ -234,6 +228,31 @@ class DockerRuntime(FunctionRuntime):
                 self._container_id = None
         killed = self._stop_requested.is_set()
         return RunResult(exit_code, stdout, stderr, started, ended, timed_out=timed_out, killed=killed)
+
+    def start_warm(self, identity: FunctionIdentity, *, timeout: float) -> DockerWarmInstance:
+        """A warm container of the identified image (by image id, so a retag cannot swap it), started now."""
+        instance = DockerWarmInstance(self, identity.image_id or self.image)
+        instance.start(timeout)
+        return instance
+
+    def container_config(self, image: str, env: dict[str, str], *,
+                         labels: dict[str, str] | None = None) -> dict[str, Any]:
+        """The one container shape both modes use: host network, read-only root, private /tmp, no caps."""
+        api = self.client.api
+        host_config = api.create_host_config(
+            network_mode="host", read_only=True, tmpfs={"/tmp": "rw,size=2g,mode=1777"},
+            cap_drop=["ALL"], security_opt=["no-new-privileges"],
+            nano_cpus=int(self.cpus * 1e9) if self.cpus else None, mem_limit=self.memory,
+        )
+        config: dict[str, Any] = api.create_container_config(
+            image, self.command, stdin_open=True, environment=env, working_dir="/tmp",
+            user="65534:65534", host_config=host_config,
+            labels={"org.airflow-dcache.function": self.function, **(labels or {})},
+        )
+        # EOF on the function's stdin once the attached client closes its side (no SDK keyword for it):
+        # after the one document of a cold run, at the end of a warm instance
+        config["StdinOnce"] = True
+        return config
 
     def stop(self) -> None:
         self._stop_requested.set()
@@ -277,6 +296,106 @@ class DockerRuntime(FunctionRuntime):
 
         with contextlib.suppress(docker.errors.APIError):
             self.client.api.remove_container(cid, force=True)
+
+
+class DockerWarmInstance(WarmInstance):
+    """One warm container; documents and replies go through one attach stream (see :mod:`.warm`).
+
+    The container has the same shape as a cold run's (host network, read-only root, private ``/tmp``,
+    no capabilities, nobody user) and only the nonce in its environment: per-file values arrive with
+    each document over stdin, so ``docker inspect`` shows no secret. It is removed when closed, killed
+    or broken.
+    """
+
+    runtime = "docker"
+
+    def __init__(self, owner: DockerRuntime, image: str) -> None:
+        super().__init__(owner.function)
+        self.owner = owner
+        self.image = image
+        self.cid: str | None = None
+        self._sock: Any = None
+        self._reader: threading.Thread | None = None
+
+    def _spawn(self) -> None:
+        import docker.errors
+
+        api = self.owner.client.api
+        config = self.owner.container_config(self.image, {WARM_ENV: self.nonce},
+                                             labels={"org.airflow-dcache.warm": self.id})
+        try:
+            self.cid = api.create_container_from_config(config)["Id"]
+        except docker.errors.ImageNotFound:
+            raise FunctionRunError(f"image {self.image} is not on the engine (pull policy is never)") from None
+        except docker.errors.APIError as exc:
+            raise FunctionRunError(f"cannot create a container from {self.image}: {exc.explanation}") from exc
+        try:
+            sock = api.attach_socket(self.cid, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
+            self._sock = getattr(sock, "_sock", sock)
+            self._reader = threading.Thread(target=self._demux, name=f"{self.id}-attach", daemon=True)
+            self._reader.start()
+            api.start(self.cid)
+        except docker.errors.APIError as exc:
+            self._release()
+            raise FunctionRunError(f"cannot start a container from {self.image}: {exc.explanation}") from exc
+
+    def _demux(self) -> None:
+        """Split Docker's multiplexed attach stream (8-byte headers) into stdout frames and stderr log."""
+        buffer = bytearray()
+        try:
+            while True:
+                try:
+                    data = self._sock.recv(65536)
+                except OSError:
+                    break
+                if not data:
+                    break
+                buffer.extend(data)
+                while len(buffer) >= 8:
+                    kind, size = buffer[0], int.from_bytes(buffer[4:8], "big")
+                    if len(buffer) < 8 + size:
+                        break
+                    payload = bytes(buffer[8:8 + size])
+                    del buffer[:8 + size]
+                    (self.stdout.feed if kind == 1 else self.logs.feed)(payload)
+        finally:
+            self.stdout.close()
+            self.logs.close()
+
+    def _send(self, data: bytes) -> None:
+        if self._sock is None:
+            raise OSError("not attached")
+        self._sock.sendall(data)
+
+    def _close_input(self) -> None:
+        if self._sock is not None:
+            self._sock.shutdown(socket.SHUT_WR)
+
+    def _kill(self) -> None:
+        if self.cid is not None:
+            self.owner._kill(self.cid)
+
+    def _exit_code(self, wait: float) -> int | None:
+        import docker.errors
+        import requests
+
+        if self.cid is None:
+            return None
+        try:
+            return int(self.owner.client.api.wait(self.cid, timeout=max(1, int(wait + 0.999)))["StatusCode"])
+        except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
+            return None
+        except docker.errors.DockerException:
+            return None
+
+    def _release(self) -> None:
+        if self.cid is not None:
+            self.owner._remove(self.cid)
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.close()
+        if self._reader is not None:
+            self._reader.join(timeout=EXIT_WAIT_SECONDS)
 
 
 def _labels(image: Any) -> dict[str, str]:

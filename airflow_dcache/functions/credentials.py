@@ -50,9 +50,20 @@ def credential_kind(chosen: str | None, extras: Mapping[str, Any]) -> str:
     return str(kind)
 
 
-def credential_source(hook: DCacheHook, kind: str | None, *, token_prefix: str | None = None) -> CredentialSource:
-    """The source of per-path credentials for ``hook``'s connection, by the chosen kind."""
-    extras = hook.get_connection(hook.dcache_conn_id).extra_dejson or {}
+def connection_extras(hook: DCacheHook) -> dict[str, Any]:
+    """The extras of ``hook``'s connection (one connection lookup: a secrets backend or the API server)."""
+    return dict(hook.get_connection(hook.dcache_conn_id).extra_dejson or {})
+
+
+def credential_source(hook: DCacheHook, kind: str | None, *, token_prefix: str | None = None,
+                      extras: Mapping[str, Any] | None = None) -> CredentialSource:
+    """The source of per-path credentials for ``hook``'s connection, by the chosen kind.
+
+    :param extras: the connection's extras when already read (:func:`connection_extras`), so a chunk of
+        files looks the connection up once, not once per file.
+    """
+    if extras is None:
+        extras = connection_extras(hook)
     if credential_kind(kind, extras) == "macaroon":
         def macaroon(path: str, activities: Sequence[str], validity: int, ip: list[str] | None) -> Grant:
             minted = hook.mint_macaroon(path, activities=activities, validity=validity, ip=ip)

@@ -3,18 +3,22 @@
 For machines without Docker and for the embedded demo. The function gets a fresh working directory,
 a minimal environment (never the worker's: it holds ``AIRFLOW_CONN_*`` passwords) and the task
 document on stdin. This is not a sandbox; isolation is what the ``docker`` runtime adds. The function
-runs in its own process group so a timeout or ``on_kill`` ends everything it spawned (ffmpeg).
+runs in its own process group so a timeout or ``on_kill`` ends everything it spawned (ffmpeg). A *warm*
+process (:class:`LocalWarmInstance`, :mod:`airflow_dcache.functions.warm`) serves a chunk's task
+documents one after the other instead of one process per file.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import threading
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +33,7 @@ from airflow_dcache.functions.runtime import (
     keep_tail,
     now,
 )
+from airflow_dcache.functions.warm import WARM_ENV, WarmInstance
 
 STDERR_KEEP_BYTES = 64 * 1024
 KILL_GRACE_SECONDS = 5.0
@@ -68,19 +73,30 @@ class LocalRuntime(FunctionRuntime):
     def client_ip(self) -> str | None:
         return None  # the worker's own address; only the operator knows whether it is loopback
 
+    def child_env(self, workdir: str, env: Mapping[str, str]) -> dict[str, str]:
+        """The function's whole environment: a minimal one (never the worker's), then ``env``."""
+        src = self.source
+        return {
+            "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+            "LANG": "C.UTF-8",
+            "HOME": workdir,
+            "TMPDIR": workdir,
+            "PYTHONUNBUFFERED": "1",
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "PYTHONPATH": os.pathsep.join([str(src.directory), str(SDK_DIR)]),
+            **env,
+        }
+
+    def start_warm(self, identity: FunctionIdentity, *, timeout: float) -> LocalWarmInstance:
+        """A warm instance: one ``main.py`` process serving documents (the SDK's loop), started now."""
+        instance = LocalWarmInstance(self)
+        instance.start(timeout)
+        return instance
+
     def run(self, task_document: bytes, *, env: dict[str, str], timeout: float) -> RunResult:
         src = self.source
         with tempfile.TemporaryDirectory(prefix=f"fn-{src.name}-") as workdir:
-            child_env = {
-                "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
-                "LANG": "C.UTF-8",
-                "HOME": workdir,
-                "TMPDIR": workdir,
-                "PYTHONUNBUFFERED": "1",
-                "PYTHONDONTWRITEBYTECODE": "1",
-                "PYTHONPATH": os.pathsep.join([str(src.directory), str(SDK_DIR)]),
-                **env,
-            }
+            child_env = self.child_env(workdir, env)
             stdout, stderr = bytearray(), bytearray()
             started = now()
             try:
@@ -147,6 +163,98 @@ class LocalRuntime(FunctionRuntime):
                 return
             except subprocess.TimeoutExpired:
                 continue
+
+
+class LocalWarmInstance(WarmInstance):
+    """One warm ``main.py`` process in its own process group and directory (HOME, TMPDIR); see :mod:`.warm`.
+
+    Each document gets a fresh subdirectory of it from the SDK; the whole directory goes when the
+    instance does. A kill ends the process group, so nothing the function spawned outlives it.
+    """
+
+    runtime = "local"
+
+    def __init__(self, runtime: LocalRuntime) -> None:
+        super().__init__(runtime.source.name)
+        self.owner = runtime
+        self.workdir = ""
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._readers: list[threading.Thread] = []
+
+    def _spawn(self) -> None:
+        src = self.owner.source
+        self.workdir = tempfile.mkdtemp(prefix=f"fn-{src.name}-warm-")
+        env = self.owner.child_env(self.workdir, {WARM_ENV: self.nonce})
+        try:
+            proc = subprocess.Popen(
+                [self.owner.python, str(src.entrypoint)], cwd=self.workdir, env=env, stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+            )
+        except OSError as exc:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            raise FunctionRunError(f"cannot start {self.owner.python}: {exc}") from exc
+        self._proc = proc
+        self._readers = [
+            threading.Thread(target=_pump, args=(proc.stdout, self.stdout.feed, self.stdout.close),
+                             name=f"{self.id}-out", daemon=True),
+            threading.Thread(target=_pump, args=(proc.stderr, self.logs.feed, self.logs.close),
+                             name=f"{self.id}-err", daemon=True),
+        ]
+        for t in self._readers:
+            t.start()
+
+    def _send(self, data: bytes) -> None:
+        assert self._proc is not None and self._proc.stdin is not None
+        self._proc.stdin.write(data)
+        self._proc.stdin.flush()
+
+    def _close_input(self) -> None:
+        if self._proc is not None and self._proc.stdin is not None:
+            self._proc.stdin.close()
+
+    def _kill(self) -> None:
+        if self._proc is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self._proc.pid, signal.SIGKILL)
+
+    def _exit_code(self, wait: float) -> int | None:
+        if self._proc is None:
+            return None
+        try:
+            return self._proc.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def _release(self) -> None:
+        proc = self._proc
+        if proc is not None:
+            self._kill()  # the group: whatever a document spawned and left behind
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=KILL_GRACE_SECONDS)
+            for t in self._readers:
+                t.join(timeout=KILL_GRACE_SECONDS)
+            for stream in (proc.stdin, proc.stdout, proc.stderr):
+                if stream is not None:
+                    with contextlib.suppress(OSError):
+                        stream.close()
+        if self.workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _pump(stream: Any, feed: Callable[[bytes], None], close: Callable[[], None]) -> None:
+    """Hand what ``stream`` yields to ``feed`` until EOF, then ``close()``."""
+    read = getattr(stream, "read1", None) or stream.read
+    try:
+        while True:
+            try:
+                chunk = read(65536)
+            except (OSError, ValueError):  # closed under us by _release
+                break
+            if not chunk:
+                break
+            feed(chunk)
+    finally:
+        close()
 
 
 def _drain(stream: Any, buffer: bytearray, limit: int) -> None:

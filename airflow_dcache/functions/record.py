@@ -3,7 +3,8 @@
 Pushed to XCom and written next to the outputs (``.activation-<run_id>.json``; on failure
 ``.activation-<run_id>.failed.json``). It is built only from values that are safe to publish:
 environment *keys*, input paths without their URLs, and a log tail with every credential of the run
-replaced by ``***``.
+replaced by ``***``. ``warm``/``warm_instance`` say whether a warm instance ran it, which one, and
+what that instance's cold start cost (see :mod:`airflow_dcache.functions.warm`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from airflow_dcache.functions.runtime import FunctionIdentity, RunResult, log_text, redact
+from airflow_dcache.functions.runtime import FunctionIdentity, RunResult, env_secrets, log_text, redact
 
 SCHEMA = "airflow-dcache/activation/v1"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -55,7 +56,7 @@ def build_record(
     output_dir: str | None = None,
 ) -> dict[str, Any]:
     """Assemble the record; ``secrets`` (macaroons, env values) are masked wherever they appear."""
-    masked = [*secrets, *(v for v in env.values() if v and len(v) >= 4)]
+    masked = [*secrets, *env_secrets(env)]
     record: dict[str, Any] = {
         "schema": SCHEMA,
         "status": status,
@@ -81,7 +82,13 @@ def build_record(
             duration=round(result.duration, 3),
             logs=log_text(result, masked),
         )
+        warm = result.warm or {}
+        # how it ran: a warm instance (which one, and what its cold start cost) or a start of its own
+        record.update(warm="id" in warm, warm_instance=dict(warm) if "id" in warm else None)
+        if warm.get("fallback"):
+            record["warm_fallback"] = warm["fallback"]
     else:
-        record.update(exit_code=None, timed_out=False, killed=False, start=None, end=None, duration=None, logs="")
+        record.update(exit_code=None, timed_out=False, killed=False, start=None, end=None, duration=None, logs="",
+                      warm=False, warm_instance=None)
     scrubbed: dict[str, Any] = scrub(record, masked)
     return scrubbed

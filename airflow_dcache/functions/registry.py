@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import re
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,8 +57,45 @@ def _files(root: Path) -> list[Path]:
     return out
 
 
+_DIGESTS: dict[tuple[Any, ...], str] = {}
+_DIGESTS_LOCK = threading.Lock()
+_DIGESTS_MAX = 256
+
+
+def _fingerprint(root: Path, extra: dict[str, Path]) -> tuple[Any, ...]:
+    """What a digest depends on, from ``stat`` alone: every file's path, size, inode and change times.
+
+    An edit, a new or deleted file or a replaced file changes it (nanosecond ``mtime``/``ctime``), so
+    the cached digest is recomputed exactly when content can have changed, for the cost of a walk.
+    """
+    def sig(path: Path) -> tuple[Any, ...]:
+        st = path.stat()
+        return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+
+    files = tuple((p.relative_to(root).as_posix(), *sig(p)) for p in _files(root))
+    return (str(root), files, tuple((rel, str(p), *sig(p)) for rel, p in sorted(extra.items())))
+
+
 def tree_digest(root: Path, extra: dict[str, Path] | None = None) -> str:
-    """``sha256:<hex>`` over (relative path, file sha256) of every file, in sorted order."""
+    """``sha256:<hex>`` over (relative path, file sha256) of every file, in sorted order.
+
+    Cached by a ``stat`` fingerprint of the same files (:func:`_fingerprint`): identifying a function
+    per file of a chunk, or per task, then costs a directory walk instead of hashing every file again.
+    """
+    key = _fingerprint(root, extra or {})
+    with _DIGESTS_LOCK:
+        known = _DIGESTS.get(key)
+    if known is not None:
+        return known
+    digest = _tree_digest(root, extra)
+    with _DIGESTS_LOCK:
+        if len(_DIGESTS) >= _DIGESTS_MAX:
+            _DIGESTS.clear()
+        _DIGESTS[key] = digest
+    return digest
+
+
+def _tree_digest(root: Path, extra: dict[str, Path] | None = None) -> str:
     entries: list[tuple[str, str]] = []
     for path in _files(root):
         entries.append((path.relative_to(root).as_posix(), hashlib.sha256(path.read_bytes()).hexdigest()))
@@ -83,7 +121,7 @@ class FunctionSource:
 
     @property
     def digest(self) -> str:
-        """The source digest (function directory + SDK)."""
+        """The source digest (function directory + SDK); cached until a file of either changes."""
         return tree_digest(self.directory, {"dcache_fn.py": SDK_FILE})
 
     @property

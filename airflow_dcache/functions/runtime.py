@@ -11,9 +11,13 @@ from __future__ import annotations
 import json
 import threading
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from airflow_dcache.functions.warm import WarmInstance
 
 MAX_RESULT_BYTES = 1024 * 1024
 LOG_TAIL_BYTES = 4096
@@ -23,6 +27,10 @@ STDOUT_KEEP_BYTES = MAX_RESULT_BYTES + 64 * 1024
 
 class FunctionRunError(Exception):
     """The runtime could not run the function at all (missing image, no engine, cannot spawn)."""
+
+
+class WarmUnsupported(FunctionRunError):
+    """A warm instance could not be started (the runtime has no warm mode, or the function never said ready)."""
 
 
 @dataclass(frozen=True)
@@ -52,6 +60,12 @@ class RunResult:
     timed_out: bool = False
     killed: bool = False
     client_ip: str | None = None
+    #: Why the run does not count when the exit code cannot say it (a warm instance that died or
+    #: answered nonsense); the exit code is then the instance's, and may even be 0.
+    failure: str | None = None
+    #: Which warm instance ran it (``id``, ``cold_start_seconds``, ``document``, ``started``), or ``None``
+    #: for a cold run; ``{"fallback": reason}`` when a warm run was asked for and ran cold.
+    warm: dict[str, Any] | None = None
 
     @property
     def duration(self) -> float:
@@ -59,7 +73,7 @@ class RunResult:
 
     @property
     def ok(self) -> bool:
-        return self.exit_code == 0 and not self.timed_out and not self.killed
+        return self.exit_code == 0 and not self.timed_out and not self.killed and self.failure is None
 
 
 def now() -> datetime:
@@ -105,6 +119,15 @@ def log_text(result: RunResult, secrets: list[str], limit: int = LOG_TAIL_BYTES)
     return text
 
 
+ENV_SECRET_MIN_LENGTH = 4
+"""Environment values this long or longer are treated as secrets (shorter ones would mask ordinary words)."""
+
+
+def env_secrets(env: Mapping[str, str]) -> list[str]:
+    """The values of ``env`` that are masked in logs, records and results (the one rule for all of them)."""
+    return [v for v in env.values() if v and len(v) >= ENV_SECRET_MIN_LENGTH]
+
+
 def redact(text: str, secrets: list[str]) -> str:
     """Replace every secret (longest first) by ``***``."""
     for secret in sorted((s for s in secrets if s), key=len, reverse=True):
@@ -135,3 +158,11 @@ class FunctionRuntime(ABC):
     @abstractmethod
     def stop(self) -> None:
         """Stop the running function (safe to call from another thread or twice)."""
+
+    def start_warm(self, identity: FunctionIdentity, *, timeout: float) -> WarmInstance:
+        """A new long-lived instance of the function that runs task documents one after the other.
+
+        ``identity`` is what :meth:`identify` returned (the pool identifies once); ``timeout`` bounds
+        the cold start. The default: no warm mode (the pool then runs each document cold).
+        """
+        raise WarmUnsupported(f"the {self.name or type(self).__name__} runtime has no warm mode")

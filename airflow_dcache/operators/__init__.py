@@ -17,6 +17,7 @@ _EXPORTS = {
     "DCacheStageOperator": "airflow_dcache.operators.stage",
     "DCacheReplicateOperator": "airflow_dcache.operators.replicate",
     "DCacheFunctionOperator": "airflow_dcache.operators.function",
+    "DCacheChunkWaitOperator": "airflow_dcache.operators.chunk_wait",
 }
 __all__ = sorted(_EXPORTS)
 

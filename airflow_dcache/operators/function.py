@@ -31,6 +31,7 @@ from airflow_dcache.functions.activation import (
     FunctionFailed,
     RunIds,
 )
+from airflow_dcache.functions.factory import RUNTIMES, make_runtime
 from airflow_dcache.functions.inputs import input_origins, input_paths
 from airflow_dcache.functions.registry import check_name
 from airflow_dcache.functions.runtime import FunctionRuntime
@@ -47,8 +48,6 @@ if TYPE_CHECKING:
 
 __all__ = ["XCOM_DIGEST", "XCOM_OUTPUT_URL", "XCOM_RECORD", "DCacheFunctionOperator", "DCacheFunctionOutputsLink",
            "input_origins", "input_paths"]
-
-RUNTIMES = ("local", "docker")
 
 
 class DCacheFunctionOutputsLink(BaseOperatorLink):
@@ -209,15 +208,10 @@ class DCacheFunctionOperator(BaseOperator):
         return DCacheHook(self.dcache_conn_id, allowed_roots=self.allowed_roots)
 
     def make_runtime(self) -> FunctionRuntime:
-        """The runtime object for this task (one per execution)."""
-        if self.runtime == "docker":
-            from airflow_dcache.functions.container import DockerRuntime
-
-            return DockerRuntime(self.function, self.image, docker_url=self.docker_url, cpus=self.cpus,
-                                 memory=self.memory, command=self.command, functions_dir=self.functions_dir)
-        from airflow_dcache.functions.local import LocalRuntime
-
-        return LocalRuntime(self.function, self.functions_dir)
+        """The runtime object for this task (one per execution; a cold start, as one task runs once)."""
+        return make_runtime(self.runtime, self.function, image=self.image, command=self.command,
+                            docker_url=self.docker_url, cpus=self.cpus, memory=self.memory,
+                            functions_dir=self.functions_dir)
 
     # ------------------------------------------------------------------------------ execute
 

@@ -117,39 +117,46 @@ def validate_replicate(chunk: Mapping[str, Any], cfg: Config) -> ck.Chunk:
         return _run(chunk, cfg, [("validate", validate), ("replicate", replicate)])
 
 
-def make_runtime(kind: str, function: str) -> Any:
-    """The function runtime for one activation (``local`` subprocess or ``docker`` container)."""
-    if kind == "docker":
-        from airflow_dcache.functions.container import DockerRuntime
-
-        return DockerRuntime(function, None)
-    if kind != "local":
-        raise ValueError(f"$AIRFLOW_DCACHE_FUNCTION_RUNTIME: expected local or docker, got {kind!r}")
-    from airflow_dcache.functions.local import LocalRuntime
-
-    return LocalRuntime(function)
-
-
 def preview(chunk: Mapping[str, Any], cfg: Config, *, runtime: str, function: str, parameters: Mapping[str, Any],
-            ids: Mapping[str, Any], timeout: float = 300) -> ck.Chunk:
+            ids: Mapping[str, Any], timeout: float = 300, warm_instances: int | None = None) -> ck.Chunk:
     """Run ``function`` once per file at the buffer site (one :class:`Activation` each); result in ``preview``.
 
     One activation per file, not one for the chunk: each file keeps its own DOWNLOAD macaroon, its
     own private output area and activation record, and a function failing on one file fails only it.
+
+    The files run *warm* (:mod:`airflow_dcache.functions.warm`): through at most ``warm_instances``
+    long-lived instances of the function (default ``$AIRFLOW_DCACHE_WARM_INSTANCES``, else
+    ``min(concurrency, 3)``; ``0`` starts it anew per file), each taking one task document per file, so
+    the chunk pays the interpreter start and imports a few times instead of once per file. As many
+    threads as instances: a file's document never waits for an instance while its macaroons age. The
+    function is identified (image checked) and the connection's extras are read once per chunk.
     """
     from airflow_dcache.functions.activation import Activation, ActivationOptions, RunIds
+    from airflow_dcache.functions.credentials import connection_extras
+    from airflow_dcache.functions.factory import runtime_factory
+    from airflow_dcache.functions.warm import WarmPool, pool_size
 
     run_ids = RunIds(**ids)
-    with Hooks([cfg.buffer], cfg.allowed_roots) as hooks:
+    size = min(pool_size(warm_instances, cfg.concurrency), cfg.concurrency)
+    with Hooks([cfg.buffer], cfg.allowed_roots) as hooks, WarmPool(runtime_factory(runtime, function), size) as pool:
+        extras = connection_extras(hooks.base(cfg.buffer))
+
         def run(entry: ck.Entry) -> dict[str, Any]:
             item = entry["item"]
-            activation = Activation(hooks(cfg.buffer), make_runtime(runtime, function), function,
-                                    ActivationOptions(timeout=timeout), log=log)
+            activation = Activation(hooks(cfg.buffer), pool, function, ActivationOptions(timeout=timeout), log=log,
+                                    connection_extras=extras)
             result = activation.run([item["buffer_path"]], output_dir=item["buffer_output_dir"],
                                     origins=[item.get("origin")], parameters=parameters, ids=run_ids)
             return {"preview": result}
 
-        return _run(chunk, cfg, [("preview", run)])
+        result = ck.run_stages(chunk, [("preview", run)], concurrency=size or cfg.concurrency,
+                               transient=cfg.transient)
+        stats = pool.stats()
+        log.info("preview of chunk %s: %d document(s) on %d warm instance(s) (cold start p50 %s s, max %s s), "
+                 "%d replaced%s", chunk.get("index"), stats["documents"], stats["instances_started"],
+                 stats["cold_start_seconds"]["p50"], stats["cold_start_seconds"]["max"], stats["replaced"],
+                 f"; ran cold: {stats['fallback']}" if stats["fallback"] else "")
+        return result
 
 
 def publish(chunk: Mapping[str, Any], cfg: Config) -> ck.Chunk:
@@ -216,77 +223,21 @@ def drop_buffer_replica(chunk: Mapping[str, Any], cfg: Config) -> ck.Chunk:
         return _run(chunk, cfg, [("drop_buffer_replica", drop)])
 
 
-def wait_archived(chunk: Mapping[str, Any], cfg: Config, *, timeout: float = 600, interval: float = 1.0,
-                  clock: Callable[[], float] = time.monotonic) -> ck.Chunk:
-    """Wait until every live raw file's locality includes NEARLINE: one listing per directory and round.
+def wait_archived(chunk: Mapping[str, Any], cfg: Config, *, target_qos: str = "disk+tape", timeout: float = 600,
+                  interval: float = 1.0, max_interval: float = 5.0) -> ck.Chunk:
+    """Wait (blocking) until every live raw file has ``target_qos``: one listing per directory and round.
 
-    A file that is gone or was replaced fails at once (its version is compared on every round); one
-    not archived within ``timeout`` seconds fails with that reason; the others are not held back by it.
+    The blocking form of the DAG's deferrable ``wait_archived``
+    (:class:`~airflow_dcache.operators.chunk_wait.DCacheChunkWaitOperator`): the same trigger decides, in
+    this process. ``disk`` waits until the file is ONLINE with QoS disk, ``tape`` until it is NEARLINE,
+    ``disk+tape`` until both. A file that is gone or was replaced fails at once (its version is compared
+    on every round, by :func:`require_version`); one not there within ``timeout`` seconds fails with that
+    reason; the others are not held back by it. A transient listing error waits for the next round.
     """
-    from airflow_dcache.exceptions import NotFound
-    from airflow_dcache.waits import TRANSIENT, FileCondition, check_file
+    from airflow_dcache.operators.chunk_wait import wait_chunk
 
-    condition = FileCondition.build(None, "NEARLINE")
-    result = ck.copy_chunk(chunk)
-    pending = {e["item"]["path"]: e for e in ck.live(result)}
-    start = time.time()
-    deadline = clock() + timeout
-    with Hooks([cfg.main], cfg.allowed_roots) as hooks:
-        hook = hooks.base(cfg.main)
-        for _round in range(int(timeout / max(interval, 0.01)) + 2):
-            by_dir: dict[str, list[str]] = {}
-            for path in pending:
-                by_dir.setdefault(posixpath.dirname(path), []).append(path)
-            for directory, paths in by_dir.items():
-                try:
-                    listing = {e.name: e for e in hook.list_dir(directory, locality=True, checksum=True)}
-                except DCacheConnectionError as exc:
-                    raise ck.StageUnreachable(f"waiting for chunk {chunk.get('index')} to be archived: {exc}") \
-                        from exc
-                except NotFound:
-                    listing = {}  # the directory is gone: so are its files
-                except TRANSIENT as exc:
-                    log.warning("could not list %s (%s); trying again next round", directory, exc)
-                    continue
-                except Exception as exc:  # refused or broken: the files fail with the real reason
-                    for path in paths:
-                        entry = pending.pop(path)
-                        entry["timings"]["wait_archived"] = [start, time.time()]
-                        entry["failed"] = {"stage": "wait_archived", "reason": f"{path}: {exc}"}
-                    continue
-                for path in paths:
-                    _judge(pending, path, listing.get(posixpath.basename(path)), condition, check_file, start)
-            if not pending or clock() >= deadline:
-                break
-            time.sleep(interval)
-    for path, entry in pending.items():
-        entry["timings"]["wait_archived"] = [start, time.time()]
-        entry["failed"] = {"stage": "wait_archived",
-                           "reason": f"{path}: not archived (locality NEARLINE) after {timeout:.0f} s"}
-    return result
-
-
-def _judge(pending: dict[str, ck.Entry], path: str, found: Any, condition: Any, check_file: Any,
-           start: float) -> None:
-    """One file of one round of :func:`wait_archived`: done, failed (gone, replaced, broken) or still pending."""
-    entry = pending[path]
-    version = steps.item_version(entry["item"])
-    reason = None
-    if found is None:
-        reason = f"{path} is gone (deleted or moved away) while waiting until it is archived"
-    elif version is not None and found.pnfsid and not FileVersion.of(found).same_as(version):
-        reason = (f"{path} changed while waiting until it is archived: {version.describe()} was replaced by "
-                  f"{FileVersion.of(found).describe()}")
-    else:
-        verdict = check_file(found, condition)
-        if verdict.failure:
-            reason = f"{path}: {verdict.failure}"
-        elif not verdict.met:
-            return
-    entry["timings"]["wait_archived"] = [start, time.time()]
-    if reason:
-        entry["failed"] = {"stage": "wait_archived", "reason": reason}
-    del pending[path]
+    return wait_chunk(chunk, cfg.main, target_qos=target_qos, timeout=timeout, poll_interval=interval,
+                      max_poll_interval=max(interval, max_interval), allowed_roots=cfg.allowed_roots)
 
 
 def record_lineage(archived: Mapping[str, Any], dropped: Mapping[str, Any], cfg: Config, *, dag_id: str,
@@ -300,17 +251,10 @@ def record_lineage(archived: Mapping[str, Any], dropped: Mapping[str, Any], cfg:
     merged = ck.merge(archived, dropped)
     with Hooks([cfg.main], cfg.allowed_roots) as hooks:
         def mark(entry: ck.Entry) -> dict[str, Any]:
-            item, result = entry["item"], entry["preview"]
-            published = entry.get("published") or {}
-            lineage = steps.build_lineage(item, result, output_site="main", dag_id=dag_id, run_id=run_id,
-                                          function_name=function_name)
-            for out in lineage["outputs"]:
-                out["path"] = published.get(out["path"], out["path"])
-            if lineage["activation_record"]:
-                lineage["activation_record"] = published.get(lineage["activation_record"])
-            hook = hooks(cfg.main)
-            if not steps.mark_processed(hook, item["path"], dag_id, f"{dag_id}/{run_id}", version=item["version"]):
-                steps.discard_outputs(hook, item)
+            item = entry["item"]
+            lineage = steps.record_processed(hooks(cfg.main), item, entry["preview"], entry.get("published") or {},
+                                             dag_id=dag_id, run_id=run_id, function_name=function_name)
+            if lineage is None:
                 return {"skipped": f"{item['path']} ({item.get('pnfsid')}) was processed by another run first; "
                                    "this run's outputs were removed"}
             return {"lineage": lineage}
@@ -351,7 +295,10 @@ def report(ti: Any, *, group: str) -> dict[str, Any]:
     """
     from airflow.sdk.exceptions import AirflowException
 
-    initial = ti.xcom_pull(task_ids="chunk") or []
+    initial = ti.xcom_pull(task_ids="chunk")
+    if initial is None:  # report runs whatever happened (all_done): a run that chose no files must not pass
+        raise AirflowException("nothing was processed: the run's files were never chunked (collect or chunk "
+                               "failed; their logs say why)")
     states = []
     for position, chunk in enumerate(initial):
         def pull(task_id: str, key: str, _index: int = position) -> Any:

@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 
 #: At most this many files per chunk: a chunk's slowest file holds back the next stage of the others.
 DEFAULT_MAX_FILES = 50
+#: At most this many chunks per run while the bytes allow: bigger bursts make bigger chunks, not more tasks.
+DEFAULT_MAX_CHUNKS = 12
 #: At most this many bytes per chunk (a file larger than this gets a chunk of its own).
 DEFAULT_MAX_BYTES = 2 * 1024 ** 3
 #: Files of one chunk handled at once by a stage (requests in flight to one site, functions running).
@@ -74,15 +76,22 @@ def new_entry(item: Mapping[str, Any]) -> Entry:
 
 
 def make_chunks(items: Sequence[Mapping[str, Any]], max_files: int = DEFAULT_MAX_FILES,
-                max_bytes: int = DEFAULT_MAX_BYTES) -> list[Chunk]:
+                max_bytes: int = DEFAULT_MAX_BYTES, max_chunks: int | None = DEFAULT_MAX_CHUNKS) -> list[Chunk]:
     """Split ``items`` (in order) into chunks of at most ``max_files`` files and ``max_bytes`` bytes.
 
     Greedy and order-preserving, so a burst's files keep their upload order across chunks. A file
     whose size alone exceeds ``max_bytes`` gets a chunk of its own (it must be processed anyway); a
     file of unknown size counts as empty.
+
+    ``max_chunks`` bounds the run's task instances for a big burst: when ``max_files`` per chunk would
+    make more chunks than that, the chunks grow instead (2,000 files in at most 12 chunks: 167 each,
+    88 task instances rather than 284). The bytes limit still holds, so very large files can make more
+    chunks than ``max_chunks`` (a chunk's bytes bound its task's time and the buffer space it takes).
     """
     max_files = whole(max_files, "chunk_max_files")
     max_bytes = whole(max_bytes, "chunk_max_bytes")
+    if max_chunks is not None:
+        max_files = max(max_files, -(-len(items) // whole(max_chunks, "chunk_max_count")))
     chunks: list[Chunk] = []
     files: list[Entry] = []
     size = 0
@@ -174,6 +183,29 @@ def fail_live(chunk: Mapping[str, Any], stage: str, exc: BaseException) -> Chunk
     result = copy_chunk(chunk)
     for entry in live(result):
         entry["failed"] = {"stage": stage, "reason": failure(exc, str(entry["item"].get("path")))}
+    return result
+
+
+def apply_outcomes(chunk: Mapping[str, Any], outcomes: Sequence[Mapping[str, Any]], *, stage: str,
+                   started: float | None = None) -> Chunk:
+    """The chunk after a wait over its live files: ``outcomes`` are theirs, in order (a trigger's ``files``).
+
+    Each ``{"path", "outcome", "reason", "at"}``: ``reached`` keeps the file live; any other outcome
+    (gone, replaced, failed, timeout) fails it at ``stage`` with its reason, and its chunk-mates go on.
+    ``timings[stage]`` is ``[started, at]`` per file (when the wait began, when the file was decided).
+    """
+    result = copy_chunk(chunk)
+    todo = live(result)
+    if [e["item"].get("path") for e in todo] != [o.get("path") for o in outcomes]:
+        raise ValueError(f"chunk {chunk.get('index')}: the wait's outcomes are not those of the chunk's live files")
+    for entry, outcome in zip(todo, outcomes, strict=True):
+        end = float(outcome.get("at") or time.time())
+        entry["timings"][stage] = [started if started is not None else end, end]
+        if outcome.get("outcome") != "reached":
+            path = str(entry["item"].get("path"))
+            reason = outcome.get("reason") or f"{path}: {outcome.get('outcome') or 'not decided'}"
+            entry["failed"] = {"stage": stage, "reason": failure(RuntimeError(reason), path)}
+            log.warning("%s failed at %s: %s", path, stage, entry["failed"]["reason"])
     return result
 
 

@@ -515,6 +515,27 @@ def build_lineage(item: Mapping[str, Any], activation: Mapping[str, Any], *, out
     )
 
 
+def record_processed(hook: Any, item: Mapping[str, Any], activation: Mapping[str, Any], published: Mapping[str, str],
+                     *, dag_id: str, run_id: str, function_name: str | None = None) -> dict[str, Any] | None:
+    """The last step for one file version, in either design: its lineage record, and its marker set.
+
+    The record names the outputs where ``published`` (buffer path → path on the output site) put them.
+    The marker is a compare-and-set on the item's version (:func:`mark_processed`): when another run
+    processed the version first, its result stands, this run's outputs of it are removed and ``None``
+    is returned (the caller reports the file skipped, not failed).
+    """
+    lineage = build_lineage(item, activation, output_site="main", dag_id=dag_id, run_id=run_id,
+                            function_name=function_name)
+    for out in lineage["outputs"]:
+        out["path"] = published.get(out["path"], out["path"])
+    if lineage["activation_record"]:
+        lineage["activation_record"] = published.get(lineage["activation_record"])
+    if not mark_processed(hook, item["path"], dag_id, f"{dag_id}/{run_id}", version=item["version"]):
+        discard_outputs(hook, item)
+        return None
+    return lineage
+
+
 #: Run areas on the buffer site older than this are swept by a later run's clean-up (a run whose own
 #: clean-up could not reach the buffer, or a cleared task that ran again after it).
 SWEEP_AFTER_S = 24 * 3600

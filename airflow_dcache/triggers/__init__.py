@@ -2,7 +2,7 @@
 
 ``DCacheStorageEventTrigger`` (SSE inotify) needs only the hooks; ``DCacheBillingEventTrigger`` needs
 the Kafka provider; ``DCacheQosTrigger`` / ``DCacheBulkRequestTrigger`` are the deferrable sensors'
-waiting triggers.
+waiting triggers; ``DCacheFilesWaitTrigger`` waits for a batch of files with per-file outcomes.
 """
 
 from __future__ import annotations
@@ -13,16 +13,19 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from airflow_dcache.triggers.billing import DCacheBillingEventTrigger
     from airflow_dcache.triggers.bulk import DCacheBulkRequestTrigger
+    from airflow_dcache.triggers.files_wait import DCacheFilesWaitTrigger
     from airflow_dcache.triggers.qos import DCacheQosTrigger
     from airflow_dcache.triggers.storage_events import DCacheStorageEventTrigger
 
-__all__ = ["DCacheBillingEventTrigger", "DCacheBulkRequestTrigger", "DCacheQosTrigger", "DCacheStorageEventTrigger"]
+__all__ = ["DCacheBillingEventTrigger", "DCacheBulkRequestTrigger", "DCacheFilesWaitTrigger", "DCacheQosTrigger",
+           "DCacheStorageEventTrigger"]
 
 _MODULES = {
     "DCacheStorageEventTrigger": "airflow_dcache.triggers.storage_events",
     "DCacheBillingEventTrigger": "airflow_dcache.triggers.billing",
     "DCacheQosTrigger": "airflow_dcache.triggers.qos",
     "DCacheBulkRequestTrigger": "airflow_dcache.triggers.bulk",
+    "DCacheFilesWaitTrigger": "airflow_dcache.triggers.files_wait",
 }
 
 

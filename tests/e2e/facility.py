@@ -155,8 +155,21 @@ def gather(stack: AirflowStack) -> Evidence:
             pass  # collect failed or never ran: no skipped list
         if run["state"] != "failed":
             continue
+        # the chunked design: a file that failed inside its chunk is listed by the run's report (its stage
+        # tasks succeed); the report task fails naming them, so its own failure is explained by that list
+        try:
+            reported = stack.api.xcom(INGEST, run_id, "report", key="failed")
+        except requests.HTTPError:
+            reported = None
+        for f in reported or []:
+            where = f"{run_id} report: {f.get('path')} ({f.get('stage')})"
+            reason = str(f.get("reason"))
+            if "changed since the event: pnfsid" in reason:
+                changed[str(f.get("pnfsid"))].append(f"{where}: {reason}")
+            else:
+                unexplained.append(f"{where}: {reason[:300]}")
         for ti in stack.api.task_instances(INGEST, run_id):
-            if ti["state"] != "failed":
+            if ti["state"] != "failed" or (ti["task_id"] == "report" and reported is not None):
                 continue
             where = f"{run_id} {ti['task_id']}[{ti.get('map_index', -1)}]"
             errors = task_errors(task_log_text(stack, run_id, ti))

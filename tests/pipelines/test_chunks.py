@@ -32,6 +32,14 @@ def test_a_file_larger_than_max_bytes_gets_its_own_chunk_and_unknown_size_counts
     chunks = ck.make_chunks(items, max_files=10, max_bytes=100)
     assert [[e["item"]["path"] for e in c["files"]] for c in chunks] == [["/a"], ["/big"], ["/b", "/c"]]
     assert ck.make_chunks([], max_files=3) == []
+    # a burst beyond max_files x max_chunks makes bigger chunks, not more of them; bytes still split
+    big = ck.make_chunks(_items(2000), max_files=50, max_bytes=10 ** 12)
+    assert len(big) == 12 and {len(c["files"]) for c in big} == {167, 163}
+    assert len(ck.make_chunks(_items(100), max_files=50, max_bytes=10 ** 12)) == 2
+    assert len(ck.make_chunks(_items(100), max_files=50, max_bytes=10 ** 12, max_chunks=None)) == 2
+    assert len(ck.make_chunks(_items(30, size=40), max_files=50, max_bytes=100, max_chunks=3)) == 15
+    with pytest.raises(ValueError, match="chunk_max_count"):
+        ck.make_chunks(_items(1), max_chunks=0)
 
 
 def test_bad_limits_and_items_name_the_field() -> None:

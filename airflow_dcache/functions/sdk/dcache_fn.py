@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -306,7 +307,14 @@ def emit(result: dict[str, Any]) -> None:
 
 
 def main(run: Callable[[Task], dict[str, Any] | None]) -> None:
-    """Load the task, call ``run(task)``, print its result with the uploaded ``outputs``; exit 1 on error."""
+    """Load the task, call ``run(task)``, print its result with the uploaded ``outputs``; exit 1 on error.
+
+    Started warm (``$DCACHE_FN_WARM`` set by the runtime), the same call serves one task document after
+    the other instead (:func:`_serve`), so a function written for one task needs no change to run warm.
+    """
+    nonce = os.environ.pop(WARM_ENV, "")
+    if nonce:
+        sys.exit(_serve(run, nonce))
     try:
         task = Task.load()
         result = dict(run(task) or {})
@@ -318,3 +326,110 @@ def main(run: Callable[[Task], dict[str, Any] | None]) -> None:
     except Exception:
         log(traceback.format_exc())
         sys.exit(1)
+
+
+# --------------------------------------------------------------------------------- warm mode
+#
+# The runtime keeps one process (or container) per chunk and sends it one task document per file.
+# The channel is the process's own stdin/stdout, one JSON object per line:
+#
+#   runtime -> function  {"seq": 1, "task": <task document>, "env": {"NAME": "value"}}
+#   function -> runtime  {"type": "ready", "protocol": 1, "pid": 7}              (once, after the imports)
+#                        {"type": "done", "seq": 1, "status": 0, "result": {...}}  (one per document)
+#
+# So that nothing the function prints can corrupt that channel, the loop keeps private copies of
+# file descriptors 0 and 1 and points fd 1 at stderr (what a function prints becomes log) and fd 0 at
+# /dev/null; child processes inherit that too. Each document gets its own working directory (also
+# HOME and TMPDIR), its own environment on top of the instance's, and a marker line on stderr when it
+# ends, which is how the runtime cuts the shared stderr stream into one log per document.
+
+WARM_ENV = "DCACHE_FN_WARM"
+PROTOCOL = 1
+_MARK = "\x1edcache-fn:"
+
+
+def _mark(nonce: str, tag: str) -> None:
+    """End a log segment: a line only this instance's runtime knows (the nonce) on stderr."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.write(2, f"\n{_MARK}{nonce}:{tag}\n".encode())
+
+
+def _status(exc: SystemExit) -> int:
+    """The exit status ``sys.exit(code)`` would have given (``None`` 0, an int itself, anything else 1)."""
+    code = exc.code
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    log(str(code))
+    return 1
+
+
+def _one(run: Callable[[Task], dict[str, Any] | None], doc: Any, workdir: Path) -> dict[str, Any]:
+    """Run one document as :func:`main` would run it cold; the reply frame (without ``seq``)."""
+    try:
+        if not isinstance(doc, dict):
+            raise FunctionError("task document is not a JSON object")
+        task = Task(doc, workdir=workdir)
+        result = dict(run(task) or {})
+        result.setdefault("outputs", task.outputs)
+        line = json.dumps(result, separators=(",", ":"), sort_keys=True, default=str)
+        if len(line.encode()) > MAX_RESULT_BYTES:
+            raise FunctionError(f"result is {len(line.encode())} bytes; the limit is {MAX_RESULT_BYTES}")
+        return {"status": 0, "result": json.loads(line)}
+    except FunctionError as exc:
+        log(f"error: {exc}")
+        return {"status": 1}
+    except SystemExit as exc:  # sys.exit(3) in a function: that document's exit status, as cold
+        return {"status": _status(exc)}
+    except Exception:
+        log(traceback.format_exc())
+        return {"status": 1}
+
+
+def _serve(run: Callable[[Task], dict[str, Any] | None], nonce: str) -> int:
+    """The warm loop: answer task documents from stdin until EOF; returns the exit status (0)."""
+    sys.stdout.flush()
+    replies = os.fdopen(os.dup(1), "wb")
+    requests = os.fdopen(os.dup(0), "rb")
+    os.dup2(2, 1)  # whatever the function prints goes to the log, never into the channel
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    base_env = dict(os.environ)
+    base_dir = Path(tempfile.gettempdir())
+    home = os.getcwd()
+
+    def reply(frame: dict[str, Any]) -> None:
+        replies.write(json.dumps(frame, separators=(",", ":"), default=str).encode() + b"\n")
+        replies.flush()
+
+    _mark(nonce, "ready")
+    reply({"type": "ready", "protocol": PROTOCOL, "pid": os.getpid()})
+    for line in requests:
+        if not line.strip():
+            continue
+        try:
+            frame = json.loads(line)
+            seq = int(frame["seq"])
+        except (ValueError, KeyError, TypeError):
+            log("error: a malformed request frame; stopping")
+            return 2
+        workdir = Path(tempfile.mkdtemp(prefix=f"doc-{seq}-", dir=base_dir))
+        env = {str(k): str(v) for k, v in (frame.get("env") or {}).items()}
+        os.environ.clear()
+        os.environ.update({**base_env, "HOME": str(workdir), "TMPDIR": str(workdir), **env})
+        tempfile.tempdir = str(workdir)
+        os.chdir(workdir)
+        try:
+            answer = _one(run, frame.get("task"), workdir)
+        finally:
+            os.chdir(home)
+            tempfile.tempdir = None
+            os.environ.clear()
+            os.environ.update(base_env)
+            shutil.rmtree(workdir, ignore_errors=True)
+        _mark(nonce, f"end:{seq}")
+        reply({"type": "done", "seq": seq, **answer})
+    return 0

@@ -21,17 +21,26 @@ The data interval
     creates runs whose interval has ended, so files are reprocessed from the day after their upload.
     ``$AIRFLOW_DCACHE_REPROCESS_SCHEDULE`` sets another cron cadence (the end-to-end tests use one
     minute, so that a backfill over files uploaded moments ago need not wait for midnight).
+
+In chunks
+    A day can hold thousands of files: the selected files are cut into chunks (``chunk_max_files``,
+    default 50, at most ``chunk_max_count`` chunks, default 12, bigger chunks beyond) and ``reprocess``
+    is mapped over the chunks, not the files. Inside a chunk each file is its own activation (own
+    macaroons, output folder and activation record) on a few warm instances of the function; a file
+    that fails (or was replaced since the selection) fails alone, and ``report`` fails the run naming
+    every failed file with its reason.
 """
 
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 
 import pendulum
-from airflow.sdk import Param, dag
+from airflow.sdk import Param, dag, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
-from airflow_dcache.operators import DCacheFunctionOperator, DCacheListOperator
+from airflow_dcache.operators import DCacheListOperator
 from airflow_dcache.retry_policy import DCacheRetryPolicy
 
 MAIN = "dcache_main"
@@ -41,8 +50,8 @@ RUNTIME = os.environ.get("AIRFLOW_DCACHE_FUNCTION_RUNTIME", "local")
 SCHEDULE = os.environ.get("AIRFLOW_DCACHE_REPROCESS_SCHEDULE", "@daily")
 
 
-def function_kwargs(record: dict) -> dict:
-    """One function run per selected file version, its outputs in a folder of that version (by digest below it).
+def work_item(record: dict) -> dict:
+    """A selected file as a work item: its version and the output folder of that version (by digest below it).
 
     The folder is the file's path and pnfsid, never its stem: ``a.h5`` and ``a.hdf5``, or a file
     re-uploaded under the same name, each keep their own results. The run refuses a file replaced
@@ -53,8 +62,8 @@ def function_kwargs(record: dict) -> dict:
 
     version = FileVersion(pnfsid=record["pnfsid"], size=record.get("size")) if record.get("pnfsid") else None
     folder = f"{relative_path(record['path'], '/')}/{version_folder(version, record['path'])}"
-    return {"inputs": record["path"], "output_dir": f"/data/processed/reprocess/{folder}",
-            "expected_version": version.id if version else None}
+    return {"path": record["path"], "pnfsid": record.get("pnfsid"), "size": record.get("size") or 0,
+            "version": version.to_json() if version else None, "output_dir": f"/data/processed/reprocess/{folder}"}
 
 
 # [START reprocess_dag]
@@ -72,16 +81,44 @@ def function_kwargs(record: dict) -> dict:
         "name_glob": Param("*.h5", type="string", title="File names"),
         "function": Param("hdf5-preview", type="string", enum=["hdf5-preview"], title="Function"),
         "function_parameters": Param({}, type="object", title="Function parameters"),
+        "chunk_max_files": Param(50, type="integer", minimum=1, title="Files per chunk (at most)"),
+        "chunk_max_count": Param(12, type="integer", minimum=1, title="Chunks per run (at most)"),
     },
 )
 def dcache_reprocess() -> None:
     select = DCacheListOperator(
         task_id="select", dcache_conn_id=MAIN, path="{{ params.directory }}", name_glob="{{ params.name_glob }}",
         mtime_after="{{ data_interval_start }}", mtime_before="{{ data_interval_end }}", max_files=1000)
-    DCacheFunctionOperator.partial(
-        task_id="reprocess", dcache_conn_id=MAIN, runtime=RUNTIME, function="{{ params.function }}",
-        parameters="{{ params.function_parameters }}", versioned=True, overwrite=True, timeout=300,
-    ).expand_kwargs(select.output.map(function_kwargs))
+
+    @task
+    def chunk(records: list[dict], params: dict) -> list[dict]:
+        """The selected files as work items, in chunks: the run's task instances grow with chunks, not files."""
+        from airflow_dcache.pipelines.chunks import make_chunks
+
+        return make_chunks([work_item(r) for r in records], params["chunk_max_files"],
+                           max_chunks=params["chunk_max_count"])
+
+    @task(retries=2, retry_delay=timedelta(seconds=30))  # retried only when main is unreachable
+    def reprocess(chunk: dict, params: dict, run_id: str, ti=None) -> dict:
+        """The function once per file of the chunk (warm), outputs versioned by the function's digest."""
+        from airflow_dcache.functions.activation import ActivationOptions
+        from airflow_dcache.pipelines import chunk_steps as cs
+
+        ids = {"dag_id": ti.dag_id, "task_id": ti.task_id, "run_id": run_id, "map_index": ti.map_index}
+        return cs.run_function(
+            chunk, cs.Config(main=MAIN, buffer=MAIN, allowed_roots=ALLOWED_ROOTS), MAIN,
+            lambda item: (item["path"], item["output_dir"]), runtime=RUNTIME, function=params["function"],
+            parameters=params["function_parameters"], ids=ids, stage="reprocess", check_version=True,
+            options=ActivationOptions(timeout=300, versioned=True, overwrite=True))
+
+    @task(trigger_rule="all_done", retries=0)
+    def report(ti=None) -> dict:
+        """Per-file outcomes (XCom); fails the run naming every failed file and its reason."""
+        from airflow_dcache.pipelines import chunk_steps as cs
+
+        return cs.report(ti, group=None, stages=["reprocess"], selection_task="select")
+
+    reprocess.expand(chunk=chunk(select.output)) >> report()
 # [END reprocess_dag]
 
 

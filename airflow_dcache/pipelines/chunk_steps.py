@@ -29,6 +29,7 @@ from typing import Any
 
 from airflow_dcache.events.version import FileVersion, require_version
 from airflow_dcache.exceptions import DCacheConnectionError
+from airflow_dcache.functions.activation import ActivationOptions
 from airflow_dcache.hooks.dcache import DCacheHook
 from airflow_dcache.pipelines import chunks as ck
 from airflow_dcache.pipelines import steps
@@ -119,10 +120,27 @@ def validate_replicate(chunk: Mapping[str, Any], cfg: Config) -> ck.Chunk:
 
 def preview(chunk: Mapping[str, Any], cfg: Config, *, runtime: str, function: str, parameters: Mapping[str, Any],
             ids: Mapping[str, Any], timeout: float = 300, warm_instances: int | None = None) -> ck.Chunk:
-    """Run ``function`` once per file at the buffer site (one :class:`Activation` each); result in ``preview``.
+    """Run ``function`` once per file at the buffer site, on its replica there; the result in ``preview``.
 
-    One activation per file, not one for the chunk: each file keeps its own DOWNLOAD macaroon, its
-    own private output area and activation record, and a function failing on one file fails only it.
+    One :func:`run_function` stage: each file's outputs go to its private area on the buffer, which
+    ``publish`` copies to main.
+    """
+    return run_function(chunk, cfg, cfg.buffer, lambda item: (item["buffer_path"], item["buffer_output_dir"]),
+                        runtime=runtime, function=function, parameters=parameters, ids=ids, stage="preview",
+                        options=ActivationOptions(timeout=timeout), warm_instances=warm_instances)
+
+
+def run_function(chunk: Mapping[str, Any], cfg: Config, conn_id: str,
+                 place: Callable[[Mapping[str, Any]], tuple[str, str]], *, runtime: str, function: str,
+                 parameters: Mapping[str, Any], ids: Mapping[str, Any], stage: str,
+                 options: ActivationOptions | None = None, warm_instances: int | None = None,
+                 check_version: bool = False) -> ck.Chunk:
+    """Run ``function`` once per live file of the chunk on ``conn_id``; each file's result in ``entry[stage]``.
+
+    ``place(item)`` names the input path and the output folder of a file. One activation per file, not
+    one for the chunk: each file keeps its own DOWNLOAD macaroon, its own private output area and
+    activation record, and a function failing on one file fails only it. With ``check_version`` the
+    input is checked to still be the item's version first (a file replaced since selection fails alone).
 
     The files run *warm* (:mod:`airflow_dcache.functions.warm`): through at most ``warm_instances``
     long-lived instances of the function (default ``$AIRFLOW_DCACHE_WARM_INSTANCES``, else
@@ -131,29 +149,31 @@ def preview(chunk: Mapping[str, Any], cfg: Config, *, runtime: str, function: st
     threads as instances: a file's document never waits for an instance while its macaroons age. The
     function is identified (image checked) and the connection's extras are read once per chunk.
     """
-    from airflow_dcache.functions.activation import Activation, ActivationOptions, RunIds
+    from airflow_dcache.functions.activation import Activation, RunIds
     from airflow_dcache.functions.credentials import connection_extras
     from airflow_dcache.functions.factory import runtime_factory
     from airflow_dcache.functions.warm import WarmPool, pool_size
 
     run_ids = RunIds(**ids)
+    opts = options or ActivationOptions()
     size = min(pool_size(warm_instances, cfg.concurrency), cfg.concurrency)
-    with Hooks([cfg.buffer], cfg.allowed_roots) as hooks, WarmPool(runtime_factory(runtime, function), size) as pool:
-        extras = connection_extras(hooks.base(cfg.buffer))
+    with Hooks([conn_id], cfg.allowed_roots) as hooks, WarmPool(runtime_factory(runtime, function), size) as pool:
+        extras = connection_extras(hooks.base(conn_id))
 
         def run(entry: ck.Entry) -> dict[str, Any]:
             item = entry["item"]
-            activation = Activation(hooks(cfg.buffer), pool, function, ActivationOptions(timeout=timeout), log=log,
-                                    connection_extras=extras)
-            result = activation.run([item["buffer_path"]], output_dir=item["buffer_output_dir"],
-                                    origins=[item.get("origin")], parameters=parameters, ids=run_ids)
-            return {"preview": result}
+            path, output_dir = place(item)
+            if check_version:
+                require_version(hooks(conn_id), path, _version(item), step=f"function {function}")
+            activation = Activation(hooks(conn_id), pool, function, opts, log=log, connection_extras=extras)
+            result = activation.run([path], output_dir=output_dir, origins=[item.get("origin")],
+                                    parameters=parameters, ids=run_ids)
+            return {stage: result}
 
-        result = ck.run_stages(chunk, [("preview", run)], concurrency=size or cfg.concurrency,
-                               transient=cfg.transient)
+        result = ck.run_stages(chunk, [(stage, run)], concurrency=size or cfg.concurrency, transient=cfg.transient)
         stats = pool.stats()
-        log.info("preview of chunk %s: %d document(s) on %d warm instance(s) (cold start p50 %s s, max %s s), "
-                 "%d replaced%s", chunk.get("index"), stats["documents"], stats["instances_started"],
+        log.info("%s of chunk %s: %d document(s) on %d warm instance(s) (cold start p50 %s s, max %s s), "
+                 "%d replaced%s", stage, chunk.get("index"), stats["documents"], stats["instances_started"],
                  stats["cold_start_seconds"]["p50"], stats["cold_start_seconds"]["max"], stats["replaced"],
                  f"; ran cold: {stats['fallback']}" if stats["fallback"] else "")
         return result
@@ -264,49 +284,53 @@ def record_lineage(archived: Mapping[str, Any], dropped: Mapping[str, Any], cfg:
     return result, records
 
 
-def final_chunk(pull: Callable[[str, str], Any], group: str, initial: Mapping[str, Any]) -> ck.Chunk:
+def final_chunk(pull: Callable[[str, str], Any], group: str | None, initial: Mapping[str, Any],
+                stages: Sequence[str] = STAGE_TASKS) -> ck.Chunk:
     """The furthest state a run's chunk reached; files a failed stage task left behind are failed.
 
-    ``pull(task_id, key)`` reads the chunk's XCom of a task of ``group`` (this map index); ``initial``
-    is the chunk as the ``chunk`` task made it. When a stage task failed as a whole (a site unreachable
-    after all retries) its files never got a result: they are reported failed at that task, pointing
-    to its log.
+    ``pull(task_id, key)`` reads the chunk's XCom of a task (this map index); ``stages`` are the chunk's
+    stage tasks in order (in ``group``, when the DAG has one), the last one's ``outcome`` or result being
+    the chunk's final state. ``initial`` is the chunk as the ``chunk`` task made it. When a stage task
+    failed as a whole (a site unreachable after all retries) its files never got a result: they are
+    reported failed at that task, pointing to its log.
     """
-    state = pull(f"{group}.record_lineage", "outcome")
+    ids = [f"{group}.{s}" if group else s for s in stages]
+    state = pull(ids[-1], "outcome") or pull(ids[-1], "return_value")
     if state:
         return dict(state)
-    missing, state = STAGE_TASKS[0], initial
-    for position in range(len(STAGE_TASKS) - 2, -1, -1):
-        found = pull(f"{group}.{STAGE_TASKS[position]}", "return_value")
+    missing, state = ids[0], initial
+    for position in range(len(ids) - 2, -1, -1):
+        found = pull(ids[position], "return_value")
         if found:
-            missing, state = STAGE_TASKS[position + 1], found
+            missing, state = ids[position + 1], found
             break
-    error = RuntimeError(f"the chunk's task {group}.{missing} (chunk {initial.get('index')}) did not complete: "
-                         "see its log")
-    return ck.fail_live(state, missing, error)
+    error = RuntimeError(f"the chunk's task {missing} (chunk {initial.get('index')}) did not complete: see its log")
+    return ck.fail_live(state, missing.rsplit(".", 1)[-1], error)
 
 
-def report(ti: Any, *, group: str) -> dict[str, Any]:
+def report(ti: Any, *, group: str | None, stages: Sequence[str] = STAGE_TASKS,
+           selection_task: str = "collect") -> dict[str, Any]:
     """The run's per-file outcomes (XCom ``outcomes`` and ``failed``); fails naming every failed file.
 
-    Reads each chunk's furthest state (:func:`final_chunk`), so a file is reported whatever stage or
-    task it ended in. ``failed`` (``[{"path", "pnfsid", "stage", "reason"}]``) is what a later run's
-    ``only_failed_of`` selects.
+    Reads each chunk's furthest state (:func:`final_chunk` over ``stages``), so a file is reported
+    whatever stage or task it ended in. ``failed`` (``[{"path", "pnfsid", "stage", "reason"}]``) is what
+    a later run's ``only_failed_of`` selects; what ``selection_task`` skipped (XCom ``skipped``) is
+    listed beside the outcomes.
     """
     from airflow.sdk.exceptions import AirflowException
 
     initial = ti.xcom_pull(task_ids="chunk")
     if initial is None:  # report runs whatever happened (all_done): a run that chose no files must not pass
-        raise AirflowException("nothing was processed: the run's files were never chunked (collect or chunk "
-                               "failed; their logs say why)")
+        raise AirflowException(f"nothing was processed: the run's files were never chunked ({selection_task} or "
+                               "chunk failed; their logs say why)")
     states = []
     for position, chunk in enumerate(initial):
         def pull(task_id: str, key: str, _index: int = position) -> Any:
             return ti.xcom_pull(task_ids=task_id, key=key, map_indexes=_index)
 
-        states.append(final_chunk(pull, group, chunk))
+        states.append(final_chunk(pull, group, chunk, stages))
     outcome = ck.outcomes(states)
-    outcome["skipped_at_collect"] = ti.xcom_pull(task_ids="collect", key="skipped") or []
+    outcome["skipped_at_collect"] = ti.xcom_pull(task_ids=selection_task, key="skipped") or []
     ti.xcom_push(key="failed", value=outcome["failed"])
     ti.xcom_push(key="outcomes", value=outcome)
     log.info("%d file(s) in %d chunk(s): %s", len(outcome["files"]), len(states), outcome["counts"])

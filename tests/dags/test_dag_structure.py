@@ -102,10 +102,28 @@ def test_ingest_watcher_trigger_kwargs_hold_no_secret(dagbag) -> None:
     assert not any(k in kwargs for k in ("password", "token", "macaroon"))
 
 
-def test_reprocess_is_daily_without_catchup_and_versioned(dagbag) -> None:
+def test_reprocess_is_daily_without_catchup_and_chunked(dagbag) -> None:
     dag = dagbag.dags["dcache_reprocess"]
     assert dag.catchup is False
-    assert dag.get_task("reprocess").partial_kwargs.get("versioned") is True
+    assert _upstream(dag, "chunk") == {"select"} and _upstream(dag, "reprocess") == {"chunk"}
+    assert _upstream(dag, "report") == {"reprocess"} and dag.get_task("report").trigger_rule == "all_done"
+    assert {"directory", "name_glob", "function", "chunk_max_files", "chunk_max_count"} <= set(dag.params)
+
+
+def test_reprocess_work_items_keep_one_folder_per_version() -> None:
+    """a.h5 and a.hdf5, or a re-upload under the same name, never share an output folder."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("reprocess_dag", DAGS / "dcache_reprocess.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    a = module.work_item({"path": "/data/incoming/r1/a.h5", "pnfsid": "0000A1", "size": 3})
+    b = module.work_item({"path": "/data/incoming/r1/a.hdf5", "pnfsid": "0000B2", "size": 3})
+    again = module.work_item({"path": "/data/incoming/r1/a.h5", "pnfsid": "0000C3", "size": 3})
+    assert len({a["output_dir"], b["output_dir"], again["output_dir"]}) == 3
+    assert a["output_dir"].startswith("/data/processed/reprocess/data/incoming/r1/a.h5/")
+    assert a["version"]["pnfsid"] == "0000A1"
 
 
 def test_stage_and_process_waits_per_file(dagbag) -> None:

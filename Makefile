@@ -1,5 +1,5 @@
 # The two entry points of a fresh machine: `make demo` and `make test`.
-.PHONY: demo test lint bench venv function-images docs dist compose-config
+.PHONY: demo test lint bench venv function-images docs dist compose-config topology
 
 venv:
 	@scripts/bootstrap
@@ -36,3 +36,10 @@ dist: venv
 
 compose-config:
 	docker-compose -f docker-compose.yaml config -q
+
+# The distributed topology on this machine, loopback only: Postgres, Redis, both dCache sites, 2 schedulers,
+# 2 triggerers, 2 Celery workers, the dag-processor and the API server (airflow_dcache/testing/topology.py).
+# Prints the endpoints and each component's command; Ctrl-C stops everything. ARGS e.g. "--workers 3".
+topology: venv
+	@scripts/system-deps
+	.venv/bin/airflow-dcache topology $(ARGS)

@@ -1,4 +1,4 @@
-"""The ``airflow-dcache`` command: ``server``, ``demo``, ``function``, and ``bench`` in a source checkout.
+"""The ``airflow-dcache`` command: ``server``, ``demo``, ``topology``, ``function``, and ``bench`` in a checkout.
 
 The benchmarks live in the repository's ``benchmarks/`` (they compare against nginx, time the test
 service, write ``benchmarks/results/``), not in the package; ``bench`` is therefore only offered when
@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 BENCHMARKS_DIR = Path(__file__).resolve().parent.parent / "benchmarks"
-BENCHMARKS = ("transfer", "events", "billing", "trigger_events", "trigger_billing", "pipeline", "trigger_start")
+BENCHMARKS = ("transfer", "events", "billing", "trigger_events", "trigger_billing", "pipeline", "trigger_start",
+              "functions", "distributed")
 
 
 def benchmarks_available() -> bool:
@@ -70,6 +71,16 @@ def main(argv: list[str] | None = None) -> int:
         demo_parser = sub.add_parser("demo", help="run the demo (service with sample users and data)")
         demo.add_arguments(demo_parser)
         demo_parser.set_defaults(func=demo.run)
+
+    try:
+        from airflow_dcache.testing import topology
+    except ImportError as exc:
+        _missing_extra(sub, "topology", "run Airflow's distributed topology on loopback", exc)
+    else:
+        topo_parser = sub.add_parser("topology", help="run Airflow's distributed topology on loopback (Postgres, "
+                                     "Redis, Celery workers, 2 schedulers, 2 triggerers, both dCache sites)")
+        topology.add_arguments(topo_parser)
+        topo_parser.set_defaults(func=topology.run)
 
     from airflow_dcache.functions import kit
 

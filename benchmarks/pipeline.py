@@ -1,17 +1,25 @@
 """Pipeline latency: upload → outputs published and → archived, per file, over a burst, through real Airflow.
 
 For each design of the ingest pipeline (``per_file``: a task group mapped over files; ``chunked``: mapped
-over chunks of files, see docs/pipelines.md) it starts what ``make demo`` starts (two sites, a real
-scheduler/triggerer/dag-processor/API server, the example DAGs, ``$AIRFLOW_DCACHE_PIPELINE_DESIGN`` set),
-uploads ``--files`` CXI runs as fast as it can, and reads from Airflow's REST API when each file's
-stages ended: the run's creation (the storage event reached Airflow), its outputs' publication on
-``main``, its archiving (on tape, lineage recorded). Per-file design: the end of the file's
-``file.publish`` and ``file.record_lineage`` tasks; chunked design: the per-file timings of the run's
-``report`` (XCom ``outcomes``). Also counted: task instances per run, and the speed-up of the chunked
-design to the last output (burst start → last file's outputs published).
+over chunks of files, the default, see docs/pipelines.md) it starts what ``make demo`` starts (two
+sites, a real scheduler/triggerer/dag-processor/API server, the example DAGs,
+``$AIRFLOW_DCACHE_PIPELINE_DESIGN`` set), uploads ``--files`` CXI runs, and reads from Airflow's REST API
+when each file's stages ended: the run's creation (the storage event reached Airflow), its outputs'
+publication on ``main``, its archiving (on tape, lineage recorded). Per-file design: the end of the
+file's ``file.publish`` and ``file.record_lineage`` tasks; chunked design: the per-file timings of the
+run's ``report`` (XCom ``outcomes``). Also counted: task instances per run, the speed-up of the chunked
+design to the last output (burst start → last file's outputs published), and the scheduler's loop
+time (Airflow's own ``scheduler.scheduler_loop_duration`` timer, received over statsd on loopback).
+
+Two shapes of load:
+
+- a **burst** (default): ``--files`` uploads as fast as one client sends them;
+- **sustained** (``--rate R --duration S``): R uploads per second for S seconds, spread evenly; the
+  report adds the backlog (files uploaded but not yet published) sampled every 10 s, which must stay
+  bounded rather than grow with time.
 
     .venv/bin/airflow-dcache bench pipeline [--files 20] [--design per_file|chunked|both] [--chunk-files N]
-        [--runtime local|docker]
+        [--runtime local|docker] [--rate 10 --duration 300]
 """
 
 from __future__ import annotations
@@ -32,6 +40,58 @@ from _common import default_results_path, format_table, machine_info, write_json
 
 DAG_ID = "dcache_ingest_pipeline"
 DESIGNS = ("per_file", "chunked")
+#: Above this many files the per-file design is not run: 8 task instances per file swamp a 2-core scheduler
+#: (and ``[core] max_map_length``, 1,024, caps it anyway).
+PER_FILE_MAX = 500
+#: The statsd timer of one scheduler loop (Airflow's name, with the default ``airflow`` prefix).
+LOOP_METRIC = b"airflow.scheduler.scheduler_loop_duration:"
+
+
+class LoopTimes:
+    """A statsd sink on loopback that keeps the scheduler's loop durations (ms) as they arrive."""
+
+    def __init__(self) -> None:
+        import socket
+        import threading
+
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.5)
+        self.port = self.sock.getsockname()[1]
+        self.samples: list[tuple[float, float]] = []  # (time.time(), milliseconds)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._read, name="statsd-sink", daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data = self.sock.recv(65535)
+            except OSError:
+                continue
+            for line in data.splitlines():
+                if line.startswith(LOOP_METRIC):
+                    try:
+                        self.samples.append((time.time(), float(line[len(LOOP_METRIC):].split(b"|")[0])))
+                    except ValueError:
+                        continue
+
+    def env(self) -> dict[str, str]:
+        return {"AIRFLOW__METRICS__STATSD_ON": "True", "AIRFLOW__METRICS__STATSD_HOST": "127.0.0.1",
+                "AIRFLOW__METRICS__STATSD_PORT": str(self.port), "AIRFLOW__METRICS__STATSD_PREFIX": "airflow"}
+
+    def summary(self, start: float, end: float) -> dict[str, Any]:
+        """Loop durations (ms) between ``start`` and ``end`` (epoch seconds): count, p50, p99, max."""
+        values = [ms for t, ms in self.samples if start <= t <= end]
+        if not values:
+            return {"loops": 0}
+        return {"loops": len(values), "p50_ms": _percentile(values, 0.5), "p99_ms": _percentile(values, 0.99),
+                "max_ms": max(values)}
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+        self.sock.close()
 
 
 def _ts(value: str | None) -> float | None:
@@ -46,9 +106,9 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[k]
 
 
-def run(files: int, runtime: str, timeout: float, design: str = "per_file",
-        chunk_files: int | None = None) -> dict[str, Any]:
-    """One design over one burst of ``files`` uploads, on its own sites and Airflow."""
+def run(files: int, runtime: str, timeout: float, design: str = "chunked", chunk_files: int | None = None,
+        rate: float | None = None) -> dict[str, Any]:
+    """One design over one load (``files`` uploads; at ``rate`` per second when given), on its own stack."""
     import requests
 
     from airflow_dcache.demo import default_dags_folder
@@ -56,12 +116,13 @@ def run(files: int, runtime: str, timeout: float, design: str = "per_file",
     from airflow_dcache.testing.airflow_stack import AirflowStack
     from airflow_dcache.testing.sites import start_sites, wait_for_watches
 
+    loops = LoopTimes()
     with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
         base = Path(tmp)
         sites = start_sites(base / "sites", fast_hash=True, log_dir=base)
         stack = AirflowStack(base / "airflow", default_dags_folder(),
                              {**sites.connections(), "AIRFLOW_DCACHE_FUNCTION_RUNTIME": runtime,
-                              "AIRFLOW_DCACHE_PIPELINE_DESIGN": design,
+                              "AIRFLOW_DCACHE_PIPELINE_DESIGN": design, **loops.env(),
                               **({"AIRFLOW_DCACHE_CHUNK_MAX_FILES": str(chunk_files)} if chunk_files else {})})
         try:
             t0 = time.monotonic()
@@ -71,21 +132,48 @@ def run(files: int, runtime: str, timeout: float, design: str = "per_file",
             wait_for_watches("dcache_main", 2)
             startup = time.monotonic() - t0
             uploaded: dict[str, float] = {}
-            locals_ = [write_cxi(base / f"bench-{i:03d}.h5", seed=i, frames=4) for i in range(files)]
+            # a few distinct samples, copied: 2,000 files need not be 2,000 HDF5 writes (content differs by name)
+            samples = [write_cxi(base / f"sample-{i}.h5", seed=i, frames=4).read_bytes() for i in range(min(files, 16))]
             auth = ("alice", sites.passwords["alice"])
+            began = time.time()
             with requests.Session() as s:
-                for path in locals_:
-                    with open(path, "rb") as f:
-                        s.put(f"{sites.main.webdav}/data/incoming/{path.name}", data=f, auth=auth,
-                              timeout=60).raise_for_status()
-                    uploaded[path.name] = time.time()
+                for i in range(files):
+                    if rate:  # spread evenly: upload i goes at began + i / rate
+                        time.sleep(max(0.0, began + i / rate - time.time()))
+                    name = f"bench-{i:04d}.h5"
+                    s.put(f"{sites.main.webdav}/data/incoming/{name}", data=samples[i % len(samples)], auth=auth,
+                          timeout=60).raise_for_status()
+                    uploaded[name] = time.time()
             burst = max(uploaded.values()) - min(uploaded.values())
             stages, task_counts = _wait(stack, set(uploaded), timeout, design)
+            loop = loops.summary(began, max(t["lineage"] for t in stages.values()))
         finally:
             stack.stop()
             sites.stop()
+            loops.close()
     result = summarise(design, files, runtime, startup, burst, uploaded, stages, task_counts)
+    result["scheduler_loop"] = loop
+    if rate:
+        result["sustained"] = {"rate_per_s": rate, "duration_s": files / rate, **backlog(uploaded, stages)}
     return {**result, "chunk_max_files": chunk_files or 50} if design == "chunked" else result
+
+
+def backlog(uploaded: dict[str, float], stages: dict[str, dict[str, Any]], step: float = 10.0) -> dict[str, Any]:
+    """Files uploaded but not yet published, every ``step`` seconds from the first upload to the last output."""
+    first = min(uploaded.values())
+    last = max(t["published"] for t in stages.values())
+    samples = []
+    t = first
+    while t <= last + step:
+        pending = sum(1 for name, up in uploaded.items() if up <= t and stages[name]["published"] > t)
+        samples.append({"t": round(t - first, 1), "backlog": pending})
+        t += step
+    upload_end = max(uploaded.values())
+    during = [s["backlog"] for s in samples if s["t"] <= upload_end - first]
+    half = len(during) // 2
+    return {"backlog_samples": samples, "backlog_max": max(s["backlog"] for s in samples),
+            "backlog_first_half_max": max(during[:half] or [0]), "backlog_second_half_max": max(during[half:] or [0]),
+            "drained_seconds_after_last_upload": round(last - upload_end, 1)}
 
 
 def summarise(design: str, files: int, runtime: str, startup: float, burst: float, uploaded: dict[str, float],
@@ -168,6 +256,14 @@ def table(results: list[dict[str, Any]]) -> str:
         rows.append([r["design"], "burst start → last output published", f"{r['last_output_seconds']:.1f}", "-", "-"])
         rows.append([r["design"], "burst start → all archived", f"{r['all_archived_seconds']:.1f}", "-", "-"])
         rows.append([r["design"], f"task instances ({r['runs']} runs)", str(r["task_instances"]), "-", "-"])
+        loop = r.get("scheduler_loop") or {}
+        if loop.get("loops"):
+            rows.append([r["design"], f"scheduler loop ms ({loop['loops']} loops)", f"{loop['p50_ms']:.0f}",
+                         f"{loop['p99_ms']:.0f}", f"{loop['max_ms']:.0f}"])
+        if r.get("sustained"):
+            b = r["sustained"]
+            rows.append([r["design"], "backlog (files) 1st / 2nd half of uploads, max",
+                         str(b["backlog_first_half_max"]), str(b["backlog_second_half_max"]), str(b["backlog_max"])])
     return format_table(headers, rows)
 
 
@@ -177,16 +273,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--design", choices=[*DESIGNS, "both"], default="both")
     parser.add_argument("--runtime", choices=["local", "docker"], default="local")
     parser.add_argument("--chunk-files", type=int, help="chunked design: files per chunk (default: the DAG's, 50)")
+    parser.add_argument("--rate", type=float, help="sustained load: uploads per second (with --duration)")
+    parser.add_argument("--duration", type=float, help="sustained load: seconds of uploads (with --rate)")
     parser.add_argument("--timeout", type=float, default=900)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
-    if not 1 <= args.files <= 500:
-        parser.error("--files must be 1..500")
+    if (args.rate is None) != (args.duration is None):
+        parser.error("--rate and --duration go together")
+    if args.rate is not None:
+        if not (0 < args.rate <= 100 and 0 < args.duration <= 3600):
+            parser.error("--rate must be in (0, 100] per second and --duration in (0, 3600] seconds")
+        args.files = max(1, round(args.rate * args.duration))
+    if not 1 <= args.files <= 5000:
+        parser.error("--files must be 1..5000")
     designs = DESIGNS if args.design == "both" else (args.design,)
+    if args.files > PER_FILE_MAX and "per_file" in designs:
+        if args.design == "per_file":
+            parser.error(f"--design per_file runs at most {PER_FILE_MAX} files (8 task instances per file)")
+        designs = ("chunked",)
+        print(f"per_file: not run over {args.files} files (at most {PER_FILE_MAX}: 8 task instances per file)")
     results = []
     for design in designs:
-        print(f"{design}: {args.files} files ...", flush=True)
-        results.append(run(args.files, args.runtime, args.timeout, design, args.chunk_files))
+        print(f"{design}: {args.files} files" + (f" at {args.rate}/s" if args.rate else "") + " ...", flush=True)
+        results.append(run(args.files, args.runtime, args.timeout, design, args.chunk_files, args.rate))
         r = results[-1]
         print(f"  uploaded in {r['burst_seconds']:.2f} s, {r['runs']} runs, {r['task_instances']} task instances, "
               f"Airflow start-up {r['startup_seconds']:.0f} s", flush=True)

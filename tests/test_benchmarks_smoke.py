@@ -59,5 +59,22 @@ def test_trigger_billing_benchmark_runs(tmp_path: Path) -> None:
 
 
 def test_pipeline_benchmark_runs(tmp_path: Path) -> None:
-    result = bench(tmp_path, "pipeline", "--files", "1", timeout=600)
-    assert result["files"] == 1 and result["latency_seconds"]["archived + lineage"]["p50"] > 0
+    """Both designs, sustained mode (2 uploads 1 s apart), and the scheduler's loop time over statsd."""
+    result = bench(tmp_path, "pipeline", "--rate", "1", "--duration", "2", timeout=900)
+    assert result["speedup_last_output"] > 0
+    for design in result["designs"]:
+        assert design["files"] == 2 and design["latency_seconds"]["archived + lineage"]["p50"] > 0, design
+        assert design["scheduler_loop"]["loops"] > 0 and design["scheduler_loop"]["p50_ms"] > 0, design
+        assert design["sustained"]["rate_per_s"] == 1 and design["sustained"]["backlog_max"] >= 1, design
+
+
+def test_functions_benchmark_runs(tmp_path: Path) -> None:
+    """Two files, local runtime only (the docker rows need built images; tests/functions covers them)."""
+    out = tmp_path / "result.json"
+    done = subprocess.run([sys.executable, "benchmarks/functions.py", "--files", "2", "--runtimes", "local",
+                           "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    result = json.loads(out.read_text())
+    rows = {r["mode"]: r for r in result["rows"]}
+    assert rows["cold"]["ok"] == rows["warm"]["ok"] == 2 and result["errors"] == []
+    assert rows["warm"]["instances_started"] == 1 and rows["warm"]["cold_start_s"] > 0

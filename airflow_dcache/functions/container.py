@@ -23,9 +23,11 @@ import os
 import socket
 import subprocess
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from airflow_dcache.functions import addressing
 from airflow_dcache.functions.images import build_base, build_function, docker_client
 from airflow_dcache.functions.registry import (
     IMAGE_REPOSITORY,
@@ -186,6 +188,8 @@ class DockerRuntime(FunctionRuntime):
         import docker.errors
         import requests
 
+        task_document = addressing.for_container(task_document)  # the sites as the container reaches them
+
         api = self.client.api
         try:
             created = api.create_container_from_config(self.container_config(self.image, env))
@@ -316,6 +320,10 @@ class DockerWarmInstance(WarmInstance):
         self.cid: str | None = None
         self._sock: Any = None
         self._reader: threading.Thread | None = None
+
+    def run(self, task_document: bytes, *, env: Mapping[str, str], timeout: float) -> RunResult:
+        """As a cold container's run: the sites' URLs as the container reaches them, then the warm loop."""
+        return super().run(addressing.for_container(task_document), env=env, timeout=timeout)
 
     def _spawn(self) -> None:
         import docker.errors

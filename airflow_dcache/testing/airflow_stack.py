@@ -19,7 +19,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -166,16 +166,21 @@ class AirflowStack:
     :param api_port: port of the API server (0: a free one).
     :param parallelism: LocalExecutor slots; on a 2-core machine more only adds start-up contention.
     :param admin_password: the UI login password of ``admin`` (generated when not given).
+    :param commands: the components by name, each as its ``airflow`` arguments (default: one of each of
+        :data:`COMPONENTS`, named after it). A deployment with several of a kind names them apart, e.g.
+        ``{"triggerer-1": ["triggerer", "--skip-serve-logs"], ...}`` (:mod:`airflow_dcache.testing.topology`).
     """
 
     def __init__(self, home: Path, dags_folder: Path, env: Mapping[str, str] | None = None, *, api_port: int = 0,
                  parallelism: int = 8, admin_password: str | None = None,
-                 plugins_folder: Path | None = None) -> None:
+                 plugins_folder: Path | None = None, commands: Mapping[str, Sequence[str]] | None = None) -> None:
         self.home = Path(home).resolve()
         self.dags_folder = Path(dags_folder).resolve()
         self.api_port = api_port or free_port()
         self.admin_password = admin_password or secrets.token_urlsafe(12)
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.commands: dict[str, list[str]] = ({n: list(a) for n, a in commands.items()} if commands
+                                               else {n: [n] for n in COMPONENTS})
         self.log_dir = self.home / "component-logs"
         self.env = self._environment(env or {}, parallelism, plugins_folder)
         self.api = AirflowAPI(self.base_url, ADMIN, self.admin_password)
@@ -248,11 +253,12 @@ class AirflowStack:
         self._run("db", "migrate")
 
     def start_component(self, name: str) -> None:
-        if name not in COMPONENTS:
-            raise ValueError(f"unknown component {name!r}; one of {', '.join(COMPONENTS)}")
+        if name not in self.commands:
+            raise ValueError(f"unknown component {name!r}; one of {', '.join(self.commands)}")
         log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
         try:
-            self.processes[name] = subprocess.Popen([airflow_executable(), name], env=self.env, stdout=log,
+            self.processes[name] = subprocess.Popen([airflow_executable(), *self.commands[name]], env=self.env,
+                                                    stdout=log,
                                                     stderr=subprocess.STDOUT, start_new_session=True)
         finally:
             log.close()
@@ -286,7 +292,8 @@ class AirflowStack:
 
     def wait_healthy(self, components: Iterable[str] = COMPONENTS, *, timeout: float = 180) -> None:
         keys = {"scheduler": "scheduler", "triggerer": "triggerer", "dag-processor": "dag_processor"}
-        wanted = [keys[c] for c in components if c in keys]
+        kinds = [self.commands.get(c, [c])[0] for c in components]  # "triggerer-2" runs a "triggerer"
+        wanted = [keys[k] for k in kinds if k in keys]
         deadline = time.monotonic() + timeout
         last: Any = None
         while time.monotonic() < deadline:
@@ -338,7 +345,7 @@ class AirflowStack:
         return dead
 
     def backfill(self, dag_id: str, from_date: str, to_date: str, *, dag_run_conf: Mapping[str, Any] | None = None,
-                 reprocess_behavior: str = "none", max_active_runs: int = 10, attempts: int = 4,
+                 reprocess_behavior: str = "none", max_active_runs: int = 10, attempts: int = 6,
                  timeout: float = 400) -> dict[str, Any]:
         """Create a backfill through the REST API and wait until it completed; returns it.
 

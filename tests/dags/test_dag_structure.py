@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -50,7 +51,7 @@ def test_ingest_pipeline_is_chunked_by_default(dagbag) -> None:
     dag = dagbag.dags["dcache_ingest_pipeline"]
     assert {"collect", "chunk", "report", *(t for t, _ in CHUNKED.task_ids())} <= set(dag.task_ids)
     stages = [t for t, _ in CHUNKED.task_ids()]
-    for before, after in zip(stages[:3], stages[1:4], strict=True):  # to buffer → function → publish → QoS rule
+    for before, after in itertools.pairwise(stages[:4]):  # to buffer → function → publish → QoS rule
         assert before in _upstream(dag, after)
     assert "chunks.publish" in _upstream(dag, "chunks.drop_buffer_replica")
     assert "chunks.archive_rule" in _upstream(dag, "chunks.wait_archived")

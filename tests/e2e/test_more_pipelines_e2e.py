@@ -497,4 +497,5 @@ def test_no_secret_anywhere_after_the_runs(facility: dict[str, Any]) -> None:
     # The sweep looked where it should: these places held data.
     assert report.counts["task_logs"] > 10 and report.counts["xcom_values"] > 10
     assert report.counts["rendered_fields"] > 10 and report.counts["activation_records"] >= 4
-    assert report.counts["asset_events"] >= 10 and report.counts["trigger_rows"] >= 1
+    # asset events: the watchers' batches and the lineage (the chunked ingest design emits one per chunk)
+    assert report.counts["asset_events"] >= 5 and report.counts["trigger_rows"] >= 1

@@ -139,9 +139,9 @@ def test_airflow_lists_the_provider_from_the_wheel(venv: FreshVenv, tmp_path: Pa
 def test_bench_is_not_a_command_of_the_wheel(venv: FreshVenv) -> None:
     done = venv.run(str(venv.bin / "airflow-dcache"), "--help")
     assert done.returncode == 0, done.stderr
-    assert "{server,demo,function}" in done.stdout
+    assert "{server,demo,topology,function}" in done.stdout
     refused = venv.run(str(venv.bin / "airflow-dcache"), "bench", "transfer")
     assert refused.returncode == 2 and "invalid choice: 'bench'" in refused.stderr
     checkout = subprocess.run([sys.executable, "-m", "airflow_dcache.cli", "--help"], capture_output=True,
                               text=True, timeout=60, cwd=ROOT)
-    assert "{server,demo,function,bench}" in checkout.stdout  # the checkout keeps it (benchmarks/ is there)
+    assert "{server,demo,topology,function,bench}" in checkout.stdout  # the checkout keeps it (benchmarks/ is there)

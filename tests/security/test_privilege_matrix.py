@@ -688,7 +688,7 @@ def _run_matrix(st: Stack, targets: dict[str, Target], witness: Witness, audit: 
     # A cell the deployment failed to decide (SQLite's write lock held past its 60 s busy timeout answers a
     # trigger with 500/502, or fails a task before it ran) is asked once more; the first attempt is kept
     # as evidence and listed as an observation.
-    retry = [c for c in cells.values() if c.entry in (*VIEW_ENTRIES, "plugin_trigger", "rest_trigger")
+    retry = [c for c in cells.values() if c.entry in (*VIEW_ENTRIES, "plugin_trigger", "rest_trigger", CLI)
              and _undecided(c)]
     if retry:
         observations.append("asked again after an infrastructure failure: " + "; ".join(
@@ -701,6 +701,20 @@ def _run_matrix(st: Stack, targets: dict[str, Target], witness: Witness, audit: 
                 _view_cell(st, cell, t)
             elif cell.entry == "plugin_trigger":
                 _plugin_trigger(st, cell, t)
+            elif cell.entry == CLI:
+                run_id = f"matrix__cli__{cell.target}__again"
+                proc = _cli_trigger(st, run_id, t.pattern)
+                try:
+                    out, _ = proc.communicate(timeout=240)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    out, _ = proc.communicate()
+                if proc.returncode == 0:
+                    cell.run = (INGEST, run_id)
+                    cell.evidence.append(f"airflow dags trigger created {run_id}")
+                else:
+                    cell.outcome, cell.how = "error", f"CLI rc={proc.returncode}"
+                    cell.problems.append(f"airflow dags trigger failed: {out[-600:]}")
             else:
                 _rest_trigger(st, cell, t, suffix="__again")
         again = [cells[c.key] for c in retry if cells[c.key].run]

@@ -44,6 +44,9 @@ log = logging.getLogger(__name__)
 DEFAULT_EVENTS = ("IN_CLOSE_WRITE", "IN_MOVED_TO")
 _SUBSCRIBABLE = frozenset(KIND_BY_MASK) - {"IN_Q_OVERFLOW"}
 COMMIT_DELAY = 5.0  # seconds between yielding a batch and storing the cursor past it (see _commit_due)
+#: A batch yielded within this many seconds of the watcher's previous yield may land while the scheduler
+#: is still creating the run of that previous one: such a batch is followed by a flush (``flush_after``).
+FLUSH_WINDOW = 120.0
 
 
 def _number(name: str, value: Any, *, minimum: float, maximum: float, integer: bool = False) -> Any:
@@ -150,6 +153,12 @@ class DCacheStorageEventTrigger(BaseEventTrigger):
         row (the scheduler must turn a queue row into a run within this time).
     :param batch_max_events: events per batch (≤ 1000).
     :param batch_max_bytes: JSON bytes per batch (≤ 512 KiB).
+    :param flush_after: seconds of quiet after a batch that followed another yield (within
+        ``FLUSH_WINDOW``, 120 s) until an empty flush batch is yielded; ``None``: never. Airflow 3.3.2's
+        asset queue can drop a batch that lands while the scheduler creates the run of the batch before
+        (``docs/reliability.md``); the flush queues the asset again, so the next run picks the dropped
+        batch up instead of the next upload's run. An isolated batch (the first after two quiet minutes)
+        cannot meet a run being created by this watcher and is not followed by one.
     :param reconnect_backoff_max: cap of the reconnect backoff in seconds.
     :param keepalive: seconds between keep-alive ticks on the channel (dCache sends none of its own).
     :param channel_lifetime: seconds dCache keeps the channel while no client is connected, i.e. how
@@ -176,6 +185,7 @@ class DCacheStorageEventTrigger(BaseEventTrigger):
         batch_min_interval: float = 3.0,
         batch_max_events: int = 500,
         batch_max_bytes: int = 256 * 1024,
+        flush_after: float | None = 5.0,
         reconnect_backoff_max: float = 60.0,
         keepalive: float = 30.0,
         channel_lifetime: int = 3600,
@@ -208,6 +218,12 @@ class DCacheStorageEventTrigger(BaseEventTrigger):
                                         maximum=MAX_BATCH_EVENTS, integer=True)
         self.batch_max_bytes = _number("batch_max_bytes", batch_max_bytes, minimum=4096,
                                        maximum=MAX_BATCH_BYTES, integer=True)
+        if flush_after is not None:
+            flush_after = _number("flush_after", flush_after, minimum=0.1, maximum=3600)
+            if flush_after < self.batch_min_interval:
+                raise ValueError(f"flush_after: {flush_after} is shorter than batch_min_interval "
+                                 f"{self.batch_min_interval} (a flush must keep the spacing of yields)")
+        self.flush_after = flush_after
         self.reconnect_backoff_max = _number("reconnect_backoff_max", reconnect_backoff_max, minimum=1,
                                              maximum=3600)
         self.keepalive = _number("keepalive", keepalive, minimum=1, maximum=300)
@@ -244,6 +260,7 @@ class DCacheStorageEventTrigger(BaseEventTrigger):
                 "dcache_conn_id": self.dcache_conn_id,
                 "events": list(self.events),
                 "exclude": f["exclude"],
+                "flush_after": self.flush_after,
                 "include": f["include"],
                 "keepalive": self.keepalive,
                 "max_directories": self.max_directories,
@@ -330,9 +347,12 @@ class DCacheStorageEventTrigger(BaseEventTrigger):
         A batch is ready ``batch_quiet`` after its last event or ``batch_max_latency`` after its first,
         whichever is earlier, but never sooner than ``batch_min_interval`` after the previous yield. A
         batch that fills up is yielded at once; if that breaks the spacing, an empty flush batch follows
-        ``batch_min_interval`` later unless another yield comes first. The cursor past a batch is stored
-        ``COMMIT_DELAY`` after it was yielded (the triggerer persists events within its ~1 s loop), so
-        a crash replays rather than loses.
+        ``batch_min_interval`` later unless another yield comes first. A batch that followed another
+        yield within ``FLUSH_WINDOW`` (or came within it of a resumption) is followed by an empty flush
+        batch ``flush_after`` later, unless another yield comes first: the end of a burst is flushed, an
+        isolated upload is not. The cursor
+        past a batch is stored ``COMMIT_DELAY`` after it was yielded (the triggerer persists events
+        within its ~1 s loop), so a crash replays rather than loses.
 
         ``resumed`` (the watcher had a stored starting point): the first yield is due
         ``batch_min_interval`` after the start, an empty flush batch unless a batch of events comes
@@ -343,6 +363,8 @@ class DCacheStorageEventTrigger(BaseEventTrigger):
         builder = BatchBuilder(int(self.batch_max_events), int(self.batch_max_bytes))
         first_at = last_at = 0.0
         last_yield = -math.inf
+        # a resumed watcher's previous yield was its previous incarnation's, perhaps seconds ago
+        resumed_at = time.monotonic() if resumed else -math.inf
         flush_due: float | None = time.monotonic() + self.batch_min_interval if resumed else None
         flush_why = "resumed watcher: a run for asset events a paused DAG did not queue" if resumed else ""
         end_state: dict[str, Any] | None = None
@@ -362,6 +384,9 @@ class DCacheStorageEventTrigger(BaseEventTrigger):
             if not flush and now - last_yield < self.batch_min_interval:
                 flush_due = now + self.batch_min_interval  # this yield may meet an occupied queue row
                 flush_why = "after an early (size-capped) batch"
+            elif not flush and self.flush_after is not None and now - max(last_yield, resumed_at) <= FLUSH_WINDOW:
+                flush_due = now + self.flush_after  # this yield may meet a run being created
+                flush_why = "end of a burst: a batch the scheduler's run creation may have dropped"
             elif not flush:
                 flush_due = None  # a spaced yield covers whatever an earlier early one stranded
             last_yield = now

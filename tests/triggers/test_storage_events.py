@@ -126,6 +126,49 @@ async def test_one_upload_one_trigger_event(conn_id: str, alice: DCacheHook, wor
         await runner.stop()
 
 
+async def test_the_end_of_a_burst_is_flushed_an_isolated_upload_is_not(
+    conn_id: str, alice: DCacheHook, workdir: str
+) -> None:
+    """A batch that followed another yield can land while the scheduler creates the run of the one
+    before, and Airflow 3.3.2 then drops it from the asset queue (docs/reliability.md): such a batch is
+    followed by one empty flush batch ``flush_after`` later, so a run picks the dropped batch up. An
+    isolated upload is not: no run of this watcher can be in creation then."""
+    trigger = DCacheStorageEventTrigger(dcache_conn_id=conn_id, paths=[workdir], **dict(FAST, flush_after=1.0))
+    runner = Runner(trigger, MemoryStore())
+    try:
+        await runner.ready()
+        await aput(alice, f"{workdir}/alone.h5")
+        await runner.wait_for(lambda ev: len(ev) == 1)
+        await runner.settle(2.0)  # longer than flush_after: no flush follows an isolated batch
+        assert [(p["flush"], p["count"]) for p in runner.payloads] == [(False, 1)]
+        await aput(alice, f"{workdir}/burst-1.h5")  # within FLUSH_WINDOW of the first yield
+        await runner.wait_for(lambda ev: len(ev) == 2)
+        for _ in range(60):  # bounded: the flush is due 1 s after the batch
+            if len(runner.payloads) == 3:
+                break
+            await asyncio.sleep(0.05)
+        await runner.settle(1.5)  # exactly one flush, then quiet
+        assert [(p["flush"], p["count"]) for p in runner.payloads] == [(False, 1), (False, 1), (True, 0)]
+        assert runner.payloads[2]["events"] == [] and runner.payloads[2]["site"] == "main"
+    finally:
+        await runner.stop()
+
+
+async def test_no_flush_when_turned_off(conn_id: str, alice: DCacheHook, workdir: str) -> None:
+    trigger = DCacheStorageEventTrigger(dcache_conn_id=conn_id, paths=[workdir], **dict(FAST, flush_after=None))
+    assert trigger.serialize()[1]["flush_after"] is None
+    runner = Runner(trigger, MemoryStore())
+    try:
+        await runner.ready()
+        for name in ("a.h5", "b.h5"):
+            await aput(alice, f"{workdir}/{name}")
+            await runner.wait_for(lambda ev, n=name: any(e.name == n for e in ev))
+        await runner.settle(1.0)
+        assert [p["flush"] for p in runner.payloads] == [False, False]
+    finally:
+        await runner.stop()
+
+
 async def test_reupload_within_seconds_is_reported_as_a_new_version(
     conn_id: str, alice: DCacheHook, workdir: str
 ) -> None:
@@ -356,6 +399,9 @@ def test_start_from_timestamp_is_serialized_in_one_form() -> None:
         ({"start_from": "2026-05-14T08:00:00"}, "start_from"),  # no UTC offset
         ({"start_from": 1715670000}, "start_from"),
         ({"start_from": "existing", "events": ["IN_DELETE"]}, "start_from"),  # a listing could report nothing
+        ({"flush_after": 0}, "flush_after"),
+        ({"flush_after": "soon"}, "flush_after"),
+        ({"flush_after": 1.0, "batch_min_interval": 3.0}, "flush_after"),  # would break the spacing
     ],
 )
 def test_bad_configuration_fails_at_parse_naming_the_field(kwargs: dict, field: str) -> None:

@@ -53,14 +53,15 @@ SCHEDULE = os.environ.get("AIRFLOW_DCACHE_REPROCESS_SCHEDULE", "@daily")
 def work_item(record: dict) -> dict:
     """A selected file as a work item: its version and the output folder of that version (by digest below it).
 
-    The folder is the file's path and pnfsid, never its stem: ``a.h5`` and ``a.hdf5``, or a file
-    re-uploaded under the same name, each keep their own results. The run refuses a file replaced
-    between selection and processing.
+    The version is the pnfsid and the checksum the listing reported (``select`` lists with checksums), so
+    a file rewritten in place with as many bytes is a different version. The folder is the file's path
+    and pnfsid, never its stem: ``a.h5`` and ``a.hdf5``, or a file re-uploaded under the same name, each
+    keep their own results. The run refuses a file replaced between selection and processing.
     """
     from airflow_dcache.events.version import FileVersion
     from airflow_dcache.pipelines.steps import relative_path, version_folder
 
-    version = FileVersion(pnfsid=record["pnfsid"], size=record.get("size")) if record.get("pnfsid") else None
+    version = FileVersion.of(record) if record.get("pnfsid") else None
     folder = f"{relative_path(record['path'], '/')}/{version_folder(version, record['path'])}"
     return {"path": record["path"], "pnfsid": record.get("pnfsid"), "size": record.get("size") or 0,
             "version": version.to_json() if version else None, "output_dir": f"/data/processed/reprocess/{folder}"}
@@ -88,7 +89,8 @@ def work_item(record: dict) -> dict:
 def dcache_reprocess() -> None:
     select = DCacheListOperator(
         task_id="select", dcache_conn_id=MAIN, path="{{ params.directory }}", name_glob="{{ params.name_glob }}",
-        mtime_after="{{ data_interval_start }}", mtime_before="{{ data_interval_end }}", max_files=1000)
+        mtime_after="{{ data_interval_start }}", mtime_before="{{ data_interval_end }}", max_files=1000,
+        with_checksums=True)  # each file's version is its pnfsid and checksum
 
     @task
     def chunk(records: list[dict], params: dict) -> list[dict]:

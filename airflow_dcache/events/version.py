@@ -58,12 +58,16 @@ class FileVersion:
 
     @classmethod
     def of(cls, entry: Any) -> FileVersion:
-        """The version of a namespace entry (a ``stat`` result); ``ValueError`` if dCache gave no pnfsid."""
-        pnfsid = getattr(entry, "pnfsid", None)
+        """The version of a namespace entry: a ``stat`` result, or a selection record (a mapping with the
+        same fields, as ``DCacheListOperator`` returns); ``ValueError`` if dCache gave no pnfsid."""
+        def field(name: str) -> Any:
+            return entry.get(name) if isinstance(entry, Mapping) else getattr(entry, name, None)
+
+        pnfsid = field("pnfsid")
         if not pnfsid:
-            raise ValueError(f"{getattr(entry, 'path', '?')}: dCache reported no pnfsid, so its version is unknown")
-        return cls(pnfsid=pnfsid, checksum=_preferred_checksum(getattr(entry, "checksums", None)),
-                   size=getattr(entry, "size", None), mtime=getattr(entry, "mtime", None))
+            raise ValueError(f"{field('path') or '?'}: dCache reported no pnfsid, so its version is unknown")
+        return cls(pnfsid=pnfsid, checksum=_preferred_checksum(field("checksums")), size=field("size"),
+                   mtime=field("mtime"))
 
     @property
     def id(self) -> str:

@@ -49,6 +49,19 @@ def test_id_is_printable_and_parses_back(version: FileVersion, text: str) -> Non
     assert back.id == text and back.same_as(version) and version.same_as(back)
 
 
+def test_a_selection_record_has_the_version_of_its_entry() -> None:
+    """``DCacheListOperator``'s records are mappings: their version carries the checksum, so a file rewritten
+    under its pnfsid with as many bytes is another version (the reprocess DAG's work items rely on it)."""
+    fields = {"checksums": {"adler32": "0A1B2C3D", "md5": "00" * 16}}
+    record = dict(vars(entry(**fields)), name="run001.h5")
+    assert FileVersion.of(record) == FileVersion.of(entry(**fields))
+    assert FileVersion.of(record).id == f"{PNFSID};adler32:0a1b2c3d"
+    rewritten = dict(record, checksums={"adler32": "ffffffff"})
+    assert not FileVersion.of(rewritten).same_as(FileVersion.of(record))
+    with pytest.raises(ValueError, match=r"/data/incoming/run001\.h5: dCache reported no pnfsid"):
+        FileVersion.of(dict(record, pnfsid=None))
+
+
 def test_parse_without_checksum_keeps_size_and_mtime() -> None:
     assert FileVersion.parse(f"{PNFSID};size=10,mtime=5") == FileVersion(PNFSID, size=10, mtime=5)
     assert FileVersion.parse(f" {PNFSID};size=0,mtime=None ") == FileVersion(PNFSID, size=0)

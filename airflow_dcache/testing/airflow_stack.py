@@ -26,6 +26,8 @@ from typing import Any
 
 import requests
 
+from airflow_dcache.testing.dagrun import QUIET_SHORT_EXTRAS
+
 COMPONENTS = ("scheduler", "triggerer", "dag-processor", "api-server")
 ADMIN = "admin"
 
@@ -157,6 +159,8 @@ class AirflowAPI:
         return dict(self.request("POST", "/backfills", json=body, timeout=120))
 
 
+
+
 class AirflowStack:
     """Airflow components as separate processes sharing one ``AIRFLOW_HOME`` and SQLite database.
 
@@ -225,6 +229,7 @@ class AirflowStack:
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
             "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.5",
             "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+            **QUIET_SHORT_EXTRAS,
         })
         if plugins:
             env["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(Path(plugins).resolve())

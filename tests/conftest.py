@@ -6,6 +6,7 @@ Tests talk to it over HTTP(S) only, exactly as clients of a production dCache wo
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 import subprocess
 import sys
@@ -69,6 +70,17 @@ def start_server(base: Path, *extra: str, tls: tuple[Path, Path] | None = None,
     proc, info = launch(cmd)
     return DCacheServer(info["webdav"], info["frontend"], info["api"], base / "data", passwords, proc, cmd,
                         ca_pem, info)
+
+
+def connection_json(server: Any, user: str | None = "alice", **extra: Any) -> str:
+    """The JSON form of an Airflow connection for ``user`` (``None``: anonymous) on a bundled server."""
+    value: dict[str, Any] = {"conn_type": "dcache", "host": server.webdav,
+                             "extra": {"frontend_url": server.frontend, **extra}}
+    if user is not None:
+        value.update(login=user, password=server.passwords[user])
+    if getattr(server, "ca_pem", None):
+        value["extra"].setdefault("ca_bundle", str(server.ca_pem))
+    return json.dumps(value)
 
 
 @contextlib.contextmanager

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from airflow_dcache.hooks.dcache import DCacheHook
-from tests.conftest import fresh_dir
+from tests.conftest import connection_json, fresh_dir
 
 ConnFactory = Callable[..., str]
 
@@ -35,12 +35,7 @@ def set_conn(monkeypatch: pytest.MonkeyPatch) -> ConnFactory:
 
 def server_conn(set_conn: ConnFactory, server: Any, user: str | None, **extra: Any) -> str:
     """A JSON connection for ``user`` on one of the shared servers (``None`` = anonymous)."""
-    fields: dict[str, Any] = {"host": server.webdav, "extra": {"frontend_url": server.frontend, **extra}}
-    if user is not None:
-        fields.update(login=user, password=server.passwords[user])
-    if getattr(server, "ca_pem", None):
-        fields["extra"].setdefault("ca_bundle", server.ca_pem)
-    return set_conn(**fields)
+    return set_conn(uri=connection_json(server, user, **extra))
 
 
 @pytest.fixture

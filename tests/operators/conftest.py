@@ -17,15 +17,13 @@ from typing import Any
 import pytest
 
 from airflow_dcache.hooks.dcache import DCacheHook
-from tests.conftest import DCacheServer, fresh_dir, start_server
+from tests.conftest import DCacheServer, connection_json, fresh_dir, start_server
 
 FAST_TAPE = ("--allow-insecure-macaroons", "--tape-flush-delay", "0.3", "--tape-stage-delay", "0.3",
              "--tpc-marker-period", "0.2")
 
 
-def conn_json(server: DCacheServer, user: str = "alice") -> str:
-    return json.dumps({"conn_type": "dcache", "host": server.webdav, "login": user,
-                       "password": server.passwords[user], "extra": {"frontend_url": server.frontend}})
+conn_json = connection_json  # the name this folder's tests import
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ from airflow_dcache.paths import OutsideAllowedRoots
 from airflow_dcache.pipelines import chunk_steps as cs
 from airflow_dcache.pipelines import chunks as ck
 from airflow_dcache.triggers.files_wait import DCacheFilesWaitTrigger
-from tests.conftest import DCacheServer, fresh_dir, start_server
+from tests.conftest import DCacheServer, connection_json, fresh_dir, start_server
 from tests.operators.conftest import run_trigger
 
 ROOT = "/home/alice"
@@ -40,9 +40,7 @@ def slow_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DCacheServer
 
 @pytest.fixture
 def conn(slow_site: DCacheServer, monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setenv("AIRFLOW_CONN_DC_CHUNK", json.dumps({
-        "conn_type": "dcache", "host": slow_site.webdav, "login": "alice", "password": slow_site.passwords["alice"],
-        "extra": {"frontend_url": slow_site.frontend}}))
+    monkeypatch.setenv("AIRFLOW_CONN_DC_CHUNK", connection_json(slow_site))
     return "dc_chunk"
 
 

@@ -20,16 +20,14 @@ from airflow.sdk.module_loading import import_string
 from airflow_dcache.events.version import FileVersion
 from airflow_dcache.hooks.dcache import DCacheHook
 from airflow_dcache.triggers.files_wait import DCacheFilesWaitTrigger, judge, qos_condition
-from tests.conftest import DCacheServer, fresh_dir, start_server
+from tests.conftest import DCacheServer, connection_json, fresh_dir, start_server
 from tests.operators.conftest import run_trigger
 
 TAPE = ("--tape-flush-delay", "0.3", "--tape-stage-delay", "0.3")
 
 
 def _conn(server: DCacheServer, **extra: Any) -> str:
-    return json.dumps({"conn_type": "dcache", "host": server.webdav, "login": "alice",
-                       "password": server.passwords["alice"],
-                       "extra": {"frontend_url": server.frontend, "timeout": 30, **extra}})
+    return connection_json(server, "alice", timeout=30, **extra)
 
 
 @pytest.fixture(scope="module")

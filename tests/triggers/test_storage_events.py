@@ -19,6 +19,7 @@ from airflow_dcache.events import parse_batch
 from airflow_dcache.hooks.dcache import DCacheHook
 from airflow_dcache.testing.watchers import MemoryStateStore
 from airflow_dcache.triggers import DCacheStorageEventTrigger
+from tests.conftest import connection_json
 
 FAST = dict(batch_quiet=0.2, batch_max_latency=1.0, batch_min_interval=0.3, keepalive=2.0,
             reconnect_backoff_max=2.0)
@@ -28,9 +29,7 @@ MemoryStore = MemoryStateStore  # the triggerer's asset_state_store accessor, in
 
 
 def set_connection(monkeypatch: pytest.MonkeyPatch, server: Any, conn_id: str, user: str = "alice") -> None:
-    value = {"conn_type": "dcache", "host": server.webdav, "login": user, "password": server.passwords[user],
-             "extra": {"frontend_url": server.frontend, "site": "main"}}
-    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(value))
+    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", connection_json(server, user, site="main"))
 
 
 class Runner:

@@ -27,15 +27,16 @@ In chunks (the default design)
     ``chunk_max_bytes`` bytes, defaults 50 files / 2 GiB or ``$AIRFLOW_DCACHE_CHUNK_MAX_FILES`` /
     ``$AIRFLOW_DCACHE_CHUNK_MAX_BYTES``; a burst of more than ``chunk_max_files`` times ``chunk_max_count``
     files, default 12 chunks or ``$AIRFLOW_DCACHE_CHUNK_MAX_COUNT``, gets bigger chunks instead of more):
-    ``collect`` → ``chunk`` → per chunk ``validate_replicate``,
-    ``preview``, ``publish``, ``archive_rule``, ``drop_buffer_replica``, ``wait_archived``,
-    ``record_lineage`` → ``report``. A run costs a few tasks per chunk instead of 8 per file, and is not
-    capped by ``[core] max_map_length`` files. Inside a stage each file is handled on its own
-    (``$AIRFLOW_DCACHE_CHUNK_CONCURRENCY`` at once, default 8): a file that fails is carried with its
-    stage and reason, later stages skip it, its chunk-mates go on. ``report`` fails the run naming every
-    failed file, stage and reason; trigger with ``only_failed_of`` = that run's id (or press *Re-run
-    failed* in the dCache view) to re-run just those files. One asset event per chunk carries the list
-    of per-file lineage records.
+    ``collect`` → ``chunk`` → per chunk ``process`` → ``wait_archived`` → ``record_lineage`` →
+    ``report``. ``process`` takes each file of its chunk through steps 1-6 on its own
+    (``$AIRFLOW_DCACHE_CHUNK_CONCURRENCY`` files at once, default 8; the function on a few warm
+    instances shared by the chunk): a file's outputs are published as soon as its own steps are done,
+    not when its chunk's slowest file is. ``wait_archived`` is one deferred wait for the chunk's files.
+    A run costs 3 tasks per chunk instead of 8 per file, and is not capped by ``[core] max_map_length``
+    files. A file that fails is carried with its step and reason, later steps skip it, its chunk-mates
+    go on. ``report`` fails the run naming every failed file, step and reason; trigger with
+    ``only_failed_of`` = that run's id (or press *Re-run failed* in the dCache view) to re-run just
+    those files. One asset event per chunk carries the list of per-file lineage records.
 
 Per file (``$AIRFLOW_DCACHE_PIPELINE_DESIGN=per_file``, read when the DAG is parsed)
     Same DAG id, asset, steps and rules, the task group mapped over files: each file is its own row in
@@ -49,12 +50,14 @@ marker is set only by ``record_lineage``, the last step, so a failed run leaves 
 (or the cleared task) processes the file.
 
 When a site is down
-    The two cross-site copies (``replicate``, ``publish``) retry with exponential backoff: 3 retries
-    30 s apart, doubling, at most 10 min (``$AIRFLOW_DCACHE_REPLICATE_RETRIES``,
+    The two cross-site copies (``replicate``, ``publish``; in chunks the ``process`` task) retry with
+    exponential backoff: 3 retries 30 s apart, doubling, at most 10 min (``$AIRFLOW_DCACHE_REPLICATE_RETRIES``,
     ``$AIRFLOW_DCACHE_REPLICATE_RETRY_DELAY``, ``$AIRFLOW_DCACHE_REPLICATE_MAX_RETRY_DELAY`` in seconds,
     read when the DAG is parsed). After that the run fails, naming the site that is unreachable;
     nothing on ``main`` was changed, and re-triggering with the same ``paths`` (or clearing the
-    failed task) completes once the site is back.
+    failed task) completes once the site is back. A retried ``process`` does not redo the files an
+    earlier try published (their raw file may be on tape only by then): they get their QoS rule and
+    buffer clean-up again, the others start over.
 
 Billing instead of SSE
     Sites that publish dCache billing records to Kafka get the same pipeline as
@@ -319,29 +322,15 @@ def chunked_design(dag_id: str, items: Any, clean_up: Any) -> None:
     def per_chunk(chunk: dict[str, Any]) -> None:
         from airflow_dcache.pipelines import chunk_steps as cs
 
+        # retried when a site is unreachable (a step failing on a file fails only that file): every step is
+        # safe to repeat, and files an earlier try published only get their QoS rule and buffer clean-up again
         @task(**REPLICATE_RETRIES)
-        def validate_replicate(chunk: dict[str, Any]) -> dict[str, Any]:
-            return cs.validate_replicate(chunk, config())
-
-        # retried only when the buffer is unreachable (a function failing on a file fails that file): each
-        # activation writes its own private area, so running a chunk's functions again is safe
-        @task(**REPLICATE_RETRIES)
-        def preview(chunk: dict[str, Any], params: dict[str, Any], run_id: str, ti: Any = None) -> dict[str, Any]:
+        def process(chunk: dict[str, Any], params: dict[str, Any], run_id: str, ti: Any = None) -> dict[str, Any]:
+            """Each file on its own: validate → replicate → preview → publish → archive_rule → drop_buffer_replica."""
             ids = {"dag_id": dag_id, "task_id": ti.task_id, "run_id": run_id, "map_index": ti.map_index}
-            return cs.preview(chunk, config(), runtime=RUNTIME, function=params["function"],
-                              parameters=params["function_parameters"], ids=ids)
-
-        @task(**REPLICATE_RETRIES)
-        def publish(chunk: dict[str, Any]) -> dict[str, Any]:
-            return cs.publish(chunk, config())
-
-        @task(**REPLICATE_RETRIES)  # idempotent: versions re-checked, the same QoS asked for again
-        def archive_rule(chunk: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
-            return cs.archive_rule(chunk, config(), target_qos=params["target_qos"])
-
-        @task(**REPLICATE_RETRIES)  # idempotent: a missing path is fine
-        def drop_buffer_replica(chunk: dict[str, Any]) -> dict[str, Any]:
-            return cs.drop_buffer_replica(chunk, config())
+            return cs.process(chunk, config(), runtime=RUNTIME, function=params["function"],
+                              parameters=params["function_parameters"], ids=ids, target_qos=params["target_qos"],
+                              resume=(ti.try_number or 1) > 1)
 
         def wait_archived(chunk: Any) -> Any:
             """One deferred wait for the chunk's files: one trigger, one listing per directory and round.
@@ -357,10 +346,10 @@ def chunked_design(dag_id: str, items: Any, clean_up: Any) -> None:
                 **REPLICATE_RETRIES).output
 
         @task(outlets=[processed], **REPLICATE_RETRIES)  # compare-and-set: this run's own marker is success
-        def record_lineage(archived: dict[str, Any], dropped: dict[str, Any], run_id: str, params: Any = None,
-                           ti: Any = None, outlet_events: Any = None) -> dict[str, Any]:
+        def record_lineage(archived: dict[str, Any], run_id: str, params: Any = None, ti: Any = None,
+                           outlet_events: Any = None) -> dict[str, Any]:
             """Mark each file version processed and emit one asset event with the chunk's lineage records."""
-            state, records = cs.record_lineage(archived, dropped, config(), dag_id=dag_id, run_id=run_id,
+            state, records = cs.record_lineage(archived, config(), dag_id=dag_id, run_id=run_id,
                                                function_name=(params or {}).get("function"))
             ti.xcom_push(key="outcome", value=state)  # read by report, also when no event is emitted
             if not records:  # nothing processed in this chunk: no asset event that says nothing
@@ -373,8 +362,7 @@ def chunked_design(dag_id: str, items: Any, clean_up: Any) -> None:
                                                            chunk=state.get("index", ti.map_index))
             return state
 
-        published = publish(preview(validate_replicate(chunk)))
-        record_lineage(wait_archived(archive_rule(published)), drop_buffer_replica(published))
+        record_lineage(wait_archived(process(chunk)))
     # [END ingest_chunked]
 
     @task(trigger_rule="all_done", retries=0)

@@ -15,11 +15,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from airflow_dcache.pipelines.design import PER_FILE, Design
+from airflow_dcache.pipelines.design import DONE, FAILED, PER_FILE, Design
 from airflow_dcache.testing.airflow_stack import AirflowAPI
-
-DONE = {"success", "skipped"}
-FAILED = {"failed", "upstream_failed"}
 
 
 @dataclass

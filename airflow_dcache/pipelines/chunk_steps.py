@@ -1,16 +1,31 @@
 """The stage bodies of the chunked ingest pipeline: each takes a chunk (see :mod:`.chunks`) and returns it.
 
-Every stage does for each live file of the chunk what the per-file design's task of the same name does
-for one file, with the same rules: each step that acts on the raw file names its version
+Three tasks per chunk: ``process``, ``wait_archived``, ``record_lineage``.
+
+``process`` takes each live file of the chunk through all the steps the per-file design has a task
+for, on its own: ``validate`` → ``replicate`` → ``preview`` → ``publish`` → ``archive_rule`` →
+``drop_buffer_replica`` (:data:`PROCESS_STEPS`). At most ``concurrency`` files are in flight at once;
+a file moves to its next step as soon as its own step is done, so its outputs are published without
+waiting for its chunk-mates, and one that fails is carried with the step and reason (its chunk-mates
+go on). The rules are the per-file tasks': each step that acts on the raw file names its version
 (``require_version``: a file replaced since the event fails at once), the copies use per-file
 macaroons (:class:`~airflow_dcache.transfers.tpc.ThirdPartyCopy`), the function runs once per file
 (:class:`~airflow_dcache.functions.activation.Activation`: per-file macaroons, private output area,
-activation record), and the marker ``airflow_dcache.done.<dag_id>`` is set per file version by
-:func:`~airflow_dcache.pipelines.steps.mark_processed` (compare-and-set) in the last stage only.
+activation record) on the chunk's warm instances, and the marker ``airflow_dcache.done.<dag_id>`` is
+set per file version by :func:`~airflow_dcache.pipelines.steps.mark_processed` (compare-and-set) in
+``record_lineage`` only.
 
-Two stages act on the chunk at once instead of per file, because one request serves all its files:
-``archive_rule`` (one bulk ``UPDATE_QOS`` request for the chunk's live files) and ``wait_archived``
-(one directory listing per directory and round instead of a ``stat`` per file).
+Two steps share requests between files: ``archive_rule`` sends one bulk ``UPDATE_QOS`` request for
+the files that reach it while the previous request is in flight (:class:`QosBatcher`: the first
+file's request goes at once, no file waits for a slower one), and ``wait_archived`` is one deferred
+wait for the chunk (one directory listing per directory and round instead of a ``stat`` per file).
+
+A retry of ``process`` (a site unreachable, :class:`~.chunks.StageUnreachable`; or the task cleared)
+starts from the chunk again, and each step is safe to repeat (copies overwrite, the function writes a
+new private area, the same QoS is asked for again, deletes accept a missing path) — except for files
+an earlier try already published: their raw file may be on tape only by now. Those are recognised by
+their activation record on ``main`` (its outputs checked there), and only ``archive_rule`` and
+``drop_buffer_replica`` run for them again (:func:`published_before`).
 
 Hooks: a stage's worker threads each get their own hooks (:class:`Hooks`), built from the connection
 settings resolved once in the task's own thread; a hook's ``requests`` session is not shared between
@@ -19,11 +34,13 @@ threads.
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
 import logging
 import posixpath
 import threading
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,12 +49,14 @@ from airflow_dcache.exceptions import DCacheConnectionError
 from airflow_dcache.functions.activation import ActivationOptions
 from airflow_dcache.hooks.dcache import DCacheHook
 from airflow_dcache.pipelines import chunks as ck
-from airflow_dcache.pipelines import steps
+from airflow_dcache.pipelines import design, steps
 
 log = logging.getLogger(__name__)
 
 #: Task ids (inside the chunk group) of the stages whose result the next one reads, in order.
-STAGE_TASKS = ("validate_replicate", "preview", "publish", "archive_rule", "wait_archived", "record_lineage")
+STAGE_TASKS = ("process", "wait_archived", "record_lineage")
+#: The steps ``process`` takes each file through, in order (a failed file's ``failed["stage"]`` is one of them).
+PROCESS_STEPS = design.PROCESS_STEPS
 
 
 @dataclass(frozen=True)
@@ -97,56 +116,81 @@ def _version(item: Mapping[str, Any]) -> FileVersion:
     return version
 
 
-def validate_replicate(chunk: Mapping[str, Any], cfg: Config) -> ck.Chunk:
-    """``validate`` (as :func:`steps.check_hdf5`) then ``replicate`` main → buffer, per file.
+def _on_buffer(item: Mapping[str, Any]) -> tuple[str, str]:
+    """A file's function input and output folder at the buffer site: its replica, its private output area."""
+    return item["buffer_path"], item["buffer_output_dir"]
 
-    Fused into one task: a file is copied as soon as it is valid, and the chunk costs one task less.
+
+class QosBatcher:
+    """``archive_rule`` for files arriving one by one: one bulk ``UPDATE_QOS`` per group, none waiting for later ones.
+
+    A file's thread calls :meth:`request`; if no request is in flight it sends one at once for every
+    file waiting (at least its own), else it waits for the request in flight and the next one takes it
+    together with the files that arrived meanwhile (group commit). Each file gets its request's id; a
+    request that fails fails each of its files with that error (a transient one: the task retries).
     """
-    from airflow_dcache.transfers.tpc import ThirdPartyCopy
 
-    with Hooks([cfg.main, cfg.buffer], cfg.allowed_roots) as hooks:
-        def validate(entry: ck.Entry) -> dict[str, Any]:
-            return {"item": steps.check_hdf5(hooks(cfg.main), entry["item"])}
+    def __init__(self, submit: Callable[[list[str]], str]) -> None:
+        self._submit = submit
+        self._cond = threading.Condition()
+        self._waiting: list[dict[str, Any]] = []
+        self._busy = False
+        self.requests = 0
 
-        def replicate(entry: ck.Entry) -> None:
-            item = entry["item"]
-            # validate checked the version an instant ago on this thread; the copy is checked against
-            # the version's checksum afterwards, so a replacement in between is still caught
-            version = _version(item)
-            ThirdPartyCopy(hooks(cfg.main), hooks(cfg.buffer)).copy(item["path"], item["buffer_path"], version)
+    def request(self, path: str) -> str:
+        """The id of the bulk request that asked for ``path``'s QoS (or its error, raised)."""
+        slot: dict[str, Any] = {"path": path, "done": False}
+        with self._cond:
+            self._waiting.append(slot)
+            while not slot["done"]:
+                if not self._busy:  # nobody sending: send for everyone waiting, this file included
+                    self._busy, batch, self._waiting = True, self._waiting, []
+                    break
+                self._cond.wait()
+            else:
+                return self._outcome(slot)
+        try:
+            request_id = self._submit([s["path"] for s in batch])
+            for s in batch:
+                s["id"] = request_id
+        except BaseException as exc:
+            for s in batch:
+                s["error"] = exc
+        finally:
+            with self._cond:
+                self.requests += 1
+                for s in batch:
+                    s["done"] = True
+                self._busy = False
+                self._cond.notify_all()
+        return self._outcome(slot)
 
-        return _run(chunk, cfg, [("validate", validate), ("replicate", replicate)])
+    @staticmethod
+    def _outcome(slot: Mapping[str, Any]) -> str:
+        if slot.get("error") is not None:
+            raise slot["error"]
+        return str(slot["id"])
 
 
-def preview(chunk: Mapping[str, Any], cfg: Config, *, runtime: str, function: str, parameters: Mapping[str, Any],
-            ids: Mapping[str, Any], timeout: float = 300, warm_instances: int | None = None) -> ck.Chunk:
-    """Run ``function`` once per file at the buffer site, on its replica there; the result in ``preview``.
+@contextlib.contextmanager
+def function_step(cfg: Config, conn_id: str, place: Callable[[Mapping[str, Any]], tuple[str, str]], *,
+                  runtime: str, function: str, parameters: Mapping[str, Any], ids: Mapping[str, Any], stage: str,
+                  options: ActivationOptions | None = None, warm_instances: int | None = None,
+                  check_version: bool = False, label: Any = None) -> Iterator[tuple[ck.Step, int]]:
+    """A step running ``function`` once per file on ``conn_id``, and how many files it runs at once.
 
-    One :func:`run_function` stage: each file's outputs go to its private area on the buffer, which
-    ``publish`` copies to main.
-    """
-    return run_function(chunk, cfg, cfg.buffer, lambda item: (item["buffer_path"], item["buffer_output_dir"]),
-                        runtime=runtime, function=function, parameters=parameters, ids=ids, stage="preview",
-                        options=ActivationOptions(timeout=timeout), warm_instances=warm_instances)
-
-
-def run_function(chunk: Mapping[str, Any], cfg: Config, conn_id: str,
-                 place: Callable[[Mapping[str, Any]], tuple[str, str]], *, runtime: str, function: str,
-                 parameters: Mapping[str, Any], ids: Mapping[str, Any], stage: str,
-                 options: ActivationOptions | None = None, warm_instances: int | None = None,
-                 check_version: bool = False) -> ck.Chunk:
-    """Run ``function`` once per live file of the chunk on ``conn_id``; each file's result in ``entry[stage]``.
-
-    ``place(item)`` names the input path and the output folder of a file. One activation per file, not
-    one for the chunk: each file keeps its own DOWNLOAD macaroon, its own private output area and
-    activation record, and a function failing on one file fails only it. With ``check_version`` the
-    input is checked to still be the item's version first (a file replaced since selection fails alone).
+    ``place(item)`` names the input path and the output folder of a file; the step returns
+    ``{stage: <the function's result>}``. One activation per file, not one for the chunk: each file
+    keeps its own DOWNLOAD macaroon, its own private output area and activation record, and a function
+    failing on one file fails only it. With ``check_version`` the input is checked to still be the
+    item's version first (a file replaced since selection fails alone).
 
     The files run *warm* (:mod:`airflow_dcache.functions.warm`): through at most ``warm_instances``
     long-lived instances of the function (default ``$AIRFLOW_DCACHE_WARM_INSTANCES``, else
-    ``min(concurrency, 3)``; ``0`` starts it anew per file), each taking one task document per file, so
-    the chunk pays the interpreter start and imports a few times instead of once per file. As many
-    threads as instances: a file's document never waits for an instance while its macaroons age. The
+    ``min(concurrency, 3)``; ``0`` starts it anew per file), one pool for the chunk, shared by the
+    files' threads, each instance taking one task document per file, so the chunk pays the interpreter
+    start and imports a few times instead of once per file. No more files are in the step than there
+    are instances (a file waits *before* its macaroons are minted, never with them ageing). The
     function is identified (image checked) and the connection's extras are read once per chunk.
     """
     from airflow_dcache.functions.activation import Activation, RunIds
@@ -157,42 +201,162 @@ def run_function(chunk: Mapping[str, Any], cfg: Config, conn_id: str,
     run_ids = RunIds(**ids)
     opts = options or ActivationOptions()
     size = min(pool_size(warm_instances, cfg.concurrency), cfg.concurrency)
+    width = size or cfg.concurrency
+    gate = threading.BoundedSemaphore(width)
     with Hooks([conn_id], cfg.allowed_roots) as hooks, WarmPool(runtime_factory(runtime, function), size) as pool:
         extras = connection_extras(hooks.base(conn_id))
 
         def run(entry: ck.Entry) -> dict[str, Any]:
             item = entry["item"]
             path, output_dir = place(item)
-            if check_version:
-                require_version(hooks(conn_id), path, _version(item), step=f"function {function}")
-            activation = Activation(hooks(conn_id), pool, function, opts, log=log, connection_extras=extras)
-            result = activation.run([path], output_dir=output_dir, origins=[item.get("origin")],
-                                    parameters=parameters, ids=run_ids)
+            with gate:
+                if check_version:
+                    require_version(hooks(conn_id), path, _version(item), step=f"function {function}")
+                activation = Activation(hooks(conn_id), pool, function, opts, log=log, connection_extras=extras)
+                result = activation.run([path], output_dir=output_dir, origins=[item.get("origin")],
+                                        parameters=parameters, ids=run_ids)
             return {stage: result}
 
-        result = ck.run_stages(chunk, [(stage, run)], concurrency=size or cfg.concurrency, transient=cfg.transient)
+        yield run, width
         stats = pool.stats()
         log.info("%s of chunk %s: %d document(s) on %d warm instance(s) (cold start p50 %s s, max %s s), "
-                 "%d replaced%s", stage, chunk.get("index"), stats["documents"], stats["instances_started"],
+                 "%d replaced%s", stage, label, stats["documents"], stats["instances_started"],
                  stats["cold_start_seconds"]["p50"], stats["cold_start_seconds"]["max"], stats["replaced"],
                  f"; ran cold: {stats['fallback']}" if stats["fallback"] else "")
-        return result
 
 
-def publish(chunk: Mapping[str, Any], cfg: Config) -> ck.Chunk:
-    """Copy each file's outputs and activation record buffer → ``output_dir`` on main; ``published`` maps them.
+def run_function(chunk: Mapping[str, Any], cfg: Config, conn_id: str,
+                 place: Callable[[Mapping[str, Any]], tuple[str, str]], *, runtime: str, function: str,
+                 parameters: Mapping[str, Any], ids: Mapping[str, Any], stage: str,
+                 options: ActivationOptions | None = None, warm_instances: int | None = None,
+                 check_version: bool = False) -> ck.Chunk:
+    """Run ``function`` once per live file of the chunk on ``conn_id``; each file's result in ``entry[stage]``.
 
-    The outputs of one file sit in its own output folder on the buffer and go to its own folder on
-    main, so one macaroon per side covers them (:meth:`ThirdPartyCopy.copy_folder`).
+    One stage of :func:`function_step` (see there: per-file activations on the chunk's warm instances),
+    with as many threads as instances.
+    """
+    with function_step(cfg, conn_id, place, runtime=runtime, function=function, parameters=parameters, ids=ids,
+                       stage=stage, options=options, warm_instances=warm_instances, check_version=check_version,
+                       label=chunk.get("index")) as (run, width):
+        return ck.run_stages(chunk, [(stage, run)], concurrency=width, transient=cfg.transient)
+
+
+def preview(chunk: Mapping[str, Any], cfg: Config, *, runtime: str, function: str, parameters: Mapping[str, Any],
+            ids: Mapping[str, Any], timeout: float = 300, warm_instances: int | None = None) -> ck.Chunk:
+    """Only the ``preview`` step of :func:`process` for a chunk: ``function`` on each file's buffer replica."""
+    return run_function(chunk, cfg, cfg.buffer, _on_buffer, runtime=runtime, function=function,
+                        parameters=parameters, ids=ids, stage="preview", options=ActivationOptions(timeout=timeout),
+                        warm_instances=warm_instances)
+
+
+def published_before(hook: DCacheHook, item: Mapping[str, Any], ids: Mapping[str, Any]) -> dict[str, Any] | None:
+    """What an earlier try of this task published for ``item`` (``preview`` and ``published``), else ``None``.
+
+    The activation record is the last file ``publish`` copies: when it is in the file's output folder
+    on ``main`` with status ``success`` and every output it lists is there with its size and adler32,
+    the file got through ``publish``. The result is what ``preview`` and ``publish`` would give (the
+    record stands for the function's result: outputs, digest, its path on the buffer).
+    """
+    from airflow_dcache.exceptions import NotFound
+    from airflow_dcache.functions.record import record_name
+
+    out_dir = item["output_dir"].rstrip("/")
+    name = record_name(str(ids.get("run_id") or "manual"), ids.get("map_index"))
+    raw = io.BytesIO()
+    try:
+        hook.download(f"{out_dir}/{name}", raw)
+    except NotFound:
+        return None
+    record = json.loads(raw.getvalue())
+    if not isinstance(record, dict) or record.get("status") != "success" or not record.get("output_dir"):
+        return None
+    published = {}
+    for output in record.get("outputs") or []:
+        target = f"{out_dir}/{posixpath.basename(output['path'])}"
+        try:
+            found = hook.stat(target, checksum=True)
+        except NotFound:
+            return None
+        want = (output.get("checksums") or {}).get("adler32")
+        if found.size != output.get("size") or (want and (found.checksums or {}).get("adler32") != want):
+            return None
+        published[output["path"]] = target
+    buffer_record = f"{str(record['output_dir']).rstrip('/')}/{name}"
+    published[buffer_record] = f"{out_dir}/{name}"
+    return {"preview": {**record, "activation_record": buffer_record}, "published": published}
+
+
+def process(chunk: Mapping[str, Any], cfg: Config, *, runtime: str, function: str, parameters: Mapping[str, Any],
+            ids: Mapping[str, Any], target_qos: str, timeout: float = 300, warm_instances: int | None = None,
+            resume: bool = False) -> ck.Chunk:
+    """Take each live file of the chunk through :data:`PROCESS_STEPS`, each file on its own; the updated chunk.
+
+    - ``validate``: as :func:`steps.check_hdf5` (still this version, non-empty, checksum known, HDF5);
+    - ``replicate``: third-party copy main → buffer, checked against the version's checksum;
+    - ``preview``: ``function`` on the replica at the buffer site (:func:`function_step`, the chunk's
+      warm instances), outputs to the file's private area there;
+    - ``publish``: the outputs and the activation record buffer → ``output_dir`` on main, one macaroon
+      per side for the file's folder (:meth:`ThirdPartyCopy.copy_folder`);
+    - ``archive_rule``: version checked, then ``target_qos`` asked for (:class:`QosBatcher`);
+    - ``drop_buffer_replica``: the file's work area on the buffer (replica and outputs) is removed —
+      after its outputs were published, never before.
+
+    ``resume`` (a later try of the task): a file :func:`published_before` only gets its ``archive_rule``
+    and ``drop_buffer_replica`` again (its raw file may be on tape only by now), under the step
+    ``resume``. ``timings[step]`` is recorded per file and step it went through.
     """
     from airflow_dcache.transfers.tpc import ThirdPartyCopy
+    from airflow_dcache.waits import qos_name
 
-    with Hooks([cfg.main, cfg.buffer], cfg.allowed_roots) as hooks:
-        def copy(entry: ck.Entry) -> dict[str, Any]:
+    target = qos_name(target_qos)
+    if target is None:
+        raise ValueError("target_qos: no QoS given")
+    with contextlib.ExitStack() as stack:
+        hooks = stack.enter_context(Hooks([cfg.main, cfg.buffer], cfg.allowed_roots))
+        run, _width = stack.enter_context(function_step(
+            cfg, cfg.buffer, _on_buffer, runtime=runtime, function=function, parameters=parameters, ids=ids,
+            stage="preview", options=ActivationOptions(timeout=timeout), warm_instances=warm_instances,
+            label=chunk.get("index")))
+
+        def submit(paths: list[str]) -> str:
+            submission = hooks(cfg.main).submit_bulk_request("UPDATE_QOS", paths, arguments={"targetQos": target})
+            log.info("QoS %s requested for %d file(s) (bulk request %s)", target, len(paths), submission.id)
+            return str(submission.id)
+
+        qos = QosBatcher(submit)
+
+        def earlier(entry: ck.Entry) -> Mapping[str, Any]:
+            try:
+                found = published_before(hooks(cfg.main), entry["item"], ids)
+            except cfg.transient:
+                raise
+            except Exception as exc:  # not readable as a complete earlier result: the file starts over
+                log.info("%s: starting over (%s)", entry["item"]["path"], exc)
+                return ck.SKIP
+            return {**found, "resumed": True} if found else ck.SKIP
+
+        def validate(entry: ck.Entry) -> Mapping[str, Any]:
+            return ck.SKIP if entry.get("resumed") else {"item": steps.check_hdf5(hooks(cfg.main), entry["item"])}
+
+        def replicate(entry: ck.Entry) -> Mapping[str, Any] | None:
+            if entry.get("resumed"):
+                return ck.SKIP
+            item = entry["item"]
+            # validate checked the version an instant ago on this thread; the copy is checked against
+            # the version's checksum afterwards, so a replacement in between is still caught
+            ThirdPartyCopy(hooks(cfg.main), hooks(cfg.buffer)).copy(item["path"], item["buffer_path"], _version(item))
+            return None
+
+        def function_(entry: ck.Entry) -> Mapping[str, Any]:
+            return ck.SKIP if entry.get("resumed") else run(entry) or {}
+
+        def publish(entry: ck.Entry) -> Mapping[str, Any]:
+            if entry.get("resumed"):
+                return ck.SKIP
             result, out_dir = entry["preview"], entry["item"]["output_dir"].rstrip("/")
             # the outputs' adler32 is known (the activation verified them): no second read of the source
             files = [(o["path"], (o.get("checksums") or {}).get("adler32")) for o in result.get("outputs", [])]
-            files.append((result["activation_record"], None))
+            files.append((result["activation_record"], None))  # last: its presence on main says "published"
             copier = ThirdPartyCopy(hooks(cfg.buffer), hooks(cfg.main))
             folders = {posixpath.dirname(path) for path, _ in files}
             if len(folders) == 1:  # the function's output folder: one macaroon per side for this file's outputs
@@ -201,46 +365,22 @@ def publish(chunk: Mapping[str, Any], cfg: Config) -> ck.Chunk:
                 copied = [copier.copy(p, f"{out_dir}/{posixpath.basename(p)}", adler32=a) for p, a in files]
             return {"published": {c["source"]: c["destination"] for c in copied}}
 
-        return _run(chunk, cfg, [("publish", copy)])
-
-
-def archive_rule(chunk: Mapping[str, Any], cfg: Config, *, target_qos: str) -> ck.Chunk:
-    """Check each raw file is still its version, then one bulk ``UPDATE_QOS`` for the chunk's live files."""
-    from airflow_dcache.waits import qos_name
-
-    target = qos_name(target_qos)
-    if target is None:
-        raise ValueError("target_qos: no QoS given")
-    with Hooks([cfg.main], cfg.allowed_roots) as hooks:
-        def check(entry: ck.Entry) -> None:
+        def archive_rule(entry: ck.Entry) -> dict[str, Any]:
             require_version(hooks(cfg.main), entry["item"]["path"], _version(entry["item"]), step=f"QoS {target}")
+            return {"qos_request": qos.request(entry["item"]["path"])}
 
-        result = _run(chunk, cfg, [("archive_rule", check)])
-        paths = [e["item"]["path"] for e in ck.live(result)]
-        if not paths:
-            return result
-        try:
-            submission = hooks.base(cfg.main).submit_bulk_request("UPDATE_QOS", paths,
-                                                                  arguments={"targetQos": target})
-        except cfg.transient as exc:
-            raise ck.StageUnreachable(f"QoS {target} for chunk {chunk.get('index')}: {exc}") from exc
-        except Exception as exc:
-            return ck.fail_live(result, "archive_rule", exc)
-        log.info("QoS %s requested for %d file(s) (bulk request %s)", target, len(paths), submission.id)
-        now = time.time()
-        for entry in ck.live(result):
-            entry["timings"]["archive_rule"][1] = now
-            entry["qos_request"] = submission.id
-        return result
-
-
-def drop_buffer_replica(chunk: Mapping[str, Any], cfg: Config) -> ck.Chunk:
-    """Remove each live file's work area on the buffer site (its replica and function outputs)."""
-    with Hooks([cfg.buffer], cfg.allowed_roots) as hooks:
         def drop(entry: ck.Entry) -> None:
             hooks(cfg.buffer).delete(entry["item"]["buffer_dir"], recursive=True, missing_ok=True)
 
-        return _run(chunk, cfg, [("drop_buffer_replica", drop)])
+        flow: list[tuple[str, ck.Step]] = [("resume", earlier)] if resume else []
+        flow += [("validate", validate), ("replicate", replicate), ("preview", function_), ("publish", publish),
+                 ("archive_rule", archive_rule), ("drop_buffer_replica", drop)]
+        result = _run(chunk, cfg, flow)
+        log.info("chunk %s: %d of %d file(s) processed, %d QoS request(s)%s", chunk.get("index"),
+                 len(ck.live(result)), len(result["files"]), qos.requests,
+                 f", {sum(1 for e in result['files'] if e.get('resumed'))} published by an earlier try"
+                 if resume else "")
+        return result
 
 
 def wait_archived(chunk: Mapping[str, Any], cfg: Config, *, target_qos: str = "disk+tape", timeout: float = 600,
@@ -260,15 +400,15 @@ def wait_archived(chunk: Mapping[str, Any], cfg: Config, *, target_qos: str = "d
                       max_poll_interval=max(interval, max_interval), allowed_roots=cfg.allowed_roots)
 
 
-def record_lineage(archived: Mapping[str, Any], dropped: Mapping[str, Any], cfg: Config, *, dag_id: str,
-                   run_id: str, function_name: str | None) -> tuple[ck.Chunk, list[dict[str, Any]]]:
+def record_lineage(archived: Mapping[str, Any], cfg: Config, *, dag_id: str, run_id: str,
+                   function_name: str | None) -> tuple[ck.Chunk, list[dict[str, Any]]]:
     """Mark each file version processed (compare-and-set) and build its lineage record; the chunk and records.
 
-    ``archived`` and ``dropped`` are the results of the two parallel stages (wait for tape, drop the
-    buffer replica): a file failed in either is not marked. A version another run marked first keeps
-    that run's result: this run's outputs of it are removed and the file is ``skipped``, not failed.
+    ``archived`` is the chunk after ``wait_archived`` (its files went through ``process`` before): a
+    file failed in any step is not marked. A version another run marked first keeps that run's result:
+    this run's outputs of it are removed and the file is ``skipped``, not failed.
     """
-    merged = ck.merge(archived, dropped)
+    merged = archived
     with Hooks([cfg.main], cfg.allowed_roots) as hooks:
         def mark(entry: ck.Entry) -> dict[str, Any]:
             item = entry["item"]

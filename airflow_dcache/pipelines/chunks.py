@@ -5,17 +5,18 @@ ingest pipeline), and ``[core] max_map_length`` caps a run. Mapped over *chunks*
 ``max_files`` files and ``max_bytes`` bytes, a run costs a few task instances per chunk, and the
 scheduler's work grows with the chunks, not with files times stages.
 
-Why a per-file runner: a chunk must not become a unit of failure. Inside a stage task each file is
-handled on its own (concurrently, at most ``concurrency`` at a time, so one site sees a bounded load),
-and a file that fails is *carried*: it keeps ``failed = {"stage", "reason"}`` (the reason names the
-file), every later stage skips it, and its chunk-mates go on as if it were not there.
+Why a per-file runner: a chunk must not become a unit of failure, nor a unit of waiting. Inside a task
+each file goes through the task's steps on its own (concurrently, at most ``concurrency`` files at a
+time, so one site sees a bounded load), moving to its next step as soon as its own step is done; a
+file that fails is *carried*: it keeps ``failed = {"stage", "reason"}`` (the step, and a reason that
+names the file), every later step and task skips it, and its chunk-mates go on as if it were not there.
 
 A chunk is plain JSON, so it travels between the stage tasks in XCom::
 
     {"index": 0, "files": [
         {"item": {<work item, see airflow_dcache.pipelines.steps>},
          "failed": null | {"stage": "validate", "reason": "/data/incoming/x.h5: no HDF5 signature"},
-         "timings": {"validate": [<start>, <end>], ...},      # epoch seconds, per stage the file went through
+         "timings": {"validate": [<start>, <end>], ...},      # epoch seconds, per step the file went through
          ...: the stages' results for that file (e.g. "preview", "published", "lineage")}]}
 
 This module is pure logic plus a thread pool; what a stage does to a file is the caller's
@@ -28,17 +29,18 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from types import MappingProxyType
 from typing import Any
 
 log = logging.getLogger(__name__)
 
-#: At most this many files per chunk: a chunk's slowest file holds back the next stage of the others.
+#: At most this many files per chunk: a chunk's slowest file holds back its chunk's next *task* (the wait).
 DEFAULT_MAX_FILES = 50
 #: At most this many chunks per run while the bytes allow: bigger bursts make bigger chunks, not more tasks.
 DEFAULT_MAX_CHUNKS = 12
 #: At most this many bytes per chunk (a file larger than this gets a chunk of its own).
 DEFAULT_MAX_BYTES = 2 * 1024 ** 3
-#: Files of one chunk handled at once by a stage (requests in flight to one site, functions running).
+#: Files of one chunk in flight at once in a task (requests in flight to one site).
 DEFAULT_CONCURRENCY = 8
 #: Longest failure reason kept per file (a function's failure carries its last log lines).
 MAX_REASON = 2000
@@ -47,14 +49,16 @@ Entry = dict[str, Any]
 Chunk = dict[str, Any]
 #: What a stage does to one file: gets the file's entry, returns fields to merge into it (or ``None``).
 Step = Callable[[Entry], Mapping[str, Any] | None]
+#: What a step returns when it has nothing to do for this file: no timing is recorded for it.
+SKIP: Mapping[str, Any] = MappingProxyType({})
 
 
 class StageUnreachable(Exception):
     """Files of a stage failed because a site could not be reached: the stage task fails and retries.
 
     A site that is down is nobody's file's fault: instead of marking every file failed, the task
-    fails as a whole, so its ``retries`` apply; the steps are idempotent (copies overwrite, deletes
-    accept a missing path), so the retry starts over from the previous stage's result.
+    fails as a whole, so its ``retries`` apply; the steps are safe to repeat (copies overwrite, deletes
+    accept a missing path), so the retry starts over from the previous task's result.
     """
 
 
@@ -138,7 +142,8 @@ def run_stages(chunk: Mapping[str, Any], stages: Sequence[tuple[str, Step]], *,
     on as soon as its own step is done; at most ``concurrency`` files are handled at once. A step's
     exception fails that file at that stage (``failed = {"stage", "reason"}``) and it skips the rest;
     the other files are not affected. ``timings[stage] = [start, end]`` (epoch seconds) is recorded
-    per file and stage, also for the stage that failed.
+    per file and stage, also for the stage that failed; a step that returns :data:`SKIP` (nothing to
+    do for this file) records none.
 
     An exception of a ``transient`` type (a site unreachable) does not fail the file: once every
     file is done, :class:`StageUnreachable` is raised, naming the files and reasons, so the task's
@@ -164,6 +169,8 @@ def run_stages(chunk: Mapping[str, Any], stages: Sequence[tuple[str, Step]], *,
                 entry["failed"] = {"stage": name, "reason": failure(exc, path)}
                 log.warning("%s failed at %s: %s", path, name, entry["failed"]["reason"])
                 return
+            if update is SKIP:
+                continue
             entry["timings"][name] = [start, time.time()]
             if update:
                 entry.update(update)
@@ -207,30 +214,6 @@ def apply_outcomes(chunk: Mapping[str, Any], outcomes: Sequence[Mapping[str, Any
             entry["failed"] = {"stage": stage, "reason": failure(RuntimeError(reason), path)}
             log.warning("%s failed at %s: %s", path, stage, entry["failed"]["reason"])
     return result
-
-
-def merge(*chunks: Mapping[str, Any]) -> Chunk:
-    """One chunk from the results of parallel stages over the same chunk (same files, same order).
-
-    A file failed in any of them is failed (the first failure counts); timings and results are united.
-    """
-    if not chunks:
-        raise ValueError("merge: no chunks given")
-    first = chunks[0]
-    for other in chunks[1:]:
-        if [e["item"].get("path") for e in other["files"]] != [e["item"].get("path") for e in first["files"]]:
-            raise ValueError(f"merge: chunks {first.get('index')} and {other.get('index')} hold different files")
-    files = []
-    for entries in zip(*(c["files"] for c in chunks), strict=True):
-        merged: Entry = {}
-        timings: dict[str, Any] = {}
-        for entry in entries:
-            merged.update({k: v for k, v in entry.items() if k not in ("failed", "timings")})
-            timings.update(entry.get("timings") or {})
-        merged["failed"] = next((e["failed"] for e in entries if e.get("failed")), None)
-        merged["timings"] = timings
-        files.append(merged)
-    return {**first, "files": files}
 
 
 def outcomes(chunks: Iterable[Mapping[str, Any]]) -> dict[str, Any]:

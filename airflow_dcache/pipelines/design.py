@@ -1,14 +1,16 @@
 """The ingest pipeline's two designs, and where a file's work shows in a run of each.
 
-``chunked`` (the default) maps the stage group over *chunks* of files: a run costs a few task
-instances per chunk, not eight per file, and no ``[core] max_map_length`` caps it. ``per_file`` maps
-the group over files: each file shows as its own row in Airflow's grid and moves on the moment its own
-step is done — for runs of a handful of files that is the more readable view, at eight task instances
-per file (``docs/pipelines.md`` has the numbers).
+``chunked`` (the default) maps the stage group over *chunks* of files: three task instances per chunk
+(``process``, which takes each file through validate … drop_buffer_replica on its own, then
+``wait_archived`` and ``record_lineage``), not eight per file, and no ``[core] max_map_length`` caps
+it. ``per_file`` maps the group over files: each file shows as its own row in Airflow's grid, a task
+per step — for runs of a handful of files that is the more readable view, at eight task instances per
+file (``docs/pipelines.md`` has the numbers).
 
 Whoever follows a run from outside (the demo's progress, the benchmarks, the tests) needs the same
 three facts of a design: the stage task ids in order, which task's XCom lists the mapped units (the
-files, or the chunks of files) and which result of a unit belongs to which file. They live here, once.
+files, or the chunks of files) and which result of a unit belongs to which file. They live here, once,
+with the task states that end a stage (:data:`DONE`, :data:`FAILED`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,11 @@ from typing import Any
 
 #: The environment variable the example DAG reads when it is parsed.
 DESIGN_ENV = "AIRFLOW_DCACHE_PIPELINE_DESIGN"
+
+#: Task instance states after which a stage is over for its unit (file or chunk), and went well.
+DONE = frozenset({"success", "skipped"})
+#: Task instance states after which a stage is over for its unit, and failed (itself or upstream).
+FAILED = frozenset({"failed", "upstream_failed"})
 
 
 @dataclass(frozen=True)
@@ -33,7 +40,7 @@ class Design:
     units_task: str
     #: (stage task id inside the group, short label), in order
     stages: tuple[tuple[str, str], ...]
-    #: a stage of the other design → the stage of this one doing that work (``replicate`` → ``validate_replicate``)
+    #: another stage name → the stage of this one doing that work (``replicate`` → ``process``)
     aliases: tuple[tuple[str, str], ...] = ()
 
     def task(self, stage: str) -> str:
@@ -73,11 +80,12 @@ PER_FILE = Design("per_file", "file", "collect", (
     ("validate", "validate"), ("replicate", "to buffer"), ("preview", "function"), ("publish", "publish"),
     ("archive_rule", "QoS rule"), ("drop_buffer_replica", "buffer clean"), ("wait_archived", "archived"),
     ("record_lineage", "lineage")))
+#: The steps the chunked design's ``process`` task takes each file through (a task each in ``per_file``).
+PROCESS_STEPS = ("validate", "replicate", "preview", "publish", "archive_rule", "drop_buffer_replica")
 CHUNKED = Design("chunked", "chunks", "chunk", (
-    ("validate_replicate", "to buffer"), ("preview", "function"), ("publish", "publish"),
-    ("archive_rule", "QoS rule"), ("drop_buffer_replica", "buffer clean"), ("wait_archived", "archived"),
-    ("record_lineage", "lineage")),
-    aliases=(("validate", "validate_replicate"), ("replicate", "validate_replicate")))
+    ("process", "process"), ("wait_archived", "archived"), ("record_lineage", "lineage")),
+    # the stage ids of per_file and of the earlier chunked layout (validate_replicate, preview, publish, …)
+    aliases=tuple((step, "process") for step in ("validate_replicate", *PROCESS_STEPS)))
 DESIGNS: dict[str, Design] = {d.name: d for d in (CHUNKED, PER_FILE)}
 DEFAULT = CHUNKED
 

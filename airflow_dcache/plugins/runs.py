@@ -15,12 +15,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from airflow_dcache.pipelines.design import CHUNKED, Design
+from airflow_dcache.pipelines.design import CHUNKED, DONE, FAILED, Design
 from airflow_dcache.plugins.validation import visible
-
-#: Task instance states after which a stage is over for its chunk.
-DONE = {"success", "skipped"}
-FAILED = {"failed", "upstream_failed"}
 
 
 def _name(path: str) -> str:

@@ -119,16 +119,53 @@ def test_a_transient_error_fails_the_stage_not_the_files() -> None:
         ck.run_stages(chunk, [("replicate", down)], transient=(ConnectionError,))
 
 
-def test_merge_takes_the_first_failure_and_unites_results() -> None:
-    (chunk,) = ck.make_chunks(_items(3), max_files=10)
-    a = ck.run_stages(chunk, [("wait", lambda e: None if "f000" in e["item"]["path"] else {"archived": True})])
-    b = ck.run_stages(chunk, [("drop", lambda e: (_ for _ in ()).throw(OSError("gone"))
-                               if "f001" in e["item"]["path"] else None)])
-    merged = ck.merge(a, b)
-    assert merged["files"][1]["failed"]["stage"] == "drop"
-    assert set(merged["files"][2]["timings"]) == {"wait", "drop"} and merged["files"][2]["archived"]
-    with pytest.raises(ValueError, match="different files"):
-        ck.merge(a, ck.make_chunks(_items(2), max_files=10)[0])
+def test_a_step_with_nothing_to_do_records_no_timing() -> None:
+    (chunk,) = ck.make_chunks(_items(2), max_files=10)
+    out = ck.run_stages(chunk, [("resume", lambda e: {"resumed": True} if "f000" in e["item"]["path"] else ck.SKIP),
+                                ("validate", lambda e: ck.SKIP if e.get("resumed") else {"checked": True}),
+                                ("archive_rule", lambda e: None)])
+    assert set(out["files"][0]["timings"]) == {"resume", "archive_rule"} and "checked" not in out["files"][0]
+    assert set(out["files"][1]["timings"]) == {"validate", "archive_rule"} and out["files"][1]["checked"]
+
+
+def test_qos_requests_are_grouped_while_one_is_in_flight_and_nobody_waits_for_later_files() -> None:
+    from airflow_dcache.pipelines.chunk_steps import QosBatcher
+
+    sent: list[list[str]] = []
+    first_in_flight, release = threading.Event(), threading.Event()
+
+    def submit(paths: list[str]) -> str:
+        sent.append(paths)
+        if len(sent) == 1:
+            first_in_flight.set()
+            assert release.wait(5)
+        if "/bad" in paths:
+            raise RuntimeError("bulk request refused")
+        return f"r{len(sent)}"
+
+    qos = QosBatcher(submit)
+    results: dict[str, str] = {}
+
+    def ask(path: str) -> None:
+        try:
+            results[path] = qos.request(path)
+        except RuntimeError as exc:
+            results[path] = f"error: {exc}"
+
+    first = threading.Thread(target=ask, args=("/a",))
+    first.start()
+    assert first_in_flight.wait(5)  # the first file's request went at once, alone
+    others = [threading.Thread(target=ask, args=(p,)) for p in ("/b", "/c")]
+    for t in others:
+        t.start()
+    time.sleep(0.1)
+    release.set()
+    for t in [first, *others]:
+        t.join(5)
+    assert sent[0] == ["/a"] and sorted(sent[1]) == ["/b", "/c"] and len(sent) == 2 and qos.requests == 2
+    assert results == {"/a": "r1", "/b": "r2", "/c": "r2"}
+    ask("/bad")
+    assert results["/bad"] == "error: bulk request refused"
 
 
 def test_fail_live_and_outcomes() -> None:
@@ -165,14 +202,15 @@ def test_final_chunk_reports_the_files_a_failed_stage_task_left_behind() -> None
     from airflow_dcache.pipelines.chunk_steps import final_chunk
 
     (initial,) = ck.make_chunks(_items(2), max_files=10)
-    published = ck.run_stages(initial, [("publish", lambda e: {"published": {}})])
-    xcoms = {("chunks.publish", "return_value"): published}
+    processed = ck.run_stages(initial, [("publish", lambda e: {"published": {}})])
+    xcoms = {("chunks.process", "return_value"): processed}
     state = final_chunk(lambda task, key: xcoms.get((task, key)), "chunks", initial)
-    assert [e["failed"]["stage"] for e in state["files"]] == ["archive_rule", "archive_rule"]
-    assert "chunks.archive_rule (chunk 0) did not complete" in state["files"][0]["failed"]["reason"]
+    assert [e["failed"]["stage"] for e in state["files"]] == ["wait_archived", "wait_archived"]
+    assert "chunks.wait_archived (chunk 0) did not complete" in state["files"][0]["failed"]["reason"]
     nothing = final_chunk(lambda task, key: None, "chunks", initial)
-    assert {e["failed"]["stage"] for e in nothing["files"]} == {"validate_replicate"}
-    done = {**published, "files": [{**e, "lineage": {}} for e in published["files"]]}
+    assert {e["failed"]["stage"] for e in nothing["files"]} == {"process"}
+    assert "chunks.process (chunk 0) did not complete" in nothing["files"][0]["failed"]["reason"]
+    done = {**processed, "files": [{**e, "lineage": {}} for e in processed["files"]]}
     xcoms[("chunks.record_lineage", "outcome")] = done
     assert final_chunk(lambda task, key: xcoms.get((task, key)), "chunks", initial) == done
 

@@ -13,6 +13,7 @@ from airflow_dcache.hooks._protocol import auth_headers
 from airflow_dcache.hooks._settings import AuthType, ConnectionSettings, settings_from_connection
 from airflow_dcache.hooks.token_file import TokenFileReader
 from airflow_dcache.paths import clean_roots, within
+from airflow_dcache.utils.masking import masked_part
 
 
 def narrow_roots(connection: Sequence[str], hook: Sequence[str]) -> tuple[str, ...]:
@@ -70,9 +71,14 @@ class DCacheHookBase(BaseHook):
 
     @staticmethod
     def _mask(settings: ConnectionSettings) -> None:
-        """Register secrets before any request can put them in a log line or an error."""
+        """Register secrets before any request can put them in a log line or an error.
+
+        Long ones by their tail (:func:`~airflow_dcache.utils.masking.masked_part`), as minted macaroons
+        are: a hook made around a per-file macaroon would otherwise add the whole macaroon as a second
+        pattern, and the masker's cost grows with the square of its patterns.
+        """
         for secret in settings.secrets:
-            mask_secret(secret)
+            mask_secret(masked_part(secret))
 
     @property
     def settings(self) -> ConnectionSettings:

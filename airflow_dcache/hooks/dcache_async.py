@@ -78,7 +78,7 @@ class DCacheAsyncHook(DCacheHookBase):
             conn = await self.aget_connection(self.dcache_conn_id)
             settings = settings_from_connection(conn)
             for secret in settings.secrets:
-                await amask_secret(secret)
+                await amask_secret(masked_part(secret))
             self._settings = self._roles_applied(settings)
         return self._settings
 

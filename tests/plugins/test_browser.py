@@ -4,7 +4,8 @@ Logs in through Airflow's own login page, opens the "dCache" navigation entry (t
 embedded in the Airflow UI), browses to a file, reads its details (xattrs, checksum, the run that
 processed it), triggers a function run on it (checked through the REST API: conf and user), and
 watches live events appear after uploads and turn "processed" (with the run's link), "waiting" or
-"filtered out". Screenshots of every page are written to the test's tmp dir (``screenshots/``);
+"filtered out", and follows the function run it started in the Runs tab, file by file, to its "Re-run
+failed" button. Screenshots of every page are written to the test's tmp dir (``screenshots/``);
 ``docs/images/`` holds copies of two of them.
 """
 
@@ -122,6 +123,7 @@ def test_browse_details_trigger_and_live_event(ui_stack: UIStack, main_hook: Any
     assert new[0]["conf"]["target_qos"] == "disk" and new[0]["triggering_user_name"] == "admin"
     assert new[0]["dag_run_id"] in (link.text_content() or "")
     dialog.locator("#run-cancel").click()
+    created = new[0]["dag_run_id"]
 
     # live events: uploads appear, with what the watcher did or will do with each
     view.locator("#tab-live").click()
@@ -147,11 +149,40 @@ def test_browse_details_trigger_and_live_event(ui_stack: UIStack, main_hook: Any
     # lag of the watched asset
     view.locator("#tab-lag").click()
     view.locator("#lag-refresh").click()
-    sync_api.expect(view.locator("#lag-table")).to_contain_text(VIDEOS)
-    sync_api.expect(view.locator("#lag-table")).to_contain_text(f"{PROBE}:")
+    # the lag reads every watched asset's recent events and runs through Airflow's API: slower than 5 s
+    # on a busy 2-core machine
+    sync_api.expect(view.locator("#lag-table")).to_contain_text(VIDEOS, timeout=30_000)
+    sync_api.expect(view.locator("#lag-table")).to_contain_text(f"{PROBE}:", timeout=30_000)
     page.screenshot(path=str(shots / "lag.png"))
 
-    assert all((shots / f"{n}.png").stat().st_size > 10_000 for n in ("browse", "details", "live", "lag"))
+    # runs: the run created above, file by file; FILE's random bytes fail the function, so it can be re-run
+    ui_stack.stack.api.unpause(INGEST)
+    try:
+        for _ in range(150):  # bounded: a chunked run of one file takes well under a minute
+            if ui_stack.stack.api.dag_run(INGEST, created)["state"] in ("success", "failed"):
+                break
+            page.wait_for_timeout(2000)
+        view.locator("#tab-runs").click()
+        sync_api.expect(view.locator("#runs-dag")).to_have_value(INGEST)
+        view.locator("#runs-table tbody tr", has_text=created).click()
+        files = view.locator("#run-files-table tbody tr")
+        sync_api.expect(files).to_have_count(1, timeout=30_000)
+        sync_api.expect(files.first).to_contain_text("run0007.h5")
+        sync_api.expect(files.first).to_contain_text("failed")
+        sync_api.expect(view.locator("#run-summary")).to_contain_text("1 failed")
+        rerun = view.locator("#rerun-btn")
+        sync_api.expect(rerun).to_have_text("Re-run 1 failed")
+        page.screenshot(path=str(shots / "runs.png"))
+        before = {r["dag_run_id"] for r in ui_stack.stack.api.dag_runs(INGEST)}
+        rerun.click()
+        sync_api.expect(view.locator("#rerun-result")).to_contain_text("over the 1 failed file(s)")
+        sync_api.expect(rerun).to_be_hidden()
+        (again,) = [r for r in ui_stack.stack.api.dag_runs(INGEST) if r["dag_run_id"] not in before]
+        assert again["conf"] == {"only_failed_of": created} and again["triggering_user_name"] == "admin"
+    finally:
+        ui_stack.stack.api.request("PATCH", f"/dags/{INGEST}", json={"is_paused": True})
+
+    assert all((shots / f"{n}.png").stat().st_size > 10_000 for n in ("browse", "details", "live", "lag", "runs"))
     keep = os.environ.get("DCACHE_UI_SCREENSHOTS")
     if keep:  # e.g. DCACHE_UI_SCREENSHOTS=docs/images to refresh the documentation's pictures
         for n in ("details", "live"):

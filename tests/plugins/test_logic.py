@@ -184,3 +184,19 @@ def test_run_ids_are_checked() -> None:
     for bad in ("", "a/b", " x", "x\u202e", "x" * 251, None):
         with pytest.raises(InvalidInput, match="run_id"):
             clean_run_id(bad)
+
+
+def test_the_page_names_each_element_once_and_the_script_finds_each_name() -> None:
+    """Ids are the script's handles: a second ``id="run-files"`` once made *Run a function* write its file
+    list over the Runs tab's file table, which then stayed empty."""
+    import re
+    from collections import Counter
+    from pathlib import Path
+
+    import airflow_dcache.plugins as plugins
+
+    static = Path(plugins.__file__).parent / "static"
+    ids = Counter(re.findall(r'\bid="([^"]+)"', (static / "index.html").read_text()))
+    assert [name for name, n in ids.items() if n > 1] == []
+    wanted = set(re.findall(r'\$\("#([\w-]+)', (static / "app.js").read_text()))
+    assert wanted <= set(ids), sorted(wanted - set(ids))

@@ -204,7 +204,7 @@
     showError("");
     const dialog = $("#run-dialog");
     dialog.dataset.paths = JSON.stringify(paths);
-    $("#run-files").textContent = paths.length === 1 ? visible(paths[0]) : `${paths.length} files: ${paths.slice(0, 3).map(visible).join(", ")}${paths.length > 3 ? ", …" : ""}`;
+    $("#run-targets").textContent = paths.length === 1 ? visible(paths[0]) : `${paths.length} files: ${paths.slice(0, 3).map(visible).join(", ")}${paths.length > 3 ? ", …" : ""}`;
     $("#run-result").replaceChildren();
     try {
       if (!state.dags.length) state.dags = (await call("/dags")).dags;

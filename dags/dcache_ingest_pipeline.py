@@ -134,7 +134,9 @@ incoming = Asset(
     "dcache://main/data/incoming",
     watchers=[AssetWatcher(name="incoming_h5", trigger=DCacheStorageEventTrigger(
         dcache_conn_id=MAIN, paths=["/data/incoming"], recursive=True,
-        events=["IN_CLOSE_WRITE", "IN_MOVED_TO"], include=["*.h5"]))],
+        events=["IN_CLOSE_WRITE", "IN_MOVED_TO"], include=["*.h5"],
+        # the contract's largest batches: a burst of 2,000 files is two runs of at most 12 chunks each
+        batch_max_events=1000, batch_max_bytes=512 * 1024))],
 )
 processed = Asset("dcache://main/data/processed")
 # [END ingest_assets]

@@ -39,6 +39,9 @@ if str(Path(__file__).resolve().parent) not in sys.path:  # also importable as b
 from _common import default_results_path, format_table, machine_info, write_json
 
 DAG_ID = "dcache_ingest_pipeline"
+#: the example DAG's parse-time knobs a benchmark run may set in its own environment
+PASSED_THROUGH = ("AIRFLOW_DCACHE_BATCH_MIN_INTERVAL", "AIRFLOW_DCACHE_CHUNK_MAX_COUNT",
+                  "AIRFLOW_DCACHE_CHUNK_CONCURRENCY", "AIRFLOW_DCACHE_CHUNK_MAX_BYTES")
 DESIGNS = ("per_file", "chunked")
 #: Above this many files the per-file design is not run: 8 task instances per file swamp a 2-core scheduler
 #: (and ``[core] max_map_length``, 1,024, caps it anyway).
@@ -123,7 +126,9 @@ def run(files: int, runtime: str, timeout: float, design: str = "chunked", chunk
         stack = AirflowStack(base / "airflow", default_dags_folder(),
                              {**sites.connections(), "AIRFLOW_DCACHE_FUNCTION_RUNTIME": runtime,
                               "AIRFLOW_DCACHE_PIPELINE_DESIGN": design, **loops.env(),
-                              **({"AIRFLOW_DCACHE_CHUNK_MAX_FILES": str(chunk_files)} if chunk_files else {})})
+                              **({"AIRFLOW_DCACHE_CHUNK_MAX_FILES": str(chunk_files)} if chunk_files else {}),
+                              # the DAG's other knobs as set for this benchmark (e.g. the watcher's pacing)
+                              **{k: v for k, v in os.environ.items() if k in PASSED_THROUGH}})
         try:
             t0 = time.monotonic()
             stack.start()
@@ -155,7 +160,7 @@ def run(files: int, runtime: str, timeout: float, design: str = "chunked", chunk
     result["scheduler_loop"] = loop
     if rate:
         result["sustained"] = {"rate_per_s": rate, "duration_s": files / rate, **backlog(uploaded, stages)}
-    return {**result, "chunk_max_files": chunk_files or 50} if design == "chunked" else result
+    return {**result, "chunk_max_files": chunk_files or 25} if design == "chunked" else result
 
 
 def backlog(uploaded: dict[str, float], stages: dict[str, dict[str, Any]], step: float = 10.0) -> dict[str, Any]:

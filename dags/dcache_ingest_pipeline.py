@@ -24,7 +24,7 @@ What it does to each file
 
 In chunks (the default design)
     The stages are mapped over *chunks* of files (at most ``chunk_max_files`` files and
-    ``chunk_max_bytes`` bytes, defaults 50 files / 2 GiB or ``$AIRFLOW_DCACHE_CHUNK_MAX_FILES`` /
+    ``chunk_max_bytes`` bytes, defaults 25 files / 2 GiB or ``$AIRFLOW_DCACHE_CHUNK_MAX_FILES`` /
     ``$AIRFLOW_DCACHE_CHUNK_MAX_BYTES``; a burst of more than ``chunk_max_files`` times ``chunk_max_count``
     files, default 12 chunks or ``$AIRFLOW_DCACHE_CHUNK_MAX_COUNT``, gets bigger chunks instead of more):
     ``collect`` → ``chunk`` → per chunk ``process`` → ``wait_archived`` → ``record_lineage`` →
@@ -136,7 +136,9 @@ incoming = Asset(
         dcache_conn_id=MAIN, paths=["/data/incoming"], recursive=True,
         events=["IN_CLOSE_WRITE", "IN_MOVED_TO"], include=["*.h5"],
         # the contract's largest batches: a burst of 2,000 files is two runs of at most 12 chunks each
-        batch_max_events=1000, batch_max_bytes=512 * 1024))],
+        batch_max_events=1000, batch_max_bytes=512 * 1024,
+        # under steady uploads one run per this many seconds: fewer, larger runs keep the tasks per file low
+        batch_min_interval=_env_number("AIRFLOW_DCACHE_BATCH_MIN_INTERVAL", 3, minimum=0)))],
 )
 processed = Asset("dcache://main/data/processed")
 # [END ingest_assets]
@@ -158,7 +160,7 @@ PARAMS = {
 # [START ingest_chunk_params]
 # The chunked design's own params; their defaults come from the environment when the DAG is parsed.
 CHUNK_PARAMS = {
-    "chunk_max_files": Param(int(_env_number("AIRFLOW_DCACHE_CHUNK_MAX_FILES", 50, minimum=1, whole=True)),
+    "chunk_max_files": Param(int(_env_number("AIRFLOW_DCACHE_CHUNK_MAX_FILES", 25, minimum=1, whole=True)),
                              type="integer", minimum=1, title="Files per chunk (at most)"),
     "chunk_max_bytes": Param(int(_env_number("AIRFLOW_DCACHE_CHUNK_MAX_BYTES", 2 * 1024 ** 3, minimum=1, whole=True)),
                              type="integer", minimum=1, title="Bytes per chunk (at most)"),

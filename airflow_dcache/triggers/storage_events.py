@@ -47,6 +47,8 @@ COMMIT_DELAY = 5.0  # seconds between yielding a batch and storing the cursor pa
 #: A batch yielded within this many seconds of the watcher's previous yield may land while the scheduler
 #: is still creating the run of that previous one: such a batch is followed by a flush (``flush_after``).
 FLUSH_WINDOW = 120.0
+#: ``flush_after="auto"``: this many seconds, or ``batch_min_interval`` when that is longer.
+FLUSH_AFTER = 5.0
 
 
 def _number(name: str, value: Any, *, minimum: float, maximum: float, integer: bool = False) -> Any:
@@ -154,7 +156,9 @@ class DCacheStorageEventTrigger(BaseEventTrigger):
     :param batch_max_events: events per batch (≤ 1000).
     :param batch_max_bytes: JSON bytes per batch (≤ 512 KiB).
     :param flush_after: seconds of quiet after a batch that followed another yield (within
-        ``FLUSH_WINDOW``, 120 s) until an empty flush batch is yielded; ``None``: never. Airflow 3.3.2's
+        ``FLUSH_WINDOW``, 120 s) until an empty flush batch is yielded; ``None``: never; ``"auto"`` (the
+        default): 5 s, or ``batch_min_interval`` when that is longer. Never shorter than
+        ``batch_min_interval``. Airflow 3.3.2's
         asset queue can drop a batch that lands while the scheduler creates the run of the batch before
         (``docs/reliability.md``); the flush queues the asset again, so the next run picks the dropped
         batch up instead of the next upload's run. An isolated batch (the first after two quiet minutes)
@@ -185,7 +189,7 @@ class DCacheStorageEventTrigger(BaseEventTrigger):
         batch_min_interval: float = 3.0,
         batch_max_events: int = 500,
         batch_max_bytes: int = 256 * 1024,
-        flush_after: float | None = 5.0,
+        flush_after: float | str | None = "auto",
         reconnect_backoff_max: float = 60.0,
         keepalive: float = 30.0,
         channel_lifetime: int = 3600,
@@ -218,12 +222,14 @@ class DCacheStorageEventTrigger(BaseEventTrigger):
                                         maximum=MAX_BATCH_EVENTS, integer=True)
         self.batch_max_bytes = _number("batch_max_bytes", batch_max_bytes, minimum=4096,
                                        maximum=MAX_BATCH_BYTES, integer=True)
+        self.flush_after: float | None = None
         if flush_after is not None:
-            flush_after = _number("flush_after", flush_after, minimum=0.1, maximum=3600)
-            if flush_after < self.batch_min_interval:
+            auto = max(FLUSH_AFTER, self.batch_min_interval)
+            self.flush_after = float(_number("flush_after", auto if flush_after == "auto" else flush_after,
+                                             minimum=0.1, maximum=3600))
+            if self.flush_after < self.batch_min_interval:
                 raise ValueError(f"flush_after: {flush_after} is shorter than batch_min_interval "
                                  f"{self.batch_min_interval} (a flush must keep the spacing of yields)")
-        self.flush_after = flush_after
         self.reconnect_backoff_max = _number("reconnect_backoff_max", reconnect_backoff_max, minimum=1,
                                              maximum=3600)
         self.keepalive = _number("keepalive", keepalive, minimum=1, maximum=300)

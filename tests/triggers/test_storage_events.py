@@ -153,6 +153,12 @@ async def test_the_end_of_a_burst_is_flushed_an_isolated_upload_is_not(
         await runner.stop()
 
 
+def test_flush_after_follows_a_longer_batch_min_interval_unless_given() -> None:
+    assert DCacheStorageEventTrigger(paths=["/data"]).serialize()[1]["flush_after"] == 5.0
+    assert DCacheStorageEventTrigger(paths=["/data"], batch_min_interval=10).flush_after == 10
+    assert DCacheStorageEventTrigger(paths=["/data"], batch_min_interval=10, flush_after=30).flush_after == 30
+
+
 async def test_no_flush_when_turned_off(conn_id: str, alice: DCacheHook, workdir: str) -> None:
     trigger = DCacheStorageEventTrigger(dcache_conn_id=conn_id, paths=[workdir], **dict(FAST, flush_after=None))
     assert trigger.serialize()[1]["flush_after"] is None

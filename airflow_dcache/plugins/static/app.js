@@ -331,17 +331,20 @@
   const iso = (v) => (v ? v.replace("T", " ").slice(0, 19) : "—");
   async function loadLag() {
     showError("");
+    const body = $("#lag-table tbody");
+    const note = (text) => body.replaceChildren(el("tr", {}, el("td", { colspan: "6", class: "muted", text })));
+    note("loading… (the lag is read through Airflow's API)");
     try {
       const data = await call("/lag");
-      const body = $("#lag-table tbody"); body.replaceChildren();
+      body.replaceChildren();
       for (const a of data.assets) {
         const recent = el("td"); for (const r of a.recent.slice(0, 5)) recent.append(el("div", { class: "mono", text: `${r.dag_id}: ${secs(r.lag_seconds)} (${r.files} file${r.files > 1 ? "s" : ""})` }));
         body.append(el("tr", {}, el("td", { class: "mono", text: a.uri }), el("td", { text: a.dags.join(", ") }),
           el("td", { class: "mono", text: iso(a.last_event) }), el("td", { class: "mono", text: iso(a.last_run_start) }),
           el("td", { text: secs(a.median_lag_seconds) }), recent));
       }
-      if (!data.assets.length) body.append(el("tr", {}, el("td", { colspan: "6", class: "muted", text: "no watched dCache asset" })));
-    } catch (e) { showError(e.message); }
+      if (!data.assets.length) note("no watched dCache asset");
+    } catch (e) { note("could not load the lag: " + e.message); showError(e.message); }
   }
 
   // ---------------------------------------------------------------- runs (a chunked run, file by file)

@@ -436,6 +436,26 @@ def _rest_trigger(st: Stack, cell: Cell, t: Target, suffix: str = "") -> None:
         cell.problems.append(f"REST trigger: {r.status_code} {r.text[:300]}")
 
 
+def _finish_cli(proc: subprocess.Popen) -> str:
+    """The CLI's output once it ended (killed after 240 s)."""
+    try:
+        out, _ = proc.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+    return out or ""
+
+
+def _record_cli(cell: Cell, run_id: str, returncode: int, out: str) -> None:
+    """What ``airflow dags trigger`` did for ``cell``: a run to judge, or an error with its output."""
+    if returncode == 0:
+        cell.run = (INGEST, run_id)
+        cell.evidence.append(f"airflow dags trigger created {run_id}")
+    else:
+        cell.outcome, cell.how = "error", f"CLI rc={returncode}"
+        cell.problems.append(f"airflow dags trigger failed: {out[-600:]}")
+
+
 def _cli_trigger(st: Stack, run_id: str, pattern: str, extra_env: dict[str, str] | None = None
                  ) -> subprocess.Popen[str]:
     env = {**st.stack.env, **(extra_env or {})}
@@ -652,20 +672,10 @@ def _run_matrix(st: Stack, targets: dict[str, Target], witness: Witness, audit: 
     print(f"{time.strftime('%X')} view cells done", flush=True)
 
     for run_id, proc in procs.items():
-        try:
-            out, _ = proc.communicate(timeout=240)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, _ = proc.communicate()
+        out = _finish_cli(proc)
         cli_target = next((t for t, r in cli_runs.items() if r == run_id), None)
         if cli_target is not None:
-            cell = cells[(CLI_ROLE, CLI, cli_target)]
-            if proc.returncode == 0:
-                cell.run = (INGEST, run_id)
-                cell.evidence.append(f"airflow dags trigger created {run_id}")
-            else:
-                cell.outcome, cell.how = "error", f"CLI rc={proc.returncode}"
-                cell.problems.append(f"airflow dags trigger failed: {out[-600:]}")
+            _record_cli(cells[(CLI_ROLE, CLI, cli_target)], run_id, proc.returncode, out)
         elif proc.returncode != 0:
             observations.append(f"CLI as $USER=alice: airflow dags trigger failed rc={proc.returncode}: {out[-300:]}")
     spoof = Cell(CLI_ROLE, "cli_trigger($USER=alice)", "private")
@@ -704,17 +714,7 @@ def _run_matrix(st: Stack, targets: dict[str, Target], witness: Witness, audit: 
             elif cell.entry == CLI:
                 run_id = f"matrix__cli__{cell.target}__again"
                 proc = _cli_trigger(st, run_id, t.pattern)
-                try:
-                    out, _ = proc.communicate(timeout=240)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    out, _ = proc.communicate()
-                if proc.returncode == 0:
-                    cell.run = (INGEST, run_id)
-                    cell.evidence.append(f"airflow dags trigger created {run_id}")
-                else:
-                    cell.outcome, cell.how = "error", f"CLI rc={proc.returncode}"
-                    cell.problems.append(f"airflow dags trigger failed: {out[-600:]}")
+                _record_cli(cell, run_id, proc.returncode, _finish_cli(proc))
             else:
                 _rest_trigger(st, cell, t, suffix="__again")
         again = [cells[c.key] for c in retry if cells[c.key].run]

@@ -241,14 +241,6 @@ def run_function(chunk: Mapping[str, Any], cfg: Config, conn_id: str,
         return ck.run_stages(chunk, [(stage, run)], concurrency=width, transient=cfg.transient)
 
 
-def preview(chunk: Mapping[str, Any], cfg: Config, *, runtime: str, function: str, parameters: Mapping[str, Any],
-            ids: Mapping[str, Any], timeout: float = 300, warm_instances: int | None = None) -> ck.Chunk:
-    """Only the ``preview`` step of :func:`process` for a chunk: ``function`` on each file's buffer replica."""
-    return run_function(chunk, cfg, cfg.buffer, _on_buffer, runtime=runtime, function=function,
-                        parameters=parameters, ids=ids, stage="preview", options=ActivationOptions(timeout=timeout),
-                        warm_instances=warm_instances)
-
-
 def published_before(hook: DCacheHook, item: Mapping[str, Any], ids: Mapping[str, Any]) -> dict[str, Any] | None:
     """What an earlier try of this task published for ``item`` (``preview`` and ``published``), else ``None``.
 

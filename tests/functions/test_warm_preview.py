@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from airflow_dcache.functions.activation import ActivationOptions
 from airflow_dcache.pipelines import chunk_steps as cs
 from tests.functions.support import *  # noqa: F403 - fixtures
 from tests.functions.support import write_cxi
@@ -35,9 +36,11 @@ def test_preview_of_a_chunk_runs_warm_and_fails_only_the_bad_file(runtime: str, 
         files.append({"item": {"path": f"{area}/in/{local.name}", "buffer_path": f"{area}/in/{local.name}",
                                "buffer_output_dir": f"{area}/out/{i}"}, "failed": None, "timings": {}})
     cfg = cs.Config(main=alice_conn, buffer=alice_conn, allowed_roots=[area], concurrency=8)
-    result = cs.preview({"index": 0, "files": files}, cfg, runtime=runtime, function="hdf5-preview", parameters={},
-                        ids={"dag_id": "d", "task_id": "preview", "run_id": "r1", "map_index": 0}, timeout=120,
-                        warm_instances=2)
+    result = cs.run_function({"index": 0, "files": files}, cfg, cfg.buffer,
+                             lambda item: (item["buffer_path"], item["buffer_output_dir"]), runtime=runtime,
+                             function="hdf5-preview", parameters={}, stage="preview",
+                             ids={"dag_id": "d", "task_id": "preview", "run_id": "r1", "map_index": 0},
+                             options=ActivationOptions(timeout=120), warm_instances=2)
     entries = result["files"]
     assert [bool(e["failed"]) for e in entries] == [False, False, True, False, False]
     assert entries[2]["failed"]["stage"] == "preview" and "run2.cxi" in entries[2]["failed"]["reason"]

@@ -170,6 +170,8 @@ class AirflowStack:
     :param api_port: port of the API server (0: a free one).
     :param parallelism: LocalExecutor slots; on a 2-core machine more only adds start-up contention.
     :param admin_password: the UI login password of ``admin`` (generated when not given).
+    :param preload: write ``config/airflow_local_settings.py`` so the processes that fork tasks import this
+        provider once (:mod:`airflow_dcache.preload`), as the docs advise a site; ``False`` measures without.
     :param commands: the components by name, each as its ``airflow`` arguments (default: one of each of
         :data:`COMPONENTS`, named after it). A deployment with several of a kind names them apart, e.g.
         ``{"triggerer-1": ["triggerer", "--skip-serve-logs"], ...}`` (:mod:`airflow_dcache.testing.topology`).
@@ -177,8 +179,10 @@ class AirflowStack:
 
     def __init__(self, home: Path, dags_folder: Path, env: Mapping[str, str] | None = None, *, api_port: int = 0,
                  parallelism: int = 8, admin_password: str | None = None,
-                 plugins_folder: Path | None = None, commands: Mapping[str, Sequence[str]] | None = None) -> None:
+                 plugins_folder: Path | None = None, commands: Mapping[str, Sequence[str]] | None = None,
+                 preload: bool = True) -> None:
         self.home = Path(home).resolve()
+        self.preload = preload
         self.dags_folder = Path(dags_folder).resolve()
         self.api_port = api_port or free_port()
         self.admin_password = admin_password or secrets.token_urlsafe(12)
@@ -255,6 +259,12 @@ class AirflowStack:
         fd = os.open(pw_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             json.dump({ADMIN: self.admin_password}, f)
+        settings = self.home / "config" / "airflow_local_settings.py"
+        if self.preload and not settings.exists():  # a site's own settings stay as they are
+            from airflow_dcache.preload import LOCAL_SETTINGS
+
+            settings.parent.mkdir(exist_ok=True)
+            settings.write_text(LOCAL_SETTINGS)
         self._run("db", "migrate")
 
     def start_component(self, name: str) -> None:

@@ -58,11 +58,15 @@ TASK_MODULES = (
 
 
 def preload(modules: Iterable[str] = TASK_MODULES) -> list[str]:
-    """Import ``modules``; the names that could not be imported (each also logged as a warning)."""
+    """Import ``modules`` and every name in their ``__all__``; the modules that failed (each logged as a warning)."""
     missing = []
     for name in modules:
         try:
-            importlib.import_module(name)
+            module = importlib.import_module(name)
+            # packages that import their classes lazily (operators, sensors, triggers): resolve them all, so
+            # the submodules behind them (and what those import, e.g. the Kafka client) are loaded too
+            for attribute in getattr(module, "__all__", ()):
+                getattr(module, attribute)
         except Exception as exc:  # an optimisation must not stop the component that runs it
             log.warning("airflow_dcache.preload: %s not preloaded (%s: %s)", name, type(exc).__name__, exc)
             missing.append(name)

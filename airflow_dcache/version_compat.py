@@ -18,6 +18,12 @@ one, ``tests/test_version_compat.py`` fails and names it, instead of a watcher q
   through it and has no parameter for triggering asset events; ``airflow_dcache.testing.dagrun`` wraps it,
   in its child process only, to attach the events a test's watchers reported (``AssetEvent`` rows on the
   run's ``consumed_asset_events``), so an event-driven DAG is tested as the scheduler would run it.
+- ``airflow.sdk.execution_time.task_runner.SUPERVISOR_COMMS`` and ``comms.MaskSecret`` (task SDK 1.3.2): in
+  a task, the supervisor masks the task's logs (the task sends them unmasked: ``configure_logging(...,
+  sending_to_supervisor=True)``), so a credential minted while the task runs goes to the supervisor's
+  masker only. The public ``mask_secret`` also adds it to the task's own masker, which rebuilds its
+  expression for it and is read only when the task's template fields are rendered, before any minting:
+  that rebuild was a quarter of a chunk task's CPU (:func:`mask_for_task_logs`).
 """
 
 from __future__ import annotations
@@ -39,6 +45,8 @@ PRIVATE_NAMES: tuple[tuple[str, str], ...] = (
     ("airflow.providers.apache.kafka.triggers.shared_stream", "KafkaSharedStreamProducer._ensure_manual_commit"),
     ("airflow.providers.apache.kafka.triggers.shared_stream", "KafkaSharedStreamProducer._resolve_floor"),
     ("airflow.models.dagrun", "get_or_create_dagrun"),
+    ("airflow.sdk.execution_time.task_runner", "__annotations__:SUPERVISOR_COMMS"),  # set when a task starts
+    ("airflow.sdk.execution_time.comms", "MaskSecret"),
 )
 
 
@@ -58,3 +66,23 @@ def is_resolved_at_runtime(value: Any) -> bool:
     from airflow.sdk.definitions._internal.mixins import ResolveMixin
 
     return isinstance(value, ResolveMixin)
+
+
+def mask_for_task_logs(secret: str) -> None:
+    """Keep ``secret`` out of this process's logs: in a task, with its supervisor's masker only.
+
+    Outside a task (the triggerer, a DAG test in one process) this is Airflow's ``mask_secret``. In a
+    task the supervisor is told, as ``mask_secret`` would, but the task's own masker is left alone: it
+    never sees the task's logs, and rebuilding it for every per-file credential cost as much again.
+    """
+    from airflow.sdk.execution_time import task_runner
+
+    comms = getattr(task_runner, "SUPERVISOR_COMMS", None)
+    if comms is None:
+        from airflow.sdk.log import mask_secret
+
+        mask_secret(secret)
+        return
+    from airflow.sdk.execution_time.comms import MaskSecret
+
+    comms.send(MaskSecret(value=secret, name=None))

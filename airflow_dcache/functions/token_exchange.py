@@ -157,11 +157,10 @@ class TokenExchanger:
             why = doc.get("error_description", "") if isinstance(doc, dict) else ""
             raise TokenExchangeError(f"token exchange for scope {scope} refused by {self.endpoint()}: "
                                      f"HTTP {status} {str(error)[:64]} {str(why)[:200]}".rstrip())
-        from airflow.sdk.log import mask_secret
-
         from airflow_dcache.utils.masking import masked_part
+        from airflow_dcache.version_compat import mask_for_task_logs
 
-        mask_secret(masked_part(token))  # one per input: whole tokens would make masking quadratic
+        mask_for_task_logs(masked_part(token))  # one per input: whole tokens would make masking quadratic
         return token
 
     def endpoint(self) -> str:

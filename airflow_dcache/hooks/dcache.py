@@ -16,7 +16,6 @@ from datetime import datetime, timedelta
 from typing import IO, Any, TypeVar
 
 import requests
-from airflow.sdk.log import mask_secret
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import ReadTimeoutError
 from urllib3.util.retry import Retry
@@ -63,6 +62,7 @@ from airflow_dcache.hooks.models import (
 )
 from airflow_dcache.hooks.urls import door_url, mask_url, normalize_path
 from airflow_dcache.utils.masking import masked_part
+from airflow_dcache.version_compat import mask_for_task_logs
 
 T = TypeVar("T")
 
@@ -156,7 +156,8 @@ class DCacheHook(DCacheHookBase):
 
     @staticmethod
     def _mask_token(token: str) -> None:
-        mask_secret(masked_part(token))
+        """A credential obtained while the task runs (minted, refreshed): masked in the task's logs."""
+        mask_for_task_logs(masked_part(token))
 
     def _request(
         self,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from airflow.sdk import dag, task
 
 
@@ -13,7 +15,13 @@ def e2e_smoke() -> None:
 
         with DCacheHook("dcache_main") as hook:
             me = hook.whoami()
-        return {"username": me.username, "incoming": hook.exists("/data/incoming")}
+            # a credential minted while the task runs, written to the log both ways a careless task could
+            minted = hook.mint_macaroon("/data/incoming", activities=["LIST"], validity=60).macaroon
+            logging.getLogger("e2e_smoke").info("minted: %s", minted)
+            print(f"printed: {minted}", flush=True)
+            # its end reversed: the return value is logged, and the test looks for the end in the log
+            return {"username": me.username, "incoming": hook.exists("/data/incoming"),
+                    "tail_reversed": minted[-8:][::-1]}
 
     whoami()
 

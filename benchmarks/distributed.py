@@ -276,9 +276,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"single (SQLite, LocalExecutor): {args.files} files ...", flush=True)
         results.append({**pipeline.run(args.files, args.runtime, args.timeout, "chunked", args.chunk_files),
                         "topology": "single"})
-    for w in counts:
-        print(f"celery x{w} (Postgres, Redis, 2 schedulers, 2 triggerers): {args.files} files ...", flush=True)
-        results.append(run_distributed(args.files, args.runtime, args.timeout, w, args.worker_concurrency,
+    for workers in counts:
+        print(f"celery x{workers} (Postgres, Redis, 2 schedulers, 2 triggerers): {args.files} files ...", flush=True)
+        results.append(run_distributed(args.files, args.runtime, args.timeout, workers, args.worker_concurrency,
                                        args.chunk_files))
     report: dict[str, Any] = {"benchmark": "distributed", "machine": machine_info(), "files": args.files,
                               "results": [{**r, "files_per_s": _files_per_s(r)} for r in results]}

@@ -97,6 +97,45 @@ class LoopTimes:
         self.sock.close()
 
 
+def cpu_seconds(roots: dict[str, int]) -> dict[str, float]:
+    """CPU seconds (user + system) so far of each named process tree, the scheduler's tasks apart.
+
+    Exact for processes that ended: a reaped child's time is in its parent's ``children_*`` times, so the
+    sum over the *live* processes of a tree of their own and their reaped children's times covers
+    every task process the LocalExecutor's workers forked and waited for, however short it lived. The
+    scheduler's descendants (workers, task supervisors, tasks and the functions they start) are
+    ``tasks``, the scheduler process itself is ``scheduler``.
+    """
+    import psutil
+
+    def total(proc: psutil.Process) -> float:
+        t = proc.cpu_times()
+        return t.user + t.system + t.children_user + t.children_system
+
+    result: dict[str, float] = {}
+    for name, pid in roots.items():
+        try:
+            root = psutil.Process(pid)
+            own = total(root)
+            below = sum(total(child) for child in root.children(recursive=True))
+        except psutil.Error:  # a component that is gone counts nothing (the run's other numbers say why)
+            continue
+        if name == "scheduler":
+            result["scheduler"], result["tasks"] = own, below
+        else:
+            result[name] = own + below
+    return result
+
+
+def cpu_report(before: dict[str, float], after: dict[str, float], files: int, seconds: float) -> dict[str, Any]:
+    """CPU seconds per component between two :func:`cpu_seconds`, per file, and the machine's share used."""
+    used = {k: max(0.0, after.get(k, 0.0) - before.get(k, 0.0)) for k in after}
+    cores = os.cpu_count() or 1
+    return {"cpu_seconds": used, "cpu_ms_per_file": {k: 1000 * v / files for k, v in used.items()},
+            "cpu_ms_per_file_total": 1000 * sum(used.values()) / files, "seconds": seconds, "cores": cores,
+            "utilisation": sum(used.values()) / (seconds * cores) if seconds > 0 else None}
+
+
 def _ts(value: str | None) -> float | None:
     return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() if value else None
 
@@ -136,6 +175,9 @@ def run(files: int, runtime: str, timeout: float, design: str = "chunked", chunk
             os.environ.update(sites.connections())
             wait_for_watches("dcache_main", 2)
             startup = time.monotonic() - t0
+            roots = {**{name: proc.pid for name, proc in stack.processes.items()},
+                     **{f"site {site.name}": site.process.pid for site in (sites.main, sites.buffer)}}
+            cpu_before, cpu_t0 = cpu_seconds(roots), time.monotonic()
             uploaded: dict[str, float] = {}
             # a few distinct samples, copied: 2,000 files need not be 2,000 HDF5 writes (content differs by name)
             samples = [write_cxi(base / f"sample-{i}.h5", seed=i, frames=4).read_bytes() for i in range(min(files, 16))]
@@ -151,6 +193,7 @@ def run(files: int, runtime: str, timeout: float, design: str = "chunked", chunk
                     uploaded[name] = time.time()
             burst = max(uploaded.values()) - min(uploaded.values())
             stages, task_counts = _wait(stack, set(uploaded), timeout, design)
+            cpu = cpu_report(cpu_before, cpu_seconds(roots), files, time.monotonic() - cpu_t0)
             loop = loops.summary(began, max(t["lineage"] for t in stages.values()))
         finally:
             stack.stop()
@@ -158,6 +201,7 @@ def run(files: int, runtime: str, timeout: float, design: str = "chunked", chunk
             loops.close()
     result = summarise(design, files, runtime, startup, burst, uploaded, stages, task_counts)
     result["scheduler_loop"] = loop
+    result["cpu"] = cpu
     if rate:
         result["sustained"] = {"rate_per_s": rate, "duration_s": files / rate, **backlog(uploaded, stages)}
     return {**result, "chunk_max_files": chunk_files or 25} if design == "chunked" else result
@@ -190,7 +234,14 @@ def summarise(design: str, files: int, runtime: str, startup: float, burst: floa
         rows["outputs published"].append(t["published"] - uploaded[name])
         rows["archived + lineage"].append(t["lineage"] - uploaded[name])
     first = min(uploaded.values())
+    per_step: dict[str, list[float]] = {}
+    for t in stages.values():
+        for step, seconds in (t.get("steps") or {}).items():
+            per_step.setdefault(step, []).append(seconds)
     return {"design": design, "files": files, "runtime": runtime, "startup_seconds": startup, "burst_seconds": burst,
+            # the chunked design's per-file step durations (from its report): where a file's time went
+            "step_seconds": {k: {"p50": _percentile(v, 0.5), "p99": _percentile(v, 0.99), "max": max(v)}
+                             for k, v in per_step.items()},
             "latency_seconds": {k: {"p50": _percentile(v, 0.5), "p99": _percentile(v, 0.99), "max": max(v)}
                                 for k, v in rows.items()},
             "last_output_seconds": max(t["published"] for t in stages.values()) - first,
@@ -227,7 +278,8 @@ def _chunked_times(stack: Any, run: dict[str, Any], names: set[str]) -> dict[str
             raise RuntimeError(f"run {run['dag_run_id']}: {f['path']} {f['outcome']}: {f.get('failed')}")
         timings = f["timings"]
         done[name] = {"run_id": run["dag_run_id"], "run": created, "published": timings["publish"][1],
-                      "lineage": timings["record_lineage"][1]}
+                      "lineage": timings["record_lineage"][1],
+                      "steps": {step: end - start for step, (start, end) in timings.items()}}
     return done
 
 
@@ -269,6 +321,13 @@ def table(results: list[dict[str, Any]]) -> str:
             b = r["sustained"]
             rows.append([r["design"], "backlog (files) 1st / 2nd half of uploads, max",
                          str(b["backlog_first_half_max"]), str(b["backlog_second_half_max"]), str(b["backlog_max"])])
+        for step, v in (r.get("step_seconds") or {}).items():
+            rows.append([r["design"], f"step {step}", f"{v['p50']:.2f}", f"{v['p99']:.2f}", f"{v['max']:.2f}"])
+        cpu = r.get("cpu") or {}
+        if cpu.get("cpu_ms_per_file"):
+            parts = ", ".join(f"{k} {v:.0f}" for k, v in sorted(cpu["cpu_ms_per_file"].items(), key=lambda kv: -kv[1]))
+            rows.append([r["design"], f"CPU ms per file: {cpu['cpu_ms_per_file_total']:.0f} ({parts})",
+                         f"{100 * (cpu.get('utilisation') or 0):.0f}% of {cpu['cores']} cores", "-", "-"])
     return format_table(headers, rows)
 
 

@@ -41,7 +41,7 @@ from _common import default_results_path, format_table, machine_info, write_json
 DAG_ID = "dcache_ingest_pipeline"
 #: the example DAG's parse-time knobs a benchmark run may set in its own environment
 PASSED_THROUGH = ("AIRFLOW_DCACHE_BATCH_MIN_INTERVAL", "AIRFLOW_DCACHE_CHUNK_MAX_COUNT",
-                  "AIRFLOW_DCACHE_CHUNK_CONCURRENCY", "AIRFLOW_DCACHE_CHUNK_MAX_BYTES")
+                  "AIRFLOW_DCACHE_CHUNK_CONCURRENCY", "AIRFLOW_DCACHE_CHUNK_MAX_BYTES", "AIRFLOW_DCACHE_WARM_INSTANCES")
 DESIGNS = ("per_file", "chunked")
 #: Above this many files the per-file design is not run: 8 task instances per file swamp a 2-core scheduler
 #: (and ``[core] max_map_length``, 1,024, caps it anyway).

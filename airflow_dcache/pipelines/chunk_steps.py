@@ -364,9 +364,11 @@ def process(chunk: Mapping[str, Any], cfg: Config, *, runtime: str, function: st
         def drop(entry: ck.Entry) -> None:
             hooks(cfg.buffer).delete(entry["item"]["buffer_dir"], recursive=True, missing_ok=True)
 
+        # the steps in PROCESS_STEPS' order (what the design, the report and the view call them)
+        bodies: dict[str, ck.Step] = {"validate": validate, "replicate": replicate, "preview": function_,
+                                      "publish": publish, "archive_rule": archive_rule, "drop_buffer_replica": drop}
         flow: list[tuple[str, ck.Step]] = [("resume", earlier)] if resume else []
-        flow += [("validate", validate), ("replicate", replicate), ("preview", function_), ("publish", publish),
-                 ("archive_rule", archive_rule), ("drop_buffer_replica", drop)]
+        flow += [(name, bodies[name]) for name in PROCESS_STEPS]
         result = _run(chunk, cfg, flow)
         log.info("chunk %s: %d of %d file(s) processed, %d QoS request(s)%s", chunk.get("index"),
                  len(ck.live(result)), len(result["files"]), qos.requests,

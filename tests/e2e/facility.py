@@ -164,7 +164,10 @@ def gather(stack: AirflowStack) -> Evidence:
         for f in reported or []:
             where = f"{run_id} report: {f.get('path')} ({f.get('stage')})"
             reason = str(f.get("reason"))
-            if "changed since the event: pnfsid" in reason:
+            # VersionChanged, as the version check words it ("... changed since the event: pnfsid X is now
+            # ...") or as the copy's checksum check does when the overwrite lands during the copy ("...
+            # changed since the event: the copy ... has adler32 ..., the version to process (pnfsid X ...)")
+            if "changed since the event: " in reason:
                 changed[str(f.get("pnfsid"))].append(f"{where}: {reason}")
             else:
                 unexplained.append(f"{where}: {reason[:300]}")

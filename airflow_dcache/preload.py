@@ -42,6 +42,8 @@ TASK_MODULES = (
     "airflow.providers.standard.decorators.python",
     "airflow.providers.common.compat.assets",
     "airflow.sdk.definitions.decorators.setup_teardown",
+    "airflow_dcache.assets",
+    "airflow_dcache.assets.dcache",
     "airflow_dcache.hooks",
     "airflow_dcache.operators",
     "airflow_dcache.operators.chunk_wait",

@@ -225,11 +225,7 @@ def ingest_pipeline(dag_id: str, source: Asset) -> DAG:
 
             items = ti.xcom_pull(task_ids="collect") or []
             # what this run recorded lineage for keeps its outputs, even if the file was overwritten since
-            if DESIGN == "chunked":
-                results = ti.xcom_pull(task_ids="chunks.record_lineage", key="outcome")
-            else:
-                results = ti.xcom_pull(task_ids="file.record_lineage")
-            recorded = steps.recorded_versions(results if isinstance(results, list) else [results])
+            recorded = steps.recorded_versions(ti.xcom_pull(task_ids=design.DESIGNS[DESIGN].task("record_lineage")))
             with DCacheHook(MAIN, allowed_roots=ALLOWED_ROOTS) as hook:
                 steps.discard_unprocessed(hook, items, dag_id, run_id, recorded)
             with DCacheHook(BUFFER, allowed_roots=ALLOWED_ROOTS) as hook:

@@ -434,28 +434,29 @@ def discard_outputs(hook: Any, item: Mapping[str, Any]) -> None:
     hook.delete(item["output_dir"], recursive=True, missing_ok=True)
 
 
-def recorded_versions(results: Iterable[Any]) -> set[str]:
-    """The input pnfsids a run recorded lineage for, from its ``record_lineage`` results (either design).
+def recorded_versions(results: Any) -> list[FileVersion]:
+    """The input versions a run recorded lineage for, from its ``record_lineage`` results (either design).
 
-    A result is a lineage record (per-file design), a chunk whose entries carry theirs (chunked design:
-    the task's ``outcome``), or nothing (a file that failed or was skipped).
+    ``results`` is what pulling that task's XCom gives: one result, or a list of them for a mapped
+    task. A result is a lineage record (per-file design), a chunk whose entries carry theirs (chunked
+    design), or nothing (a file that failed or was skipped).
     """
-    found: set[str] = set()
-    for result in results or ():
+    versions: list[FileVersion] = []
+    for result in results if isinstance(results, list) else [results]:
         if not isinstance(result, Mapping):
             continue
         records = [result] if "input" in result else [
             e.get("lineage") for e in result.get("files") or []
             if isinstance(e, Mapping) and not e.get("failed") and not e.get("skipped")]
         for record in records:
-            pnfsid = (record or {}).get("input", {}).get("pnfsid") if isinstance(record, Mapping) else None
-            if pnfsid:
-                found.add(str(pnfsid))
-    return found
+            source = record.get("input") if isinstance(record, Mapping) else None
+            if isinstance(source, Mapping) and source.get("pnfsid"):
+                versions.append(FileVersion.of(source))
+    return versions
 
 
 def discard_unprocessed(hook: Any, items: Iterable[Mapping[str, Any]], consumer: str, run_id: str,
-                        recorded: Iterable[str] = ()) -> list[str]:
+                        recorded: Iterable[FileVersion] = ()) -> list[str]:
     """Remove this run's outputs of every item this run did not mark processed; the folders removed.
 
     A file replaced after ``publish`` fails its later steps (``VersionChanged``), and a step can fail
@@ -463,17 +464,18 @@ def discard_unprocessed(hook: Any, items: Iterable[Mapping[str, Any]], consumer:
     would stay on the site. The run's output folders are its own (per run and version), so removing
     them touches no other run's results.
 
-    ``recorded``: the pnfsids this run recorded lineage for (:func:`recorded_versions`). Their outputs
+    ``recorded``: the versions this run recorded lineage for (:func:`recorded_versions`). Their outputs
     stay whatever the path holds now: a file overwritten after its lineage was recorded no longer
     carries the marker (the new version is another file), and its lineage must keep its outputs.
     The others are kept only when the path still holds the item's version with this run's marker.
     """
     from airflow_dcache.exceptions import NotFound
 
-    kept = set(recorded)
+    kept = list(recorded)
     removed = []
     for item in items:
-        if item.get("pnfsid") and str(item["pnfsid"]) in kept:
+        version = item_version(item)
+        if version is not None and any(v.same_as(version) for v in kept):
             continue  # this run's lineage names these outputs
         try:
             entry = hook.stat(item["path"], xattr=True, checksum=True)

@@ -436,14 +436,17 @@ def _rest_trigger(st: Stack, cell: Cell, t: Target, suffix: str = "") -> None:
         cell.problems.append(f"REST trigger: {r.status_code} {r.text[:300]}")
 
 
-def _finish_cli(proc: subprocess.Popen) -> str:
-    """The CLI's output once it ended (killed after 240 s)."""
+def _finish_cli(proc: subprocess.Popen) -> tuple[int, str]:
+    """The CLI's exit code and output once it ended (killed after 240 s).
+
+    Returned together: the exit code exists only after the wait, so a caller reading ``proc.returncode``
+    beside this call (as an argument evaluated first) would read ``None``."""
     try:
         out, _ = proc.communicate(timeout=240)
     except subprocess.TimeoutExpired:
         proc.kill()
         out, _ = proc.communicate()
-    return out or ""
+    return proc.returncode, out or ""
 
 
 def _record_cli(cell: Cell, run_id: str, returncode: int, out: str) -> None:
@@ -672,12 +675,12 @@ def _run_matrix(st: Stack, targets: dict[str, Target], witness: Witness, audit: 
     print(f"{time.strftime('%X')} view cells done", flush=True)
 
     for run_id, proc in procs.items():
-        out = _finish_cli(proc)
+        returncode, out = _finish_cli(proc)
         cli_target = next((t for t, r in cli_runs.items() if r == run_id), None)
         if cli_target is not None:
-            _record_cli(cells[(CLI_ROLE, CLI, cli_target)], run_id, proc.returncode, out)
-        elif proc.returncode != 0:
-            observations.append(f"CLI as $USER=alice: airflow dags trigger failed rc={proc.returncode}: {out[-300:]}")
+            _record_cli(cells[(CLI_ROLE, CLI, cli_target)], run_id, returncode, out)
+        elif returncode != 0:
+            observations.append(f"CLI as $USER=alice: airflow dags trigger failed rc={returncode}: {out[-300:]}")
     spoof = Cell(CLI_ROLE, "cli_trigger($USER=alice)", "private")
     if procs["matrix__cli__as_alice"].returncode == 0:
         spoof.run = (INGEST, "matrix__cli__as_alice")
@@ -705,7 +708,7 @@ def _run_matrix(st: Stack, targets: dict[str, Target], witness: Witness, audit: 
             f"{c.key} {c.how} {str(c.problems[:1])[:160]}" for c in retry))
         for old in retry:
             cell = cells[old.key] = Cell(*old.key)
-            cell.evidence.append(f"second attempt (first: {old.how})")
+            cell.evidence.append(f"second attempt (first: {old.how}; {str(old.problems[:1])[:300]})")
             t = targets[cell.target]
             if cell.entry in VIEW_ENTRIES:
                 _view_cell(st, cell, t)
@@ -714,7 +717,7 @@ def _run_matrix(st: Stack, targets: dict[str, Target], witness: Witness, audit: 
             elif cell.entry == CLI:
                 run_id = f"matrix__cli__{cell.target}__again"
                 proc = _cli_trigger(st, run_id, t.pattern)
-                _record_cli(cell, run_id, proc.returncode, _finish_cli(proc))
+                _record_cli(cell, run_id, *_finish_cli(proc))
             else:
                 _rest_trigger(st, cell, t, suffix="__again")
         again = [cells[c.key] for c in retry if cells[c.key].run]
@@ -788,7 +791,7 @@ def _run_matrix(st: Stack, targets: dict[str, Target], witness: Witness, audit: 
             f"{c.key} {c.how} {str(c.problems[:1])[:160]}" for c in again))
         for old in again:
             cell = cells[old.key] = Cell(*old.key, task="select")
-            cell.evidence.append(f"second attempt (first: {old.how})")
+            cell.evidence.append(f"second attempt (first: {old.how}; {str(old.problems[:1])[:300]})")
             slot = slots[(cell.role, cell.target)]
             if _backfill_cell(st, cell, directories[cell.target], slot, created_backfills, "failed"):
                 _backfill_started(st, cell, slot, created_backfills[-1])

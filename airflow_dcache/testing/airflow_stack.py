@@ -243,6 +243,10 @@ class AirflowStack:
             for key, name in (("SQL_ALCHEMY_CONNECT_ARGS", "SQLITE_CONNECT_ARGS"),
                               ("SQL_ALCHEMY_CONNECT_ARGS_ASYNC", "SQLITE_CONNECT_ARGS_ASYNC")):
                 env.setdefault(f"AIRFLOW__DATABASE__{key}", f"airflow_dcache.testing.airflow_stack.{name}")
+            # A task's call to the execution API can wait that long for the lock inside the API server.
+            # Airflow's client gives up after 5 s and tries five times (about a minute in all), so calls
+            # queued behind one long lock fail the task with nothing wrong in it. The client outwaits it.
+            env.setdefault("AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT", str(SQLITE_BUSY_TIMEOUT_S + 30))
         return env
 
     def _run(self, *args: str, timeout: float = 300) -> None:

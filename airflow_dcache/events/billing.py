@@ -39,6 +39,7 @@ the reference path, which gives the same event, ``None`` or error as before the 
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from typing import Any, Final, NamedTuple
 
@@ -114,8 +115,42 @@ def parse_billing_record(value: bytes | str | None) -> dict[str, Any]:
     return doc
 
 
+#: ``ISO_OFFSET_DATE_TIME`` as dCache writes it: the second, 0-9 fraction digits, ``Z`` or ``±HH:MM[:SS]``.
+_OFFSET_DATE_TIME = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d(?::\d\d)?)", re.ASCII)
+#: ``<local second><offset>`` → its UTC second (``YYYY-MM-DDTHH:MM:SS``). A burst of billing records shares a
+#: handful of seconds, so the calendar arithmetic runs once per second and zone, not once per record.
+_UTC_SECONDS: dict[str, str] = {}
+_UTC_SECONDS_MAX = 4096
+
+
 def _utc_millis(date: str) -> str:
-    """dCache's ``ISO_OFFSET_DATE_TIME`` (any zone, 0-9 fraction digits) → ``...T..:..:..sssZ`` UTC."""
+    """dCache's ``ISO_OFFSET_DATE_TIME`` (any zone, 0-9 fraction digits) → ``...T..:..:..sssZ`` UTC.
+
+    The same answer as :func:`_parse_utc_millis` for every input: a date of dCache's shape has its UTC
+    second looked up (computed by that function on a miss) and its fraction truncated to milliseconds,
+    as ``isoformat(timespec="milliseconds")`` does; any other text goes to that function.
+    """
+    match = _OFFSET_DATE_TIME.fullmatch(date)
+    if match is None:
+        return _parse_utc_millis(date)
+    second, fraction, offset = match.groups()
+    key = second + offset
+    utc = _UTC_SECONDS.get(key)
+    if utc is None:
+        try:
+            utc = _parse_utc_millis(key)[:19]
+        except BillingRecordError:  # an impossible date (month 13, 24:00, ...): named as written
+            return _parse_utc_millis(date)
+        if len(_UTC_SECONDS) >= _UTC_SECONDS_MAX:
+            _UTC_SECONDS.clear()
+        _UTC_SECONDS[key] = utc
+    if fraction is None:
+        return utc + ".000Z"
+    return f"{utc}.{fraction[:3]:0<3}Z"
+
+
+def _parse_utc_millis(date: str) -> str:
+    """:func:`_utc_millis` by ``datetime`` for any ISO-8601 text (the reference; names a bad date)."""
     try:
         parsed = datetime.fromisoformat(date)
     except ValueError:

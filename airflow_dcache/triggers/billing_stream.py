@@ -44,6 +44,7 @@ from airflow_dcache.events.billing import BillingRecordError, billing_event
 from airflow_dcache.events.model import StorageEvent
 from airflow_dcache.hooks.billing import DCacheBillingConsumerHook
 from airflow_dcache.utils.backoff import Backoff
+from airflow_dcache.utils.gc_pause import collector_paused
 from airflow_dcache.utils.log_once import LogOnce
 
 if TYPE_CHECKING:
@@ -267,28 +268,30 @@ class BillingStreamProducer(KafkaSharedStreamProducer):
         invalid = 0
         spans: dict[tuple[str, int], list[int]] = {}
         keep_dead = self.dlq_topic is not None
-        for message in messages:
-            topic, partition, offset = str(message.topic()), int(message.partition() or 0), int(message.offset() or 0)
-            lane = (topic, partition)
-            span = spans.get(lane)
-            if span is None:
-                spans[lane] = [offset, offset]
-            elif offset < span[0]:
-                span[0] = offset
-            elif offset > span[1]:
-                span[1] = offset
-            value = message.value()
-            try:
-                event = billing_event(value, cursor=f"{topic}:{partition}:{offset}")
-            except ValueError as exc:  # BillingRecordError, or the event model refused a mapped value
-                reason = str(exc) if isinstance(exc, BillingRecordError) else f"not a storage event: {exc}"
-                invalid += 1
-                self._invalid(topic, partition, offset, reason)
-                if keep_dead:
-                    dead.append(DeadRecord(topic, partition, offset, value, message.key(), reason))
-                continue
-            if event is not None:
-                events.append(event)
+        with collector_paused():
+            for message in messages:
+                topic, partition = str(message.topic()), int(message.partition() or 0)
+                offset = int(message.offset() or 0)
+                lane = (topic, partition)
+                span = spans.get(lane)
+                if span is None:
+                    spans[lane] = [offset, offset]
+                elif offset < span[0]:
+                    span[0] = offset
+                elif offset > span[1]:
+                    span[1] = offset
+                value = message.value()
+                try:
+                    event = billing_event(value, cursor=f"{topic}:{partition}:{offset}")
+                except ValueError as exc:  # BillingRecordError, or the event model refused a mapped value
+                    reason = str(exc) if isinstance(exc, BillingRecordError) else f"not a storage event: {exc}"
+                    invalid += 1
+                    self._invalid(topic, partition, offset, reason)
+                    if keep_dead:
+                        dead.append(DeadRecord(topic, partition, offset, value, message.key(), reason))
+                    continue
+                if event is not None:
+                    events.append(event)
         self.records += len(messages)
         Stats.incr(f"{METRIC}.records", len(messages))
         batch = BillingBatch(tuple(events), records=len(messages), invalid=invalid)

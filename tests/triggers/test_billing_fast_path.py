@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from airflow_dcache.events import billing
 from airflow_dcache.events.billing import _UNSURE, _fast_event, billing_event, reference_billing_event
 from airflow_dcache.events.model import StorageEvent
 from airflow_dcache.server.services.billing import records as rec
@@ -181,3 +182,41 @@ def test_benchmark_record_shape_is_the_bundled_services() -> None:
         protocol_info=rec.ProtocolInfo("Http", "127.0.0.1", 1), initiator="i", billing_path="/a", transfer_path="/a"))))
     assert {"msgType", "date", "version", "status", "cellType", "cellName", "session", "billingPath", "transferPath",
             "isWrite", "isP2p", "transferSize", "protocolInfo", "subject", "fileSize", "pnfsid"} <= set(record)
+
+
+def _dates(count: int, seed: int = 11) -> list[str]:
+    """Dates as dCache writes them (every fraction length, zone and second of a day) and text that is not."""
+    rnd = random.Random(seed)
+    out = ["2024-02-29T23:59:59.999-00:30", "2023-02-29T00:00:00Z", "2024-05-14T24:00:00Z", "2024-05-14T23:59:60Z",
+           "2024-13-01T00:00:00Z", "2024-13-01T00:00:00.5+01:00", "2024-05-14T08:21:07.512z",
+           "2024-05-14T08:21:07.512+0200", "2024-05-14T08:21:07,512Z", "2024-05-14 08:21:07.512Z",
+           "2024-05-14T08:21:07.512", "\uff12\uff10\uff12\uff14-05-14T08:21:07Z",  # full-width digits
+           "2024-05-14T08:21:07.Z", "2024-05-14T08:21:07.1234567890Z",
+           "0001-01-01T00:30:00+01:00", "9999-12-31T23:59:59.5-01:00", "2024-05-14T08:21:07+25:00", ""]
+    for _ in range(count):
+        second = (f"{rnd.randint(1970, 2100):04d}-{rnd.randint(1, 12):02d}-{rnd.randint(1, 28):02d}"
+                  f"T{rnd.randint(0, 23):02d}:{rnd.randint(0, 59):02d}:{rnd.randint(0, 59):02d}")
+        digits = rnd.randint(0, 9)
+        fraction = "." + "".join(rnd.choice("0123456789") for _ in range(digits)) if digits else ""
+        hours, minutes, secs = rnd.randint(0, 18), rnd.choice([0, 30, 45]), rnd.choice([0, 0, 0, 15])
+        offset = rnd.choice(["Z", f"{rnd.choice('+-')}{hours:02d}:{minutes:02d}" + (f":{secs:02d}" if secs else "")])
+        out.append(second + fraction + offset)
+    return out
+
+
+def test_utc_millis_cache_answers_as_datetime_does() -> None:
+    """The per-second cache gives :func:`_parse_utc_millis`'s answer (or its error) for every date, also
+    when the same second comes again with another fraction and after the cache was emptied."""
+    def answer(fn: Any, date: str) -> Any:
+        try:
+            return fn(date)
+        except Exception as exc:
+            return type(exc).__name__, str(exc)
+
+    dates = _dates(3000)
+    dates += [d[:19] + ".7" + d[-6:] for d in dates[20:200] if len(d) > 25]  # cached seconds, new fractions
+    billing._UTC_SECONDS.clear()
+    for round_ in range(2):  # cold, then warm
+        for date in dates:
+            assert answer(billing._utc_millis, date) == answer(billing._parse_utc_millis, date), (round_, date)
+    assert len(billing._UTC_SECONDS) <= billing._UTC_SECONDS_MAX

@@ -43,15 +43,18 @@ class DCacheHookBase(BaseHook):
         settings: ConnectionSettings | None = None,
         assert_roles: bool = True,
         allowed_roots: Sequence[str] | None = None,
+        mask_settings: bool = True,
         **kwargs: Any,
     ) -> None:
+        """``mask_settings=False`` leaves the secrets of the given ``settings`` out of the log masker: only for
+        a hook around a credential minted with ``mint_macaroon(mask=False)`` (a third-party copy's)."""
         super().__init__(**kwargs)
         self.dcache_conn_id = dcache_conn_id
         self.assert_roles = assert_roles
         self.allowed_roots = clean_roots(allowed_roots or ())
         self._settings = self._roles_applied(settings) if settings is not None else None
         self._token_reader: TokenFileReader | None = None
-        if settings is not None:
+        if settings is not None and mask_settings:
             self._mask(settings)
 
     def _roles_applied(self, settings: ConnectionSettings) -> ConnectionSettings:

@@ -759,6 +759,7 @@ class DCacheHook(DCacheHookBase):
         ip: Iterable[str] | str | None = None,
         before: datetime | None = None,
         max_upload: int | None = None,
+        mask: bool = True,
     ) -> MacaroonResponse:
         """Ask the door for a macaroon limited to ``path``; the token is masked in logs at once.
 
@@ -769,10 +770,15 @@ class DCacheHook(DCacheHookBase):
         :param ip: client addresses or subnets, all alternatives in one caveat.
         :param before: absolute expiry (timezone-aware).
         :param max_upload: largest upload allowed, in bytes.
+        :param mask: ``False`` only for a macaroon that goes nowhere but into a request header to the
+            dCache it authorises (the third-party copies of :class:`~airflow_dcache.transfers.tpc.ThirdPartyCopy`):
+            Airflow's masker rebuilds one regular expression of every registered secret at each
+            registration, so a task that registers hundreds pays CPU quadratic in their number.
         """
         result = self._run(ops.mint_macaroon(self.settings, path, caveats, activities=activities, validity=validity,
                                              ip=ip, before=before, max_upload=max_upload))
-        self._mask_token(result.macaroon)
+        if mask:
+            self._mask_token(result.macaroon)
         return result
 
     def presigned_url(
@@ -949,7 +955,7 @@ class DCacheHook(DCacheHookBase):
 
     # ------------------------------------------------------------------------ third-party copy
 
-    def copy_pull(self, remote_url: str, path: str, **options: Any) -> TransferResult:
+    def copy_pull(self, remote_url: str, path: str, *, mask: bool = True, **options: Any) -> TransferResult:
         """Have dCache fetch ``remote_url`` into ``path`` (HTTP-TPC pull).
 
         Options: remote_token (sent as ``TransferHeaderAuthorization``), remote_headers, credential,
@@ -957,23 +963,27 @@ class DCacheHook(DCacheHookBase):
 
         :param remote_url: absolute URL to fetch.
         :param path: destination in this dCache.
+        :param mask: register the remote credentials with the log masker (``False`` only for one minted
+            with ``mint_macaroon(mask=False)``: see there).
         :param options: ``remote_token``, ``remote_headers``, ``credential`` (``none``, ``gridsite``, ``oidc``),
             ``require_checksum``, ``overwrite``, ``want_digest``.
         """
-        return self._copy(tx.copy_request(self.settings, path, remote_url, direction="pull", **options))
+        return self._copy(tx.copy_request(self.settings, path, remote_url, direction="pull", **options), mask=mask)
 
-    def copy_push(self, path: str, remote_url: str, **options: Any) -> TransferResult:
+    def copy_push(self, path: str, remote_url: str, *, mask: bool = True, **options: Any) -> TransferResult:
         """Have dCache send ``path`` to ``remote_url`` (HTTP-TPC push); same options as :meth:`copy_pull`.
 
         :param path: file in this dCache to send.
         :param remote_url: absolute URL to write to.
+        :param mask: as for :meth:`copy_pull`.
         :param options: as for :meth:`copy_pull`.
         """
-        return self._copy(tx.copy_request(self.settings, path, remote_url, direction="push", **options))
+        return self._copy(tx.copy_request(self.settings, path, remote_url, direction="push", **options), mask=mask)
 
-    def _copy(self, request: tx.CopyRequest) -> TransferResult:
-        for secret in tx.copy_secrets(request):
-            self._mask_token(secret)
+    def _copy(self, request: tx.CopyRequest, *, mask: bool = True) -> TransferResult:
+        if mask:
+            for secret in tx.copy_secrets(request):
+                self._mask_token(secret)
         self.log.info("third-party copy %s <-> %s", request.local_path, mask_url(request.remote_url))
         response = self._request(request.method, request.url, request.headers, stream=True)
         parser = PerfMarkerParser()

@@ -204,3 +204,29 @@ def test_connection_cause_keeps_the_innermost_reason() -> None:
     assert connection_cause(timeout) == "Read timed out"
     assert connection_cause(DCacheConnectionError("cannot reach dCache: odd")) == "odd"
     assert len(connection_cause(DCacheConnectionError("x" * 1000))) == 300
+
+
+@pytest.mark.parametrize("mode", ["pull", "push"])
+def test_copy_macaroons_are_not_registered_with_the_log_masker(mode: str, main: DCacheHook, buffer: DCacheHook,
+                                                               main_conn: str, buffer_conn: str, workdir: str,
+                                                               context: dict, caplog: pytest.LogCaptureFixture) -> None:
+    """A copy's two macaroons go only into its request headers: no masker registration (each one rebuilds the
+    masker's regular expression of every secret), and still nothing of them in the log. A macaroon minted
+    for the caller is registered as before."""
+    from airflow.sdk.log import _secrets_masker
+
+    put(main, f"{workdir}/m.bin", b"m" * 1000)
+    dest = f"/home/alice/nomask-{uuid.uuid4().hex[:8]}/m.bin"
+    masker = _secrets_masker()
+    op = DCacheReplicateOperator(task_id="rep", source_conn_id=main_conn, destination_conn_id=buffer_conn,
+                                 source_path=f"{workdir}/m.bin", destination_path=dest, mode=mode)
+    op.execute(context)  # connection secrets registered here, once
+    before = set(masker.patterns)
+    with caplog.at_level(logging.DEBUG):
+        result = op.execute(context)
+    assert result["destinations"] == [dest]
+    assert set(masker.patterns) == before
+    assert "Bearer" not in caplog.text and "authz=" not in caplog.text and "macaroon" not in repr(result)
+    minted = main.mint_macaroon(workdir, activities=["LIST"], validity=60)
+    assert minted.macaroon not in str(masker.redact(f"fetching with {minted.macaroon}"))
+    buffer.delete(dest.rsplit("/", 1)[0], recursive=True)

@@ -204,7 +204,7 @@ def run(files: int, runtime: str, timeout: float, design: str = "chunked", chunk
     result["cpu"] = cpu
     if rate:
         result["sustained"] = {"rate_per_s": rate, "duration_s": files / rate, **backlog(uploaded, stages)}
-    return {**result, "chunk_max_files": chunk_files or 25} if design == "chunked" else result
+    return {**result, "chunk_max_files": chunk_files or 50} if design == "chunked" else result
 
 
 def backlog(uploaded: dict[str, float], stages: dict[str, dict[str, Any]], step: float = 10.0) -> dict[str, Any]:

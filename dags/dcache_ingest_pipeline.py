@@ -24,7 +24,7 @@ What it does to each file
 
 In chunks (the default design)
     The stages are mapped over *chunks* of files (at most ``chunk_max_files`` files and
-    ``chunk_max_bytes`` bytes, defaults 25 files / 2 GiB or ``$AIRFLOW_DCACHE_CHUNK_MAX_FILES`` /
+    ``chunk_max_bytes`` bytes, defaults 50 files / 2 GiB or ``$AIRFLOW_DCACHE_CHUNK_MAX_FILES`` /
     ``$AIRFLOW_DCACHE_CHUNK_MAX_BYTES``; a burst of more than ``chunk_max_files`` times ``chunk_max_count``
     files, default 12 chunks or ``$AIRFLOW_DCACHE_CHUNK_MAX_COUNT``, gets bigger chunks instead of more):
     ``collect`` → ``chunk`` → per chunk ``process`` → ``wait_archived`` → ``record_lineage`` →
@@ -160,7 +160,7 @@ PARAMS = {
 # [START ingest_chunk_params]
 # The chunked design's own params; their defaults come from the environment when the DAG is parsed.
 CHUNK_PARAMS = {
-    "chunk_max_files": Param(int(_env_number("AIRFLOW_DCACHE_CHUNK_MAX_FILES", 25, minimum=1, whole=True)),
+    "chunk_max_files": Param(int(_env_number("AIRFLOW_DCACHE_CHUNK_MAX_FILES", 50, minimum=1, whole=True)),
                              type="integer", minimum=1, title="Files per chunk (at most)"),
     "chunk_max_bytes": Param(int(_env_number("AIRFLOW_DCACHE_CHUNK_MAX_BYTES", 2 * 1024 ** 3, minimum=1, whole=True)),
                              type="integer", minimum=1, title="Bytes per chunk (at most)"),

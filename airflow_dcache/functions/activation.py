@@ -203,12 +203,15 @@ class Activation:
                               outputs=final_outputs, result=result, status="success", error=None, secrets=secrets,
                               **ids.as_dict(), output_dir=final_dir)
         record_path = f"{final_dir}/{record_name(run_id, ids.map_index)}"
-        hook.upload(io.BytesIO(json.dumps(record, indent=2).encode()), record_path)
+        stored = hook.upload(io.BytesIO(json.dumps(record, indent=2).encode()), record_path)
         self.publish(XCOM_RECORD, record)
         self.log.info("%s finished in %.2f s: %d output(s), record %s", self.function, result.duration,
                       len(final_outputs), record_path)
         value = scrub(value, [*secrets, *env_secrets(env)])
+        # the record's checksum as the upload verified it: a copy of the record is checked against it
+        # without reading it back from the site
         return {**value, "outputs": final_outputs, "activation_record": record_path,
+                "activation_record_checksums": dict(stored.checksums),
                 "function_digest": identity.digest}
 
     # ------------------------------------------------------------------------------ helpers
@@ -230,7 +233,7 @@ class Activation:
 
     def _discard(self, tmp_dir: str) -> None:
         try:
-            self.hook.delete(tmp_dir, recursive=True, missing_ok=True)
+            self.hook.delete(tmp_dir, recursive=True, missing_ok=True, directory=True)
         except Exception as exc:
             self.log.warning("could not remove the private output area %s: %s", tmp_dir, exc)
 

@@ -76,6 +76,6 @@ def move_into_place(hook: DCacheHook, tmp_dir: str, final_dir: str, outputs: lis
         for top in moved:
             hook.delete(f"{final_dir}/{top}", recursive=True, missing_ok=True)
         raise OutputsRejected(f"moving outputs into place failed: {exc}") from exc
-    hook.delete(tmp_dir, recursive=True, missing_ok=True)
+    hook.delete(tmp_dir, recursive=True, missing_ok=True, directory=True)  # emptied by the moves
     return [{"path": f"{final_dir}/{o['name']}", "name": o["name"], "size": o["size"], "checksums": o["checksums"]}
             for o in outputs]

@@ -231,13 +231,21 @@ def move(s: ConnectionSettings, source: str, destination: str, overwrite: bool =
     yield Call("MOVE", door_url(s, source), headers, exists_statuses=(412,))
 
 
-def delete(s: ConnectionSettings, path: str, recursive: bool = False, missing_ok: bool = False) -> Operation[bool]:
+def delete(s: ConnectionSettings, path: str, recursive: bool = False, missing_ok: bool = False,
+           directory: bool = False) -> Operation[bool]:
     """Files go through the door (so billing records the removal); directories through the frontend,
-    whose ``DELETE`` has documented semantics for empty directories (the door's is unconfirmed)."""
+    whose ``DELETE`` has documented semantics for empty directories (the door's is unconfirmed).
+
+    ``directory`` with ``recursive``: the caller knows ``path`` is a directory, so its listing is the first
+    request (no stat before it); the listing refuses a file (``Conflict``), so nothing else is deleted."""
     path = allowed_path(s, path)
     if path == "/":
         raise ValueError("refusing to delete the root directory")
     try:
+        if directory and recursive:
+            yield from _delete_children(s, path)
+            yield Call("DELETE", namespace_url(s, path), {"Accept": "application/json"})
+            return True
         entry = yield from stat(s, path)
         yield from _delete_entry(s, entry, recursive)
         return True
@@ -253,10 +261,14 @@ def _delete_entry(s: ConnectionSettings, entry: NamespaceEntry, recursive: bool)
         yield Call("DELETE", door_url(s, entry.path))
         return
     if recursive:
-        for child in (yield from list_dir(s, entry.path)):
-            with contextlib.suppress(NotFound):  # removed concurrently: the goal is reached
-                yield from _delete_entry(s, child, recursive=True)
+        yield from _delete_children(s, entry.path)
     yield Call("DELETE", namespace_url(s, entry.path), {"Accept": "application/json"})
+
+
+def _delete_children(s: ConnectionSettings, path: str) -> Operation[None]:
+    for child in (yield from list_dir(s, path)):
+        with contextlib.suppress(NotFound):  # removed concurrently: the goal is reached
+            yield from _delete_entry(s, child, recursive=True)
 
 
 def _action(s: ConnectionSettings, path: str, payload: dict[str, Any]) -> Operation[None]:

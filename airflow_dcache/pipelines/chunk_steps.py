@@ -334,6 +334,9 @@ def process(chunk: Mapping[str, Any], cfg: Config, *, runtime: str, function: st
             if entry.get("resumed"):
                 return ck.SKIP
             item = entry["item"]
+            # the file's buffer area is new: made first, so the copy's MKCOL of its ``in`` folder succeeds at
+            # once (bottom-up, a missing parent costs a refused MKCOL and a repeat)
+            hooks(cfg.buffer).mkdir(item["buffer_dir"])
             # validate checked the version an instant ago on this thread; the copy is checked against
             # the version's checksum afterwards, so a replacement in between is still caught
             ThirdPartyCopy(hooks(cfg.main), hooks(cfg.buffer)).copy(item["path"], item["buffer_path"], _version(item))
@@ -348,7 +351,9 @@ def process(chunk: Mapping[str, Any], cfg: Config, *, runtime: str, function: st
             result, out_dir = entry["preview"], entry["item"]["output_dir"].rstrip("/")
             # the outputs' adler32 is known (the activation verified them): no second read of the source
             files = [(o["path"], (o.get("checksums") or {}).get("adler32")) for o in result.get("outputs", [])]
-            files.append((result["activation_record"], None))  # last: its presence on main says "published"
+            # last: its presence on main says "published"
+            record_sums = result.get("activation_record_checksums") or {}
+            files.append((result["activation_record"], record_sums.get("adler32")))
             copier = ThirdPartyCopy(hooks(cfg.buffer), hooks(cfg.main))
             folders = {posixpath.dirname(path) for path, _ in files}
             if len(folders) == 1:  # the function's output folder: one macaroon per side for this file's outputs
@@ -362,7 +367,7 @@ def process(chunk: Mapping[str, Any], cfg: Config, *, runtime: str, function: st
             return {"qos_request": qos.request(entry["item"]["path"])}
 
         def drop(entry: ck.Entry) -> None:
-            hooks(cfg.buffer).delete(entry["item"]["buffer_dir"], recursive=True, missing_ok=True)
+            hooks(cfg.buffer).delete(entry["item"]["buffer_dir"], recursive=True, missing_ok=True, directory=True)
 
         # the steps in PROCESS_STEPS' order (what the design, the report and the view call them)
         bodies: dict[str, ck.Step] = {"validate": validate, "replicate": replicate, "preview": function_,

@@ -157,6 +157,19 @@ def test_delete_recursive_empties_directories_depth_first() -> None:
     ]
 
 
+def test_delete_a_known_directory_lists_it_first_and_refuses_a_file() -> None:
+    listing = [{"fileName": "f", "fileType": "REGULAR"}]
+    deleted, calls = drive(ops.delete(S, "/d", recursive=True, directory=True), [
+        ok(body={"fileType": "DIR", "children": listing}), ok(204), ok(200, {"status": "success"})])
+    assert deleted
+    assert [(c.method, c.url.split("?")[0]) for c in calls] == [
+        ("GET", f"{API}/namespace/d"), ("DELETE", "https://door:2880/d/f"), ("DELETE", f"{API}/namespace/d")]
+    assert drive(ops.delete(S, "/gone", recursive=True, directory=True, missing_ok=True),
+                 [err(exc.NotFound, 404)])[0] is False
+    with pytest.raises(exc.Conflict, match="not a directory"):  # a file where a directory was expected: kept
+        drive(ops.delete(S, "/f", recursive=True, directory=True), [ok(body={"fileType": "REGULAR"})])
+
+
 def test_delete_missing() -> None:
     assert drive(ops.delete(S, "/x", missing_ok=True), [err(exc.NotFound, 404)])[0] is False
     with pytest.raises(exc.NotFound):

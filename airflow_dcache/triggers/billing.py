@@ -32,7 +32,13 @@ from airflow.triggers.base import TriggerEvent
 
 from airflow_dcache.events.filters import EventFilter
 from airflow_dcache.events.model import EventKind
-from airflow_dcache.events.payload import MAX_BATCH_BYTES, MAX_BATCH_EVENTS, BatchBuilder, batch_payload
+from airflow_dcache.events.payload import (
+    FLUSH_AGAIN_AFTER,
+    MAX_BATCH_BYTES,
+    MAX_BATCH_EVENTS,
+    BatchBuilder,
+    batch_payload,
+)
 from airflow_dcache.triggers.billing_stream import METRIC, BillingBatch, BillingStreamProducer
 from airflow_dcache.utils.gc_pause import collector_paused
 
@@ -235,7 +241,8 @@ class DCacheBillingEventTrigger(KafkaSharedStreamTrigger):
         return out
 
     async def filter_shared_stream(self, shared_stream: AsyncIterator[Any]) -> AsyncIterator[TriggerEvent]:
-        """Yield this watcher's batches, at least ``min_batch_interval`` apart, then one flush batch.
+        """Yield this watcher's batches, at least ``min_batch_interval`` apart, then a flush batch (and one
+        more ``FLUSH_AGAIN_AFTER`` later, unless a payload comes first).
 
         Each payload is yielded while its burst's raw event is still open, so the commit of that
         burst waits for the payload's persistence. Sleeping for the interval keeps the raw event
@@ -243,6 +250,7 @@ class DCacheBillingEventTrigger(KafkaSharedStreamTrigger):
         """
         last_yield: float | None = None
         flush_due: float | None = None
+        flushed_again = False
         tags = {"site": self.site}
         async for raw in shared_stream:
             if not isinstance(raw, BillingBatch):
@@ -258,6 +266,7 @@ class DCacheBillingEventTrigger(KafkaSharedStreamTrigger):
                     Stats.incr(f"{METRIC}.events", payload["count"], tags=tags)
                     yield TriggerEvent(payload)
                     last_yield = time.monotonic()
+                    flushed_again = False
                     if self.flush_after is not None:
                         flush_due = last_yield + self.flush_after
                 filtered = len(raw.events) - sum(p["count"] for p in payloads)
@@ -268,3 +277,5 @@ class DCacheBillingEventTrigger(KafkaSharedStreamTrigger):
                 yield TriggerEvent(batch_payload(self.site, "kafka", [], flush=True))
                 last_yield = time.monotonic()
                 flush_due = None
+                if not flushed_again:  # one more, later: a slow scheduler may strand the first
+                    flushed_again, flush_due = True, last_yield + FLUSH_AGAIN_AFTER

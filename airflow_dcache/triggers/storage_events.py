@@ -23,7 +23,7 @@ from typing import Any
 from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 
 from airflow_dcache.events import KIND_BY_MASK, BatchBuilder, EventFilter, batch_payload, format_time
-from airflow_dcache.events.payload import MAX_BATCH_BYTES, MAX_BATCH_EVENTS
+from airflow_dcache.events.payload import FLUSH_AGAIN_AFTER, MAX_BATCH_BYTES, MAX_BATCH_EVENTS
 from airflow_dcache.paths import clean_path
 from airflow_dcache.triggers._sse_watch import (
     START_EXISTING,
@@ -373,6 +373,7 @@ class DCacheStorageEventTrigger(BaseEventTrigger):
         resumed_at = time.monotonic() if resumed else -math.inf
         flush_due: float | None = time.monotonic() + self.batch_min_interval if resumed else None
         flush_why = "resumed watcher: a run for asset events a paused DAG did not queue" if resumed else ""
+        flushed_again = False  # each flush is followed by one more, FLUSH_AGAIN_AFTER later
         end_state: dict[str, Any] | None = None
         commits: list[tuple[float, dict[str, Any]]] = []
         last_saved: dict[str, Any] | None = None
@@ -384,9 +385,11 @@ class DCacheStorageEventTrigger(BaseEventTrigger):
             return max(at, last_yield + self.batch_min_interval)
 
         def batch(flush: bool = False) -> dict[str, Any]:
-            nonlocal last_yield, flush_due, flush_why
+            nonlocal last_yield, flush_due, flush_why, flushed_again
             now = time.monotonic()
             events = builder.take()
+            if not flush:
+                flushed_again = False
             if not flush and now - last_yield < self.batch_min_interval:
                 flush_due = now + self.batch_min_interval  # this yield may meet an occupied queue row
                 flush_why = "after an early (size-capped) batch"
@@ -445,6 +448,10 @@ class DCacheStorageEventTrigger(BaseEventTrigger):
                 flush_due = None
                 log.info("yielding a flush batch (%s)", flush_why)
                 yield batch(flush=True)
+                if not flushed_again and flush_due is None:
+                    flushed_again = True
+                    flush_due = time.monotonic() + FLUSH_AGAIN_AFTER
+                    flush_why = "again: a scheduler slower than the first flush may have stranded it"
             due = [s for t, s in commits if t <= now]
             if due:
                 commits[:] = [(t, s) for t, s in commits if t > now]

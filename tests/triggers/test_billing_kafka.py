@@ -309,8 +309,13 @@ async def test_setup_failure_is_logged_once_and_retried_never_raised(
     assert len(warnings) == 1 and len(retries) >= 2
 
 
-async def test_flush_batch_follows_the_last_batch(
+async def test_flush_batch_follows_the_last_batch_and_once_more_later(
         monkeypatch: pytest.MonkeyPatch, kafka_broker: KafkaBroker, topic: str) -> None:
+    """A flush after the last batch, and one more ``FLUSH_AGAIN_AFTER`` later (a scheduler slower than the
+    first flush strands it with the batch before it); then quiet."""
+    import airflow_dcache.triggers.billing as billing_trigger
+
+    monkeypatch.setattr(billing_trigger, "FLUSH_AGAIN_AFTER", 2.0)
     kafka_broker.produce(topic, [valid_record("/data/f.h5", 1)])
     group = f"g-{uuid.uuid4().hex[:8]}"
     runner = Runner(trigger_for(connection(monkeypatch, kafka_broker), topic, group, flush_after=2.0,
@@ -320,5 +325,9 @@ async def test_flush_batch_follows_the_last_batch(
         flush, _ = await runner.next()
         assert (first["count"], first["flush"]) == (1, False)
         assert (flush["count"], flush["flush"], flush["events"]) == (0, True, [])
+        again, _ = await runner.next()
+        assert (again["count"], again["flush"]) == (0, True)
+        with pytest.raises(TimeoutError):
+            await runner.next(timeout=4.0)
     finally:
         await runner.stop()

@@ -153,6 +153,30 @@ async def test_the_end_of_a_burst_is_flushed_an_isolated_upload_is_not(
         await runner.stop()
 
 
+async def test_a_flush_is_followed_by_one_more_later(conn_id: str, alice: DCacheHook, workdir: str,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A scheduler that creates the run of the burst's last batch later than the flush strands the flush
+    too (seen at 10 uploads/s for 5 minutes): one more flush ``FLUSH_AGAIN_AFTER`` later, then quiet."""
+    import airflow_dcache.triggers.storage_events as storage_events
+
+    monkeypatch.setattr(storage_events, "FLUSH_AGAIN_AFTER", 1.5)
+    trigger = DCacheStorageEventTrigger(dcache_conn_id=conn_id, paths=[workdir], **dict(FAST, flush_after=1.0))
+    runner = Runner(trigger, MemoryStore())
+    try:
+        await runner.ready()
+        for name in ("b-1.h5", "b-2.h5"):  # the second batch within FLUSH_WINDOW of the first: a burst
+            await aput(alice, f"{workdir}/{name}")
+            await runner.wait_for(lambda ev, n=name: any(e.name == n for e in ev))
+        for _ in range(120):  # bounded: the flushes are due 1 s and 2.5 s after the last batch
+            if len(runner.payloads) == 4:
+                break
+            await asyncio.sleep(0.05)
+        await runner.settle(3.0)  # no third flush
+        assert [(p["flush"], p["count"]) for p in runner.payloads] == [(False, 1), (False, 1), (True, 0), (True, 0)]
+    finally:
+        await runner.stop()
+
+
 def test_flush_after_follows_a_longer_batch_min_interval_unless_given() -> None:
     assert DCacheStorageEventTrigger(paths=["/data"]).serialize()[1]["flush_after"] == 5.0
     assert DCacheStorageEventTrigger(paths=["/data"], batch_min_interval=10).flush_after == 10

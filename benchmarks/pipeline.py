@@ -38,6 +38,8 @@ if str(Path(__file__).resolve().parent) not in sys.path:  # also importable as b
 
 from _common import default_results_path, format_table, machine_info, write_json
 
+from airflow_dcache.pipelines.chunks import DEFAULT_MAX_FILES
+
 DAG_ID = "dcache_ingest_pipeline"
 #: the example DAG's parse-time knobs a benchmark run may set in its own environment
 PASSED_THROUGH = ("AIRFLOW_DCACHE_BATCH_MIN_INTERVAL", "AIRFLOW_DCACHE_CHUNK_MAX_COUNT",
@@ -204,7 +206,7 @@ def run(files: int, runtime: str, timeout: float, design: str = "chunked", chunk
     result["cpu"] = cpu
     if rate:
         result["sustained"] = {"rate_per_s": rate, "duration_s": files / rate, **backlog(uploaded, stages)}
-    return {**result, "chunk_max_files": chunk_files or 50} if design == "chunked" else result
+    return {**result, "chunk_max_files": chunk_files or DEFAULT_MAX_FILES} if design == "chunked" else result
 
 
 def backlog(uploaded: dict[str, float], stages: dict[str, dict[str, Any]], step: float = 10.0) -> dict[str, Any]:

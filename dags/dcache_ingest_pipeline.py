@@ -84,6 +84,7 @@ from airflow_dcache.operators import (
     DCacheSetQosOperator,
 )
 from airflow_dcache.pipelines import design
+from airflow_dcache.pipelines.chunks import DEFAULT_MAX_BYTES, DEFAULT_MAX_CHUNKS, DEFAULT_MAX_FILES
 from airflow_dcache.retry_policy import DCacheRetryPolicy
 from airflow_dcache.sensors import DCacheFileSensor
 from airflow_dcache.triggers import DCacheBillingEventTrigger, DCacheStorageEventTrigger
@@ -160,11 +161,14 @@ PARAMS = {
 # [START ingest_chunk_params]
 # The chunked design's own params; their defaults come from the environment when the DAG is parsed.
 CHUNK_PARAMS = {
-    "chunk_max_files": Param(int(_env_number("AIRFLOW_DCACHE_CHUNK_MAX_FILES", 50, minimum=1, whole=True)),
+    "chunk_max_files": Param(int(_env_number(
+        "AIRFLOW_DCACHE_CHUNK_MAX_FILES", DEFAULT_MAX_FILES, minimum=1, whole=True)),
                              type="integer", minimum=1, title="Files per chunk (at most)"),
-    "chunk_max_bytes": Param(int(_env_number("AIRFLOW_DCACHE_CHUNK_MAX_BYTES", 2 * 1024 ** 3, minimum=1, whole=True)),
+    "chunk_max_bytes": Param(int(_env_number(
+        "AIRFLOW_DCACHE_CHUNK_MAX_BYTES", DEFAULT_MAX_BYTES, minimum=1, whole=True)),
                              type="integer", minimum=1, title="Bytes per chunk (at most)"),
-    "chunk_max_count": Param(int(_env_number("AIRFLOW_DCACHE_CHUNK_MAX_COUNT", 12, minimum=1, whole=True)),
+    "chunk_max_count": Param(int(_env_number(
+        "AIRFLOW_DCACHE_CHUNK_MAX_COUNT", DEFAULT_MAX_CHUNKS, minimum=1, whole=True)),
                              type="integer", minimum=1, title="Chunks per run (at most, while the bytes allow)",
                              description="More files than chunk_max_files times this make bigger chunks, not more "
                                          "tasks."),

@@ -41,6 +41,7 @@ from airflow.sdk import Param, dag, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
 from airflow_dcache.operators import DCacheListOperator
+from airflow_dcache.pipelines import chunks
 from airflow_dcache.retry_policy import DCacheRetryPolicy
 
 MAIN = "dcache_main"
@@ -82,8 +83,10 @@ def work_item(record: dict) -> dict:
         "name_glob": Param("*.h5", type="string", title="File names"),
         "function": Param("hdf5-preview", type="string", enum=["hdf5-preview"], title="Function"),
         "function_parameters": Param({}, type="object", title="Function parameters"),
-        "chunk_max_files": Param(50, type="integer", minimum=1, title="Files per chunk (at most)"),
-        "chunk_max_count": Param(12, type="integer", minimum=1, title="Chunks per run (at most)"),
+        "chunk_max_files": Param(chunks.DEFAULT_MAX_FILES, type="integer", minimum=1,
+                                 title="Files per chunk (at most)"),
+        "chunk_max_count": Param(chunks.DEFAULT_MAX_CHUNKS, type="integer", minimum=1,
+                                 title="Chunks per run (at most)"),
     },
 )
 def dcache_reprocess() -> None:

@@ -238,11 +238,13 @@ def delete(s: ConnectionSettings, path: str, recursive: bool = False, missing_ok
 
     ``directory`` with ``recursive``: the caller knows ``path`` is a directory, so its listing is the first
     request (no stat before it); the listing refuses a file (``Conflict``), so nothing else is deleted."""
+    if directory and not recursive:
+        raise ValueError("directory=True skips the stat only for a recursive delete; pass recursive=True")
     path = allowed_path(s, path)
     if path == "/":
         raise ValueError("refusing to delete the root directory")
     try:
-        if directory and recursive:
+        if directory:
             yield from _delete_children(s, path)
             yield Call("DELETE", namespace_url(s, path), {"Accept": "application/json"})
             return True

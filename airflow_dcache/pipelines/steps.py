@@ -471,11 +471,13 @@ def discard_unprocessed(hook: Any, items: Iterable[Mapping[str, Any]], consumer:
     """
     from airflow_dcache.exceptions import NotFound
 
-    kept = list(recorded)
+    kept: dict[str, list[FileVersion]] = {}  # by pnfsid: a run's clean-up looks up every item once
+    for v in recorded:
+        kept.setdefault(v.pnfsid, []).append(v)
     removed = []
     for item in items:
         version = item_version(item)
-        if version is not None and any(v.same_as(version) for v in kept):
+        if version is not None and any(v.same_as(version) for v in kept.get(version.pnfsid, ())):
             continue  # this run's lineage names these outputs
         try:
             entry = hook.stat(item["path"], xattr=True, checksum=True)

@@ -40,7 +40,6 @@ from airflow_dcache.events.payload import (
     batch_payload,
 )
 from airflow_dcache.triggers.billing_stream import METRIC, BillingBatch, BillingStreamProducer
-from airflow_dcache.utils.gc_pause import collector_paused
 
 __all__ = ["CLASSPATH", "DCacheBillingEventTrigger"]
 
@@ -229,15 +228,14 @@ class DCacheBillingEventTrigger(KafkaSharedStreamTrigger):
         builder = BatchBuilder(self.batch_max_events, self.batch_max_bytes)
         out: list[dict[str, Any]] = []
         matches = self.filter.matches
-        with collector_paused():  # bounded by the burst, as the producer's mapping of it
-            for event in batch.events:
-                if not matches(event):
-                    continue
-                if builder.would_overflow(event) and len(builder):
-                    out.append(batch_payload(self.site, "kafka", builder.take()))
-                builder.add(event)
-            if len(builder):
+        for event in batch.events:
+            if not matches(event):
+                continue
+            if builder.would_overflow(event) and len(builder):
                 out.append(batch_payload(self.site, "kafka", builder.take()))
+            builder.add(event)
+        if len(builder):
+            out.append(batch_payload(self.site, "kafka", builder.take()))
         return out
 
     async def filter_shared_stream(self, shared_stream: AsyncIterator[Any]) -> AsyncIterator[TriggerEvent]:

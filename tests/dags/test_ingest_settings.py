@@ -34,7 +34,7 @@ def _parse() -> ModuleType:
 
 def test_every_setting_is_listed() -> None:
     source = DAG_FILE.read_text()
-    read = set(re.findall(r'_env_number\("([A-Z_]+)"', source))
+    read = set(re.findall(r'_env_number\(\s*"([A-Z_]+)"', source))
     assert read == set(SETTINGS)
 
 

@@ -168,6 +168,8 @@ def test_delete_a_known_directory_lists_it_first_and_refuses_a_file() -> None:
                  [err(exc.NotFound, 404)])[0] is False
     with pytest.raises(exc.Conflict, match="not a directory"):  # a file where a directory was expected: kept
         drive(ops.delete(S, "/f", recursive=True, directory=True), [ok(body={"fileType": "REGULAR"})])
+    with pytest.raises(ValueError, match="recursive"):  # not silently ignored
+        drive(ops.delete(S, "/d", directory=True), [])
 
 
 def test_delete_missing() -> None:

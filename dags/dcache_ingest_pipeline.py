@@ -27,16 +27,17 @@ In chunks (the default design)
     ``chunk_max_bytes`` bytes, defaults 50 files / 2 GiB or ``$AIRFLOW_DCACHE_CHUNK_MAX_FILES`` /
     ``$AIRFLOW_DCACHE_CHUNK_MAX_BYTES``; a burst of more than ``chunk_max_files`` times ``chunk_max_count``
     files, default 12 chunks or ``$AIRFLOW_DCACHE_CHUNK_MAX_COUNT``, gets bigger chunks instead of more):
-    ``collect`` → ``chunk`` → per chunk ``process`` → ``wait_archived`` → ``record_lineage`` →
-    ``report``. ``process`` takes each file of its chunk through steps 1-6 on its own
+    ``collect`` → ``chunk`` → per chunk ``process`` → ``record_when_archived`` → ``report``.
+    ``process`` takes each file of its chunk through steps 1-6 on its own
     (``$AIRFLOW_DCACHE_CHUNK_CONCURRENCY`` files at once, default 8; the function on a few warm
     instances shared by the chunk): a file's outputs are published as soon as its own steps are done,
-    not when its chunk's slowest file is. ``wait_archived`` is one deferred wait for the chunk's files.
-    A run costs 3 tasks per chunk instead of 8 per file, and is not capped by ``[core] max_map_length``
-    files. A file that fails is carried with its step and reason, later steps skip it, its chunk-mates
-    go on. ``report`` fails the run naming every failed file, step and reason; trigger with
-    ``only_failed_of`` = that run's id (or press *Re-run failed* in the dCache view) to re-run just
-    those files. One asset event per chunk carries the list of per-file lineage records.
+    not when its chunk's slowest file is. ``record_when_archived`` is steps 7-8: one deferred wait for
+    the chunk's files, then their lineage in the same task. A run costs 2 tasks per chunk instead of 8
+    per file, and is not capped by ``[core] max_map_length`` files. A file that fails is carried with
+    its step and reason, later steps skip it, its chunk-mates go on. ``report`` fails the run naming
+    every failed file, step and reason; trigger with ``only_failed_of`` = that run's id (or press
+    *Re-run failed* in the dCache view) to re-run just those files. One asset event per chunk carries
+    the list of per-file lineage records.
 
 Per file (``$AIRFLOW_DCACHE_PIPELINE_DESIGN=per_file``, read when the DAG is parsed)
     Same DAG id, asset, steps and rules, the task group mapped over files: each file is its own row in
@@ -342,25 +343,11 @@ def chunked_design(dag_id: str, items: Any, clean_up: Any) -> None:
                               parameters=params["function_parameters"], ids=ids, target_qos=params["target_qos"],
                               resume=(ti.try_number or 1) > 1)
 
-        def wait_archived(chunk: Any) -> Any:
-            """One deferred wait for the chunk's files: one trigger, one listing per directory and round.
-
-            The condition follows ``target_qos`` (disk: ONLINE, tape: NEARLINE, disk+tape: both); a file
-            gone, replaced or late is failed alone. Read-only, so a site outage is retried as a whole.
-            """
-            from airflow_dcache.operators.chunk_wait import DCacheChunkWaitOperator
-
-            return DCacheChunkWaitOperator(
-                task_id="wait_archived", dcache_conn_id=MAIN, chunk=chunk, target_qos="{{ params.target_qos }}",
-                timeout=600, poll_interval=1, max_poll_interval=5, concurrency=CHUNK_CONCURRENCY,
-                **REPLICATE_RETRIES).output
-
-        @task(outlets=[processed], **REPLICATE_RETRIES)  # compare-and-set: this run's own marker is success
-        def record_lineage(archived: dict[str, Any], run_id: str, params: Any = None, ti: Any = None,
-                           outlet_events: Any = None) -> dict[str, Any]:
+        def record_lineage(archived: dict[str, Any], context: Any) -> dict[str, Any]:
             """Mark each file version processed and emit one asset event with the chunk's lineage records."""
+            ti, run_id = context["ti"], context["run_id"]
             state, records = cs.record_lineage(archived, config(), dag_id=dag_id, run_id=run_id,
-                                               function_name=(params or {}).get("function"))
+                                               function_name=(context["params"] or {}).get("function"))
             ti.xcom_push(key="outcome", value=state)  # read by report, also when no event is emitted
             if not records:  # nothing processed in this chunk: no asset event that says nothing
                 from airflow.sdk.exceptions import AirflowSkipException
@@ -368,11 +355,27 @@ def chunked_design(dag_id: str, items: Any, clean_up: Any) -> None:
                 raise AirflowSkipException(f"chunk {state.get('index')}: no file of this chunk was processed here")
             from airflow_dcache.events import lineage_chunk
 
-            outlet_events[processed].extra = lineage_chunk(records, dag_id=dag_id, run_id=run_id,
-                                                           chunk=state.get("index", ti.map_index))
+            context["outlet_events"][processed].extra = lineage_chunk(records, dag_id=dag_id, run_id=run_id,
+                                                                      chunk=state.get("index", ti.map_index))
             return state
 
-        record_lineage(wait_archived(process(chunk)))
+        def record_when_archived(chunk: Any) -> Any:
+            """One deferred wait for the chunk's files (one trigger, one listing per directory and round), then
+            ``record_lineage`` in the same task: a file is marked processed only once it is archived.
+
+            The condition follows ``target_qos`` (disk: ONLINE, tape: NEARLINE, disk+tape: both); a file
+            gone, replaced or late is failed alone. Safe to repeat (the marker is a compare-and-set, this
+            run's own marker is success), so a site outage is retried as a whole.
+            """
+            from airflow_dcache.operators.chunk_wait import DCacheChunkWaitOperator
+
+            return DCacheChunkWaitOperator(
+                task_id="record_when_archived", dcache_conn_id=MAIN, chunk=chunk, stage="wait_archived",
+                target_qos="{{ params.target_qos }}", then=record_lineage, outlets=[processed],
+                timeout=600, poll_interval=1, max_poll_interval=5, concurrency=CHUNK_CONCURRENCY,
+                **REPLICATE_RETRIES).output
+
+        record_when_archived(process(chunk))
     # [END ingest_chunked]
 
     @task(trigger_rule="all_done", retries=0)

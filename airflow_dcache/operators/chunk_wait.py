@@ -10,13 +10,17 @@ failed and its chunk-mates go on.
 Deferred by default: a chunk waiting for tape holds no worker slot, and the triggerer polls all the
 chunk's files in one trigger instead of one per file. With ``deferrable=False`` the same trigger runs in
 the worker (same decisions, blocking).
+
+``then``: what the chunk's files need once they are archived (the ingest pipeline records their
+lineage) runs in the same task, after the wait. A stage of its own would cost a task start per chunk, its
+scheduling and its API calls, for work of a few requests per file.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any, cast
 
@@ -40,11 +44,16 @@ class DCacheChunkWaitOperator(_WaitingOperator):
     :param stage: the stage name recorded in the files' ``failed`` and ``timings`` (default the task id).
     :param concurrency: directories listed at once per round.
     :param cancel_on_kill: a kill cancels the chunk's bulk QoS request (``qos_request`` of its files).
+    :param then: ``then(chunk, context)``, called in this task with the chunk after the wait (per-file
+        outcomes applied); its return value is the task's. For work that follows the wait of every chunk,
+        without a task of its own (the ingest pipeline's lineage records). It may raise
+        ``AirflowSkipException``, as a task would. Not called when the wait itself fails the task.
     :type deferrable: bool
     :param deferrable: wait in the triggerer (default ``True``: a chunk waiting for tape holds no slot).
     :type timeout: float | datetime.timedelta | None
     :param timeout: a file not there after this many seconds fails with a reason naming it.
-    :return: the chunk: a file that is gone, replaced, broken or late has ``failed = {"stage", "reason"}``.
+    :return: the chunk: a file that is gone, replaced, broken or late has ``failed = {"stage", "reason"}``
+        (or what ``then`` returns).
 
     The waiting base's ``poll_interval`` is the first delay between rounds, doubled up to its
     ``max_poll_interval``.
@@ -64,11 +73,14 @@ class DCacheChunkWaitOperator(_WaitingOperator):
         stage: str | None = None,
         concurrency: int = DEFAULT_CONCURRENCY,
         cancel_on_kill: bool = True,
+        then: Callable[[dict[str, Any], Any], Any] | None = None,
         deferrable: bool = True,
         timeout: float | timedelta | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(deferrable=deferrable, timeout=timeout, **kwargs)
+        if then is not None and not callable(then):
+            raise TypeError(f"then: expected a callable then(chunk, context), got {then!r:.100}")
         if not is_template(target_qos):
             qos_condition(target_qos)  # a bad QoS fails at parse
         self.chunk = chunk
@@ -76,6 +88,7 @@ class DCacheChunkWaitOperator(_WaitingOperator):
         self.stage = stage or self.task_id.rsplit(".", 1)[-1]
         self.concurrency = ck.whole(concurrency, "concurrency")
         self.cancel_on_kill = cancel_on_kill
+        self.then = then
         self._request_id: str | None = None
 
     def _chunk(self) -> dict[str, Any]:
@@ -91,28 +104,28 @@ class DCacheChunkWaitOperator(_WaitingOperator):
                              max_poll_interval=self.max_poll_interval, concurrency=self.concurrency,
                              cancel_on_kill=self.cancel_on_kill, allowed_roots=self.allowed_roots)
 
-    def execute(self, context: Any) -> dict[str, Any]:
+    def execute(self, context: Any) -> Any:
         chunk = self._chunk()
         trigger = self.trigger(chunk, started=time.time())
         if trigger is None:
             self.log.info("chunk %s: no live file to wait for", chunk.get("index"))
-            return ck.copy_chunk(chunk)
+            return self._then(ck.copy_chunk(chunk), context)
         self._request_id = trigger.bulk_request_id
         self.log.info("chunk %s: waiting for %d file(s) until %s (bulk request %s)", chunk.get("index"),
                       len(trigger.files), trigger.condition.describe(), trigger.bulk_request_id)
         first = asyncio.run(_one_round(trigger))  # a disk rule is often met at once: no deferral then
         if first is not None:
-            return self._apply(chunk, first)
+            return self._apply(chunk, first, context)
         if self.deferrable:
             # a fresh trigger from its kwargs: the triggerer rebuilds it so anyway, the first round's state stays here
             self.defer(trigger=type(trigger)(**trigger.serialize()[1]), method_name="execute_complete")
-        return self._apply(chunk, asyncio.run(_until_event(trigger)))
+        return self._apply(chunk, asyncio.run(_until_event(trigger)), context)
 
-    def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> dict[str, Any]:
+    def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> Any:
         """Resume with the trigger's event; the chunk is re-rendered from its XCom, the outcomes are the event's."""
-        return self._apply(self._chunk(), event)
+        return self._apply(self._chunk(), event, context)
 
-    def _apply(self, chunk: dict[str, Any], event: Any) -> dict[str, Any]:
+    def _apply(self, chunk: dict[str, Any], event: Any, context: Any) -> Any:
         self._request_id = None
         try:
             result = apply_event(chunk, event, stage=self.stage)
@@ -120,7 +133,10 @@ class DCacheChunkWaitOperator(_WaitingOperator):
             raise AirflowException(f"{self.task_id}: {exc}") from None
         self.log.info("chunk %s: %s (%s round(s), %s request(s))", chunk.get("index"), event.get("message"),
                       event.get("rounds"), event.get("requests"))
-        return result
+        return self._then(result, context)
+
+    def _then(self, chunk: dict[str, Any], context: Any) -> Any:
+        return chunk if self.then is None else self.then(chunk, context)
 
     def on_kill(self) -> None:
         """Killed while waiting in the worker: cancel the chunk's bulk QoS request (the work being waited for).

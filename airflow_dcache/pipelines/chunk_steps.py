@@ -1,6 +1,7 @@
 """The stage bodies of the chunked ingest pipeline: each takes a chunk (see :mod:`.chunks`) and returns it.
 
-Three tasks per chunk: ``process``, ``wait_archived``, ``record_lineage``.
+Two tasks per chunk: ``process``, then ``record_when_archived``: the wait for the chunk's QoS
+(``wait_archived``, deferred) and :func:`record_lineage` once it is over, in one task.
 
 ``process`` takes each live file of the chunk through all the steps the per-file design has a task
 for, on its own: ``validate`` → ``replicate`` → ``preview`` → ``publish`` → ``archive_rule`` →
@@ -54,7 +55,7 @@ from airflow_dcache.pipelines import design, steps
 log = logging.getLogger(__name__)
 
 #: Task ids (inside the chunk group) of the stages whose result the next one reads, in order.
-STAGE_TASKS = ("process", "wait_archived", "record_lineage")
+STAGE_TASKS = ("process", "record_when_archived")
 #: The steps ``process`` takes each file through, in order (a failed file's ``failed["stage"]`` is one of them).
 PROCESS_STEPS = design.PROCESS_STEPS
 

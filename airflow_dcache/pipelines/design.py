@@ -1,11 +1,12 @@
 """The ingest pipeline's two designs, and where a file's work shows in a run of each.
 
-``chunked`` (the default) maps the stage group over *chunks* of files: three task instances per chunk
+``chunked`` (the default) maps the stage group over *chunks* of files: two task instances per chunk
 (``process``, which takes each file through validate … drop_buffer_replica on its own, then
-``wait_archived`` and ``record_lineage``), not eight per file, and no ``[core] max_map_length`` caps
-it. ``per_file`` maps the group over files: each file shows as its own row in Airflow's grid, a task
-per step — for runs of a handful of files that is the more readable view, at eight task instances per
-file (``docs/pipelines.md`` has the numbers).
+``record_when_archived``: the deferred wait for the chunk's QoS, and the lineage records once it is
+reached), not eight per file, and no ``[core] max_map_length`` caps it. ``per_file`` maps the group
+over files: each file shows as its own row in Airflow's grid, a task per step — for runs of a handful
+of files that is the more readable view, at eight task instances per file (``docs/pipelines.md`` has
+the numbers).
 
 Whoever follows a run from outside (the demo's progress, the benchmarks, the tests) needs the same
 three facts of a design: the stage task ids in order, which task's XCom lists the mapped units (the
@@ -83,9 +84,10 @@ PER_FILE = Design("per_file", "file", "collect", (
 #: The steps the chunked design's ``process`` task takes each file through (a task each in ``per_file``).
 PROCESS_STEPS = ("validate", "replicate", "preview", "publish", "archive_rule", "drop_buffer_replica")
 CHUNKED = Design("chunked", "chunks", "chunk", (
-    ("process", "process"), ("wait_archived", "archived"), ("record_lineage", "lineage")),
-    # the stage ids of per_file and of the earlier chunked layout (validate_replicate, preview, publish, …)
-    aliases=tuple((step, "process") for step in ("validate_replicate", *PROCESS_STEPS)))
+    ("process", "process"), ("record_when_archived", "archived + lineage")),
+    # the stage ids of per_file and of the earlier chunked layouts (validate_replicate, preview, publish, …)
+    aliases=(*((step, "process") for step in ("validate_replicate", *PROCESS_STEPS)),
+             ("wait_archived", "record_when_archived"), ("record_lineage", "record_when_archived")))
 DESIGNS: dict[str, Design] = {d.name: d for d in (CHUNKED, PER_FILE)}
 DEFAULT = CHUNKED
 

@@ -51,13 +51,13 @@ def test_ingest_pipeline_is_chunked_by_default(dagbag) -> None:
     dag = dagbag.dags["dcache_ingest_pipeline"]
     assert {"collect", "chunk", "report", *(t for t, _ in CHUNKED.task_ids())} <= set(dag.task_ids)
     stages = [t for t, _ in CHUNKED.task_ids()]
-    assert stages == ["chunks.process", "chunks.wait_archived", "chunks.record_lineage"]
-    for before, after in itertools.pairwise(stages):  # process → archived → lineage
+    assert stages == ["chunks.process", "chunks.record_when_archived"]
+    for before, after in itertools.pairwise(stages):  # process → archived, then lineage
         assert before in _upstream(dag, after)
     assert dag.get_task("chunks.process").retries >= 1
     assert {"paths", "function", "function_parameters", "target_qos", "reprocess", "chunk_max_files",
             "chunk_max_bytes", "only_failed_of"} <= set(dag.params)
-    assert [o.uri for o in dag.get_task("chunks.record_lineage").outlets] == ["dcache://main/data/processed"]
+    assert [o.uri for o in dag.get_task("chunks.record_when_archived").outlets] == ["dcache://main/data/processed"]
     assert not any(t.startswith("file.") for t in dag.task_ids)
 
 

@@ -77,7 +77,7 @@ def _finish(stack: AirflowStack, run_id: str, timeout: float = 600) -> str:
 
 
 def _trigger_logs(stack: AirflowStack, run_id: str) -> list[Path]:
-    base = stack.home / "logs" / f"dag_id={INGEST}" / f"run_id={run_id}" / "task_id=chunks.wait_archived"
+    base = stack.home / "logs" / f"dag_id={INGEST}" / f"run_id={run_id}" / "task_id=chunks.record_when_archived"
     return sorted(base.glob("map_index=*/*.trigger.*"))
 
 
@@ -88,7 +88,7 @@ def test_each_chunk_waits_in_one_trigger_and_a_replaced_file_fails_alone(facilit
     names = [f"w-{i:02d}.hdf5" for i in range(20)]
     _upload(sites, tmp_path, folder, names)
     run_id = stack.api.trigger(INGEST, {"paths": [f"{folder}/*.hdf5"], "chunk_max_files": 10}, note="deferred waits")
-    _until(lambda: _states(stack, run_id, "chunks.wait_archived") == ["deferred", "deferred"], 400,
+    _until(lambda: _states(stack, run_id, "chunks.record_when_archived") == ["deferred", "deferred"], 400,
            "both chunks' waits deferred")
     replaced = f"{folder}/w-03.hdf5"
     _upload(sites, tmp_path, folder, ["w-03.hdf5"], seed=500)  # a new version while its chunk waits for tape

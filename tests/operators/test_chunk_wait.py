@@ -209,3 +209,40 @@ def test_chunk_steps_blocking_wait_follows_the_target_qos(conn: str, hook: DCach
     for e in result["files"]:
         entry = hook.stat(e["item"]["path"], qos=True, locality=True)
         assert entry.current_qos == "tape" and "NEARLINE" in entry.locality
+
+
+def test_then_runs_in_the_same_task_once_the_wait_is_over(conn: str, hook: DCacheHook, workdir: str) -> None:
+    """``then`` gets the chunk with the wait's outcomes and the context, after a deferral and without one."""
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    calls: list[tuple[dict[str, Any], Any]] = []
+
+    def then(chunk: dict[str, Any], context: Any) -> dict[str, Any]:
+        calls.append((chunk, context))
+        return {"recorded": [e["item"]["path"] for e in ck.live(chunk)]}
+
+    chunk = _chunk(hook, workdir, 3, failed_first=True)
+    op = _op(conn, chunk, then=then)
+    with pytest.raises(TaskDeferred) as deferred:
+        op.execute({"run_id": "r"})
+    assert calls == []  # not before the wait is over
+    result = op.execute_complete({"run_id": "r"}, run_trigger(deferred.value.trigger))
+    assert result == {"recorded": [f"{workdir}/f1.h5", f"{workdir}/f2.h5"]}
+    (seen, context), = calls
+    assert context == {"run_id": "r"} and all("wait_archived" in e["timings"] for e in ck.live(seen))
+    # met at once (no deferral), and no live file at all: then still runs, and may skip the task
+    assert _op(conn, _chunk(hook, workdir, 1, target=None), target_qos="disk", then=then).execute({})["recorded"]
+    dead = _chunk(hook, workdir, 1, target=None, failed_first=True)
+
+    def skip(chunk: dict[str, Any], context: Any) -> Any:
+        raise AirflowSkipException("nothing processed")
+
+    with pytest.raises(AirflowSkipException):
+        _op(conn, dead, then=skip).execute({})
+    # a wait that fails the task (no per-file outcomes) does not reach then
+    calls.clear()
+    with pytest.raises(AirflowException, match="without per-file outcomes"):
+        op.execute_complete({}, {"status": "error", "message": "boom"})
+    assert calls == []
+    with pytest.raises(TypeError, match="then: expected a callable"):
+        _op(conn, chunk, then="record")

@@ -205,13 +205,13 @@ def test_final_chunk_reports_the_files_a_failed_stage_task_left_behind() -> None
     processed = ck.run_stages(initial, [("publish", lambda e: {"published": {}})])
     xcoms = {("chunks.process", "return_value"): processed}
     state = final_chunk(lambda task, key: xcoms.get((task, key)), "chunks", initial)
-    assert [e["failed"]["stage"] for e in state["files"]] == ["wait_archived", "wait_archived"]
-    assert "chunks.wait_archived (chunk 0) did not complete" in state["files"][0]["failed"]["reason"]
+    assert [e["failed"]["stage"] for e in state["files"]] == ["record_when_archived", "record_when_archived"]
+    assert "chunks.record_when_archived (chunk 0) did not complete" in state["files"][0]["failed"]["reason"]
     nothing = final_chunk(lambda task, key: None, "chunks", initial)
     assert {e["failed"]["stage"] for e in nothing["files"]} == {"process"}
     assert "chunks.process (chunk 0) did not complete" in nothing["files"][0]["failed"]["reason"]
     done = {**processed, "files": [{**e, "lineage": {}} for e in processed["files"]]}
-    xcoms[("chunks.record_lineage", "outcome")] = done
+    xcoms[("chunks.record_when_archived", "outcome")] = done
     assert final_chunk(lambda task, key: xcoms.get((task, key)), "chunks", initial) == done
 
 

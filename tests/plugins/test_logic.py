@@ -168,11 +168,11 @@ def test_runs_rows_from_the_report_and_in_flight() -> None:
     units = [{"index": 0, "files": [{"item": {"path": "/d/a.h5"}}, {"item": {"path": "/d/b.h5"}}]},
              {"index": 1, "files": [{"item": {"path": "/d/c.h5"}}]}]
     tis = [{"task_id": "chunks.process", "map_index": 0, "state": "success"},
-           {"task_id": "chunks.wait_archived", "map_index": 0, "state": "deferred"},
+           {"task_id": "chunks.record_when_archived", "map_index": 0, "state": "deferred"},
            {"task_id": "chunks.process", "map_index": 1, "state": "upstream_failed"}]
     flight = runs.rows_in_flight(units, tis)
     assert [(r["path"], r["chunk"], r["stage"], r["outcome"]) for r in flight] == [
-        ("/d/a.h5", 0, "wait_archived", "deferred"), ("/d/b.h5", 0, "wait_archived", "deferred"),
+        ("/d/a.h5", 0, "record_when_archived", "deferred"), ("/d/b.h5", 0, "record_when_archived", "deferred"),
         ("/d/c.h5", 1, "process", "failed")]
     assert runs.rows_in_flight(None, tis) == []
 

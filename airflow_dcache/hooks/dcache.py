@@ -8,10 +8,11 @@ origin (the door's pool redirects carry their own one-time authorisation).
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import threading
 import time
-from collections.abc import Generator, Iterable, Mapping
+from collections.abc import Generator, Iterable, Iterator, Mapping
 from datetime import datetime, timedelta
 from typing import IO, Any, TypeVar
 
@@ -47,6 +48,7 @@ from airflow_dcache.hooks._protocol import (
     retry_wait,
 )
 from airflow_dcache.hooks._routing import ERROR_BODY_LIMIT, Elevation, Route
+from airflow_dcache.hooks._settings import ConnectionSettings
 from airflow_dcache.hooks._sse import SSEParser
 from airflow_dcache.hooks.models import (
     ArchivedBulkRequest,
@@ -95,6 +97,25 @@ class _Retry(Retry):
         return None if after is None else min(after, RETRY_AFTER_MAX)
 
 
+
+#: Pieces (lines or chunks) of a reply read after the part that was wanted, so its connection is reused.
+DRAIN_LIMIT = 64
+
+
+def _drain(pieces: Iterator[Any], limit: int = DRAIN_LIMIT) -> None:
+    """Read the rest of a streamed reply (at most ``limit`` more pieces) so its connection goes back to the pool.
+
+    ``pieces`` is the iterator the reply was being read with (``iter_lines``, ``iter_content``): only
+    it knows where the body stands. A reply closed before its end closes its connection, and the next
+    request opens another: for a third-party copy, which stops at its final ``success:`` line, or a
+    range read that has its bytes, that was a new connection per request on both sides. What is left is
+    usually the end of the chunked encoding; a reply that goes on past ``limit`` is closed as before.
+    """
+    with contextlib.suppress(Exception):  # best effort: the caller has what it needs, closing is the fallback
+        for _ in itertools.islice(pieces, limit):
+            pass
+
+
 class DCacheHook(DCacheHookBase):
     """Talk to a dCache instance (WebDAV door and frontend) described by a ``dcache`` connection.
 
@@ -102,10 +123,13 @@ class DCacheHook(DCacheHookBase):
     :param kwargs: passed on to Airflow's ``BaseHook``.
     """
 
-    def __init__(self, dcache_conn_id: str = DCacheHookBase.default_conn_name, **kwargs: Any) -> None:
+    def __init__(self, dcache_conn_id: str = DCacheHookBase.default_conn_name, *,
+                 connections_of: DCacheHook | None = None, **kwargs: Any) -> None:
+        """``connections_of``: send over that hook's pooled connections (see :meth:`sharing_connections`)."""
         super().__init__(dcache_conn_id, **kwargs)
         self._session: requests.Session | None = None
         self._lock = threading.Lock()
+        self._connections_of = connections_of
         self._tape = tape_discovery.TapeEndpoint()  # from the WLCG discovery document, on first use
 
     # ------------------------------------------------------------------------------ plumbing
@@ -113,6 +137,13 @@ class DCacheHook(DCacheHookBase):
     def get_conn(self) -> requests.Session:
         """The pooled session; retries cover only idempotent methods, because bodies are streams."""
         with self._lock:
+            if self._session is None and self._connections_of is not None:
+                check_tls_files(self.settings)
+                session = requests.Session()  # its own cookies: nothing of the other identity's session
+                session.trust_env = False
+                for prefix, adapter in self._connections_of.get_conn().adapters.items():
+                    session.mount(prefix, adapter)
+                self._session = session
             if self._session is None:
                 check_tls_files(self.settings)
                 retry = _Retry(
@@ -138,9 +169,21 @@ class DCacheHook(DCacheHookBase):
         """Close the pooled session; the next call opens a new one.
         """
         with self._lock:
-            if self._session is not None:
+            if self._session is not None and self._connections_of is None:
                 self._session.close()
-                self._session = None
+            self._session = None  # shared connections stay open for the hook they belong to
+
+    def sharing_connections(self, settings: ConnectionSettings, *, mask_settings: bool = True) -> DCacheHook:
+        """A hook with other ``settings`` (another credential) that sends over this hook's pooled connections.
+
+        For a short-lived credential used many times in a row, a third-party copy's macaroon: a hook of
+        its own would open a connection per copy, on both sides. Only the connections are shared:
+        the credential goes with every request, the cookies are the new hook's own, and a connection
+        is reused only for the same TLS settings (client certificate and verification are part of
+        urllib3's pool key), so a connection made with this hook's client certificate never carries
+        the other credential's requests. Closing the new hook leaves the connections open.
+        """
+        return DCacheHook(self.dcache_conn_id, settings=settings, mask_settings=mask_settings, connections_of=self)
 
     def __enter__(self) -> DCacheHook:
         return self
@@ -946,8 +989,10 @@ class DCacheHook(DCacheHookBase):
             receiver = ops.RangeReceiver(read, self._info(response), response.url)
             try:
                 if not receiver.done:
-                    for chunk in response.iter_content(min(tx.CHUNK_SIZE, read.offset + read.length)):
+                    chunks = response.iter_content(min(tx.CHUNK_SIZE, read.offset + read.length))
+                    for chunk in chunks:
                         if receiver.feed(chunk):
+                            _drain(chunks)
                             break
             except requests.RequestException as exc:
                 raise DCacheConnectionError(
@@ -992,11 +1037,13 @@ class DCacheHook(DCacheHookBase):
         with response:
             try:
                 # Bytes, decoded here: requests yields bytes when the Content-Type has no charset.
-                for raw in response.iter_lines():
+                lines = response.iter_lines()
+                for raw in lines:
                     item = parser.feed(raw.decode("utf-8", "replace"))
                     if isinstance(item, PerfMarker):
                         self.log.info("copy %s: %s", request.local_path, item.describe())
                     elif item is not None:
+                        _drain(lines)
                         break
             except requests.RequestException as exc:
                 self.log.warning("copy stream broke: %s", mask_url(str(exc)))

@@ -70,7 +70,7 @@ def macaroon_hook(base: DCacheHook, macaroon: str, *, mask: bool = True) -> DCac
     """
     settings = dataclasses.replace(base.settings, auth_type=AuthType.MACAROON, token=macaroon, login=None,
                                    password=None, token_file=None, client_cert=None, client_key=None, roles=())
-    return DCacheHook(base.dcache_conn_id, settings=settings, mask_settings=mask)
+    return base.sharing_connections(settings, mask_settings=mask)
 
 
 class ThirdPartyCopy:

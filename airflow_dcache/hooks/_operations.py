@@ -17,7 +17,14 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar
 from urllib.parse import quote, unquote, urljoin, urlsplit
 
-from airflow_dcache.exceptions import AlreadyExists, Conflict, DCacheConnectionError, NotFound, UnexpectedResponse
+from airflow_dcache.exceptions import (
+    AlreadyExists,
+    Conflict,
+    DCacheConnectionError,
+    NotFound,
+    ServerError,
+    UnexpectedResponse,
+)
 from airflow_dcache.hooks import _caveats, _checksums
 from airflow_dcache.hooks._protocol import MACAROON_REQUEST_TYPE, ResponseInfo, parse_json
 from airflow_dcache.hooks._settings import ConnectionSettings
@@ -233,22 +240,33 @@ def move(s: ConnectionSettings, source: str, destination: str, overwrite: bool =
 
 def delete(s: ConnectionSettings, path: str, recursive: bool = False, missing_ok: bool = False,
            directory: bool = False) -> Operation[bool]:
-    """Files go through the door (so billing records the removal); directories through the frontend,
-    whose ``DELETE`` has documented semantics for empty directories (the door's is unconfirmed).
+    """Files and directory trees go through the door (so billing records each file's removal); an empty
+    directory without ``recursive`` through the frontend, whose ``DELETE`` refuses a non-empty one.
 
-    ``directory`` with ``recursive``: the caller knows ``path`` is a directory, so its listing is the first
-    request (no stat before it); the listing refuses a file (``Conflict``), so nothing else is deleted."""
+    A tree is one ``DELETE`` at the door: dCache's WebDAV door removes a directory's children one by one,
+    depth first, then the directory (Milton's ``DeleteHelperImpl``: dCache's directory resource is not a
+    ``DeletableCollectionResource``; read in dCache 12.1 master and its Milton fork 2.7.3.0-dcache-1),
+    answering 204 when all is gone and 403 at the first entry the caller may not delete. A server error
+    part-way (a subdirectory it could not list ends in "Directory is not empty") is finished by the
+    walk: a listing and a delete per entry, which names the entry that stays.
+
+    ``directory``: the caller expects a directory (one it made); a file there is refused
+    (``Conflict``), not deleted."""
     if directory and not recursive:
-        raise ValueError("directory=True skips the stat only for a recursive delete; pass recursive=True")
+        raise ValueError("directory=True is for a recursive delete of a directory; pass recursive=True")
     path = allowed_path(s, path)
     if path == "/":
         raise ValueError("refusing to delete the root directory")
     try:
-        if directory:
-            yield from _delete_children(s, path)
-            yield Call("DELETE", namespace_url(s, path), {"Accept": "application/json"})
-            return True
         entry = yield from stat(s, path)
+        if directory and not entry.is_dir:
+            raise Conflict(f"{path} is a file, not a directory: not deleted")
+        if entry.is_dir and recursive:
+            try:
+                yield Call("DELETE", door_url(s, path))
+                return True
+            except ServerError:
+                pass  # part of the tree may be gone: the walk deletes the rest or names what stays
         yield from _delete_entry(s, entry, recursive)
         return True
     except NotFound:

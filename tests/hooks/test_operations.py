@@ -135,10 +135,24 @@ def test_delete_file_goes_through_the_door() -> None:
     assert deleted and (calls[1].method, calls[1].url) == ("DELETE", "https://door:2880/f")
 
 
-def test_delete_recursive_empties_directories_depth_first() -> None:
+def test_delete_recursive_is_one_door_delete() -> None:
+    """dCache's door removes a tree child by child (Milton): one request instead of a walk."""
+    deleted, calls = drive(ops.delete(S, "/d", recursive=True), [ok(body={"fileType": "DIR"}), ok(204)])
+    assert deleted
+    assert [(c.method, c.url.split("?")[0]) for c in calls] == [
+        ("GET", f"{API}/namespace/d"), ("DELETE", "https://door:2880/d")]
+    # without recursive an empty directory goes to the frontend, which refuses a non-empty one
+    _, calls = drive(ops.delete(S, "/d"), [ok(body={"fileType": "DIR"}), ok(200, {"status": "success"})])
+    assert (calls[1].method, calls[1].url) == ("DELETE", f"{API}/namespace/d")
+    with pytest.raises(exc.PermissionDenied):  # the door's 403 at an entry the caller may not delete
+        drive(ops.delete(S, "/d", recursive=True), [ok(body={"fileType": "DIR"}), err(exc.PermissionDenied, 403)])
+
+
+def test_a_door_tree_delete_stopped_by_a_server_error_is_finished_by_the_walk() -> None:
     listing = [{"fileName": "f", "fileType": "REGULAR"}, {"fileName": "s", "fileType": "DIR"}]
     replies: list[Reply] = [
         ok(body={"fileType": "DIR"}),  # stat /d
+        err(exc.ServerError, 500),  # the door's tree delete: "Directory is not empty" part-way
         ok(body={"fileType": "DIR", "children": listing}),
         ok(204),  # DELETE /d/f (door)
         ok(body={"fileType": "DIR", "children": [{"fileName": "gone", "fileType": "REGULAR"}]}),
@@ -150,6 +164,7 @@ def test_delete_recursive_empties_directories_depth_first() -> None:
     assert deleted
     deletes = [c.url for c in calls if c.method == "DELETE"]
     assert deletes == [
+        "https://door:2880/d",
         "https://door:2880/d/f",
         "https://door:2880/d/s/gone",
         f"{API}/namespace/d/s",
@@ -157,13 +172,10 @@ def test_delete_recursive_empties_directories_depth_first() -> None:
     ]
 
 
-def test_delete_a_known_directory_lists_it_first_and_refuses_a_file() -> None:
-    listing = [{"fileName": "f", "fileType": "REGULAR"}]
-    deleted, calls = drive(ops.delete(S, "/d", recursive=True, directory=True), [
-        ok(body={"fileType": "DIR", "children": listing}), ok(204), ok(200, {"status": "success"})])
-    assert deleted
-    assert [(c.method, c.url.split("?")[0]) for c in calls] == [
-        ("GET", f"{API}/namespace/d"), ("DELETE", "https://door:2880/d/f"), ("DELETE", f"{API}/namespace/d")]
+def test_delete_a_known_directory_refuses_a_file() -> None:
+    deleted, calls = drive(ops.delete(S, "/d", recursive=True, directory=True),
+                           [ok(body={"fileType": "DIR"}), ok(204)])
+    assert deleted and [c.method for c in calls] == ["GET", "DELETE"]
     assert drive(ops.delete(S, "/gone", recursive=True, directory=True, missing_ok=True),
                  [err(exc.NotFound, 404)])[0] is False
     with pytest.raises(exc.Conflict, match="not a directory"):  # a file where a directory was expected: kept

@@ -231,6 +231,22 @@ def test_webdav_delete_publishes_door_remove_rest_delete_none(billed: DCacheServ
     assert [d["msgType"] for d in docs if d["billingPath"] == "/home/alice/rest-del.txt"] == ["transfer", "request"]
 
 
+def test_a_door_tree_delete_bills_every_file_it_removes(billed: DCacheServer, kafka_broker: KafkaBroker,
+                                                        billing_topic: str) -> None:
+    """dCache's door deletes a tree file by file (Milton), each file with its ``remove`` record."""
+    assert request(billed, "MKCOL", "/home/alice/tree")[0] == 201
+    assert request(billed, "MKCOL", "/home/alice/tree/sub")[0] == 201
+    files = ["/home/alice/tree/a.txt", "/home/alice/tree/sub/b.txt"]
+    for path in files:
+        assert request(billed, "PUT", path, b"leaf")[0] == 201
+    assert request(billed, "DELETE", "/home/alice/tree")[0] == 204
+    assert request(billed, "PROPFIND", "/home/alice/tree")[0] == 404
+    docs = records_for(kafka_broker, billing_topic, files, 3)  # transfer + request, then the remove
+    removes = sorted(d["billingPath"] for d in docs if d["msgType"] == "remove")
+    assert removes == files
+    assert all(d["cellType"] == "door" for d in docs if d["msgType"] == "remove")
+
+
 def test_macaroon_upload_names_the_macaroon(billed: DCacheServer, kafka_broker: KafkaBroker,
                                             billing_topic: str) -> None:
     minted = requests.post(f"{billed.webdav}/home/alice/", auth=billed.auth("alice"), timeout=10,

@@ -224,9 +224,12 @@ class WebDavDoor:
 
     async def delete(self, request: web.Request, login: Login, path: str, trailing: bool) -> web.Response:
         self._require_login(login)
-        entry = self.ns.delete(login, path, recursive=True)
-        if not entry.inode.is_dir:
-            self.transfers.remove_finished(login, entry, request.remote or "", extra=door_details(request))
+        removed: list[Entry] = []
+        try:
+            self.ns.delete(login, path, recursive=True, removed_files=removed)
+        finally:  # a tree stopped part-way: the files it did remove have their records
+            for entry in removed:
+                self.transfers.remove_finished(login, entry, request.remote or "", extra=door_details(request))
         return web.Response(status=204)
 
     async def lock(self, request: web.Request, login: Login, path: str, trailing: bool) -> web.Response:

@@ -200,15 +200,18 @@ class NamespaceService:
         self.emit("IN_CREATE", node)
         return Entry(path, ns, node)
 
-    def delete(self, login: Login, path: str, *, recursive: bool = False) -> Entry:
+    def delete(self, login: Login, path: str, *, recursive: bool = False,
+               removed_files: list[Entry] | None = None) -> Entry:
         """Remove a file or directory; ``recursive`` is WebDAV's Depth: infinity on collections.
 
         A recursive delete removes children one by one with the same checks, so it stops at the
-        first entry the caller may not delete and leaves everything not yet reached intact.
+        first entry the caller may not delete and leaves everything not yet reached intact (as
+        dCache's door, through Milton, does). ``removed_files`` collects the files it removed, for the
+        door's billing records.
         """
         if recursive and self.stat(login, path).inode.is_dir:
             for child in self.list_dir(login, path):
-                self.delete(login, child.path, recursive=True)
+                self.delete(login, child.path, recursive=True, removed_files=removed_files)
         perm.require_activity(login, Activity.DELETE, path)
         entry = self._get(login, path)
         perm.require_within(login, entry.ns_path, path)
@@ -222,6 +225,8 @@ class NamespaceService:
         self.db.delete(entry.inode.id)
         if not entry.inode.is_dir:
             self.pool.remove(entry.inode.id)
+            if removed_files is not None:
+                removed_files.append(entry)
         self.emit("IN_DELETE", entry.inode)
         self.emit("IN_DELETE_SELF", entry.inode)
         return entry

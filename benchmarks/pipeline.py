@@ -287,7 +287,7 @@ def _chunked_times(stack: Any, run: dict[str, Any], names: set[str]) -> dict[str
 
 def _wait(stack: Any, names: set[str], timeout: float,
           design: str) -> tuple[dict[str, dict[str, Any]], dict[str, int]]:
-    """Until every uploaded file is processed: its stage times, and the task instances of each run."""
+    """Until every uploaded file is processed, once: its stage times, and the task instances of each run."""
     deadline = time.monotonic() + timeout
     done: dict[str, dict[str, Any]] = {}
     task_counts: dict[str, int] = {}
@@ -298,7 +298,12 @@ def _wait(stack: Any, names: set[str], timeout: float,
                 continue
             if run["state"] == "failed":
                 raise RuntimeError(f"run {run['dag_run_id']} failed")
-            done.update(read(stack, run, names))
+            found = read(stack, run, names)
+            twice = sorted(set(found) & set(done))
+            if twice:  # every file version is processed exactly once, or the numbers mean nothing
+                raise RuntimeError(f"processed again in run {run['dag_run_id']} (first in "
+                                   f"{done[twice[0]]['run_id']}): {twice[:10]}")
+            done.update(found)
             task_counts[run["dag_run_id"]] = len(stack.api.task_instances(DAG_ID, run["dag_run_id"]))
         time.sleep(2)
     if set(done) != names:

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from typing import IO, Any, TypeVar
 
 import requests
-from requests.adapters import HTTPAdapter
+from requests.adapters import BaseAdapter, HTTPAdapter
 from urllib3.exceptions import ReadTimeoutError
 from urllib3.util.retry import Retry
 
@@ -97,7 +97,6 @@ class _Retry(Retry):
         return None if after is None else min(after, RETRY_AFTER_MAX)
 
 
-
 #: Pieces (lines or chunks) of a reply read after the part that was wanted, so its connection is reused.
 DRAIN_LIMIT = 64
 
@@ -135,35 +134,36 @@ class DCacheHook(DCacheHookBase):
     # ------------------------------------------------------------------------------ plumbing
 
     def get_conn(self) -> requests.Session:
-        """The pooled session; retries cover only idempotent methods, because bodies are streams."""
+        """The pooled session; retries cover only idempotent methods, because bodies are streams.
+
+        A hook made by :meth:`sharing_connections` has a session of its own (its own cookies) mounted on
+        the other hook's adapters (its connections)."""
         with self._lock:
-            if self._session is None and self._connections_of is not None:
-                check_tls_files(self.settings)
-                session = requests.Session()  # its own cookies: nothing of the other identity's session
-                session.trust_env = False
-                for prefix, adapter in self._connections_of.get_conn().adapters.items():
-                    session.mount(prefix, adapter)
-                self._session = session
             if self._session is None:
                 check_tls_files(self.settings)
-                retry = _Retry(
-                    total=self.settings.retries,
-                    connect=self.settings.retries,
-                    read=self.settings.retries,
-                    status=self.settings.retries,
-                    backoff_factor=BACKOFF_FACTOR,
-                    status_forcelist=sorted(RETRY_STATUSES),
-                    allowed_methods=RETRY_METHODS,
-                    raise_on_status=False,
-                    respect_retry_after_header=True,  # capped by _Retry.get_retry_after
-                )
                 session = requests.Session()
                 session.trust_env = False  # never route to a proxy the task environment happens to set
-                adapter = _Adapter(max_retries=retry, pool_connections=4, pool_maxsize=16)
-                session.mount("http://", adapter)
-                session.mount("https://", adapter)
+                for prefix, adapter in self._adapters().items():
+                    session.mount(prefix, adapter)
                 self._session = session
             return self._session
+
+    def _adapters(self) -> dict[str, BaseAdapter]:
+        if self._connections_of is not None:
+            return dict(self._connections_of.get_conn().adapters)
+        retry = _Retry(
+            total=self.settings.retries,
+            connect=self.settings.retries,
+            read=self.settings.retries,
+            status=self.settings.retries,
+            backoff_factor=BACKOFF_FACTOR,
+            status_forcelist=sorted(RETRY_STATUSES),
+            allowed_methods=RETRY_METHODS,
+            raise_on_status=False,
+            respect_retry_after_header=True,  # capped by _Retry.get_retry_after
+        )
+        adapter = _Adapter(max_retries=retry, pool_connections=4, pool_maxsize=16)
+        return {"http://": adapter, "https://": adapter}
 
     def close(self) -> None:
         """Close the pooled session; the next call opens a new one.

@@ -6,7 +6,9 @@ goes back to the pool. Against the bundled server; new connections are counted a
 from __future__ import annotations
 
 import io
+import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import urllib3.connection
@@ -20,13 +22,12 @@ from airflow_dcache.transfers.tpc import ThirdPartyCopy, macaroon_hook
 def connects(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
     """The number of TCP connections opened so far (in a one-element list)."""
     count = [0]
-    real = urllib3.connection.HTTPConnection.connect
+    for cls in (urllib3.connection.HTTPConnection, urllib3.connection.HTTPSConnection):
+        def connect(self: urllib3.connection.HTTPConnection, _real: Any = cls.connect) -> None:
+            count[0] += 1
+            _real(self)
 
-    def connect(self: urllib3.connection.HTTPConnection) -> None:
-        count[0] += 1
-        real(self)
-
-    monkeypatch.setattr(urllib3.connection.HTTPConnection, "connect", connect)
+        monkeypatch.setattr(cls, "connect", connect)
     yield count
 
 
@@ -58,3 +59,25 @@ def test_a_shared_hook_has_its_own_credential_and_cookies(alice: DCacheHook, wor
     before = connects[0]
     assert alice.read_range(f"{workdir}/f.h5", 0, 2) == b"xx"  # closing the shared hook left the pool open
     assert connects[0] == before
+
+
+def test_a_client_certificate_connection_never_carries_the_shared_hooks_requests(
+        set_conn: Any, dcache_tls_server: Any, connects: list[int]) -> None:
+    """Over TLS, a connection opened with the site hook's client certificate authenticates as its owner:
+    the macaroon hook gets connections of its own (urllib3 keys pools by client certificate), and reuses those."""
+    conn_id = set_conn(host=dcache_tls_server.webdav, extra={
+        "frontend_url": dcache_tls_server.frontend, "auth_type": "x509", "ca_bundle": dcache_tls_server.ca_pem,
+        "client_cert": dcache_tls_server.info["alice_client_pem"]})
+    path = f"/home/alice/shared-{uuid.uuid4().hex[:8]}.bin"
+    with DCacheHook(conn_id) as alice:
+        alice.upload(io.BytesIO(b"z" * 100), path)
+        macaroon = alice.mint_macaroon(path, activities=["DOWNLOAD"], validity=300, mask=False).macaroon
+        with macaroon_hook(alice, macaroon, mask=False) as narrow:
+            before = connects[0]
+            assert narrow.read_range(path, 0, 3) == b"zzz"
+            assert connects[0] == before + 1  # not alice's certificate connection
+            assert narrow.read_range(path, 3, 3) == b"zzz"
+            assert connects[0] == before + 1  # its own, reused
+            with pytest.raises(PermissionDenied):  # the macaroon's rights, not the certificate's
+                narrow.upload(io.BytesIO(b"y"), f"{path}.other")
+        assert alice.exists(path)
